@@ -1,0 +1,204 @@
+//! Building and running the service: open the store, load the audit key, bind, serve, stop
+//! gracefully. Tests build the same `Application` on port 0 and read back the real port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::audit::AuditKey;
+use crate::audit::append::Sealer;
+use crate::audit::signing::KeyOrigin;
+use crate::config::Settings;
+use crate::domain::ChainId;
+use crate::error::{Error, Result};
+use crate::http::{self, AppState};
+use crate::store::{self, Store, StoreOptions};
+
+/// The parts every command that writes needs: a migrated store and the audit key.
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub audit_key: Arc<AuditKey>,
+}
+
+impl Services {
+    /// Loads (or on first start creates) the signing key, opens and migrates the database, and
+    /// registers the key's public half in the system chain.
+    pub async fn open(settings: &Settings) -> Result<Services> {
+        let (key, origin) = AuditKey::load_or_generate(&settings.audit.signing_key_file)?;
+        if origin == KeyOrigin::Generated {
+            tracing::warn!(
+                path = %settings.audit.signing_key_file.display(),
+                key_id = %key.key_id(),
+                "generated a new audit signing key; back it up, and publish `killswitch audit public-key` to customers"
+            );
+        }
+        let audit_key = Arc::new(key);
+        let sealer = Sealer::new(audit_key.clone(), settings.audit.checkpoint_every);
+        let url = settings.database.url.expose_secret();
+        let store = store::open(
+            url,
+            StoreOptions {
+                max_connections: settings.database.max_connections,
+                create_if_missing: true,
+                migrate: true,
+                sealer: Some(Arc::new(sealer)),
+            },
+        )
+        .await?;
+        store.register_signing_key(&audit_key.public_key()).await?;
+        tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
+        Ok(Services { store, audit_key })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Application> {
+        let services = Services::open(&settings).await?;
+        Application::with_services(settings, services).await
+    }
+
+    pub async fn with_services(settings: Settings, services: Services) -> Result<Application> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {}", settings.server.listen), e))?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            store: services.store,
+            audit_key: services.audit_key,
+            metrics: crate::telemetry::metrics(),
+        };
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the listening address", e))
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.state.store.clone()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish for the grace
+    /// period, and signs a final checkpoint over every chain that advanced.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let state = self.state.clone();
+        let settings = state.settings.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let checkpoints = settings.audit.checkpoint_interval.map(|every| {
+            tokio::spawn(checkpoint_timer(
+                state.store.clone(),
+                every,
+                stop_rx.clone(),
+            ))
+        });
+
+        let mut server_stop = stop_rx;
+        let server = axum::serve(
+            self.listener,
+            http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_stop.changed().await;
+        });
+        let mut server = tokio::spawn(server.into_future());
+
+        tracing::info!(listen = %settings.server.listen, "killswitch is serving");
+        let finished_early = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown => None,
+        };
+        let _ = stop_tx.send(true);
+        let served = match finished_early {
+            Some(result) => result,
+            None => {
+                tracing::info!(grace = ?settings.server.shutdown_grace, "shutting down");
+                match tokio::time::timeout(settings.server.shutdown_grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("grace period over; closing the remaining connections");
+                        server.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        if let Some(task) = checkpoints {
+            let _ = task.await;
+        }
+        checkpoint_all(state.store.as_ref()).await;
+        served
+            .map_err(|e| Error::Internal(format!("server task failed: {e}")))?
+            .map_err(|e| Error::io("server stopped", e))
+    }
+}
+
+/// Signs a checkpoint for every chain whose head moved since its last checkpoint, so an export
+/// taken at any time ends close to a signed point.
+async fn checkpoint_timer(store: Arc<dyn Store>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => checkpoint_all(store.as_ref()).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+pub async fn checkpoint_all(store: &dyn Store) {
+    let chains = match store.chain_names().await {
+        Ok(chains) => chains,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list audit chains for checkpointing");
+            return;
+        }
+    };
+    for name in chains {
+        let Ok(chain) = name.parse::<ChainId>() else {
+            tracing::error!(chain = %name, "a stored audit chain has an invalid name; run `killswitch audit check`");
+            continue;
+        };
+        match store.checkpoint(&chain).await {
+            Ok(Some(cp)) => tracing::debug!(chain = %name, seq = cp.seq, "checkpoint signed"),
+            Ok(None) => {}
+            Err(e) => tracing::error!(chain = %name, error = %e, "cannot sign checkpoint"),
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,306 @@
+//! What an audit entry says happened, and who did it.
+//!
+//! Events are a closed, typed enum so every writer records the same shape; the JSON tag `type`
+//! is the stable name customers see in exports. New fields may be added over time; verifiers
+//! never need to understand an event to check the chain.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::time::Timestamp;
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Actor {
+    /// A SOC analyst, identified by id and e-mail, with how they proved who they are.
+    Analyst {
+        id: Uuid,
+        email: String,
+        auth: AuthMethod,
+    },
+    /// Someone running the `killswitch` command on the server; `user` is the OS account.
+    Operator { user: String },
+    /// Falcon, acting automatically under the customer policy named here.
+    Falcon { policy: String },
+    /// The service itself (key registration, start-up reconciliation, scheduled checkpoints).
+    Service,
+    /// A request whose identity could not be established (failed authentication).
+    Unauthenticated { client_ip: Option<String> },
+}
+
+impl Actor {
+    /// The operator running this process, named by the OS account (never a secret).
+    pub fn operator() -> Actor {
+        let user = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Actor::Operator { user }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ApiToken,
+    Oidc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Disable,
+    Enable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Noop,
+    Failed,
+    Denied,
+}
+
+/// Evidence that a fresh second factor was checked for this action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaEvidence {
+    pub method: String,
+    pub time_step: u64,
+    pub verified_at: Timestamp,
+}
+
+/// Where a request came from, for the people reading the log later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What Microsoft Graph answered, kept so a customer can correlate with their own sign-in and
+/// audit logs in Entra.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEvidence {
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A checkpoint signing key was put into service; its public half is recorded so older
+    /// checkpoints stay verifiable after the key is rotated.
+    SigningKeyRegistered {
+        key_id: String,
+        public_key: String,
+    },
+
+    CustomerAdded {
+        name: String,
+        domain: String,
+        tenant_id: Option<String>,
+    },
+    CustomerUpdated {
+        changes: serde_json::Value,
+    },
+    CustomerPolicyChanged {
+        changes: serde_json::Value,
+    },
+
+    ConsentGranted {
+        tenant_id: String,
+    },
+    ConsentFailed {
+        tenant_id: Option<String>,
+        reason: String,
+    },
+
+    AnalystAdded {
+        analyst_id: Uuid,
+        email: String,
+        role: String,
+        customers: Vec<String>,
+    },
+    AnalystDisabled {
+        analyst_id: Uuid,
+        email: String,
+    },
+    AnalystMfaReset {
+        analyst_id: Uuid,
+        email: String,
+    },
+    AnalystTokenRotated {
+        analyst_id: Uuid,
+        email: String,
+    },
+
+    AuthenticationFailed {
+        analyst_id: Option<Uuid>,
+        reason: String,
+        request: Option<RequestContext>,
+    },
+    AnalystLockedOut {
+        analyst_id: Uuid,
+        until: Timestamp,
+    },
+
+    ActionRequested {
+        action_id: Uuid,
+        operation: Operation,
+        account: String,
+        reason: String,
+        ticket: Option<String>,
+        revoke_sessions: bool,
+        mfa: Option<MfaEvidence>,
+        request: Option<RequestContext>,
+    },
+    ActionOutcome {
+        action_id: Uuid,
+        outcome: Outcome,
+        detail: Option<String>,
+        graph: Option<GraphEvidence>,
+    },
+
+    DetectionReceived {
+        detection_id: Uuid,
+        composite_id: String,
+        severity: String,
+        account: Option<String>,
+        assurance: String,
+    },
+
+    AuditExported {
+        format: String,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        entries: u64,
+    },
+}
+
+impl AuditEvent {
+    /// The stable event name, identical to the JSON `type` tag (a unit test keeps them equal).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::SigningKeyRegistered { .. } => "signing_key_registered",
+            AuditEvent::CustomerAdded { .. } => "customer_added",
+            AuditEvent::CustomerUpdated { .. } => "customer_updated",
+            AuditEvent::CustomerPolicyChanged { .. } => "customer_policy_changed",
+            AuditEvent::ConsentGranted { .. } => "consent_granted",
+            AuditEvent::ConsentFailed { .. } => "consent_failed",
+            AuditEvent::AnalystAdded { .. } => "analyst_added",
+            AuditEvent::AnalystDisabled { .. } => "analyst_disabled",
+            AuditEvent::AnalystMfaReset { .. } => "analyst_mfa_reset",
+            AuditEvent::AnalystTokenRotated { .. } => "analyst_token_rotated",
+            AuditEvent::AuthenticationFailed { .. } => "authentication_failed",
+            AuditEvent::AnalystLockedOut { .. } => "analyst_locked_out",
+            AuditEvent::ActionRequested { .. } => "action_requested",
+            AuditEvent::ActionOutcome { .. } => "action_outcome",
+            AuditEvent::DetectionReceived { .. } => "detection_received",
+            AuditEvent::AuditExported { .. } => "audit_exported",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One value of every variant, so tests can walk them all.
+    pub(crate) fn one_of_each() -> Vec<AuditEvent> {
+        let id = Uuid::nil();
+        let now = Timestamp::now();
+        vec![
+            AuditEvent::SigningKeyRegistered {
+                key_id: "k".into(),
+                public_key: "p".into(),
+            },
+            AuditEvent::CustomerAdded {
+                name: "n".into(),
+                domain: "d".into(),
+                tenant_id: None,
+            },
+            AuditEvent::CustomerUpdated {
+                changes: serde_json::json!({}),
+            },
+            AuditEvent::CustomerPolicyChanged {
+                changes: serde_json::json!({}),
+            },
+            AuditEvent::ConsentGranted {
+                tenant_id: "t".into(),
+            },
+            AuditEvent::ConsentFailed {
+                tenant_id: None,
+                reason: "r".into(),
+            },
+            AuditEvent::AnalystAdded {
+                analyst_id: id,
+                email: "e".into(),
+                role: "r".into(),
+                customers: vec![],
+            },
+            AuditEvent::AnalystDisabled {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystMfaReset {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystTokenRotated {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AuthenticationFailed {
+                analyst_id: None,
+                reason: "r".into(),
+                request: None,
+            },
+            AuditEvent::AnalystLockedOut {
+                analyst_id: id,
+                until: now,
+            },
+            AuditEvent::ActionRequested {
+                action_id: id,
+                operation: Operation::Disable,
+                account: "a".into(),
+                reason: "r".into(),
+                ticket: None,
+                revoke_sessions: false,
+                mfa: None,
+                request: None,
+            },
+            AuditEvent::ActionOutcome {
+                action_id: id,
+                outcome: Outcome::Noop,
+                detail: None,
+                graph: None,
+            },
+            AuditEvent::DetectionReceived {
+                detection_id: id,
+                composite_id: "c".into(),
+                severity: "high".into(),
+                account: None,
+                assurance: "signed".into(),
+            },
+            AuditEvent::AuditExported {
+                format: "jsonl".into(),
+                from: None,
+                to: None,
+                entries: 0,
+            },
+        ]
+    }
+
+    #[test]
+    fn kind_matches_the_serialized_type_tag_for_every_variant() {
+        for event in one_of_each() {
+            let json = serde_json::to_value(&event).unwrap_or_default();
+            assert_eq!(json["type"], event.kind(), "{event:?}");
+        }
+    }
+}

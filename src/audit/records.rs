@@ -1,0 +1,79 @@
+//! Audit data as the database stores it: plain columns, so both backends map rows the same way
+//! and verification reads exactly what is on disk.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+
+use crate::audit::hash::Hash;
+use crate::audit::signing::{Checkpoint, KeyId};
+
+/// One stored entry. `time` and `event` duplicate fields of `entry` so they can be indexed;
+/// verification checks that they agree with it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EntryRecord {
+    pub chain: String,
+    pub seq: i64,
+    pub time: String,
+    pub event: String,
+    pub entry: String,
+    pub hash: String,
+}
+
+/// The head of a chain: the last sequence number and hash, and the row writers lock.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HeadRecord {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckpointRecord {
+    pub chain: String,
+    pub seq: i64,
+    pub hash: String,
+    pub time: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl From<&Checkpoint> for CheckpointRecord {
+    fn from(cp: &Checkpoint) -> Self {
+        CheckpointRecord {
+            chain: cp.chain.clone(),
+            seq: i64::try_from(cp.seq).unwrap_or(i64::MAX),
+            hash: cp.hash.to_hex(),
+            time: cp.time.to_string(),
+            key_id: cp.key_id.to_string(),
+            signature: cp.signature_base64(),
+        }
+    }
+}
+
+impl CheckpointRecord {
+    /// Parses the stored columns back into a checkpoint; the error names the bad column.
+    pub fn parse(&self) -> Result<Checkpoint, String> {
+        let seq = u64::try_from(self.seq)
+            .map_err(|_| format!("checkpoint has invalid seq {}", self.seq))?;
+        let hash = Hash::from_hex(&self.hash).ok_or("checkpoint hash is not 64 hex digits")?;
+        let time = self
+            .time
+            .parse()
+            .map_err(|e| format!("checkpoint time: {e}"))?;
+        let signature: [u8; 64] = BASE64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or("checkpoint signature is not 64 base64-encoded bytes")?;
+        let key_id: KeyId = serde_json::from_value(serde_json::Value::String(self.key_id.clone()))
+            .map_err(|e| format!("checkpoint key id: {e}"))?;
+        Ok(Checkpoint {
+            chain: self.chain.clone(),
+            seq,
+            hash,
+            time,
+            key_id,
+            signature,
+        })
+    }
+}

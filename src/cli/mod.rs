@@ -1,0 +1,91 @@
+//! The `killswitch` command line. Each command prints its result on stdout (one JSON object with
+//! `--json`), logs go to stderr, and any failure is one plain line and a non-zero exit.
+
+mod audit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, Application, Services};
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "killswitch",
+    version,
+    about = "MFA-gated remediation of compromised Entra ID accounts, with a tamper-evident audit log"
+)]
+pub struct Cli {
+    /// Configuration file layered over the built-in defaults (environment variables win).
+    #[arg(long, global = true, env = "KILLSWITCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (applies pending migrations first).
+    Serve,
+    /// Create or upgrade the database schema and register the audit signing key, then exit.
+    Migrate,
+    /// Inspect and verify the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Runs the command line and maps the outcome to an exit code.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(Error::Config(lines)) => {
+            for line in lines {
+                eprintln!("killswitch: configuration: {line}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("killswitch: {}", one_line(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if !matches!(cli.command, Command::Serve) {
+        // Commands print results on stdout; keep stderr for warnings unless RUST_LOG asks more.
+        settings.log.level = "warn".to_owned();
+    }
+    telemetry::init_logging(&settings.log);
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    match cli.command {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let services = Services::open(&settings).await?;
+            println!(
+                "database is up to date ({}); audit signing key {}",
+                services.store.backend().name(),
+                services.audit_key.key_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(command) => audit::run(command, &settings).await,
+    }
+}

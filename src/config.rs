@@ -1,0 +1,619 @@
+//! Configuration: the embedded `config/default.toml`, then `--config FILE`, then environment
+//! variables `KILLSWITCH_<SECTION>__<KEY>`; every secret may instead be read from `<key>_file`.
+//!
+//! Values are read key by key so that every problem becomes one line naming the key and where
+//! its value came from, and every key nobody reads is reported as unknown.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const ENV_PREFIX: &str = "KILLSWITCH_";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub audit: AuditSettings,
+    pub entra: EntraSettings,
+    pub mfa: MfaSettings,
+    pub oidc: OidcSettings,
+    /// Unknown keys and similar; logged once tracing is up.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret; use `store::redact_url` to show it.
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub signing_key_file: PathBuf,
+    pub checkpoint_every: u64,
+    pub checkpoint_interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EntraSettings {
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub certificate_file: Option<PathBuf>,
+    pub authority_url: Url,
+    pub graph_url: Url,
+}
+
+impl EntraSettings {
+    /// What is still missing before remediation can call Graph, as config keys.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.client_id.is_none() {
+            missing.push("entra.client_id");
+        }
+        if self.client_secret.is_none() && self.certificate_file.is_none() {
+            missing.push("entra.client_secret or entra.certificate_file");
+        }
+        missing
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    /// 32 bytes when configured; otherwise generated into the data folder on first start.
+    pub encryption_key: Option<SecretBytes>,
+}
+
+#[derive(Clone)]
+pub struct SecretBytes(std::sync::Arc<secrecy::SecretSlice<u8>>);
+
+impl SecretBytes {
+    pub fn expose(&self) -> &[u8] {
+        self.0.expose_secret()
+    }
+}
+
+impl std::fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretBytes([REDACTED])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer_url: Option<Url>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
+/// The layered configuration before it is read: defaults, the optional file, the environment.
+pub fn figment(config_file: Option<&Path>) -> Result<Figment> {
+    let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+    if let Some(path) = config_file {
+        if !path.is_file() {
+            return Err(Error::Config(vec![format!(
+                "config file {}: no such file",
+                path.display()
+            )]));
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])))
+}
+
+impl Settings {
+    /// Loads from the process environment and `config_file`.
+    pub fn load(config_file: Option<&Path>) -> Result<Settings> {
+        Settings::from_figment(&figment(config_file)?)
+    }
+
+    /// Reads and validates every key; all problems are reported together, one line each.
+    pub fn from_figment(figment: &Figment) -> Result<Settings> {
+        let all: Dict = figment
+            .extract()
+            .map_err(|e| Error::Config(e.into_iter().map(|e| e.to_string()).collect()))?;
+        let mut r = Reader {
+            figment,
+            problems: Vec::new(),
+            known: BTreeSet::new(),
+        };
+
+        let data_dir = PathBuf::from(r.string("data_dir").unwrap_or_else(|| "data".to_owned()));
+
+        let server = ServerSettings {
+            listen: r
+                .parse("server.listen", "an address such as 127.0.0.1:8080")
+                .unwrap_or(default_listen()),
+            public_url: match r.url("server.public_url", false) {
+                Some(url) => url,
+                None => default_url("http://localhost:8080")?,
+            },
+            request_timeout: Duration::from_secs(
+                r.number("server.request_timeout_secs", 1, 3600)
+                    .unwrap_or(30),
+            ),
+            body_limit_bytes: r
+                .number("server.body_limit_bytes", 1024, 64 * 1024 * 1024)
+                .unwrap_or(262_144) as usize,
+            shutdown_grace: Duration::from_secs(
+                r.number("server.shutdown_grace_secs", 0, 3600)
+                    .unwrap_or(20),
+            ),
+        };
+
+        let log = LogSettings {
+            format: match r.string("log.format").as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    r.problem(
+                        "log.format",
+                        format!("`{other}` is not a log format (use \"text\" or \"json\")"),
+                    );
+                    LogFormat::Text
+                }
+            },
+            level: {
+                let level = r.string("log.level").unwrap_or_else(|| "info".to_owned());
+                if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
+                    r.problem("log.level", format!("`{level}` is not a valid filter: {e}"));
+                }
+                level
+            },
+        };
+
+        let default_db = format!("sqlite://{}/killswitch.db", data_dir.display());
+        let db_url = r
+            .secret("database.url")
+            .map(|s| s.expose_secret().to_owned())
+            .unwrap_or(default_db);
+        if crate::store::Backend::from_url(&db_url).is_err() {
+            r.problem(
+                "database.url",
+                format!(
+                    "`{}` is neither a sqlite:// nor a postgres:// URL",
+                    crate::store::redact_url(&db_url)
+                ),
+            );
+        }
+        let database = DatabaseSettings {
+            url: SecretString::from(db_url),
+            max_connections: r.number("database.max_connections", 1, 1000).unwrap_or(10) as u32,
+        };
+
+        let audit = AuditSettings {
+            signing_key_file: r
+                .string("audit.signing_key_file")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("audit-signing.key")),
+            checkpoint_every: r
+                .number("audit.checkpoint_every", 1, 1_000_000)
+                .unwrap_or(1000),
+            checkpoint_interval: match r
+                .number("audit.checkpoint_interval_secs", 0, 86_400)
+                .unwrap_or(300)
+            {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+        };
+
+        let entra = EntraSettings {
+            client_id: r.string("entra.client_id"),
+            client_secret: r.secret("entra.client_secret"),
+            certificate_file: r.existing_file("entra.certificate_file"),
+            authority_url: match r.url("entra.authority_url", true) {
+                Some(url) => url,
+                None => default_url("https://login.microsoftonline.com")?,
+            },
+            graph_url: match r.url("entra.graph_url", true) {
+                Some(url) => url,
+                None => default_url("https://graph.microsoft.com")?,
+            },
+        };
+
+        let mfa = MfaSettings {
+            encryption_key: r.secret("mfa.encryption_key").and_then(|key| {
+                match BASE64.decode(key.expose_secret().trim()) {
+                    Ok(bytes) if bytes.len() == 32 => Some(SecretBytes(std::sync::Arc::new(
+                        secrecy::SecretSlice::from(bytes),
+                    ))),
+                    // Never echo the value: it is a secret even when malformed.
+                    _ => {
+                        r.problem(
+                            "mfa.encryption_key",
+                            "must be the base64 encoding of exactly 32 bytes".to_owned(),
+                        );
+                        None
+                    }
+                }
+            }),
+        };
+
+        let oidc = OidcSettings {
+            issuer_url: r.url("oidc.issuer_url", true),
+            client_id: r.string("oidc.client_id"),
+            client_secret: r.secret("oidc.client_secret"),
+        };
+
+        let warnings = unknown_keys(&all, &r.known)
+            .into_iter()
+            .map(|key| {
+                format!(
+                    "unknown configuration key `{key}`{} is ignored",
+                    r.source_of(&key)
+                )
+            })
+            .collect();
+        if !r.problems.is_empty() {
+            return Err(Error::Config(r.problems));
+        }
+        Ok(Settings {
+            data_dir,
+            server,
+            log,
+            database,
+            audit,
+            entra,
+            mfa,
+            oidc,
+            warnings,
+        })
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Parses one of the literal default URLs above.
+fn default_url(text: &str) -> Result<Url> {
+    Url::parse(text).map_err(|e| Error::Internal(format!("default URL {text}: {e}")))
+}
+
+/// Reads keys one at a time, remembering which keys exist and which problems it met.
+struct Reader<'a> {
+    figment: &'a Figment,
+    problems: Vec<String>,
+    known: BTreeSet<String>,
+}
+
+impl Reader<'_> {
+    fn problem(&mut self, key: &str, message: String) {
+        let source = self.source_of(key);
+        self.problems.push(format!("{key}{source}: {message}"));
+    }
+
+    /// " (from environment variable KILLSWITCH_…)" or " (from FILE)" for a key, if known.
+    fn source_of(&self, key: &str) -> String {
+        let Some(meta) = self.figment.find_metadata(key) else {
+            return String::new();
+        };
+        match &meta.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            Some(figment::Source::Code(_)) | Some(figment::Source::Custom(_)) | None
+                if meta.name.contains("environment") =>
+            {
+                let parts: Vec<&str> = key.split('.').collect();
+                format!(
+                    " (from {})",
+                    meta.interpolate(&figment::Profile::Default, &parts)
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
+    fn value(&mut self, key: &str) -> Option<Value> {
+        self.known.insert(key.to_owned());
+        self.figment.find_value(key).ok()
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.value(key)? {
+            Value::String(_, s) if s.trim().is_empty() => None,
+            Value::String(_, s) => Some(s),
+            Value::Num(_, n) => Some(whole(&n).map(|n| n.to_string()).unwrap_or_default()),
+            other => {
+                self.problem(key, format!("expected text, found {}", other.to_actual()));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
+        let value = self.value(key)?;
+        let parsed = match &value {
+            Value::Num(_, n) => whole(n).and_then(|n| u64::try_from(n).ok()),
+            Value::String(_, s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                let shown = match &value {
+                    Value::String(_, s) => format!("`{s}`"),
+                    other => other.to_actual().to_string(),
+                };
+                self.problem(
+                    key,
+                    format!("expected a whole number from {min} to {max}, found {shown}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, expected: &str) -> Option<T> {
+        let text = self.string(key)?;
+        match text.parse() {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.problem(key, format!("`{text}` is not {expected}"));
+                None
+            }
+        }
+    }
+
+    /// A URL; with `outbound`, plain http is accepted only for loopback hosts, since tokens and
+    /// secrets travel over these connections.
+    fn url(&mut self, key: &str, outbound: bool) -> Option<Url> {
+        let text = self.string(key)?;
+        let url = match Url::parse(&text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
+            _ => {
+                self.problem(key, format!("`{text}` is not an http(s) URL"));
+                return None;
+            }
+        };
+        if outbound && url.scheme() == "http" && !is_loopback(&url) {
+            self.problem(
+                key,
+                format!("`{text}` must use https (plain http is accepted only for loopback hosts)"),
+            );
+            return None;
+        }
+        Some(url)
+    }
+
+    /// A secret given directly or, with `<key>_file`, read from a file (trailing newline
+    /// removed). Giving both is a mistake worth stopping for.
+    fn secret(&mut self, key: &str) -> Option<SecretString> {
+        let file_key = format!("{key}_file");
+        let direct = self.string(key);
+        let file = self.string(&file_key);
+        match (direct, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either `{key}` or `{file_key}`, not both"));
+                None
+            }
+            (Some(value), None) => Some(SecretString::from(value)),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let value = text.trim_end_matches(['\n', '\r']).to_owned();
+                    if value.is_empty() {
+                        self.problem(&file_key, format!("{path} is empty"));
+                        None
+                    } else {
+                        Some(SecretString::from(value))
+                    }
+                }
+                Err(e) => {
+                    self.problem(&file_key, format!("cannot read {path}: {e}"));
+                    None
+                }
+            },
+            (None, None) => None,
+        }
+    }
+
+    fn existing_file(&mut self, key: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(self.string(key)?);
+        if path.is_file() {
+            Some(path)
+        } else {
+            self.problem(
+                key,
+                format!("{} does not exist or is not a file", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// A non-negative whole number, whichever integer width the source produced.
+fn whole(n: &figment::value::Num) -> Option<u128> {
+    n.to_u128()
+        .or_else(|| n.to_i128().and_then(|i| u128::try_from(i).ok()))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Dotted paths of every leaf in `dict` that no reader asked for.
+fn unknown_keys(dict: &Dict, known: &BTreeSet<String>) -> Vec<String> {
+    let mut leaves = Vec::new();
+    collect_leaves("", dict, &mut leaves);
+    leaves.retain(|key| !known.contains(key));
+    leaves
+}
+
+fn collect_leaves(prefix: &str, dict: &Dict, out: &mut Vec<String>) {
+    for (name, value) in dict {
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
+        match value {
+            Value::Dict(_, inner) => collect_leaves(&path, inner, out),
+            _ => out.push(path),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::Serialized;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        for (key, value) in pairs {
+            figment = figment.merge(Serialized::default(key, value));
+        }
+        Settings::from_figment(&figment)
+    }
+
+    fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
+        match settings(pairs) {
+            Err(Error::Config(lines)) => lines,
+            other => panic!("expected config problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = settings(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.public_url.as_str(), "http://localhost:8080/");
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "sqlite://data/killswitch.db"
+        );
+        assert_eq!(
+            s.audit.signing_key_file,
+            PathBuf::from("data/audit-signing.key")
+        );
+        assert_eq!(
+            s.entra.authority_url.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(s.entra.graph_url.as_str(), "https://graph.microsoft.com/");
+        assert_eq!(s.audit.checkpoint_every, 1000);
+        assert_eq!(s.entra.missing().len(), 2);
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn every_bad_value_gets_its_own_line() {
+        let lines = problems(&[
+            ("server.listen", "not-an-address"),
+            ("server.request_timeout_secs", "soon"),
+            ("log.format", "xml"),
+            ("database.url", "mysql://db/ks"),
+        ]);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(
+            lines[0].starts_with("server.listen: `not-an-address` is not an address"),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("server.request_timeout_secs: expected a whole number"))
+        );
+        assert!(lines.iter().all(|l| !l.contains('\n')));
+    }
+
+    #[test]
+    fn plain_http_is_only_accepted_for_loopback_endpoints() {
+        assert!(settings(&[("entra.graph_url", "http://127.0.0.1:9000")]).is_ok());
+        assert!(settings(&[("entra.graph_url", "http://localhost:9000")]).is_ok());
+        let lines = problems(&[("entra.authority_url", "http://login.example.com")]);
+        assert!(lines[0].contains("must use https"), "{lines:?}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_but_not_from_both_places() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap_or_else(|e| panic!("{e}"));
+        let path = path.to_string_lossy().into_owned();
+        let s = settings(&[("entra.client_secret_file", &path)]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.entra
+                .client_secret
+                .map(|s| s.expose_secret().to_owned())
+                .as_deref(),
+            Some("s3cret")
+        );
+
+        let lines = problems(&[
+            ("entra.client_secret", "x"),
+            ("entra.client_secret_file", &path),
+        ]);
+        assert!(lines[0].contains("not both"), "{lines:?}");
+        assert!(!lines[0].contains("s3cret"));
+    }
+
+    #[test]
+    fn a_malformed_encryption_key_is_reported_without_echoing_it() {
+        let lines = problems(&[("mfa.encryption_key", "hunter2")]);
+        assert_eq!(lines.len(), 1);
+        assert!(!lines[0].contains("hunter2"), "{lines:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_warned_about_not_fatal() {
+        let s = settings(&[("server.listne", "127.0.0.1:1"), ("colour", "blue")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings.iter().any(|w| w.contains("`server.listne`")));
+    }
+
+    #[test]
+    fn database_url_follows_data_dir_unless_set() {
+        let s = settings(&[("data_dir", "/var/lib/killswitch")]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            s.database.url.expose_secret(),
+            "sqlite:///var/lib/killswitch/killswitch.db"
+        );
+        assert_eq!(
+            s.audit.signing_key_file,
+            PathBuf::from("/var/lib/killswitch/audit-signing.key")
+        );
+    }
+}

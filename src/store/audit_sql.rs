@@ -1,0 +1,81 @@
+//! SQL shared by both backends. Both accept `$n` placeholders, so the statements that do not
+//! differ are written once here, together with the row writes of an append plan.
+
+use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+
+use crate::audit::append::AppendPlan;
+use crate::audit::records::CheckpointRecord;
+use crate::error::Result;
+
+pub const ENSURE_HEAD: &str =
+    "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, '') ON CONFLICT (chain) DO NOTHING";
+pub const SELECT_HEAD: &str = "SELECT chain, seq, hash FROM audit_heads WHERE chain = $1";
+pub const LAST_CHECKPOINT_SEQ: &str = "SELECT MAX(seq) FROM audit_checkpoints WHERE chain = $1";
+pub const SELECT_CHECKPOINTS: &str = "SELECT chain, seq, hash, time, key_id, signature \
+     FROM audit_checkpoints WHERE chain = $1 ORDER BY seq";
+pub const SELECT_ENTRIES: &str =
+    "SELECT chain, seq, time, event, entry, hash FROM audit_entries WHERE chain = $1 ORDER BY seq";
+pub const CHAIN_NAMES: &str = "SELECT chain FROM audit_heads \
+     UNION SELECT DISTINCT chain FROM audit_entries \
+     UNION SELECT DISTINCT chain FROM audit_checkpoints ORDER BY 1";
+pub const INSERT_SIGNING_KEY: &str = "INSERT INTO audit_signing_keys (key_id, public_key, registered_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING";
+pub const SELECT_SIGNING_KEYS: &str =
+    "SELECT key_id, public_key FROM audit_signing_keys ORDER BY registered_at";
+
+const INSERT_ENTRY: &str = "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ($1, $2, $3, $4, $5, $6)";
+const ADVANCE_HEAD: &str = "UPDATE audit_heads SET seq = $2, hash = $3 WHERE chain = $1";
+const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (chain, seq, hash, time, key_id, signature) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Writes the rows of an append plan. The caller holds the chain's head (row lock or write
+/// transaction) and has created the head row (`ENSURE_HEAD`).
+pub async fn write_plan<DB>(conn: &mut DB::Connection, plan: &AppendPlan) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let e = &plan.entry;
+    sqlx::query::<DB>(INSERT_ENTRY)
+        .bind(e.chain.as_str())
+        .bind(e.seq)
+        .bind(e.time.as_str())
+        .bind(e.event.as_str())
+        .bind(e.entry.as_str())
+        .bind(e.hash.as_str())
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query::<DB>(ADVANCE_HEAD)
+        .bind(plan.head.chain.as_str())
+        .bind(plan.head.seq)
+        .bind(plan.head.hash.as_str())
+        .execute(&mut *conn)
+        .await?;
+    if let Some(cp) = &plan.checkpoint {
+        write_checkpoint::<DB>(conn, cp).await?;
+    }
+    Ok(())
+}
+
+pub async fn write_checkpoint<DB>(conn: &mut DB::Connection, cp: &CheckpointRecord) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(INSERT_CHECKPOINT)
+        .bind(cp.chain.as_str())
+        .bind(cp.seq)
+        .bind(cp.hash.as_str())
+        .bind(cp.time.as_str())
+        .bind(cp.key_id.as_str())
+        .bind(cp.signature.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! Storage: one `Store` trait, a SQLite backend (the embedded default) and a PostgreSQL backend
+//! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
+
+mod audit_sql;
+pub mod postgres;
+pub mod sqlite;
+mod sqlite_writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::audit::append::{Appended, Sealer};
+use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
+use crate::audit::signing::PublicKey;
+use crate::audit::{Actor, AuditEvent};
+use crate::domain::ChainId;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Picks the backend from the URL scheme; anything else is a configuration error.
+    pub fn from_url(url: &str) -> Result<Backend> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(Error::Config(vec![format!(
+                "database.url: `{}` is neither a sqlite:// nor a postgres:// URL",
+                redact_url(url)
+            )]))
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    /// Create the SQLite file (and its folder) when missing; `serve` and `migrate` do.
+    pub create_if_missing: bool,
+    /// Apply pending migrations; otherwise a schema that is behind is an error.
+    pub migrate: bool,
+    /// Needed for any write to the audit log; read-only commands open without it.
+    pub sealer: Option<Arc<Sealer>>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 10,
+            create_if_missing: false,
+            migrate: false,
+            sealer: None,
+        }
+    }
+}
+
+/// Everything killswitch keeps. Every write that changes state appends to the audit log in the
+/// same transaction, so nothing is done that is not recorded.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    /// Appends one event to a chain; returns once the entry is durably committed.
+    async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended>;
+
+    /// Signs the chain's current head unless it is empty or already covered by a checkpoint.
+    async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>>;
+
+    /// Records a checkpoint signing key (once) with a `signing_key_registered` entry in the
+    /// system chain; returns whether it was new.
+    async fn register_signing_key(&self, key: &PublicKey) -> Result<bool>;
+
+    async fn signing_keys(&self) -> Result<Vec<PublicKey>>;
+
+    /// Every chain name that occurs in heads, entries or checkpoints, sorted.
+    async fn chain_names(&self) -> Result<Vec<String>>;
+
+    async fn head(&self, chain: &str) -> Result<Option<HeadRecord>>;
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>>;
+
+    /// Entries of a chain in `seq` order, streamed.
+    fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>>;
+}
+
+/// Opens the backend named by `url`.
+pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn Store>> {
+    Ok(match Backend::from_url(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::open(url, options).await?),
+        Backend::Postgres => Arc::new(postgres::PgStore::open(url, options).await?),
+    })
+}
+
+/// The URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+fn sealer(options: &StoreOptions) -> Result<Arc<Sealer>> {
+    options
+        .sealer
+        .clone()
+        .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))
+}
+
+/// Parses stored `(key_id, base64 public key)` rows; a row whose id does not match its key was
+/// edited and is refused rather than trusted.
+fn parse_signing_keys(rows: Vec<(String, String)>) -> Result<Vec<PublicKey>> {
+    rows.into_iter()
+        .map(|(key_id, public_key)| {
+            let key = PublicKey::from_base64(&public_key)?;
+            if key.key_id.as_str() != key_id {
+                return Err(Error::AuditUnavailable(format!(
+                    "stored signing key {key_id} does not match its public key"
+                )));
+            }
+            Ok(key)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_but_keeps_the_rest() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/ks"),
+            "postgres://app:***@db:5432/ks"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/killswitch.db"),
+            "sqlite://data/killswitch.db"
+        );
+    }
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(
+            Backend::from_url("sqlite://x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert!(Backend::from_url("mysql://h/db").is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! The SQLite backend: one file, WAL, `synchronous=FULL`; all writes go through the group-commit
+//! writer, reads through a separate pool (WAL lets them run beside the writer).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+
+use super::audit_sql as sql;
+use super::sqlite_writer::Writer;
+use super::{Backend, Store, StoreOptions};
+use crate::audit::append::{Appended, Sealer};
+use crate::audit::event::{Actor, AuditEvent};
+use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
+use crate::audit::signing::PublicKey;
+use crate::domain::ChainId;
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a connection waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: Writer,
+    options: StoreOptions,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str, options: StoreOptions) -> Result<SqliteStore> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .create_if_missing(options.create_if_missing);
+        if options.create_if_missing {
+            create_parent_dir(connect.get_filename())?;
+        }
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| open_error(connect.get_filename(), e))?;
+        if options.migrate {
+            MIGRATOR.run(&write_pool).await?;
+        } else {
+            check_schema(&write_pool).await?;
+        }
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.create_if_missing(false))
+            .await?;
+        Ok(SqliteStore {
+            reader,
+            writer: Writer::spawn(write_pool),
+            options,
+        })
+    }
+
+    fn sealer(&self) -> Result<Arc<Sealer>> {
+        super::sealer(&self.options)
+    }
+
+    /// Runs `work` in the next group-committed write transaction.
+    pub async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> futures::future::BoxFuture<'c, Result<T>>
+            + Send
+            + 'static,
+    {
+        self.writer.run(work).await
+    }
+}
+
+fn create_parent_dir(file: &Path) -> Result<()> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("cannot create the database folder {}", dir.display()),
+                e,
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn open_error(file: &Path, e: sqlx::Error) -> Error {
+    Error::AuditUnavailable(format!(
+        "cannot open SQLite database {}: {e}",
+        file.display()
+    ))
+}
+
+async fn check_schema(pool: &SqlitePool) -> Result<()> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let pending = MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count();
+    if pending > 0 {
+        return Err(Error::SchemaBehind { pending });
+    }
+    Ok(())
+}
+
+/// Appends inside the writer's transaction; the transaction already holds SQLite's write lock.
+pub(crate) async fn append_in(
+    conn: &mut SqliteConnection,
+    sealer: &Sealer,
+    chain: &ChainId,
+    actor: &Actor,
+    event: &AuditEvent,
+) -> Result<Appended> {
+    sqlx::query(sql::ENSURE_HEAD)
+        .bind(chain.as_str())
+        .execute(&mut *conn)
+        .await?;
+    let head: Option<HeadRecord> = sqlx::query_as(sql::SELECT_HEAD)
+        .bind(chain.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
+    sql::write_plan::<Sqlite>(conn, &plan).await?;
+    Ok(plan.appended)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
+        let sealer = self.sealer()?;
+        let (chain, actor, event) = (chain.clone(), actor.clone(), event.clone());
+        self.write(move |conn| {
+            Box::pin(async move { append_in(conn, &sealer, &chain, &actor, &event).await })
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>> {
+        let sealer = self.sealer()?;
+        let chain = chain.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let head: Option<HeadRecord> = sqlx::query_as(sql::SELECT_HEAD)
+                    .bind(chain.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let last: Option<i64> = sqlx::query_scalar(sql::LAST_CHECKPOINT_SEQ)
+                    .bind(chain.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let checkpoint = sealer.checkpoint_head(&chain, head.as_ref(), last)?;
+                if let Some(cp) = &checkpoint {
+                    sql::write_checkpoint::<Sqlite>(conn, cp).await?;
+                }
+                Ok(checkpoint)
+            })
+        })
+        .await
+    }
+
+    async fn register_signing_key(&self, key: &PublicKey) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let key = key.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let inserted = sqlx::query(sql::INSERT_SIGNING_KEY)
+                    .bind(key.key_id.as_str())
+                    .bind(key.to_base64())
+                    .bind(Timestamp::now().to_string())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if inserted {
+                    let event = AuditEvent::SigningKeyRegistered {
+                        key_id: key.key_id.to_string(),
+                        public_key: key.to_base64(),
+                    };
+                    append_in(conn, &sealer, &ChainId::System, &Actor::Service, &event).await?;
+                }
+                Ok(inserted)
+            })
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<PublicKey>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(sql::SELECT_SIGNING_KEYS)
+            .fetch_all(&self.reader)
+            .await?;
+        super::parse_signing_keys(rows)
+    }
+
+    async fn chain_names(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(sql::CHAIN_NAMES)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn head(&self, chain: &str) -> Result<Option<HeadRecord>> {
+        Ok(sqlx::query_as(sql::SELECT_HEAD)
+            .bind(chain)
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>> {
+        Ok(sqlx::query_as(sql::SELECT_CHECKPOINTS)
+            .bind(chain)
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>> {
+        sqlx::query_as(sql::SELECT_ENTRIES)
+            .bind(chain)
+            .fetch(&self.reader)
+            .map_err(Error::from)
+            .boxed()
+    }
+}

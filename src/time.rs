@@ -1,0 +1,77 @@
+//! Timestamps as the contract defines them: UTC, RFC 3339, microsecond precision.
+//!
+//! Truncating to microseconds when a timestamp is taken (not when it is printed) makes the value
+//! round-trip exactly through the audit log's text form, which the hash chain depends on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now().trunc_subsecs(6))
+    }
+
+    pub fn from_datetime(time: DateTime<Utc>) -> Self {
+        Timestamp(time.trunc_subsecs(6))
+    }
+
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Timestamp::from_datetime(t.with_timezone(&Utc)))
+            .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_utc_with_six_fractional_digits_and_round_trips() {
+        let t = Timestamp::now();
+        let text = t.to_string();
+        assert!(text.ends_with('Z'), "{text}");
+        assert_eq!(text.len(), "2026-11-27T14:42:33.123456Z".len(), "{text}");
+        assert_eq!(text.parse::<Timestamp>(), Ok(t));
+    }
+
+    #[test]
+    fn offsets_are_normalised_to_utc() {
+        let t: Timestamp = "2026-11-27T15:00:00.5+01:00"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.to_string(), "2026-11-27T14:00:00.500000Z");
+    }
+}
