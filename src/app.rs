@@ -44,6 +44,7 @@ impl Services {
             url,
             StoreOptions {
                 max_connections: settings.database.max_connections,
+                acquire_timeout: settings.database.acquire_timeout,
                 create_if_missing: true,
                 migrate: true,
                 sealer: Some(Arc::new(sealer)),

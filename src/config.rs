@@ -62,6 +62,7 @@ pub struct DatabaseSettings {
     /// May carry a password, hence secret; use `store::redact_url` to show it.
     pub url: SecretString,
     pub max_connections: u32,
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +216,10 @@ impl Settings {
         let database = DatabaseSettings {
             url: SecretString::from(db_url),
             max_connections: r.number("database.max_connections", 1, 1000).unwrap_or(10) as u32,
+            acquire_timeout: Duration::from_secs(
+                r.number("database.acquire_timeout_secs", 1, 600)
+                    .unwrap_or(5),
+            ),
         };
 
         let audit = AuditSettings {

@@ -49,6 +49,21 @@ pub async fn check_chain(
     Ok(verifier.finish(head.as_ref()))
 }
 
+/// Verifies a chain already read into memory (tests, and exports held by a customer).
+pub fn verify_records<'r>(
+    chain: &str,
+    keys: &KeyRing,
+    checkpoints: Vec<crate::audit::records::CheckpointRecord>,
+    entries: impl IntoIterator<Item = &'r crate::audit::records::EntryRecord>,
+    head: Option<&crate::audit::records::HeadRecord>,
+) -> std::result::Result<ChainSummary, Break> {
+    let mut verifier = ChainVerifier::new(chain, keys, checkpoints);
+    for row in entries {
+        verifier.push(row)?;
+    }
+    verifier.finish(head)
+}
+
 /// The keys `audit check` trusts: those registered in the database (each registration is itself
 /// an entry of the system chain) plus any supplied by the operator.
 pub async fn keyring(

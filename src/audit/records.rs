@@ -56,10 +56,15 @@ impl CheckpointRecord {
         let seq = u64::try_from(self.seq)
             .map_err(|_| format!("checkpoint has invalid seq {}", self.seq))?;
         let hash = Hash::from_hex(&self.hash).ok_or("checkpoint hash is not 64 hex digits")?;
-        let time = self
+        let time: crate::time::Timestamp = self
             .time
             .parse()
             .map_err(|e| format!("checkpoint time: {e}"))?;
+        // Only the canonical spelling is ever written; `t`/`z` or another offset for the same
+        // instant still means the row was edited.
+        if time.to_string() != self.time {
+            return Err("checkpoint time is not in its canonical form".to_owned());
+        }
         let signature: [u8; 64] = BASE64
             .decode(&self.signature)
             .ok()

@@ -52,6 +52,7 @@ async fn open_read_only(settings: &Settings) -> Result<Arc<dyn Store>> {
         settings.database.url.expose_secret(),
         StoreOptions {
             max_connections: 2,
+            acquire_timeout: settings.database.acquire_timeout,
             ..StoreOptions::default()
         },
     )

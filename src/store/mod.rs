@@ -1,7 +1,7 @@
 //! Storage: one `Store` trait, a SQLite backend (the embedded default) and a PostgreSQL backend
 //! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
 
-mod audit_sql;
+pub mod audit_sql;
 pub mod postgres;
 pub mod sqlite;
 mod sqlite_writer;
@@ -51,6 +51,8 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
+    /// How long to wait for a connection (also when the database is unreachable at start).
+    pub acquire_timeout: std::time::Duration,
     /// Create the SQLite file (and its folder) when missing; `serve` and `migrate` do.
     pub create_if_missing: bool,
     /// Apply pending migrations; otherwise a schema that is behind is an error.
@@ -63,6 +65,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 10,
+            acquire_timeout: std::time::Duration::from_secs(5),
             create_if_missing: false,
             migrate: false,
             sealer: None,

@@ -34,6 +34,7 @@ impl PgStore {
             .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
             .map_err(|e| {

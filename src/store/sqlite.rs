@@ -47,6 +47,7 @@ impl SqliteStore {
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(connect.get_filename(), e))?;
@@ -57,6 +58,7 @@ impl SqliteStore {
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.create_if_missing(false))
             .await?;
         Ok(SqliteStore {

@@ -1,0 +1,162 @@
+//! Invariant 2: the audit tables reject UPDATE and DELETE (and TRUNCATE on PostgreSQL, even with
+//! `session_replication_role = replica`), and a chain head only ever advances by one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::TestDb;
+use killswitch::audit::{Actor, AuditEvent};
+use killswitch::domain::ChainId;
+use sqlx::AnyConnection;
+
+const APPEND_ONLY: [&str; 3] = ["audit_entries", "audit_checkpoints", "audit_signing_keys"];
+
+async fn seeded() -> (TestDb, AnyConnection) {
+    let db = TestDb::new().await;
+    let (store, _key) = db.store(2).await;
+    let chain: ChainId = "contoso".parse().unwrap();
+    for n in 0..4 {
+        let event = AuditEvent::ConsentFailed {
+            tenant_id: None,
+            reason: format!("attempt {n}"),
+        };
+        store.append(&chain, &Actor::Service, &event).await.unwrap();
+    }
+    let conn = db.raw().await;
+    (db, conn)
+}
+
+fn column_of(table: &str) -> &'static str {
+    if table == "audit_signing_keys" {
+        "public_key"
+    } else {
+        "hash"
+    }
+}
+
+async fn count(conn: &mut AnyConnection, table: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+async fn rejected(conn: &mut AnyConnection, sql: String) -> String {
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(done) => panic!("`{sql}` was accepted ({} rows)", done.rows_affected()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn update_and_delete_on_audit_tables_are_rejected() {
+    let (_db, mut conn) = seeded().await;
+    for table in APPEND_ONLY {
+        let before = count(&mut conn, table).await;
+        assert!(before > 0, "{table} should hold rows for this test");
+        let column = column_of(table);
+        let error = rejected(&mut conn, format!("UPDATE {table} SET {column} = 'forged'")).await;
+        assert!(error.contains("append-only"), "{table}: {error}");
+        let error = rejected(&mut conn, format!("DELETE FROM {table}")).await;
+        assert!(error.contains("append-only"), "{table}: {error}");
+        assert_eq!(count(&mut conn, table).await, before, "{table} lost rows");
+    }
+}
+
+#[tokio::test]
+async fn chain_heads_cannot_be_deleted_rewound_or_renamed() {
+    let (_db, mut conn) = seeded().await;
+    rejected(&mut conn, "DELETE FROM audit_heads".to_owned()).await;
+    rejected(
+        &mut conn,
+        "UPDATE audit_heads SET seq = 1 WHERE chain = 'contoso'".to_owned(),
+    )
+    .await;
+    rejected(
+        &mut conn,
+        "UPDATE audit_heads SET seq = seq + 2 WHERE chain = 'contoso'".to_owned(),
+    )
+    .await;
+    rejected(
+        &mut conn,
+        "UPDATE audit_heads SET chain = 'fabrikam' WHERE chain = 'contoso'".to_owned(),
+    )
+    .await;
+    let seq: i64 = sqlx::query_scalar("SELECT seq FROM audit_heads WHERE chain = 'contoso'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seq, 4);
+}
+
+#[tokio::test]
+async fn truncate_is_rejected_on_postgres() {
+    let (db, mut conn) = seeded().await;
+    if !db.is_postgres() {
+        eprintln!("TRUNCATE does not exist in SQLite; covered in the PostgreSQL pass");
+        return;
+    }
+    for table in APPEND_ONLY.iter().chain(&["audit_heads"]) {
+        let before = count(&mut conn, table).await;
+        let error = rejected(&mut conn, format!("TRUNCATE {table} CASCADE")).await;
+        assert!(error.contains("append-only"), "{table}: {error}");
+        assert_eq!(count(&mut conn, table).await, before);
+    }
+}
+
+#[tokio::test]
+async fn replica_mode_does_not_switch_the_triggers_off_on_postgres() {
+    let (db, mut conn) = seeded().await;
+    if !db.is_postgres() {
+        eprintln!("session_replication_role is PostgreSQL-only; covered in the PostgreSQL pass");
+        return;
+    }
+    sqlx::raw_sql("SET session_replication_role = replica")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for table in APPEND_ONLY {
+        let before = count(&mut conn, table).await;
+        let column = column_of(table);
+        for sql in [
+            format!("UPDATE {table} SET {column} = 'forged'"),
+            format!("DELETE FROM {table}"),
+            format!("TRUNCATE {table}"),
+        ] {
+            let error = rejected(&mut conn, sql.clone()).await;
+            assert!(error.contains("append-only"), "{sql}: {error}");
+        }
+        assert_eq!(count(&mut conn, table).await, before, "{table}");
+    }
+}
+
+#[tokio::test]
+async fn appends_still_work_after_rejected_tampering() {
+    let (db, mut conn) = seeded().await;
+    rejected(&mut conn, "DELETE FROM audit_entries".to_owned()).await;
+    drop(conn);
+    let (store, key) = db.store(2).await;
+    let chain: ChainId = "contoso".parse().unwrap();
+    // A second key registered on the same database; both stay trusted for their checkpoints.
+    let appended = store
+        .append(
+            &chain,
+            &Actor::Service,
+            &AuditEvent::ConsentGranted {
+                tenant_id: "t".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.seq, 5);
+    let keys = killswitch::audit::check::keyring(store.as_ref(), [key.public_key()])
+        .await
+        .unwrap();
+    let report = killswitch::audit::check::check_chain(store.as_ref(), &keys, "contoso")
+        .await
+        .unwrap();
+    assert_eq!(report.map(|s| s.entries), Ok(5));
+}
