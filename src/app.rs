@@ -99,6 +99,7 @@ impl Application {
     ) -> Result<()> {
         let state = self.state.clone();
         let settings = state.settings.clone();
+        let local = self.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let checkpoints = settings.audit.checkpoint_interval.map(|every| {
             tokio::spawn(checkpoint_timer(
@@ -118,7 +119,7 @@ impl Application {
         });
         let mut server = tokio::spawn(server.into_future());
 
-        tracing::info!(listen = %settings.server.listen, "killswitch is serving");
+        tracing::info!(listen = %local, "killswitch is serving");
         let finished_early = tokio::select! {
             result = &mut server => Some(result),
             () = shutdown => None,

@@ -146,9 +146,9 @@ impl Settings {
 
     /// Reads and validates every key; all problems are reported together, one line each.
     pub fn from_figment(figment: &Figment) -> Result<Settings> {
-        let all: Dict = figment
-            .extract()
-            .map_err(|e| Error::Config(e.into_iter().map(|e| e.to_string()).collect()))?;
+        let all: Dict = figment.extract().map_err(|e| {
+            Error::Config(e.into_iter().map(|e| one_line(&e.to_string())).collect())
+        })?;
         let mut r = Reader {
             figment,
             problems: Vec::new(),
@@ -303,6 +303,22 @@ impl Settings {
     }
 }
 
+/// Folds a multi-line parser message (TOML errors draw the offending line) into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        // Drop the drawn source lines (`1 | [server`, `  |   ^`), keep the words.
+        .filter(|line| !line.is_empty() && !line.starts_with('|') && !is_numbered_source_line(line))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn is_numbered_source_line(line: &str) -> bool {
+    line.split_once(" |")
+        .is_some_and(|(number, _)| number.parse::<u32>().is_ok())
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -332,13 +348,10 @@ impl Reader<'_> {
         };
         match &meta.source {
             Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
-            Some(figment::Source::Code(_)) | Some(figment::Source::Custom(_)) | None
-                if meta.name.contains("environment") =>
-            {
-                let parts: Vec<&str> = key.split('.').collect();
+            _ if meta.name.contains("environment") => {
                 format!(
-                    " (from {})",
-                    meta.interpolate(&figment::Profile::Default, &parts)
+                    " (from {ENV_PREFIX}{})",
+                    key.replace('.', "__").to_uppercase()
                 )
             }
             _ => String::new(),

@@ -27,6 +27,10 @@ pub enum Error {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The database cannot be reached (connection refused, file cannot be opened).
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+
     #[error("database migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
 

@@ -337,7 +337,7 @@ async fn every_single_tampering_is_detected_at_the_first_bad_seq() {
     let seed: u64 = std::env::var("TAMPER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::random());
+        .unwrap_or_else(rand::random);
     eprintln!("tamper seed {seed} (TAMPER_SEED={seed} replays this run)");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();

@@ -42,8 +42,6 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { problem::Problem::not_found().into_response() })
-        .layer(middleware::map_response(problem::normalize))
-        .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -59,6 +57,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.server.request_timeout))
                 .layer(RequestBodyLimitLayer::new(settings.server.body_limit_bytes)),
         )
+        // Outside the limits, so their bare 408/413 answers become problem+json too, and
+        // metrics see the final status.
+        .layer(middleware::map_response(problem::normalize))
+        .layer(middleware::from_fn(record_metrics))
         .with_state(state)
 }
 

@@ -66,7 +66,9 @@ impl From<&Error> for Problem {
             Error::Conflict(msg) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(msg)
             }
-            Error::AuditUnavailable(_) | Error::SchemaBehind { .. } => Problem::new(
+            Error::AuditUnavailable(_)
+            | Error::DatabaseUnavailable(_)
+            | Error::SchemaBehind { .. } => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit-unavailable",
                 "Audit log unavailable",
@@ -96,11 +98,12 @@ impl IntoResponse for Error {
 /// rejections, unknown methods) into problem+json, keeping a short plain-text reason as detail.
 pub async fn normalize(response: Response) -> Response {
     let status = response.status();
-    let is_problem = response
+    // Only bodies nobody shaped on purpose: none at all, or plain text from a library.
+    let unshaped = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(CONTENT_TYPE.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !unshaped {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -125,6 +125,14 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The database's own message when there is one (without driver decoration), else the error.
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        other => other.to_string(),
+    }
+}
+
 fn sealer(options: &StoreOptions) -> Result<Arc<Sealer>> {
     options
         .sealer

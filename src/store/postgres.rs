@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::audit_sql as sql;
 use super::{Backend, Store, StoreOptions};
@@ -32,17 +32,28 @@ impl PgStore {
         let connect: PgConnectOptions = url
             .parse()
             .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?;
+        // One direct connection first: the pool would only report a timeout, hiding the cause
+        // (refused, unknown host, bad password) that the operator needs to see.
+        let unreachable = |e: String| {
+            Error::DatabaseUnavailable(format!(
+                "cannot connect to PostgreSQL at {}: {e}",
+                super::redact_url(url)
+            ))
+        };
+        let probe = tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect),
+        )
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:?}", options.acquire_timeout)))?
+        .map_err(|e| unreachable(super::describe(&e)))?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
-            .map_err(|e| {
-                Error::AuditUnavailable(format!(
-                    "cannot connect to PostgreSQL at {}: {e}",
-                    super::redact_url(url)
-                ))
-            })?;
+            .map_err(|e| unreachable(super::describe(&e)))?;
         if options.migrate {
             MIGRATOR.run(&pool).await?;
         } else {

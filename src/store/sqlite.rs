@@ -97,9 +97,10 @@ fn create_parent_dir(file: &Path) -> Result<()> {
 }
 
 fn open_error(file: &Path, e: sqlx::Error) -> Error {
-    Error::AuditUnavailable(format!(
-        "cannot open SQLite database {}: {e}",
-        file.display()
+    Error::DatabaseUnavailable(format!(
+        "cannot open SQLite database {}: {}",
+        file.display(),
+        super::describe(&e)
     ))
 }
 
