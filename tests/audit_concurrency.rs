@@ -134,3 +134,35 @@ async fn concurrent_writers_to_many_customers_keep_each_chain_separate_and_whole
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_database_interleave_appends_without_forking() {
+    // Two stores on one database stand for two processes: the server and a CLI command beside
+    // it (SQLite), or two instances behind a load balancer (PostgreSQL).
+    let db = TestDb::new().await;
+    let (first, key) = db.store(1000).await;
+    let second = db.store_with_key(key.clone(), 1000).await;
+    let chain: ChainId = "contoso".parse().unwrap();
+    for round in 0..20 {
+        let store = if round % 3 == 0 { &second } else { &first };
+        store
+            .append(&chain, &Actor::Service, &event(round, round))
+            .await
+            .unwrap();
+    }
+    let both = [
+        tokio::spawn(hammer(first.clone(), chain.clone(), 100, 200)),
+        tokio::spawn(hammer(second.clone(), chain.clone(), 200, 200)),
+    ];
+    for task in both {
+        task.await.unwrap();
+    }
+    let keys = check::keyring(first.as_ref(), [key.public_key()])
+        .await
+        .unwrap();
+    let summary = check::check_chain(first.as_ref(), &keys, "contoso")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.entries, 420);
+}

@@ -1,7 +1,7 @@
 -- The audit log. Entries, checkpoints and signing keys are append-only: triggers reject UPDATE,
 -- DELETE and TRUNCATE, and are ENABLE ALWAYS so `session_replication_role = replica` does not
 -- switch them off. The head table is the one mutable row per chain (locked FOR UPDATE by
--- writers), and it may only advance by one. The application role needs only SELECT and INSERT
+-- writers), and it only moves forward. The application role needs only SELECT and INSERT
 -- on the append-only tables (see docs/postgres.md).
 
 CREATE TABLE audit_heads (
@@ -46,8 +46,8 @@ $$;
 
 CREATE FUNCTION killswitch_head_advance_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.chain IS DISTINCT FROM OLD.chain OR NEW.seq IS DISTINCT FROM OLD.seq + 1 THEN
-        RAISE EXCEPTION 'audit_heads only advance one entry at a time'
+    IF NEW.chain IS DISTINCT FROM OLD.chain OR NOT (NEW.seq > OLD.seq) THEN
+        RAISE EXCEPTION 'audit_heads only move forward'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN NEW;

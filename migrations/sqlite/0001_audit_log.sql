@@ -1,5 +1,5 @@
 -- The audit log. Entries, checkpoints and signing keys are append-only: triggers reject UPDATE
--- and DELETE. The head table is the one mutable row per chain, and it may only advance by one.
+-- and DELETE. The head table is the one mutable row per chain, and it only moves forward.
 
 CREATE TABLE audit_heads (
     chain TEXT NOT NULL PRIMARY KEY,
@@ -50,7 +50,7 @@ CREATE TRIGGER audit_signing_keys_no_delete BEFORE DELETE ON audit_signing_keys
 BEGIN SELECT RAISE(ABORT, 'audit_signing_keys is append-only'); END;
 
 CREATE TRIGGER audit_heads_advance_only BEFORE UPDATE ON audit_heads
-WHEN NEW.chain IS NOT OLD.chain OR NEW.seq IS NOT OLD.seq + 1
-BEGIN SELECT RAISE(ABORT, 'audit_heads only advance one entry at a time'); END;
+WHEN NEW.chain IS NOT OLD.chain OR NOT (NEW.seq > OLD.seq)
+BEGIN SELECT RAISE(ABORT, 'audit_heads only move forward'); END;
 CREATE TRIGGER audit_heads_no_delete BEFORE DELETE ON audit_heads
 BEGIN SELECT RAISE(ABORT, 'audit_heads rows cannot be deleted'); END;

@@ -31,7 +31,7 @@ pub struct KeyId(String);
 impl KeyId {
     pub fn of(key: &VerifyingKey) -> KeyId {
         let digest = Sha256::digest(key.as_bytes());
-        KeyId(hex::encode(&digest[..8]))
+        KeyId(const_hex::encode(&digest[..8]))
     }
 
     pub fn as_str(&self) -> &str {

@@ -41,6 +41,7 @@ pub struct ChainVerifier<'k> {
     keys: &'k KeyRing,
     next_seq: u64,
     prev: Hash,
+    prev_hex: [u8; 64],
     pending: VecDeque<CheckpointRecord>,
     checkpoints: u64,
     last_checkpoint: Option<u64>,
@@ -54,6 +55,7 @@ impl<'k> ChainVerifier<'k> {
             keys,
             next_seq: 1,
             prev: Hash::genesis(chain),
+            prev_hex: Hash::genesis(chain).hex_bytes(),
             pending: checkpoints.into(),
             checkpoints: 0,
             last_checkpoint: None,
@@ -93,7 +95,8 @@ impl<'k> ChainVerifier<'k> {
         if link.seq != seq {
             return bad(format!("entry names seq {}", link.seq));
         }
-        if Hash::from_hex(&link.prev_hash) != Some(self.prev) {
+        // Hex is compared as text: only the lowercase spelling that was hashed is accepted.
+        if link.prev_hash.as_bytes() != self.prev_hex {
             return bad(if seq == 1 {
                 "prev_hash is not the chain's genesis value".to_owned()
             } else {
@@ -107,7 +110,8 @@ impl<'k> ChainVerifier<'k> {
             return bad("the event column differs from the entry's event type".to_owned());
         }
         let computed = Hash::link(&self.prev, row.entry.as_bytes());
-        if Hash::from_hex(&row.hash) != Some(computed) {
+        let computed_hex = computed.hex_bytes();
+        if row.hash.as_bytes() != computed_hex {
             return bad("stored hash does not match the entry's content".to_owned());
         }
         while let Some(front) = self.pending.front() {
@@ -127,6 +131,7 @@ impl<'k> ChainVerifier<'k> {
             self.check_checkpoint(seq, &computed, &record)?;
         }
         self.prev = computed;
+        self.prev_hex = computed_hex;
         self.next_seq += 1;
         Ok(())
     }

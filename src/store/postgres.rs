@@ -89,6 +89,14 @@ async fn check_schema(pool: &PgPool) -> Result<()> {
 
 /// Locks the head row of `chain` for the rest of the transaction, creating it on first use.
 async fn lock_head(conn: &mut PgConnection, chain: &ChainId) -> Result<Option<HeadRecord>> {
+    let head = sqlx::query_as(LOCK_HEAD)
+        .bind(chain.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if head.is_some() {
+        return Ok(head);
+    }
+    // First entry of this chain: create the row (racing creators both end up on the same one).
     sqlx::query(sql::ENSURE_HEAD)
         .bind(chain.as_str())
         .execute(&mut *conn)

@@ -63,7 +63,7 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore {
             reader,
-            writer: Writer::spawn(write_pool),
+            writer: Writer::spawn(write_pool, options.sealer.clone()),
             options,
         })
     }
@@ -153,12 +153,9 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
-        let sealer = self.sealer()?;
-        let (chain, actor, event) = (chain.clone(), actor.clone(), event.clone());
-        self.write(move |conn| {
-            Box::pin(async move { append_in(conn, &sealer, &chain, &actor, &event).await })
-        })
-        .await
+        self.writer
+            .append(chain.clone(), actor.clone(), event.clone())
+            .await
     }
 
     async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>> {

@@ -1,38 +1,51 @@
 //! The single SQLite writer, with group commit.
 //!
-//! SQLite allows one writer at a time, and a durable commit (`synchronous=FULL`) costs an fsync.
-//! Instead of letting every task fight for the write lock and fsync on its own, write jobs are
-//! queued to one task that runs whatever is waiting in a single `BEGIN IMMEDIATE` transaction,
-//! each job inside its own savepoint, then commits once. A caller hears back only after that
-//! commit, so "returned Ok" always means "durably on disk"; a job that fails is rolled back to
-//! its savepoint without disturbing the others.
+//! SQLite allows one writer at a time, a durable commit (`synchronous=FULL`) costs an fsync, and
+//! every statement is a round trip to sqlx's worker thread. So writes are queued to one task that
+//! runs whatever is waiting in a single `BEGIN IMMEDIATE` transaction and commits once; a caller
+//! hears back only after that commit, so "returned Ok" always means "durably on disk".
+//!
+//! Plain audit appends, the bulk of all writes, are sealed in memory against a cache of chain
+//! heads and written with one multi-row statement per table. Other writes (domain rows together
+//! with their audit entry) run as closures, each in its own savepoint so a failing one is undone
+//! without disturbing the rest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit_sql::SELECT_HEAD;
+use crate::audit::append::{AppendPlan, Appended, Sealer};
+use crate::audit::event::{Actor, AuditEvent};
+use crate::audit::records::HeadRecord;
+use crate::domain::ChainId;
 use crate::error::{Error, Result};
 
 /// Most jobs folded into one transaction; bounds the latency one commit adds to its callers.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 512;
 const QUEUE_DEPTH: usize = 4096;
+/// Rows per multi-row INSERT (6 parameters each, well under SQLite's parameter limit).
+const ROWS_PER_STATEMENT: usize = 128;
 
 type Work<T> = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send>;
 
-trait Job: Send {
+trait WorkJob: Send {
     /// Runs the job's statements; `false` when the job failed and must be rolled back.
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
     /// Delivers the job's result, or the commit error that undid it.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
 
-struct TypedJob<T> {
+struct TypedWork<T> {
     work: Option<Work<T>>,
     output: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T: Send + 'static> Job for TypedJob<T> {
+impl<T: Send + 'static> WorkJob for TypedWork<T> {
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
@@ -58,17 +71,71 @@ impl<T: Send + 'static> Job for TypedJob<T> {
     }
 }
 
+struct AppendJob {
+    chain: ChainId,
+    actor: Actor,
+    event: AuditEvent,
+    sealed: Option<Appended>,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+enum Job {
+    Append(AppendJob),
+    Work(Box<dyn WorkJob>),
+}
+
+impl Job {
+    fn finish(self, commit: Result<(), String>) {
+        match self {
+            Job::Work(job) => job.finish(commit),
+            Job::Append(job) => {
+                let result = match (commit, job.sealed) {
+                    (Ok(()), Some(appended)) => Ok(appended),
+                    (Ok(()), None) => Err(Error::Internal("append was never sealed".to_owned())),
+                    (Err(reason), _) => Err(Error::AuditUnavailable(reason)),
+                };
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Writer {
     /// Starts the writer task on a pool that holds the one write connection.
-    pub fn spawn(pool: SqlitePool) -> Writer {
+    pub fn spawn(pool: SqlitePool, sealer: Option<Arc<Sealer>>) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run_writer(pool, queue));
+        let state = WriterState {
+            pool,
+            sealer,
+            heads: HashMap::new(),
+            data_version: None,
+        };
+        tokio::spawn(state.run(queue));
         Writer { jobs }
+    }
+
+    /// Appends one event; returns after the commit that made it durable.
+    pub async fn append(
+        &self,
+        chain: ChainId,
+        actor: Actor,
+        event: AuditEvent,
+    ) -> Result<Appended> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Append(AppendJob {
+            chain,
+            actor,
+            event,
+            sealed: None,
+            reply,
+        }))
+        .await?;
+        answer.await.map_err(|_| dropped())?
     }
 
     /// Runs `work` inside the next write transaction and returns its result after the commit.
@@ -78,54 +145,214 @@ impl Writer {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = TypedJob {
+        self.submit(Job::Work(Box::new(TypedWork {
             work: Some(Box::new(work)),
             output: None,
             reply,
-        };
+        })))
+        .await?;
+        answer.await.map_err(|_| dropped())?
+    }
+
+    async fn submit(&self, job: Job) -> Result<()> {
         self.jobs
-            .send(Box::new(job))
+            .send(job)
             .await
-            .map_err(|_| Error::AuditUnavailable("the SQLite writer has stopped".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| Error::AuditUnavailable("the SQLite writer dropped a write".to_owned()))?
+            .map_err(|_| Error::AuditUnavailable("the SQLite writer has stopped".to_owned()))
     }
 }
 
-async fn run_writer(pool: SqlitePool, mut queue: mpsc::Receiver<Box<dyn Job>>) {
-    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+fn dropped() -> Error {
+    Error::AuditUnavailable("the SQLite writer dropped a write".to_owned())
+}
+
+struct WriterState {
+    pool: SqlitePool,
+    sealer: Option<Arc<Sealer>>,
+    /// Chain heads as of our last commit; trusted only while `PRAGMA data_version` shows that
+    /// no other connection (a CLI command beside the server) has committed since.
+    heads: HashMap<String, HeadRecord>,
+    data_version: Option<i64>,
+}
+
+/// Rows of consecutive appends, written together.
+#[derive(Default)]
+struct Pending {
+    plans: Vec<AppendPlan>,
+}
+
+impl WriterState {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = queue.recv().await {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let outcome = self.run_batch(&mut batch).await.map_err(|e| {
+                tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
+                self.heads.clear();
+                self.data_version = None;
+                e.to_string()
+            });
+            for job in batch.drain(..) {
+                job.finish(outcome.clone());
             }
         }
-        let outcome = run_batch(&pool, &mut batch).await.map_err(|e| {
-            tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
-            e.to_string()
-        });
-        for job in batch.drain(..) {
-            job.finish(outcome.clone());
+    }
+
+    async fn run_batch(&mut self, batch: &mut [Job]) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        // IMMEDIATE takes the write lock up front, so another process waits for it instead of
+        // failing halfway through with SQLITE_BUSY.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        if self.data_version != Some(version) {
+            self.heads.clear();
         }
+        let mut pending = Pending::default();
+        for job in batch.iter_mut() {
+            match job {
+                Job::Append(append) => {
+                    let plan = self.plan(&mut tx, append).await?;
+                    append.sealed = Some(plan.appended.clone());
+                    pending.plans.push(plan);
+                }
+                Job::Work(work) => {
+                    flush(&mut tx, &mut pending).await?;
+                    let mut savepoint = tx.begin().await?;
+                    if work.run(&mut savepoint).await {
+                        savepoint.commit().await?;
+                    } else {
+                        savepoint.rollback().await?;
+                    }
+                    // The closure may have appended through its own path.
+                    self.heads.clear();
+                }
+            }
+        }
+        flush(&mut tx, &mut pending).await?;
+        tx.commit().await?;
+        // Our own commits do not change data_version for this connection.
+        self.data_version = Some(version);
+        Ok(())
+    }
+
+    async fn plan(&mut self, conn: &mut SqliteConnection, job: &AppendJob) -> Result<AppendPlan> {
+        let sealer = self
+            .sealer
+            .clone()
+            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
+        let name = job.chain.as_str();
+        if !self.heads.contains_key(name) {
+            let head: Option<HeadRecord> = sqlx::query_as(SELECT_HEAD)
+                .bind(name)
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(head) = head {
+                self.heads.insert(name.to_owned(), head);
+            }
+        }
+        let plan = sealer.plan(&job.chain, self.heads.get(name), &job.actor, &job.event)?;
+        self.heads.insert(name.to_owned(), plan.head.clone());
+        Ok(plan)
     }
 }
 
-async fn run_batch(pool: &SqlitePool, batch: &mut [Box<dyn Job>]) -> Result<()> {
-    let mut conn = pool.acquire().await?;
-    // IMMEDIATE takes the write lock up front, so another process (a CLI command next to the
-    // server) waits for it instead of failing halfway through with SQLITE_BUSY.
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    for job in batch.iter_mut() {
-        let mut savepoint = tx.begin().await?;
-        if job.run(&mut savepoint).await {
-            savepoint.commit().await?;
-        } else {
-            savepoint.rollback().await?;
+/// Writes the pending appends: entries, then each chain's newest head, then checkpoints.
+async fn flush(conn: &mut SqliteConnection, pending: &mut Pending) -> Result<()> {
+    if pending.plans.is_empty() {
+        return Ok(());
+    }
+    for chunk in pending.plans.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(
+            "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ",
+            6,
+            chunk.len(),
+            "",
+        );
+        let mut query = sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql));
+        for plan in chunk {
+            let e = &plan.entry;
+            query = query
+                .bind(e.chain.as_str())
+                .bind(e.seq)
+                .bind(e.time.as_str())
+                .bind(e.event.as_str())
+                .bind(e.entry.as_str())
+                .bind(e.hash.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+
+    let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
+    for plan in &pending.plans {
+        newest.insert(plan.head.chain.as_str(), &plan.head);
+    }
+    let heads: Vec<&HeadRecord> = newest.into_values().collect();
+    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(
+            "INSERT INTO audit_heads (chain, seq, hash) VALUES ",
+            3,
+            chunk.len(),
+            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        );
+        let mut query = sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql));
+        for head in chunk {
+            query = query
+                .bind(head.chain.as_str())
+                .bind(head.seq)
+                .bind(head.hash.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+
+    for plan in &pending.plans {
+        if let Some(cp) = &plan.checkpoint {
+            super::audit_sql::write_checkpoint::<Sqlite>(conn, cp).await?;
         }
     }
-    tx.commit().await?;
+    pending.plans.clear();
     Ok(())
+}
+
+/// `prefix ($1, $2, …), (…), … suffix` with `rows` groups of `columns` numbered placeholders.
+/// Only numbers vary, never values, so the text is safe to build.
+fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * columns * 6 + suffix.len());
+    sql.push_str(prefix);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multi_row;
+
+    #[test]
+    fn multi_row_numbers_placeholders_across_rows() {
+        assert_eq!(
+            multi_row("INSERT INTO t VALUES ", 2, 2, " RETURNING 1"),
+            "INSERT INTO t VALUES ($1, $2), ($3, $4) RETURNING 1"
+        );
+    }
 }
