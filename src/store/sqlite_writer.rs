@@ -80,7 +80,7 @@ struct AppendJob {
 }
 
 enum Job {
-    Append(AppendJob),
+    Append(Box<AppendJob>),
     Work(Box<dyn WorkJob>),
 }
 
@@ -127,13 +127,13 @@ impl Writer {
         event: AuditEvent,
     ) -> Result<Appended> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Append(AppendJob {
+        self.submit(Job::Append(Box::new(AppendJob {
             chain,
             actor,
             event,
             sealed: None,
             reply,
-        }))
+        })))
         .await?;
         answer.await.map_err(|_| dropped())?
     }
