@@ -160,3 +160,70 @@ async fn appends_still_work_after_rejected_tampering() {
         .unwrap();
     assert_eq!(report.map(|s| s.entries), Ok(5));
 }
+
+/// The grants in docs/postgres.md are enough to run the service, and without UPDATE, DELETE or
+/// TRUNCATE the application role is stopped by the database even before the triggers.
+#[tokio::test]
+async fn the_documented_least_privilege_role_can_append_but_not_rewrite_on_postgres() {
+    let (db, mut owner) = seeded().await;
+    if !db.is_postgres() {
+        eprintln!("database roles are PostgreSQL-only; covered in the PostgreSQL pass");
+        return;
+    }
+    let mut url = url::Url::parse(&db.url).unwrap();
+    let database = url.path().trim_start_matches('/').to_owned();
+    let role = format!("{database}_app");
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/postgres.md")).unwrap();
+    let grants = docs
+        .split("```sql")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let grants = grants
+        .replace(" PASSWORD '…'", "")
+        .replace("DATABASE killswitch ", &format!("DATABASE {database} "))
+        .replace("killswitch_app", &role);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+        .execute(&mut owner)
+        .await
+        .unwrap();
+
+    url.set_username(&role).unwrap();
+    let app_db = common::TestDb {
+        url: url.to_string(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (store, _key) = app_db.store(2).await;
+    let chain: ChainId = "contoso".parse().unwrap();
+    let appended = store
+        .append(
+            &chain,
+            &Actor::Service,
+            &AuditEvent::ConsentGranted {
+                tenant_id: "t".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.seq, 5);
+
+    let mut app = app_db.raw().await;
+    for sql in [
+        "UPDATE audit_entries SET hash = 'x'",
+        "DELETE FROM audit_entries",
+        "TRUNCATE audit_entries",
+    ] {
+        let error = rejected(&mut app, sql.to_owned()).await;
+        assert!(error.contains("permission denied"), "{sql}: {error}");
+    }
+    drop((app, store));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP OWNED BY {role}; DROP ROLE {role}"
+    )))
+    .execute(&mut owner)
+    .await
+    .unwrap();
+}

@@ -34,6 +34,8 @@ pub enum Command {
     Serve,
     /// Create or upgrade the database schema and register the audit signing key, then exit.
     Migrate,
+    /// Exit 0 when the local service answers /readyz with 200 (for container health checks).
+    Healthcheck,
     /// Inspect and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -54,6 +56,39 @@ pub async fn main() -> ExitCode {
             eprintln!("killswitch: {}", one_line(&e.to_string()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A bare HTTP/1.0 request to the configured listen address: the runtime image carries no curl,
+/// and this is all a health check needs.
+async fn healthcheck(settings: &Settings) -> Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut address = settings.server.listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| Error::Io {
+            context: format!("no answer from {address}"),
+            source: std::io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|e| Error::io(format!("cannot reach {address}"), e))?;
+    if head.ends_with(b" 200") {
+        println!("ready");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("not ready: {}", String::from_utf8_lossy(&head));
+        Ok(ExitCode::FAILURE)
     }
 }
 
@@ -86,6 +121,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Healthcheck => healthcheck(&settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
     }
 }

@@ -125,6 +125,38 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Applies pending migrations (when `migrate`), or refuses a schema that is behind. Nothing is
+/// run when nothing is pending, so a role without DDL rights can start on a migrated database.
+async fn migrate_or_check<DB>(
+    migrator: &sqlx::migrate::Migrator,
+    pool: &sqlx::Pool<DB>,
+    migrate: bool,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    // No migrations table yet reads as "everything pending".
+    let applied: Vec<i64> =
+        sqlx::query_scalar::<DB, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let pending = migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .count();
+    match (pending, migrate) {
+        (0, _) => Ok(()),
+        (_, true) => Ok(migrator.run(pool).await?),
+        (pending, false) => Err(Error::SchemaBehind { pending }),
+    }
+}
+
 /// The database's own message when there is one (without driver decoration), else the error.
 fn describe(error: &sqlx::Error) -> String {
     match error {

@@ -54,11 +54,7 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(|e| unreachable(super::describe(&e)))?;
-        if options.migrate {
-            MIGRATOR.run(&pool).await?;
-        } else {
-            check_schema(&pool).await?;
-        }
+        super::migrate_or_check(&MIGRATOR, &pool, options.migrate).await?;
         Ok(PgStore { pool, options })
     }
 
@@ -69,22 +65,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-async fn check_schema(pool: &PgPool) -> Result<()> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
-    let pending = MIGRATOR
-        .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .count();
-    if pending > 0 {
-        return Err(Error::SchemaBehind { pending });
-    }
-    Ok(())
 }
 
 /// Locks the head row of `chain` for the rest of the transaction, creating it on first use.

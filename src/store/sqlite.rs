@@ -51,11 +51,7 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await
             .map_err(|e| open_error(connect.get_filename(), e))?;
-        if options.migrate {
-            MIGRATOR.run(&write_pool).await?;
-        } else {
-            check_schema(&write_pool).await?;
-        }
+        super::migrate_or_check(&MIGRATOR, &write_pool, options.migrate).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -102,22 +98,6 @@ fn open_error(file: &Path, e: sqlx::Error) -> Error {
         file.display(),
         super::describe(&e)
     ))
-}
-
-async fn check_schema(pool: &SqlitePool) -> Result<()> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(pool)
-            .await
-            .unwrap_or_default();
-    let pending = MIGRATOR
-        .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .count();
-    if pending > 0 {
-        return Err(Error::SchemaBehind { pending });
-    }
-    Ok(())
 }
 
 /// Appends inside the writer's transaction; the transaction already holds SQLite's write lock.
