@@ -191,7 +191,7 @@ async fn metrics_expose_request_counts_by_route_template() {
 
 #[tokio::test]
 async fn stopping_signs_a_checkpoint_over_every_chain_that_advanced() {
-    let app = TestApp::spawn().await;
+    let mut app = TestApp::spawn().await;
     let store = app.store.clone();
     let chain: ChainId = "contoso".parse().unwrap();
     for _ in 0..3 {

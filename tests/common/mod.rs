@@ -148,8 +148,8 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// Stops the server the way SIGTERM does and waits for it.
-    pub async fn stop(mut self) -> killswitch::Result<()> {
+    /// Stops the server the way SIGTERM does and waits for it; the database stays for reading.
+    pub async fn stop(&mut self) -> killswitch::Result<()> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
