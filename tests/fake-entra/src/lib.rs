@@ -1,0 +1,1 @@
+//! A stateful fake of Microsoft Entra ID's login endpoints and the Graph `users` API.
