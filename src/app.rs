@@ -16,13 +16,17 @@ use crate::audit::signing::KeyOrigin;
 use crate::config::Settings;
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
+use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
+use crate::remediation::{RemediationSettings, Remediator};
 use crate::http::{self, AppState};
 use crate::store::{self, Store, StoreOptions};
 
-/// The parts every command that writes needs: a migrated store and the audit key.
+/// The parts every command that writes needs: a migrated store and the audit key; and, when the
+/// remediation app is configured, the engine that talks to Graph.
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub audit_key: Arc<AuditKey>,
+    pub remediator: Option<Arc<Remediator>>,
 }
 
 impl Services {
@@ -53,8 +57,39 @@ impl Services {
         .await?;
         store.register_signing_key(&audit_key.public_key()).await?;
         tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
-        Ok(Services { store, audit_key })
+        let remediator = remediator(settings, store.clone())?;
+        Ok(Services { store, audit_key, remediator })
     }
+}
+
+/// The remediation engine, when the app's client id and a credential are configured.
+pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<Arc<Remediator>>> {
+    let entra = &settings.entra;
+    let Some(client_id) = entra.client_id.clone() else { return Ok(None) };
+    let credential = match (&entra.certificate_file, &entra.client_secret) {
+        (Some(path), secret) => {
+            if secret.is_some() {
+                tracing::warn!("both entra.certificate_file and entra.client_secret are set; using the certificate");
+            }
+            ClientCredential::Certificate(Certificate::load(path)?)
+        }
+        (None, Some(secret)) => ClientCredential::Secret(secret.clone()),
+        (None, None) => return Ok(None),
+    };
+    let graph = GraphClient::new(GraphSettings {
+        authority_url: entra.authority_url.clone(),
+        graph_url: entra.graph_url.clone(),
+        client_id,
+        credential,
+        request_timeout: settings.graph.request_timeout,
+        max_in_flight_per_tenant: settings.graph.max_in_flight_per_tenant,
+        max_in_flight: settings.graph.max_in_flight,
+    })?;
+    let remediation = RemediationSettings {
+        deadline: settings.graph.deadline,
+        ..RemediationSettings::default()
+    };
+    Ok(Some(Arc::new(Remediator::new(store, Arc::new(graph), remediation))))
 }
 
 pub struct Application {
@@ -76,6 +111,7 @@ impl Application {
             settings: Arc::new(settings),
             store: services.store,
             audit_key: services.audit_key,
+            remediator: services.remediator,
             metrics: crate::telemetry::metrics(),
         };
         Ok(Application { listener, state })
@@ -109,6 +145,10 @@ impl Application {
             ))
         });
 
+        let reconciler = match (&state.remediator, settings.remediation.reconcile_interval) {
+            (Some(remediator), every) => Some(tokio::spawn(reconcile_timer(remediator.clone(), every, stop_rx.clone()))),
+            _ => None,
+        };
         let mut server_stop = stop_rx;
         let server = axum::serve(
             self.listener,
@@ -139,7 +179,7 @@ impl Application {
                 }
             }
         };
-        if let Some(task) = checkpoints {
+        for task in [checkpoints, reconciler].into_iter().flatten() {
             let _ = task.await;
         }
         checkpoint_all(state.store.as_ref()).await;
@@ -157,6 +197,22 @@ async fn checkpoint_timer(store: Arc<dyn Store>, every: Duration, mut stop: watc
     loop {
         tokio::select! {
             _ = ticker.tick() => checkpoint_all(store.as_ref()).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Settles actions a crash left without an outcome: once at start, then periodically (another
+/// instance may die while this one runs).
+async fn reconcile_timer(remediator: Arc<Remediator>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(e) = remediator.reconcile().await {
+                    tracing::error!(error = %e, "reconciliation failed; will try again");
+                }
+            }
             _ = stop.changed() => return,
         }
     }

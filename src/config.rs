@@ -30,6 +30,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub audit: AuditSettings,
     pub entra: EntraSettings,
+    pub graph: GraphLimits,
+    pub remediation: RemediationConfig,
     pub mfa: MfaSettings,
     pub oidc: OidcSettings,
     /// Unknown keys and similar; logged once tracing is up.
@@ -93,6 +95,19 @@ impl EntraSettings {
         }
         missing
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphLimits {
+    pub deadline: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight_per_tenant: usize,
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RemediationConfig {
+    pub reconcile_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -253,6 +268,16 @@ impl Settings {
             },
         };
 
+        let graph = GraphLimits {
+            deadline: Duration::from_secs(r.number("graph.deadline_secs", 1, 600).unwrap_or(30)),
+            request_timeout: Duration::from_secs(r.number("graph.request_timeout_secs", 1, 300).unwrap_or(10)),
+            max_in_flight_per_tenant: r.number("graph.max_in_flight_per_tenant", 1, 1000).unwrap_or(8) as usize,
+            max_in_flight: r.number("graph.max_in_flight", 1, 100_000).unwrap_or(256) as usize,
+        };
+        let remediation = RemediationConfig {
+            reconcile_interval: Duration::from_secs(r.number("remediation.reconcile_interval_secs", 1, 86_400).unwrap_or(30)),
+        };
+
         let mfa = MfaSettings {
             encryption_key: r.secret("mfa.encryption_key").and_then(|key| {
                 match BASE64.decode(key.expose_secret().trim()) {
@@ -296,6 +321,8 @@ impl Settings {
             database,
             audit,
             entra,
+            graph,
+            remediation,
             mfa,
             oidc,
             warnings,

@@ -96,6 +96,194 @@ impl From<CustomerSlug> for ChainId {
     }
 }
 
+/// An Entra tenant id (a GUID).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TenantId(uuid::Uuid);
+
+impl TenantId {
+    pub fn new(id: uuid::Uuid) -> TenantId {
+        TenantId(id)
+    }
+
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s.trim())
+            .map(TenantId)
+            .map_err(|_| Error::InvalidInput(format!("`{s}` is not a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)")))
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.hyphenated())
+    }
+}
+
+/// An Entra account as an analyst names it: its object id or its userPrincipalName.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AccountRef {
+    ObjectId(uuid::Uuid),
+    /// Stored lowercased: Entra compares UPNs case-insensitively.
+    Upn(String),
+}
+
+impl AccountRef {
+    /// The form Graph accepts in `/users/{id | userPrincipalName}`.
+    pub fn as_graph_key(&self) -> String {
+        self.to_string()
+    }
+
+    /// Whether this reference names the account with `id` and `upn`.
+    pub fn matches(&self, id: &str, upn: &str) -> bool {
+        match self {
+            AccountRef::ObjectId(oid) => uuid::Uuid::parse_str(id).is_ok_and(|other| other == *oid),
+            AccountRef::Upn(name) => upn.eq_ignore_ascii_case(name),
+        }
+    }
+}
+
+impl FromStr for AccountRef {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Ok(id) = uuid::Uuid::parse_str(s) {
+            return Ok(AccountRef::ObjectId(id));
+        }
+        let bad = || {
+            Error::InvalidInput(format!(
+                "`{s}` is not an account: give its userPrincipalName (name@domain) or its Entra object id (a GUID)"
+            ))
+        };
+        let (local, domain) = s.split_once('@').ok_or_else(bad)?;
+        // The characters Entra allows in the name part of a userPrincipalName.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "'.-_!#^~".contains(c);
+        if s.len() > 113
+            || local.is_empty()
+            || local.len() > 64
+            || !local.chars().all(allowed)
+            || local.starts_with('.')
+            || local.ends_with('.')
+        {
+            return Err(bad());
+        }
+        let domain_ok = domain.contains('.')
+            && domain.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !domain_ok {
+            return Err(bad());
+        }
+        Ok(AccountRef::Upn(s.to_ascii_lowercase()))
+    }
+}
+
+impl fmt::Display for AccountRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AccountRef::ObjectId(id) => write!(f, "{}", id.hyphenated()),
+            AccountRef::Upn(upn) => f.write_str(upn),
+        }
+    }
+}
+
+impl Serialize for AccountRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AccountRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why an analyst acts: required, one line of free text, at most 500 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Reason(String);
+
+impl Reason {
+    pub const MAX_CHARS: usize = 500;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Reason {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(Error::InvalidInput("a reason is required: say why this account is being changed".to_owned()));
+        }
+        if text.chars().count() > Reason::MAX_CHARS {
+            return Err(Error::InvalidInput(format!("the reason is longer than {} characters", Reason::MAX_CHARS)));
+        }
+        if text.chars().any(char::is_control) {
+            return Err(Error::InvalidInput("the reason must be one line of text without control characters".to_owned()));
+        }
+        Ok(Reason(text.to_owned()))
+    }
+}
+
+/// A reference to the provider's or customer's ticket: at most 100 printable characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Ticket(String);
+
+impl Ticket {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Ticket {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        if text.is_empty() || text.chars().count() > 100 || text.chars().any(char::is_control) {
+            return Err(Error::InvalidInput("a ticket is 1 to 100 printable characters".to_owned()));
+        }
+        Ok(Ticket(text.to_owned()))
+    }
+}
+
+/// A client-chosen `Idempotency-Key`: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for IdempotencyKey {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidInput("an Idempotency-Key is 1 to 255 visible ASCII characters".to_owned()));
+        }
+        Ok(IdempotencyKey(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +310,29 @@ mod tests {
         ] {
             assert!(bad.parse::<CustomerSlug>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn accounts_are_upns_or_object_ids() {
+        let upn: AccountRef = "Alice.Smith@Contoso.onmicrosoft.com".parse().unwrap();
+        assert_eq!(upn.to_string(), "alice.smith@contoso.onmicrosoft.com");
+        assert!(upn.matches("00000000-0000-0000-0000-000000000001", "ALICE.SMITH@contoso.onmicrosoft.com"));
+        let id: AccountRef = "6F1C2E1B-0B5B-4C1E-9C43-2F4F7A3C9D10".parse().unwrap();
+        assert_eq!(id.to_string(), "6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10");
+        assert!(id.matches("6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10", "x@y.z"));
+        for bad in ["", "alice", "@contoso.com", "alice@", "alice@contoso", "a b@c.d", "../etc@x.y", "a@b..c"] {
+            assert!(bad.parse::<AccountRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reasons_are_required_single_line_and_bounded() {
+        assert_eq!("  stolen laptop ".parse::<Reason>().unwrap().as_str(), "stolen laptop");
+        assert!("".parse::<Reason>().is_err());
+        assert!("   ".parse::<Reason>().is_err());
+        assert!("two\nlines".parse::<Reason>().is_err());
+        assert!("x".repeat(501).parse::<Reason>().is_err());
+        assert!("é".repeat(500).parse::<Reason>().is_ok());
     }
 
     #[test]

@@ -54,6 +54,20 @@ pub enum Operation {
     Enable,
 }
 
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Disable => "disable",
+            Operation::Enable => "enable",
+        }
+    }
+
+    /// The `accountEnabled` value this operation asks for.
+    pub fn target_enabled(self) -> bool {
+        self == Operation::Enable
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -61,6 +75,17 @@ pub enum Outcome {
     Noop,
     Failed,
     Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Noop => "noop",
+            Outcome::Failed => "failed",
+            Outcome::Denied => "denied",
+        }
+    }
 }
 
 /// Evidence that a fresh second factor was checked for this action.
@@ -77,6 +102,15 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// An account as Graph described it before or after an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub id: String,
+    pub user_principal_name: String,
+    pub account_enabled: Option<bool>,
+    pub on_premises_sync_enabled: Option<bool>,
 }
 
 /// What Microsoft Graph answered, kept so a customer can correlate with their own sign-in and
@@ -163,7 +197,11 @@ pub enum AuditEvent {
         action_id: Uuid,
         outcome: Outcome,
         detail: Option<String>,
+        warnings: Vec<String>,
+        before: Option<AccountState>,
+        after: Option<AccountState>,
         graph: Option<GraphEvidence>,
+        duration_ms: u64,
     },
 
     DetectionReceived {
@@ -278,7 +316,11 @@ pub(crate) mod tests {
                 action_id: id,
                 outcome: Outcome::Noop,
                 detail: None,
+                warnings: vec![],
+                before: None,
+                after: None,
                 graph: None,
+                duration_ms: 0,
             },
             AuditEvent::DetectionReceived {
                 detection_id: id,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub audit_key: Arc<AuditKey>,
+    /// Present when the remediation app is configured.
+    pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub metrics: PrometheusHandle,
 }
 

@@ -2,6 +2,7 @@
 //! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
 
 pub mod audit_sql;
+pub mod domain_sql;
 pub mod postgres;
 pub mod sqlite;
 mod sqlite_writer;
@@ -15,7 +16,10 @@ use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::audit::{Actor, AuditEvent};
-use crate::domain::ChainId;
+use crate::customers::{Customer, Policy};
+use crate::domain::{ChainId, CustomerSlug};
+use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
+use crate::time::Timestamp;
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +107,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries of a chain in `seq` order, streamed.
     fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>>;
+
+    // Customers.
+
+    /// Adds a customer, recorded as `customer_added` in its chain; a taken slug is a conflict.
+    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()>;
+    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>>;
+    async fn customers(&self) -> Result<Vec<Customer>>;
+    /// Replaces the policy, recorded as `customer_policy_changed` with before and after.
+    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()>;
+
+    // Actions.
+
+    /// Records a request and applies the guard rails, in one transaction with its audit entry.
+    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission>;
+    /// Records the one outcome of an action; `false` when it already had one.
+    async fn finish_action(&self, finish: &Finish) -> Result<bool>;
+    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>>;
+    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+    /// Actions without an outcome whose owner's lease ran out before `now`.
+    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
+    /// Takes over a stale action until `lease_until`; `false` when another process took it first.
+    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool>;
+}
+
+/// Which actions to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ActionFilter {
+    pub customer: Option<CustomerSlug>,
+    pub state: Option<ActionState>,
+    pub limit: u32,
+}
+
+impl ActionFilter {
+    /// `SELECT … FROM actions` with this filter's conditions; values are bound in the order
+    /// customer, state, limit.
+    fn sql(&self) -> String {
+        let mut sql = format!("SELECT {} FROM actions", domain_sql::ACTION_COLUMNS);
+        let mut n = 0;
+        let mut clauses = Vec::new();
+        if self.customer.is_some() {
+            n += 1;
+            clauses.push(format!("customer = ${n}"));
+        }
+        if self.state.is_some() {
+            n += 1;
+            clauses.push(format!("state = ${n}"));
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", n + 1));
+        sql
+    }
 }
 
 /// Opens the backend named by `url`.
@@ -191,6 +249,18 @@ fn parse_signing_keys(rows: Vec<(String, String)>) -> Result<Vec<PublicKey>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_filters_number_their_placeholders_in_bind_order() {
+        let all = ActionFilter { limit: 10, ..ActionFilter::default() };
+        assert!(all.sql().ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1"));
+        let both = ActionFilter {
+            customer: Some("contoso".parse().unwrap()),
+            state: Some(ActionState::Failed),
+            limit: 10,
+        };
+        assert!(both.sql().ends_with("WHERE customer = $1 AND state = $2 ORDER BY created_at DESC, id LIMIT $3"));
+    }
 
     #[test]
     fn redacts_passwords_but_keeps_the_rest() {

@@ -9,12 +9,16 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::audit_sql as sql;
+use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::ActionFilter;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
-use crate::domain::ChainId;
+use crate::customers::{Customer, Policy};
+use crate::domain::{ChainId, CustomerSlug};
+use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -100,6 +104,22 @@ pub(crate) async fn append_in(
     let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
     sql::write_plan::<Postgres>(conn, &plan).await?;
     Ok(plan.appended)
+}
+
+impl ChainTx for PgConnection {
+    fn lock_chain<'a>(&'a mut self, chain: &'a ChainId) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async move { lock_head(self, chain).await.map(|_| ()) })
+    }
+
+    fn append<'a>(
+        &'a mut self,
+        sealer: &'a Sealer,
+        chain: &'a ChainId,
+        actor: &'a Actor,
+        event: &'a AuditEvent,
+    ) -> futures::future::BoxFuture<'a, Result<Appended>> {
+        Box::pin(append_in(self, sealer, chain, actor, event))
+    }
 }
 
 #[async_trait]
@@ -192,5 +212,85 @@ impl Store for PgStore {
             .fetch(&self.pool)
             .map_err(Error::from)
             .boxed()
+    }
+
+    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let value = domain_sql::add_customer::<Postgres>(&mut tx, &sealer, customer, actor).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
+        let row: Option<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMER)
+            .bind(slug.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(CustomerRecord::parse).transpose()
+    }
+
+    async fn customers(&self) -> Result<Vec<Customer>> {
+        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS).fetch_all(&self.pool).await?;
+        rows.into_iter().map(CustomerRecord::parse).collect()
+    }
+
+    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let value = domain_sql::update_policy::<Postgres>(&mut tx, &sealer, customer, policy, actor).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let value = domain_sql::admit::<Postgres>(&mut tx, &sealer, action, guard).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn finish_action(&self, finish: &Finish) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let value = domain_sql::finish::<Postgres>(&mut tx, &sealer, finish).await?;
+        tx.commit().await?;
+        Ok(value)
+    }
+
+    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+        let mut query = sqlx::query_as::<Postgres, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
+        if let Some(customer) = &filter.customer {
+            query = query.bind(customer.to_string());
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        Ok(query.bind(i64::from(filter.limit)).fetch_all(&self.pool).await?)
+    }
+
+    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
+            .bind(now.to_string())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
+        let done = sqlx::query(domain_sql::CLAIM_ACTION)
+            .bind(action.id.as_str())
+            .bind(action.lease_until.as_str())
+            .bind(lease_until.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

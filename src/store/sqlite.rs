@@ -12,13 +12,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::audit_sql as sql;
+use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::ActionFilter;
 use super::sqlite_writer::Writer;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
-use crate::domain::ChainId;
+use crate::customers::{Customer, Policy};
+use crate::domain::{ChainId, CustomerSlug};
+use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -121,6 +125,23 @@ pub(crate) async fn append_in(
     Ok(plan.appended)
 }
 
+impl ChainTx for SqliteConnection {
+    fn lock_chain<'a>(&'a mut self, _chain: &'a ChainId) -> futures::future::BoxFuture<'a, Result<()>> {
+        // The writer's BEGIN IMMEDIATE already holds SQLite's one write lock.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn append<'a>(
+        &'a mut self,
+        sealer: &'a Sealer,
+        chain: &'a ChainId,
+        actor: &'a Actor,
+        event: &'a AuditEvent,
+    ) -> futures::future::BoxFuture<'a, Result<Appended>> {
+        Box::pin(append_in(self, sealer, chain, actor, event))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -220,5 +241,89 @@ impl Store for SqliteStore {
             .fetch(&self.reader)
             .map_err(Error::from)
             .boxed()
+    }
+
+    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (customer, actor) = (customer.clone(), actor.clone());
+        self.write(move |conn| Box::pin(async move { domain_sql::add_customer::<Sqlite>(conn, &sealer, &customer, &actor).await }))
+            .await
+    }
+
+    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
+        let row: Option<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMER)
+            .bind(slug.as_str())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(CustomerRecord::parse).transpose()
+    }
+
+    async fn customers(&self) -> Result<Vec<Customer>> {
+        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS).fetch_all(&self.reader).await?;
+        rows.into_iter().map(CustomerRecord::parse).collect()
+    }
+
+    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (customer, policy, actor) = (customer.clone(), policy.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move { domain_sql::update_policy::<Sqlite>(conn, &sealer, &customer, &policy, &actor).await })
+        })
+        .await
+    }
+
+    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
+        let sealer = self.sealer()?;
+        let action = action.clone();
+        self.write(move |conn| Box::pin(async move { domain_sql::admit::<Sqlite>(conn, &sealer, &action, guard).await }))
+            .await
+    }
+
+    async fn finish_action(&self, finish: &Finish) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let finish = finish.clone();
+        self.write(move |conn| Box::pin(async move { domain_sql::finish::<Sqlite>(conn, &sealer, &finish).await }))
+            .await
+    }
+
+    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+        let mut query = sqlx::query_as::<Sqlite, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
+        if let Some(customer) = &filter.customer {
+            query = query.bind(customer.to_string());
+        }
+        if let Some(state) = filter.state {
+            query = query.bind(state.as_str());
+        }
+        Ok(query.bind(i64::from(filter.limit)).fetch_all(&self.reader).await?)
+    }
+
+    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
+            .bind(now.to_string())
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
+        let (id, old) = (action.id.clone(), action.lease_until.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(domain_sql::CLAIM_ACTION)
+                    .bind(id)
+                    .bind(old)
+                    .bind(lease_until.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            })
+        })
+        .await
     }
 }

@@ -1,0 +1,420 @@
+//! Executing an action against Microsoft Graph, and reconciling actions a crash interrupted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::action::{ActionRecord, Admission, Finish, Guard, NewAction};
+use crate::audit::event::{AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext};
+use crate::customers::Customer;
+use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
+use crate::error::{Error, Result};
+use crate::graph::token::REVOKE_ROLE;
+use crate::graph::{GraphClient, GraphError, GraphUser};
+use crate::store::Store;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct RemediationSettings {
+    /// How long one action may spend on Graph, retries included.
+    pub deadline: Duration,
+    /// Added to the deadline for the lease: only after it may another process reconcile.
+    pub lease_margin: Duration,
+}
+
+impl Default for RemediationSettings {
+    fn default() -> Self {
+        RemediationSettings {
+            deadline: Duration::from_secs(30),
+            lease_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A validated request to change one account.
+#[derive(Debug, Clone)]
+pub struct ActionRequest {
+    pub customer: CustomerSlug,
+    pub operation: Operation,
+    pub account: AccountRef,
+    pub reason: Reason,
+    pub ticket: Option<Ticket>,
+    /// `None`: the customer's policy decides (disable only).
+    pub revoke_sessions: Option<bool>,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub actor: Actor,
+    pub mfa: Option<MfaEvidence>,
+    pub context: Option<RequestContext>,
+}
+
+/// How a call to [`Remediator::execute`] ended.
+#[derive(Debug, Clone)]
+pub enum Executed {
+    /// This call recorded the action and (unless denied) ran it to its outcome.
+    Ran(ActionRecord),
+    /// The idempotency key named an action recorded earlier; returned as it is now.
+    Replayed(ActionRecord),
+}
+
+impl Executed {
+    pub fn record(&self) -> &ActionRecord {
+        match self {
+            Executed::Ran(r) | Executed::Replayed(r) => r,
+        }
+    }
+}
+
+pub struct Remediator {
+    store: Arc<dyn Store>,
+    graph: Arc<GraphClient>,
+    settings: RemediationSettings,
+}
+
+const PRIVILEGED_HINT: &str = "Entra refused to change this account: it holds an administrator role. \
+     The customer must assign the remediation app's service principal the Privileged Authentication Administrator \
+     directory role (User Administrator suffices for accounts without admin roles); killswitch does not retry this.";
+
+#[derive(Serialize)]
+struct RequestFingerprint<'a> {
+    operation: Operation,
+    account: String,
+    reason: &'a str,
+    ticket: Option<&'a str>,
+    revoke_sessions: Option<bool>,
+}
+
+impl Remediator {
+    pub fn new(store: Arc<dyn Store>, graph: Arc<GraphClient>, settings: RemediationSettings) -> Remediator {
+        Remediator { store, graph, settings }
+    }
+
+    pub fn graph(&self) -> &GraphClient {
+        &self.graph
+    }
+
+    /// Records the request (nothing reaches Graph unless that write committed), applies the
+    /// guard rails, and runs the action to its outcome.
+    pub async fn execute(&self, request: ActionRequest) -> Result<Executed> {
+        let customer = self
+            .store
+            .customer(&request.customer)
+            .await
+            .map_err(audit_unavailable)?
+            .ok_or_else(|| Error::NotFound(format!("customer `{}`", request.customer)))?;
+        let revoke = request.operation == Operation::Disable && request.revoke_sessions.unwrap_or(customer.policy.revoke_sessions);
+        let now = Timestamp::now();
+        let new = NewAction {
+            id: Uuid::new_v4(),
+            customer: request.customer.clone(),
+            operation: request.operation,
+            account: request.account.clone(),
+            reason: request.reason.clone(),
+            ticket: request.ticket.clone(),
+            revoke_sessions: revoke,
+            idempotency_key: request.idempotency_key.clone(),
+            request_hash: fingerprint(&request)?,
+            actor: request.actor.clone(),
+            mfa: request.mfa.clone(),
+            request: request.context.clone(),
+            created_at: now,
+            lease_until: self.lease_from(now),
+        };
+        let guard = Guard {
+            max_actions_per_hour: customer.policy.max_actions_per_hour,
+            protected: customer.policy.protects(&request.account),
+        };
+        let admitted = match self.store.admit_action(&new, guard).await.map_err(audit_unavailable)? {
+            Admission::Admitted(record) => record,
+            Admission::Denied(record) => return Ok(Executed::Ran(record)),
+            Admission::Replayed(record) => return Ok(Executed::Replayed(record)),
+            Admission::KeyConflict(_) => {
+                return Err(Error::Conflict(
+                    "this Idempotency-Key was already used for a different request".to_owned(),
+                ));
+            }
+        };
+        let finish = self.run(&customer, &new).await;
+        if !self.store.finish_action(&finish).await.map_err(audit_unavailable)? {
+            tracing::warn!(action = %new.id, "outcome already recorded by reconciliation");
+        }
+        let record = self.store.action(new.id).await?.unwrap_or(admitted);
+        Ok(Executed::Ran(record))
+    }
+
+    fn lease_from(&self, now: Timestamp) -> Timestamp {
+        let lease = self.settings.deadline + self.settings.lease_margin;
+        Timestamp::from_datetime(now.as_datetime() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
+    }
+
+    /// The Graph part: read, change unless already so, revoke if asked, read again.
+    async fn run(&self, customer: &Customer, new: &NewAction) -> Finish {
+        let started = Instant::now();
+        let deadline = started + self.settings.deadline;
+        let tenant = customer.tenant_id;
+        let desired = new.operation.target_enabled();
+        let mut finish = Finish {
+            id: new.id,
+            customer: new.customer.clone(),
+            outcome: Outcome::Failed,
+            detail: None,
+            warnings: Vec::new(),
+            target_id: None,
+            before: None,
+            after: None,
+            graph: None,
+            duration_ms: 0,
+            actor: new.actor.clone(),
+        };
+        let done = |mut finish: Finish, outcome: Outcome, detail: String| {
+            finish.outcome = outcome;
+            finish.detail = Some(detail);
+            finish.duration_ms = started.elapsed().as_millis() as u64;
+            finish
+        };
+
+        let user = match self.graph.get_user(tenant, &new.account, deadline).await {
+            Ok(answer) => {
+                finish.graph = Some(answer.evidence);
+                answer.value
+            }
+            Err(e) => {
+                finish.graph = e.evidence().cloned();
+                return done(finish, Outcome::Failed, describe_failure(&e, &new.account, "reading"));
+            }
+        };
+        finish.target_id = Some(user.id.clone());
+        finish.before = Some(state_of(&user));
+        if customer.policy.protects_user(&user.id, &user.user_principal_name) {
+            return done(
+                finish,
+                Outcome::Denied,
+                "the account is on the customer's protected list (break-glass or service account); it was not changed".to_owned(),
+            );
+        }
+        if user.on_premises_sync_enabled == Some(true) {
+            finish.warnings.push(synced_warning(new.operation));
+        }
+        if user.account_enabled == Some(desired) {
+            finish.after = finish.before.clone();
+            return done(finish, Outcome::Noop, format!("the account was already {}; nothing was changed", enabled_word(desired)));
+        }
+
+        match self.graph.set_account_enabled(tenant, &user.id, desired, deadline).await {
+            Ok(answer) => finish.graph = Some(answer.evidence),
+            Err(e) => {
+                finish.graph = e.evidence().cloned();
+                // An unanswered PATCH may still have been applied: look before calling it failed.
+                let applied = e.is_ambiguous() && self.reads_as(tenant, &user.id, desired, deadline).await.is_some();
+                if !applied {
+                    return done(finish, Outcome::Failed, describe_failure(&e, &new.account, "changing"));
+                }
+                finish.warnings.push(format!("Graph did not confirm the change ({e}), but the account now reads {}", enabled_word(desired)));
+            }
+        }
+
+        if new.revoke_sessions {
+            self.revoke(tenant, &user.id, deadline, &mut finish.warnings).await;
+        }
+
+        match self.reads_as(tenant, &user.id, desired, deadline).await {
+            Some(after) => {
+                finish.after = Some(after);
+                done(finish, Outcome::Succeeded, format!("the account is now {}", enabled_word(desired)))
+            }
+            None => {
+                let after = self.graph.get_user(tenant, &AccountRef::ObjectId(parse_id(&user.id)), deadline).await.ok();
+                finish.after = after.map(|a| state_of(&a.value));
+                done(
+                    finish,
+                    Outcome::Failed,
+                    format!("Graph accepted the change but the account does not read {} afterwards", enabled_word(desired)),
+                )
+            }
+        }
+    }
+
+    async fn revoke(&self, tenant: crate::domain::TenantId, user_id: &str, deadline: Instant, warnings: &mut Vec<String>) {
+        let allowed = self.graph.token(tenant, deadline).await.map(|t| t.has_role(REVOKE_ROLE)).unwrap_or(false);
+        if !allowed {
+            warnings.push(
+                "sign-in sessions were not revoked: the customer has not granted User.RevokeSessions.All".to_owned(),
+            );
+            return;
+        }
+        if let Err(e) = self.graph.revoke_sessions(tenant, user_id, deadline).await {
+            warnings.push(format!("sign-in sessions were not revoked: {e}"));
+        }
+    }
+
+    /// Reads the account (a few times: a write may take a moment to show) and returns its state
+    /// once `accountEnabled` is `desired`.
+    async fn reads_as(&self, tenant: crate::domain::TenantId, user_id: &str, desired: bool, deadline: Instant) -> Option<AccountState> {
+        let account = AccountRef::ObjectId(parse_id(user_id));
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            if let Ok(answer) = self.graph.get_user(tenant, &account, deadline).await
+                && answer.value.account_enabled == Some(desired)
+            {
+                return Some(state_of(&answer.value));
+            }
+        }
+        None
+    }
+
+    /// Finishes every action whose owner stopped before recording an outcome, from what Entra
+    /// says about the account now. Returns how many were reconciled.
+    pub async fn reconcile(&self) -> Result<usize> {
+        let now = Timestamp::now();
+        let mut reconciled = 0;
+        for record in self.store.stale_actions(now).await? {
+            if !self.store.claim_action(&record, self.lease_from(now)).await? {
+                continue;
+            }
+            match self.reconcile_one(&record).await {
+                Ok(Some(finish)) => {
+                    if self.store.finish_action(&finish).await? {
+                        reconciled += 1;
+                        tracing::info!(action = %record.id, outcome = finish.outcome.as_str(), "reconciled an interrupted action");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again"),
+            }
+        }
+        Ok(reconciled)
+    }
+
+    async fn reconcile_one(&self, record: &ActionRecord) -> Result<Option<Finish>> {
+        let id = record.id()?;
+        let operation = record.operation()?;
+        let customer_slug: CustomerSlug = record.customer.parse()?;
+        let desired = operation.target_enabled();
+        let started = chrono::Utc::now();
+        let mut finish = Finish {
+            id,
+            customer: customer_slug.clone(),
+            outcome: Outcome::Failed,
+            detail: None,
+            warnings: Vec::new(),
+            target_id: None,
+            before: None,
+            after: None,
+            graph: None,
+            duration_ms: record
+                .created_at
+                .parse::<Timestamp>()
+                .map(|t| (started - t.as_datetime()).num_milliseconds().max(0) as u64)
+                .unwrap_or(0),
+            actor: Actor::Service,
+        };
+        let Some(customer) = self.store.customer(&customer_slug).await? else {
+            finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
+            return Ok(Some(finish));
+        };
+        let account: AccountRef = record.target_id.as_deref().unwrap_or(&record.account).parse()?;
+        let deadline = Instant::now() + self.settings.deadline;
+        match self.graph.get_user(customer.tenant_id, &account, deadline).await {
+            Ok(answer) => {
+                let user = answer.value;
+                finish.graph = Some(answer.evidence);
+                finish.target_id = Some(user.id.clone());
+                finish.after = Some(state_of(&user));
+                if user.account_enabled == Some(desired) {
+                    finish.outcome = Outcome::Succeeded;
+                    finish.detail = Some(format!(
+                        "interrupted before its outcome was recorded; on reconciliation Entra shows the account {}",
+                        enabled_word(desired)
+                    ));
+                } else {
+                    finish.detail = Some(format!(
+                        "interrupted before the change reached Entra; the account is still {}. Nothing was retried: request the action again if it is still needed",
+                        enabled_word(!desired)
+                    ));
+                }
+                Ok(Some(finish))
+            }
+            Err(GraphError::NotFound { evidence }) => {
+                finish.graph = Some(evidence);
+                finish.detail = Some("interrupted, and the account no longer exists in Entra".to_owned());
+                Ok(Some(finish))
+            }
+            // Entra cannot tell us now; keep the action for the next round.
+            Err(e) => Err(Error::AuditUnavailable(format!("cannot read the account to reconcile: {e}"))),
+        }
+    }
+}
+
+fn audit_unavailable(e: Error) -> Error {
+    match e {
+        Error::Database(_) | Error::DatabaseUnavailable(_) | Error::Internal(_) => Error::AuditUnavailable(e.to_string()),
+        other => other,
+    }
+}
+
+fn fingerprint(request: &ActionRequest) -> Result<String> {
+    let canonical = serde_jcs::to_vec(&RequestFingerprint {
+        operation: request.operation,
+        account: request.account.to_string(),
+        reason: request.reason.as_str(),
+        ticket: request.ticket.as_ref().map(Ticket::as_str),
+        revoke_sessions: request.revoke_sessions,
+    })
+    .map_err(|e| Error::Internal(format!("cannot fingerprint the request: {e}")))?;
+    Ok(const_hex::encode(Sha256::digest(canonical)))
+}
+
+fn state_of(user: &GraphUser) -> AccountState {
+    AccountState {
+        id: user.id.clone(),
+        user_principal_name: user.user_principal_name.clone(),
+        account_enabled: user.account_enabled,
+        on_premises_sync_enabled: user.on_premises_sync_enabled,
+    }
+}
+
+fn parse_id(id: &str) -> Uuid {
+    Uuid::parse_str(id).unwrap_or_default()
+}
+
+fn enabled_word(enabled: bool) -> &'static str {
+    if enabled { "enabled" } else { "disabled" }
+}
+
+fn synced_warning(operation: Operation) -> String {
+    match operation {
+        Operation::Disable => "this account is synchronised from on-premises Active Directory: disable it there too, \
+             or the next Entra Connect sync will enable it again"
+            .to_owned(),
+        Operation::Enable => "this account is synchronised from on-premises Active Directory: if it is disabled there, \
+             the next Entra Connect sync will disable it again"
+            .to_owned(),
+    }
+}
+
+/// One sentence for the analyst and the customer; Graph's code and request-id are kept beside it.
+fn describe_failure(error: &GraphError, account: &AccountRef, doing: &str) -> String {
+    match error {
+        GraphError::NotFound { .. } => format!("there is no account {account} in the customer's tenant"),
+        GraphError::Denied { code, .. } if doing == "changing" && code == "Authorization_RequestDenied" => PRIVILEGED_HINT.to_owned(),
+        GraphError::Denied { code, .. } => format!(
+            "Entra denied {doing} the account ({code}): the remediation app lacks a permission in this tenant; the customer must grant admin consent again"
+        ),
+        GraphError::GaveUp { status: 429, .. } => "Microsoft Graph throttled every attempt until the deadline; try again in a few minutes".to_owned(),
+        GraphError::GaveUp { status, .. } => format!("Microsoft Graph answered {status} on every attempt until the deadline"),
+        GraphError::Unreachable { reason, .. } => format!("Microsoft Graph could not be reached: {reason}"),
+        GraphError::BadRequest { code, .. } => format!("Microsoft Graph rejected the request ({code})"),
+        GraphError::Unexpected { status, code, .. } => format!("Microsoft Graph answered {status} ({code})"),
+        GraphError::Token(e) => e.to_string(),
+    }
+}
+
+/// Whether Graph evidence exists for an outcome (used by the API to pick 502 over 404).
+pub fn graph_code(record: &ActionRecord) -> Option<String> {
+    record.graph().and_then(|g: GraphEvidence| g.error_code)
+}

@@ -1,0 +1,364 @@
+//! Customer and action writes, written once for both backends.
+//!
+//! Each function runs inside a transaction the backend opened (SQLite: the group-commit
+//! writer's `BEGIN IMMEDIATE`; PostgreSQL: a pool transaction) and appends its audit entry in
+//! that same transaction through [`ChainTx`], so a row and the entry that records it commit
+//! together or not at all.
+
+use futures::future::BoxFuture;
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use crate::audit::append::{Appended, Sealer};
+use crate::audit::event::{Actor, AuditEvent, Outcome};
+use crate::customers::{Customer, Policy};
+use crate::domain::ChainId;
+use crate::error::{Error, Result};
+use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
+use crate::time::Timestamp;
+
+/// What a backend's transaction offers the shared code: serialising writers of one chain, and
+/// appending to it.
+pub trait ChainTx: Send {
+    /// Holds the chain's head until the transaction ends, so checks made now (rate limits,
+    /// idempotency keys) still hold when the entry is written.
+    fn lock_chain<'a>(&'a mut self, chain: &'a ChainId) -> BoxFuture<'a, Result<()>>;
+    fn append<'a>(&'a mut self, sealer: &'a Sealer, chain: &'a ChainId, actor: &'a Actor, event: &'a AuditEvent) -> BoxFuture<'a, Result<Appended>>;
+}
+
+pub const ACTION_COLUMNS: &str = "id, customer, operation, account, target_id, state, reason, ticket, revoke_sessions, \
+     idempotency_key, request_hash, actor, detail, warnings, graph, before_state, after_state, requested_seq, \
+     outcome_seq, created_at, lease_until, finished_at, duration_ms";
+
+/// A customer row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CustomerRecord {
+    pub slug: String,
+    pub name: String,
+    pub domain: String,
+    pub tenant_id: String,
+    pub policy: String,
+    pub created_at: String,
+}
+
+impl CustomerRecord {
+    pub fn parse(self) -> Result<Customer> {
+        let corrupt = |what: &str| Error::Internal(format!("stored customer `{}` has an invalid {what}", self.slug));
+        Ok(Customer {
+            slug: self.slug.parse().map_err(|_| corrupt("slug"))?,
+            tenant_id: self.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
+            policy: serde_json::from_str(&self.policy).map_err(|_| corrupt("policy"))?,
+            created_at: self.created_at.parse().map_err(|_| corrupt("creation time"))?,
+            name: self.name,
+            domain: self.domain,
+        })
+    }
+}
+
+pub fn select_action_sql() -> String {
+    format!("SELECT {ACTION_COLUMNS} FROM actions WHERE id = $1")
+}
+
+pub fn stale_actions_sql() -> String {
+    format!("SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND lease_until < $1 ORDER BY created_at")
+}
+
+pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL";
+
+pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers WHERE slug = $1";
+pub const SELECT_CUSTOMERS: &str = "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers ORDER BY slug";
+
+fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise: {e}")))
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Inserts a customer and records `customer_added` in its (new) chain.
+pub async fn add_customer<DB>(conn: &mut DB::Connection, sealer: &Sealer, customer: &Customer, actor: &Actor) -> Result<()>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+{
+    let now = Timestamp::now().to_string();
+    let inserted = sqlx::query::<DB>(
+        "INSERT INTO customers (slug, name, domain, tenant_id, policy, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
+    )
+    .bind(customer.slug.as_str())
+    .bind(customer.name.as_str())
+    .bind(customer.domain.as_str())
+    .bind(customer.tenant_id.to_string())
+    .bind(json(&customer.policy)?)
+    .bind(now)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(Error::Conflict(format!("customer `{}` already exists", customer.slug)));
+        }
+        other => other?,
+    };
+    let event = AuditEvent::CustomerAdded {
+        name: customer.name.clone(),
+        domain: customer.domain.clone(),
+        tenant_id: Some(customer.tenant_id.to_string()),
+    };
+    conn.append(sealer, &ChainId::Customer(customer.slug.clone()), actor, &event).await?;
+    Ok(())
+}
+
+/// Replaces a customer's policy and records what changed.
+pub async fn update_policy<DB>(conn: &mut DB::Connection, sealer: &Sealer, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let updated: Option<(String,)> =
+        sqlx::query_as::<DB, (String,)>("UPDATE customers SET policy = $2, updated_at = $3 WHERE slug = $1 RETURNING slug")
+            .bind(customer.slug.as_str())
+            .bind(json(policy)?)
+            .bind(Timestamp::now().to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if updated.is_none() {
+        return Err(Error::NotFound(format!("customer `{}`", customer.slug)));
+    }
+    let event = AuditEvent::CustomerPolicyChanged {
+        changes: serde_json::json!({ "before": customer.policy, "after": policy }),
+    };
+    conn.append(sealer, &ChainId::Customer(customer.slug.clone()), actor, &event).await?;
+    Ok(())
+}
+
+/// Records a request (and, when a guard rail stops it, its denial) or finds the action an
+/// idempotency key already names. Runs with the customer's chain locked, so two requests cannot
+/// both slip under the hourly limit.
+pub async fn admit<DB>(conn: &mut DB::Connection, sealer: &Sealer, new: &NewAction, guard: Guard) -> Result<Admission>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'r> ActionRecord: FromRow<'r, DB::Row>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+{
+    let chain = ChainId::Customer(new.customer.clone());
+    conn.lock_chain(&chain).await?;
+
+    if let Some(key) = &new.idempotency_key {
+        let sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2");
+        let existing: Option<ActionRecord> = sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
+            .bind(new.customer.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(existing) = existing {
+            return Ok(if existing.request_hash == new.request_hash {
+                Admission::Replayed(existing)
+            } else {
+                Admission::KeyConflict(existing)
+            });
+        }
+    }
+
+    let denial = if guard.protected {
+        Some("the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned())
+    } else {
+        let since = Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1)).to_string();
+        let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+            "SELECT COUNT(*) FROM actions WHERE customer = $1 AND created_at > $2 AND state <> 'denied'",
+        )
+        .bind(new.customer.as_str())
+        .bind(since)
+        .fetch_one(&mut *conn)
+        .await?;
+        (recent >= i64::from(guard.max_actions_per_hour)).then(|| {
+            format!(
+                "rate limit: {recent} actions in the last hour for this customer, the policy allows {}; nothing was sent to Entra",
+                guard.max_actions_per_hour
+            )
+        })
+    };
+
+    let requested = AuditEvent::ActionRequested {
+        action_id: new.id,
+        operation: new.operation,
+        account: new.account.to_string(),
+        reason: new.reason.as_str().to_owned(),
+        ticket: new.ticket.as_ref().map(|t| t.as_str().to_owned()),
+        revoke_sessions: new.revoke_sessions,
+        mfa: new.mfa.clone(),
+        request: new.request.clone(),
+    };
+    let requested_seq = conn.append(sealer, &chain, &new.actor, &requested).await?.seq;
+    let mut record = ActionRecord {
+        id: new.id.to_string(),
+        customer: new.customer.to_string(),
+        operation: new.operation.as_str().to_owned(),
+        account: new.account.to_string(),
+        target_id: None,
+        state: ActionState::Requested.as_str().to_owned(),
+        reason: new.reason.as_str().to_owned(),
+        ticket: new.ticket.as_ref().map(|t| t.as_str().to_owned()),
+        revoke_sessions: new.revoke_sessions,
+        idempotency_key: new.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        request_hash: new.request_hash.clone(),
+        actor: json(&new.actor)?,
+        detail: None,
+        warnings: None,
+        graph: None,
+        before_state: None,
+        after_state: None,
+        requested_seq: i64::try_from(requested_seq).unwrap_or(i64::MAX),
+        outcome_seq: None,
+        created_at: new.created_at.to_string(),
+        lease_until: new.lease_until.to_string(),
+        finished_at: None,
+        duration_ms: None,
+    };
+    if let Some(detail) = &denial {
+        let outcome = AuditEvent::ActionOutcome {
+            action_id: new.id,
+            outcome: Outcome::Denied,
+            detail: Some(detail.clone()),
+            warnings: vec![],
+            before: None,
+            after: None,
+            graph: None,
+            duration_ms: 0,
+        };
+        let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
+        record.state = ActionState::Denied.as_str().to_owned();
+        record.detail = Some(detail.clone());
+        record.outcome_seq = Some(i64::try_from(seq).unwrap_or(i64::MAX));
+        record.finished_at = Some(new.created_at.to_string());
+        record.duration_ms = Some(0);
+    }
+    insert_action::<DB>(conn, &record).await?;
+    Ok(match denial {
+        Some(_) => Admission::Denied(record),
+        None => Admission::Admitted(record),
+    })
+}
+
+async fn insert_action<DB>(conn: &mut DB::Connection, r: &ActionRecord) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+{
+    let sql = format!(
+        "INSERT INTO actions ({ACTION_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+    );
+    let inserted = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
+        .bind(r.id.as_str())
+        .bind(r.customer.as_str())
+        .bind(r.operation.as_str())
+        .bind(r.account.as_str())
+        .bind(r.target_id.as_deref())
+        .bind(r.state.as_str())
+        .bind(r.reason.as_str())
+        .bind(r.ticket.as_deref())
+        .bind(r.revoke_sessions)
+        .bind(r.idempotency_key.as_deref())
+        .bind(r.request_hash.as_str())
+        .bind(r.actor.as_str())
+        .bind(r.detail.as_deref())
+        .bind(r.warnings.as_deref())
+        .bind(r.graph.as_deref())
+        .bind(r.before_state.as_deref())
+        .bind(r.after_state.as_deref())
+        .bind(r.requested_seq)
+        .bind(r.outcome_seq)
+        .bind(r.created_at.as_str())
+        .bind(r.lease_until.as_str())
+        .bind(r.finished_at.as_deref())
+        .bind(r.duration_ms)
+        .execute(&mut *conn)
+        .await;
+    match inserted {
+        Err(e) if is_unique_violation(&e) => Err(Error::Conflict("an action with this idempotency key is being recorded".to_owned())),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
+/// Records the outcome of an action that has none yet; `false` (and nothing written) when
+/// another process recorded one first.
+pub async fn finish<DB>(conn: &mut DB::Connection, sealer: &Sealer, f: &Finish) -> Result<bool>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let chain = ChainId::Customer(f.customer.clone());
+    conn.lock_chain(&chain).await?;
+    let now = Timestamp::now().to_string();
+    // The condition on finished_at is what makes the outcome one: whoever updates the row first
+    // writes the entry; a late second finisher changes nothing and appends nothing.
+    let claimed: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
+         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10 \
+         WHERE id = $1 AND finished_at IS NULL RETURNING id",
+    )
+    .bind(f.id.to_string())
+    .bind(ActionState::from(f.outcome).as_str())
+    .bind(f.detail.as_deref())
+    .bind((!f.warnings.is_empty()).then(|| json(&f.warnings)).transpose()?)
+    .bind(f.graph.as_ref().map(json).transpose()?)
+    .bind(f.before.as_ref().map(json).transpose()?)
+    .bind(f.after.as_ref().map(json).transpose()?)
+    .bind(f.target_id.as_deref())
+    .bind(now)
+    .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *conn)
+    .await?;
+    if claimed.is_none() {
+        return Ok(false);
+    }
+    let event = AuditEvent::ActionOutcome {
+        action_id: f.id,
+        outcome: f.outcome,
+        detail: f.detail.clone(),
+        warnings: f.warnings.clone(),
+        before: f.before.clone(),
+        after: f.after.clone(),
+        graph: f.graph.clone(),
+        duration_ms: f.duration_ms,
+    };
+    let seq = conn.append(sealer, &chain, &f.actor, &event).await?.seq;
+    sqlx::query::<DB>("UPDATE actions SET outcome_seq = $2 WHERE id = $1")
+        .bind(f.id.to_string())
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        .execute(&mut *conn)
+        .await?;
+    Ok(true)
+}
