@@ -17,8 +17,8 @@ use crate::config::Settings;
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
-use crate::remediation::{RemediationSettings, Remediator};
 use crate::http::{self, AppState};
+use crate::remediation::{RemediationSettings, Remediator};
 use crate::store::{self, Store, StoreOptions};
 
 /// The parts every command that writes needs: a migrated store and the audit key; and, when the
@@ -58,18 +58,26 @@ impl Services {
         store.register_signing_key(&audit_key.public_key()).await?;
         tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
         let remediator = remediator(settings, store.clone())?;
-        Ok(Services { store, audit_key, remediator })
+        Ok(Services {
+            store,
+            audit_key,
+            remediator,
+        })
     }
 }
 
 /// The remediation engine, when the app's client id and a credential are configured.
 pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<Arc<Remediator>>> {
     let entra = &settings.entra;
-    let Some(client_id) = entra.client_id.clone() else { return Ok(None) };
+    let Some(client_id) = entra.client_id.clone() else {
+        return Ok(None);
+    };
     let credential = match (&entra.certificate_file, &entra.client_secret) {
         (Some(path), secret) => {
             if secret.is_some() {
-                tracing::warn!("both entra.certificate_file and entra.client_secret are set; using the certificate");
+                tracing::warn!(
+                    "both entra.certificate_file and entra.client_secret are set; using the certificate"
+                );
             }
             ClientCredential::Certificate(Certificate::load(path)?)
         }
@@ -89,7 +97,11 @@ pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<A
         deadline: settings.graph.deadline,
         ..RemediationSettings::default()
     };
-    Ok(Some(Arc::new(Remediator::new(store, Arc::new(graph), remediation))))
+    Ok(Some(Arc::new(Remediator::new(
+        store,
+        Arc::new(graph),
+        remediation,
+    ))))
 }
 
 pub struct Application {
@@ -146,7 +158,11 @@ impl Application {
         });
 
         let reconciler = match (&state.remediator, settings.remediation.reconcile_interval) {
-            (Some(remediator), every) => Some(tokio::spawn(reconcile_timer(remediator.clone(), every, stop_rx.clone()))),
+            (Some(remediator), every) => Some(tokio::spawn(reconcile_timer(
+                remediator.clone(),
+                every,
+                stop_rx.clone(),
+            ))),
             _ => None,
         };
         let mut server_stop = stop_rx;
@@ -204,7 +220,11 @@ async fn checkpoint_timer(store: Arc<dyn Store>, every: Duration, mut stop: watc
 
 /// Settles actions a crash left without an outcome: once at start, then periodically (another
 /// instance may die while this one runs).
-async fn reconcile_timer(remediator: Arc<Remediator>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn reconcile_timer(
+    remediator: Arc<Remediator>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {

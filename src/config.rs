@@ -270,12 +270,19 @@ impl Settings {
 
         let graph = GraphLimits {
             deadline: Duration::from_secs(r.number("graph.deadline_secs", 1, 600).unwrap_or(30)),
-            request_timeout: Duration::from_secs(r.number("graph.request_timeout_secs", 1, 300).unwrap_or(10)),
-            max_in_flight_per_tenant: r.number("graph.max_in_flight_per_tenant", 1, 1000).unwrap_or(8) as usize,
+            request_timeout: Duration::from_secs(
+                r.number("graph.request_timeout_secs", 1, 300).unwrap_or(10),
+            ),
+            max_in_flight_per_tenant: r
+                .number("graph.max_in_flight_per_tenant", 1, 1000)
+                .unwrap_or(8) as usize,
             max_in_flight: r.number("graph.max_in_flight", 1, 100_000).unwrap_or(256) as usize,
         };
         let remediation = RemediationConfig {
-            reconcile_interval: Duration::from_secs(r.number("remediation.reconcile_interval_secs", 1, 86_400).unwrap_or(30)),
+            reconcile_interval: Duration::from_secs(
+                r.number("remediation.reconcile_interval_secs", 1, 86_400)
+                    .unwrap_or(30),
+            ),
         };
 
         let mfa = MfaSettings {

@@ -115,9 +115,11 @@ impl FromStr for TenantId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        uuid::Uuid::parse_str(s.trim())
-            .map(TenantId)
-            .map_err(|_| Error::InvalidInput(format!("`{s}` is not a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)")))
+        uuid::Uuid::parse_str(s.trim()).map(TenantId).map_err(|_| {
+            Error::InvalidInput(format!(
+                "`{s}` is not a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)"
+            ))
+        })
     }
 }
 
@@ -227,13 +229,20 @@ impl FromStr for Reason {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         if text.is_empty() {
-            return Err(Error::InvalidInput("a reason is required: say why this account is being changed".to_owned()));
+            return Err(Error::InvalidInput(
+                "a reason is required: say why this account is being changed".to_owned(),
+            ));
         }
         if text.chars().count() > Reason::MAX_CHARS {
-            return Err(Error::InvalidInput(format!("the reason is longer than {} characters", Reason::MAX_CHARS)));
+            return Err(Error::InvalidInput(format!(
+                "the reason is longer than {} characters",
+                Reason::MAX_CHARS
+            )));
         }
         if text.chars().any(char::is_control) {
-            return Err(Error::InvalidInput("the reason must be one line of text without control characters".to_owned()));
+            return Err(Error::InvalidInput(
+                "the reason must be one line of text without control characters".to_owned(),
+            ));
         }
         Ok(Reason(text.to_owned()))
     }
@@ -256,7 +265,9 @@ impl FromStr for Ticket {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
         if text.is_empty() || text.chars().count() > 100 || text.chars().any(char::is_control) {
-            return Err(Error::InvalidInput("a ticket is 1 to 100 printable characters".to_owned()));
+            return Err(Error::InvalidInput(
+                "a ticket is 1 to 100 printable characters".to_owned(),
+            ));
         }
         Ok(Ticket(text.to_owned()))
     }
@@ -278,7 +289,9 @@ impl FromStr for IdempotencyKey {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidInput("an Idempotency-Key is 1 to 255 visible ASCII characters".to_owned()));
+            return Err(Error::InvalidInput(
+                "an Idempotency-Key is 1 to 255 visible ASCII characters".to_owned(),
+            ));
         }
         Ok(IdempotencyKey(s.to_owned()))
     }
@@ -316,18 +329,33 @@ mod tests {
     fn accounts_are_upns_or_object_ids() {
         let upn: AccountRef = "Alice.Smith@Contoso.onmicrosoft.com".parse().unwrap();
         assert_eq!(upn.to_string(), "alice.smith@contoso.onmicrosoft.com");
-        assert!(upn.matches("00000000-0000-0000-0000-000000000001", "ALICE.SMITH@contoso.onmicrosoft.com"));
+        assert!(upn.matches(
+            "00000000-0000-0000-0000-000000000001",
+            "ALICE.SMITH@contoso.onmicrosoft.com"
+        ));
         let id: AccountRef = "6F1C2E1B-0B5B-4C1E-9C43-2F4F7A3C9D10".parse().unwrap();
         assert_eq!(id.to_string(), "6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10");
         assert!(id.matches("6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10", "x@y.z"));
-        for bad in ["", "alice", "@contoso.com", "alice@", "alice@contoso", "a b@c.d", "../etc@x.y", "a@b..c"] {
+        for bad in [
+            "",
+            "alice",
+            "@contoso.com",
+            "alice@",
+            "alice@contoso",
+            "a b@c.d",
+            "../etc@x.y",
+            "a@b..c",
+        ] {
             assert!(bad.parse::<AccountRef>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn reasons_are_required_single_line_and_bounded() {
-        assert_eq!("  stolen laptop ".parse::<Reason>().unwrap().as_str(), "stolen laptop");
+        assert_eq!(
+            "  stolen laptop ".parse::<Reason>().unwrap().as_str(),
+            "stolen laptop"
+        );
         assert!("".parse::<Reason>().is_err());
         assert!("   ".parse::<Reason>().is_err());
         assert!("two\nlines".parse::<Reason>().is_err());

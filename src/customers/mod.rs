@@ -81,9 +81,18 @@ mod tests {
         };
         assert!(policy.protects(&"BreakGlass@contoso.onmicrosoft.com".parse().unwrap()));
         assert!(!policy.protects(&"alice@contoso.onmicrosoft.com".parse().unwrap()));
-        assert!(policy.protects_user("00000000-0000-0000-0000-000000000001", "breakglass@CONTOSO.onmicrosoft.com"));
-        assert!(policy.protects_user("6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10", "svc-sync@contoso.onmicrosoft.com"));
-        assert!(!policy.protects_user("00000000-0000-0000-0000-000000000001", "alice@contoso.onmicrosoft.com"));
+        assert!(policy.protects_user(
+            "00000000-0000-0000-0000-000000000001",
+            "breakglass@CONTOSO.onmicrosoft.com"
+        ));
+        assert!(policy.protects_user(
+            "6f1c2e1b-0b5b-4c1e-9c43-2f4f7a3c9d10",
+            "svc-sync@contoso.onmicrosoft.com"
+        ));
+        assert!(!policy.protects_user(
+            "00000000-0000-0000-0000-000000000001",
+            "alice@contoso.onmicrosoft.com"
+        ));
     }
 
     #[test]

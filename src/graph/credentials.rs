@@ -27,7 +27,11 @@ impl fmt::Debug for ClientCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientCredential::Secret(_) => f.write_str("ClientCredential::Secret([REDACTED])"),
-            ClientCredential::Certificate(cert) => write!(f, "ClientCredential::Certificate(x5t#S256={})", cert.thumbprint),
+            ClientCredential::Certificate(cert) => write!(
+                f,
+                "ClientCredential::Certificate(x5t#S256={})",
+                cert.thumbprint
+            ),
         }
     }
 }
@@ -54,10 +58,17 @@ struct AssertionClaims<'a> {
 impl Certificate {
     /// Reads a PEM file holding the certificate and its RSA private key (PKCS#8 or PKCS#1).
     pub fn load(path: &Path) -> Result<Certificate> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("cannot read entra.certificate_file {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::io(
+                format!("cannot read entra.certificate_file {}", path.display()),
+                e,
+            )
+        })?;
         Certificate::from_pem(&text).map_err(|reason| {
-            Error::Config(vec![format!("entra.certificate_file: {}: {reason}", path.display())])
+            Error::Config(vec![format!(
+                "entra.certificate_file: {}: {reason}",
+                path.display()
+            )])
         })
     }
 
@@ -84,7 +95,11 @@ impl Certificate {
     }
 
     /// A signed client assertion for `token_url`.
-    pub fn assertion(&self, client_id: &str, token_url: &str) -> std::result::Result<String, String> {
+    pub fn assertion(
+        &self,
+        client_id: &str,
+        token_url: &str,
+    ) -> std::result::Result<String, String> {
         let mut header = Header::new(Algorithm::RS256);
         header.x5t_s256 = Some(self.thumbprint.clone());
         let now = chrono::Utc::now().timestamp();
@@ -97,15 +112,22 @@ impl Certificate {
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,
         };
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| format!("cannot sign the client assertion: {e}"))
+        jsonwebtoken::encode(&header, &claims, &self.key)
+            .map_err(|e| format!("cannot sign the client assertion: {e}"))
     }
 }
 
 impl ClientCredential {
     /// The form fields that authenticate the app at `token_url`.
-    pub fn form_fields(&self, client_id: &str, token_url: &str) -> std::result::Result<Vec<(&'static str, String)>, String> {
+    pub fn form_fields(
+        &self,
+        client_id: &str,
+        token_url: &str,
+    ) -> std::result::Result<Vec<(&'static str, String)>, String> {
         Ok(match self {
-            ClientCredential::Secret(secret) => vec![("client_secret", secret.expose_secret().to_owned())],
+            ClientCredential::Secret(secret) => {
+                vec![("client_secret", secret.expose_secret().to_owned())]
+            }
             ClientCredential::Certificate(cert) => vec![
                 ("client_assertion_type", ASSERTION_TYPE.to_owned()),
                 ("client_assertion", cert.assertion(client_id, token_url)?),

@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
-use url::Url;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use url::Url;
 
 pub use credentials::{Certificate, ClientCredential};
 pub use error::{GraphError, TokenError};
@@ -30,8 +30,7 @@ use crate::audit::event::GraphEvidence;
 use crate::domain::{AccountRef, TenantId};
 
 /// The properties killswitch reads; nothing else about a user is fetched or kept.
-pub const USER_SELECT: &str =
-    "id,userPrincipalName,displayName,accountEnabled,onPremisesSyncEnabled,onPremisesSecurityIdentifier";
+pub const USER_SELECT: &str = "id,userPrincipalName,displayName,accountEnabled,onPremisesSyncEnabled,onPremisesSecurityIdentifier";
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -99,7 +98,12 @@ impl GraphClient {
             .pool_max_idle_per_host(settings.max_in_flight.max(1))
             .build()
             .map_err(|e| crate::Error::Internal(format!("cannot build the HTTP client: {e}")))?;
-        let tokens = TokenCache::new(http.clone(), &settings.authority_url, settings.client_id, settings.credential);
+        let tokens = TokenCache::new(
+            http.clone(),
+            &settings.authority_url,
+            settings.client_id,
+            settings.credential,
+        );
         Ok(GraphClient {
             http,
             graph_url: settings.graph_url,
@@ -120,30 +124,68 @@ impl GraphClient {
         self.tokens.get(tenant, deadline).await
     }
 
-    pub async fn get_user(&self, tenant: TenantId, account: &AccountRef, deadline: Instant) -> Result<Answer<GraphUser>, GraphError> {
+    pub async fn get_user(
+        &self,
+        tenant: TenantId,
+        account: &AccountRef,
+        deadline: Instant,
+    ) -> Result<Answer<GraphUser>, GraphError> {
         let mut url = self.users_url(&[&account.as_graph_key()]);
         url.query_pairs_mut().append_pair("$select", USER_SELECT);
-        let answer = self.call("get_user", tenant, Method::GET, url, None, deadline).await?;
+        let answer = self
+            .call("get_user", tenant, Method::GET, url, None, deadline)
+            .await?;
         let user = serde_json::from_slice(&answer.value).map_err(|e| GraphError::Unexpected {
             status: 200,
             code: format!("unreadable user: {e}"),
             evidence: answer.evidence.clone(),
         })?;
-        Ok(Answer { value: user, evidence: answer.evidence })
+        Ok(Answer {
+            value: user,
+            evidence: answer.evidence,
+        })
     }
 
-    pub async fn set_account_enabled(&self, tenant: TenantId, user_id: &str, enabled: bool, deadline: Instant) -> Result<Answer<()>, GraphError> {
+    pub async fn set_account_enabled(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        enabled: bool,
+        deadline: Instant,
+    ) -> Result<Answer<()>, GraphError> {
         let url = self.users_url(&[user_id]);
         let body = serde_json::json!({ "accountEnabled": enabled });
-        let answer = self.call("patch_user", tenant, Method::PATCH, url, Some(body), deadline).await?;
-        Ok(Answer { value: (), evidence: answer.evidence })
+        let answer = self
+            .call(
+                "patch_user",
+                tenant,
+                Method::PATCH,
+                url,
+                Some(body),
+                deadline,
+            )
+            .await?;
+        Ok(Answer {
+            value: (),
+            evidence: answer.evidence,
+        })
     }
 
-    pub async fn revoke_sessions(&self, tenant: TenantId, user_id: &str, deadline: Instant) -> Result<Answer<()>, GraphError> {
+    pub async fn revoke_sessions(
+        &self,
+        tenant: TenantId,
+        user_id: &str,
+        deadline: Instant,
+    ) -> Result<Answer<()>, GraphError> {
         let url = self.users_url(&[user_id, "revokeSignInSessions"]);
         // Current docs answer 200 {"value": true}; older ones 204. Both mean done.
-        let answer = self.call("revoke_sessions", tenant, Method::POST, url, None, deadline).await?;
-        Ok(Answer { value: (), evidence: answer.evidence })
+        let answer = self
+            .call("revoke_sessions", tenant, Method::POST, url, None, deadline)
+            .await?;
+        Ok(Answer {
+            value: (),
+            evidence: answer.evidence,
+        })
     }
 
     /// `{graph}/v1.0/users/{segments…}`, each segment percent-encoded as a path segment (a UPN
@@ -151,17 +193,29 @@ impl GraphClient {
     fn users_url(&self, segments: &[&str]) -> Url {
         let mut url = self.graph_url.clone();
         if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(["v1.0", "users"]).extend(segments);
+            path.pop_if_empty()
+                .extend(["v1.0", "users"])
+                .extend(segments);
         }
         url
     }
 
     fn tenant_slots(&self, tenant: TenantId) -> Arc<Semaphore> {
-        let mut slots = self.per_tenant.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        slots.entry(tenant).or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant_limit))).clone()
+        let mut slots = self
+            .per_tenant
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots
+            .entry(tenant)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_tenant_limit)))
+            .clone()
     }
 
-    async fn permits(&self, tenant: TenantId, deadline: Instant) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    async fn permits(
+        &self,
+        tenant: TenantId,
+        deadline: Instant,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let wait = async {
             let tenant_permit = self.tenant_slots(tenant).acquire_owned().await.ok()?;
             let global_permit = self.global.clone().acquire_owned().await.ok()?;
@@ -236,11 +290,17 @@ impl GraphClient {
             evidence.date = header(&response, "date");
             if status.is_success() {
                 evidence.error_code = None;
-                let bytes = response.bytes().await.map_err(|e| GraphError::Unreachable {
-                    reason: format!("the answer was cut off: {}", e.without_url()),
-                    evidence: evidence.clone(),
-                })?;
-                return Ok(Answer { value: bytes, evidence });
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|e| GraphError::Unreachable {
+                        reason: format!("the answer was cut off: {}", e.without_url()),
+                        evidence: evidence.clone(),
+                    })?;
+                return Ok(Answer {
+                    value: bytes,
+                    evidence,
+                });
             }
             let wait = retry::retry_after(response.headers());
             let detail: ErrorBody = response.json().await.unwrap_or_default();
@@ -254,24 +314,41 @@ impl GraphClient {
                 }
                 StatusCode::NOT_FOUND => return Err(GraphError::NotFound { evidence }),
                 StatusCode::FORBIDDEN => {
-                    return Err(GraphError::Denied { code, message: detail.error.message, evidence });
+                    return Err(GraphError::Denied {
+                        code,
+                        message: detail.error.message,
+                        evidence,
+                    });
                 }
                 StatusCode::BAD_REQUEST => return Err(GraphError::BadRequest { code, evidence }),
                 s if retry::is_retryable(s.as_u16()) => {
                     let wait = wait.unwrap_or_else(|| retry::backoff(attempt));
                     if Instant::now() + wait >= deadline {
-                        return Err(GraphError::GaveUp { status: s.as_u16(), evidence });
+                        return Err(GraphError::GaveUp {
+                            status: s.as_u16(),
+                            evidence,
+                        });
                     }
                     metrics::counter!("killswitch_graph_retries_total", "status" => s.as_str().to_owned()).increment(1);
                     tracing::info!(operation, %tenant, attempt, status = s.as_u16(), wait_ms = wait.as_millis() as u64, "Graph asked to retry");
                     tokio::time::sleep(wait).await;
                 }
-                s => return Err(GraphError::Unexpected { status: s.as_u16(), code, evidence }),
+                s => {
+                    return Err(GraphError::Unexpected {
+                        status: s.as_u16(),
+                        code,
+                        evidence,
+                    });
+                }
             }
         }
     }
 }
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }

@@ -47,7 +47,10 @@ mod tests {
         for attempt in 1..20 {
             let ceiling = BASE.saturating_mul(1 << (attempt - 1).min(16)).min(CAP);
             let wait = backoff(attempt);
-            assert!(wait <= ceiling && wait >= ceiling / 2, "attempt {attempt}: {wait:?}");
+            assert!(
+                wait <= ceiling && wait >= ceiling / 2,
+                "attempt {attempt}: {wait:?}"
+            );
         }
     }
 
@@ -59,7 +62,10 @@ mod tests {
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         headers.insert(RETRY_AFTER, HeaderValue::from_str(&later).unwrap());
         let wait = retry_after(&headers).unwrap();
-        assert!(wait > Duration::from_secs(28) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(28) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }

@@ -24,10 +24,23 @@ pub const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// Application permissions killswitch needs, each with the broader ones that also cover it.
 pub const REQUIRED_ROLES: [(&str, &[&str]); 2] = [
-    ("User.Read.All", &["User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"]),
-    ("User.EnableDisableAccount.All", &["User.ReadWrite.All", "Directory.ReadWrite.All"]),
+    (
+        "User.Read.All",
+        &[
+            "User.ReadWrite.All",
+            "Directory.Read.All",
+            "Directory.ReadWrite.All",
+        ],
+    ),
+    (
+        "User.EnableDisableAccount.All",
+        &["User.ReadWrite.All", "Directory.ReadWrite.All"],
+    ),
 ];
-pub const REVOKE_ROLE: (&str, &[&str]) = ("User.RevokeSessions.All", &["User.ReadWrite.All", "Directory.ReadWrite.All"]);
+pub const REVOKE_ROLE: (&str, &[&str]) = (
+    "User.RevokeSessions.All",
+    &["User.ReadWrite.All", "Directory.ReadWrite.All"],
+);
 
 #[derive(Clone)]
 pub struct Token {
@@ -39,7 +52,9 @@ pub struct Token {
 impl Token {
     pub fn has_role(&self, (role, broader): (&str, &[&str])) -> bool {
         match &self.roles {
-            Some(roles) => roles.iter().any(|r| r == role || broader.contains(&r.as_str())),
+            Some(roles) => roles
+                .iter()
+                .any(|r| r == role || broader.contains(&r.as_str())),
             // An undecodable token: let Graph be the judge.
             None => true,
         }
@@ -73,7 +88,12 @@ struct AadError {
 }
 
 impl TokenCache {
-    pub fn new(http: reqwest::Client, authority: &url::Url, client_id: String, credential: ClientCredential) -> TokenCache {
+    pub fn new(
+        http: reqwest::Client,
+        authority: &url::Url,
+        client_id: String,
+        credential: ClientCredential,
+    ) -> TokenCache {
         TokenCache {
             http,
             authority: authority.as_str().trim_end_matches('/').to_owned(),
@@ -88,7 +108,10 @@ impl TokenCache {
     }
 
     fn slot(&self, tenant: TenantId) -> Slot {
-        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         slots.entry(tenant).or_default().clone()
     }
 
@@ -102,7 +125,9 @@ impl TokenCache {
         let slot = self.slot(tenant);
         let mut cached = tokio::time::timeout_at(deadline, slot.lock())
             .await
-            .map_err(|_| TokenError::Unreachable("timed out waiting for another token request".to_owned()))?;
+            .map_err(|_| {
+                TokenError::Unreachable("timed out waiting for another token request".to_owned())
+            })?;
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(token.clone());
         }
@@ -129,20 +154,30 @@ impl TokenCache {
                 ("client_id", self.client_id.clone()),
                 ("scope", GRAPH_SCOPE.to_owned()),
             ];
-            form.extend(self.credential.form_fields(&self.client_id, &url).map_err(TokenError::NotConfigured)?);
+            form.extend(
+                self.credential
+                    .form_fields(&self.client_id, &url)
+                    .map_err(TokenError::NotConfigured)?,
+            );
             let remaining = deadline.saturating_duration_since(Instant::now());
             metrics::counter!("killswitch_token_requests_total").increment(1);
-            let sent = self.http.post(&url).form(&form).timeout(remaining).send().await;
+            let sent = self
+                .http
+                .post(&url)
+                .form(&form)
+                .timeout(remaining)
+                .send()
+                .await;
             let wait = match sent {
                 Ok(response) if response.status().is_success() => {
-                    let body: TokenResponse = response
-                        .json()
-                        .await
-                        .map_err(|e| TokenError::Unreachable(format!("unreadable token response: {e}")))?;
+                    let body: TokenResponse = response.json().await.map_err(|e| {
+                        TokenError::Unreachable(format!("unreadable token response: {e}"))
+                    })?;
                     return Ok(token_from(body));
                 }
                 Ok(response) if retry::is_retryable(response.status().as_u16()) => {
-                    retry::retry_after(response.headers()).unwrap_or_else(|| retry::backoff(attempt))
+                    retry::retry_after(response.headers())
+                        .unwrap_or_else(|| retry::backoff(attempt))
                 }
                 Ok(response) => {
                     let status = response.status().as_u16();
@@ -156,7 +191,9 @@ impl TokenCache {
                 Err(e) => return Err(TokenError::Unreachable(e.without_url().to_string())),
             };
             if Instant::now() + wait >= deadline {
-                return Err(TokenError::Unreachable("the token endpoint kept refusing until the deadline".to_owned()));
+                return Err(TokenError::Unreachable(
+                    "the token endpoint kept refusing until the deadline".to_owned(),
+                ));
             }
             tokio::time::sleep(wait).await;
         }
@@ -185,7 +222,9 @@ fn roles_of(token: &str) -> Option<Vec<String>> {
     }
     let payload = token.split('.').nth(1)?;
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    serde_json::from_slice::<Claims>(&bytes).ok().map(|c| c.roles)
+    serde_json::from_slice::<Claims>(&bytes)
+        .ok()
+        .map(|c| c.roles)
 }
 
 fn classify(tenant: TenantId, status: u16, error: AadError) -> TokenError {
@@ -196,22 +235,41 @@ fn classify(tenant: TenantId, status: u16, error: AadError) -> TokenError {
         .or_else(|| aadsts_code(&error.error_description))
         .map(|n| format!("AADSTS{n}"))
         .unwrap_or_else(|| error.error.clone());
-    match error.error_codes.first().copied().or_else(|| aadsts_code(&error.error_description)) {
+    match error
+        .error_codes
+        .first()
+        .copied()
+        .or_else(|| aadsts_code(&error.error_description))
+    {
         Some(7000229 | 700016 | 65001 | 500011) => TokenError::NotConsented { code },
-        Some(7000215 | 7000222 | 700027 | 700024 | 7000112 | 50012) => TokenError::CredentialsRejected { code },
-        Some(90002 | 90023) => TokenError::TenantNotFound { tenant: tenant.to_string(), code },
+        Some(7000215 | 7000222 | 700027 | 700024 | 7000112 | 50012) => {
+            TokenError::CredentialsRejected { code }
+        }
+        Some(90002 | 90023) => TokenError::TenantNotFound {
+            tenant: tenant.to_string(),
+            code,
+        },
         _ => TokenError::Refused {
             status,
             code,
             // Entra's descriptions carry trace ids, never secrets; keep the first sentence.
-            description: error.error_description.split(". ").next().unwrap_or_default().to_owned(),
+            description: error
+                .error_description
+                .split(". ")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
         },
     }
 }
 
 fn aadsts_code(description: &str) -> Option<u64> {
     let rest = description.split("AADSTS").nth(1)?;
-    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+    rest.chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -220,9 +278,16 @@ mod tests {
 
     #[test]
     fn roles_are_read_from_the_token_payload() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["User.Read.All","User.EnableDisableAccount.All"]}"#);
+        let payload = URL_SAFE_NO_PAD
+            .encode(br#"{"roles":["User.Read.All","User.EnableDisableAccount.All"]}"#);
         let token = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
-        assert_eq!(roles_of(&token), Some(vec!["User.Read.All".to_owned(), "User.EnableDisableAccount.All".to_owned()]));
+        assert_eq!(
+            roles_of(&token),
+            Some(vec![
+                "User.Read.All".to_owned(),
+                "User.EnableDisableAccount.All".to_owned()
+            ])
+        );
         assert_eq!(roles_of("opaque"), None);
     }
 
@@ -234,10 +299,29 @@ mod tests {
             error_description: description.into(),
             error_codes: codes,
         };
-        assert!(matches!(classify(tenant, 400, err(vec![7000229], "")), TokenError::NotConsented { .. }));
-        assert!(matches!(classify(tenant, 400, err(vec![], "AADSTS700016: Application not found")), TokenError::NotConsented { .. }));
-        assert!(matches!(classify(tenant, 401, err(vec![7000215], "")), TokenError::CredentialsRejected { .. }));
-        assert!(matches!(classify(tenant, 400, err(vec![90002], "")), TokenError::TenantNotFound { .. }));
-        assert!(matches!(classify(tenant, 400, err(vec![1], "x")), TokenError::Refused { .. }));
+        assert!(matches!(
+            classify(tenant, 400, err(vec![7000229], "")),
+            TokenError::NotConsented { .. }
+        ));
+        assert!(matches!(
+            classify(
+                tenant,
+                400,
+                err(vec![], "AADSTS700016: Application not found")
+            ),
+            TokenError::NotConsented { .. }
+        ));
+        assert!(matches!(
+            classify(tenant, 401, err(vec![7000215], "")),
+            TokenError::CredentialsRejected { .. }
+        ));
+        assert!(matches!(
+            classify(tenant, 400, err(vec![90002], "")),
+            TokenError::TenantNotFound { .. }
+        ));
+        assert!(matches!(
+            classify(tenant, 400, err(vec![1], "x")),
+            TokenError::Refused { .. }
+        ));
     }
 }

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::audit::event::{AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext};
+use crate::audit::event::{
+    AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
+};
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -101,7 +103,8 @@ impl ActionRecord {
     }
 
     pub fn id(&self) -> Result<Uuid> {
-        Uuid::parse_str(&self.id).map_err(|_| Error::Internal(format!("stored action id `{}` is not a UUID", self.id)))
+        Uuid::parse_str(&self.id)
+            .map_err(|_| Error::Internal(format!("stored action id `{}` is not a UUID", self.id)))
     }
 
     pub fn operation(&self) -> Result<Operation> {
@@ -120,15 +123,21 @@ impl ActionRecord {
     }
 
     pub fn graph(&self) -> Option<GraphEvidence> {
-        self.graph.as_deref().and_then(|g| serde_json::from_str(g).ok())
+        self.graph
+            .as_deref()
+            .and_then(|g| serde_json::from_str(g).ok())
     }
 
     pub fn before(&self) -> Option<AccountState> {
-        self.before_state.as_deref().and_then(|s| serde_json::from_str(s).ok())
+        self.before_state
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
     }
 
     pub fn after(&self) -> Option<AccountState> {
-        self.after_state.as_deref().and_then(|s| serde_json::from_str(s).ok())
+        self.after_state
+            .as_deref()
+            .and_then(|s| serde_json::from_str(s).ok())
     }
 
     pub fn actor(&self) -> Option<Actor> {

@@ -9,7 +9,9 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::action::{ActionRecord, Admission, Finish, Guard, NewAction};
-use crate::audit::event::{AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext};
+use crate::audit::event::{
+    AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
+};
 use crate::customers::Customer;
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
 use crate::error::{Error, Result};
@@ -88,8 +90,16 @@ struct RequestFingerprint<'a> {
 }
 
 impl Remediator {
-    pub fn new(store: Arc<dyn Store>, graph: Arc<GraphClient>, settings: RemediationSettings) -> Remediator {
-        Remediator { store, graph, settings }
+    pub fn new(
+        store: Arc<dyn Store>,
+        graph: Arc<GraphClient>,
+        settings: RemediationSettings,
+    ) -> Remediator {
+        Remediator {
+            store,
+            graph,
+            settings,
+        }
     }
 
     pub fn graph(&self) -> &GraphClient {
@@ -105,7 +115,10 @@ impl Remediator {
             .await
             .map_err(audit_unavailable)?
             .ok_or_else(|| Error::NotFound(format!("customer `{}`", request.customer)))?;
-        let revoke = request.operation == Operation::Disable && request.revoke_sessions.unwrap_or(customer.policy.revoke_sessions);
+        let revoke = request.operation == Operation::Disable
+            && request
+                .revoke_sessions
+                .unwrap_or(customer.policy.revoke_sessions);
         let now = Timestamp::now();
         let new = NewAction {
             id: Uuid::new_v4(),
@@ -127,7 +140,12 @@ impl Remediator {
             max_actions_per_hour: customer.policy.max_actions_per_hour,
             protected: customer.policy.protects(&request.account),
         };
-        let admitted = match self.store.admit_action(&new, guard).await.map_err(audit_unavailable)? {
+        let admitted = match self
+            .store
+            .admit_action(&new, guard)
+            .await
+            .map_err(audit_unavailable)?
+        {
             Admission::Admitted(record) => record,
             Admission::Denied(record) => return Ok(Executed::Ran(record)),
             Admission::Replayed(record) => return Ok(Executed::Replayed(record)),
@@ -138,7 +156,12 @@ impl Remediator {
             }
         };
         let finish = self.run(&customer, &new).await;
-        if !self.store.finish_action(&finish).await.map_err(audit_unavailable)? {
+        if !self
+            .store
+            .finish_action(&finish)
+            .await
+            .map_err(audit_unavailable)?
+        {
             tracing::warn!(action = %new.id, "outcome already recorded by reconciliation");
         }
         let record = self.store.action(new.id).await?.unwrap_or(admitted);
@@ -147,7 +170,9 @@ impl Remediator {
 
     fn lease_from(&self, now: Timestamp) -> Timestamp {
         let lease = self.settings.deadline + self.settings.lease_margin;
-        Timestamp::from_datetime(now.as_datetime() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX))
+        Timestamp::from_datetime(
+            now.as_datetime() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
+        )
     }
 
     /// The Graph part: read, change unless already so, revoke if asked, read again.
@@ -183,12 +208,19 @@ impl Remediator {
             }
             Err(e) => {
                 finish.graph = e.evidence().cloned();
-                return done(finish, Outcome::Failed, describe_failure(&e, &new.account, "reading"));
+                return done(
+                    finish,
+                    Outcome::Failed,
+                    describe_failure(&e, &new.account, "reading"),
+                );
             }
         };
         finish.target_id = Some(user.id.clone());
         finish.before = Some(state_of(&user));
-        if customer.policy.protects_user(&user.id, &user.user_principal_name) {
+        if customer
+            .policy
+            .protects_user(&user.id, &user.user_principal_name)
+        {
             return done(
                 finish,
                 Outcome::Denied,
@@ -200,45 +232,90 @@ impl Remediator {
         }
         if user.account_enabled == Some(desired) {
             finish.after = finish.before.clone();
-            return done(finish, Outcome::Noop, format!("the account was already {}; nothing was changed", enabled_word(desired)));
+            return done(
+                finish,
+                Outcome::Noop,
+                format!(
+                    "the account was already {}; nothing was changed",
+                    enabled_word(desired)
+                ),
+            );
         }
 
-        match self.graph.set_account_enabled(tenant, &user.id, desired, deadline).await {
+        match self
+            .graph
+            .set_account_enabled(tenant, &user.id, desired, deadline)
+            .await
+        {
             Ok(answer) => finish.graph = Some(answer.evidence),
             Err(e) => {
                 finish.graph = e.evidence().cloned();
                 // An unanswered PATCH may still have been applied: look before calling it failed.
-                let applied = e.is_ambiguous() && self.reads_as(tenant, &user.id, desired, deadline).await.is_some();
+                let applied = e.is_ambiguous()
+                    && self
+                        .reads_as(tenant, &user.id, desired, deadline)
+                        .await
+                        .is_some();
                 if !applied {
-                    return done(finish, Outcome::Failed, describe_failure(&e, &new.account, "changing"));
+                    return done(
+                        finish,
+                        Outcome::Failed,
+                        describe_failure(&e, &new.account, "changing"),
+                    );
                 }
-                finish.warnings.push(format!("Graph did not confirm the change ({e}), but the account now reads {}", enabled_word(desired)));
+                finish.warnings.push(format!(
+                    "Graph did not confirm the change ({e}), but the account now reads {}",
+                    enabled_word(desired)
+                ));
             }
         }
 
         if new.revoke_sessions {
-            self.revoke(tenant, &user.id, deadline, &mut finish.warnings).await;
+            self.revoke(tenant, &user.id, deadline, &mut finish.warnings)
+                .await;
         }
 
         match self.reads_as(tenant, &user.id, desired, deadline).await {
             Some(after) => {
                 finish.after = Some(after);
-                done(finish, Outcome::Succeeded, format!("the account is now {}", enabled_word(desired)))
+                done(
+                    finish,
+                    Outcome::Succeeded,
+                    format!("the account is now {}", enabled_word(desired)),
+                )
             }
             None => {
-                let after = self.graph.get_user(tenant, &AccountRef::ObjectId(parse_id(&user.id)), deadline).await.ok();
+                let after = self
+                    .graph
+                    .get_user(tenant, &AccountRef::ObjectId(parse_id(&user.id)), deadline)
+                    .await
+                    .ok();
                 finish.after = after.map(|a| state_of(&a.value));
                 done(
                     finish,
                     Outcome::Failed,
-                    format!("Graph accepted the change but the account does not read {} afterwards", enabled_word(desired)),
+                    format!(
+                        "Graph accepted the change but the account does not read {} afterwards",
+                        enabled_word(desired)
+                    ),
                 )
             }
         }
     }
 
-    async fn revoke(&self, tenant: crate::domain::TenantId, user_id: &str, deadline: Instant, warnings: &mut Vec<String>) {
-        let allowed = self.graph.token(tenant, deadline).await.map(|t| t.has_role(REVOKE_ROLE)).unwrap_or(false);
+    async fn revoke(
+        &self,
+        tenant: crate::domain::TenantId,
+        user_id: &str,
+        deadline: Instant,
+        warnings: &mut Vec<String>,
+    ) {
+        let allowed = self
+            .graph
+            .token(tenant, deadline)
+            .await
+            .map(|t| t.has_role(REVOKE_ROLE))
+            .unwrap_or(false);
         if !allowed {
             warnings.push(
                 "sign-in sessions were not revoked: the customer has not granted User.RevokeSessions.All".to_owned(),
@@ -252,7 +329,13 @@ impl Remediator {
 
     /// Reads the account (a few times: a write may take a moment to show) and returns its state
     /// once `accountEnabled` is `desired`.
-    async fn reads_as(&self, tenant: crate::domain::TenantId, user_id: &str, desired: bool, deadline: Instant) -> Option<AccountState> {
+    async fn reads_as(
+        &self,
+        tenant: crate::domain::TenantId,
+        user_id: &str,
+        desired: bool,
+        deadline: Instant,
+    ) -> Option<AccountState> {
         let account = AccountRef::ObjectId(parse_id(user_id));
         for attempt in 0..3 {
             if attempt > 0 {
@@ -273,7 +356,11 @@ impl Remediator {
         let now = Timestamp::now();
         let mut reconciled = 0;
         for record in self.store.stale_actions(now).await? {
-            if !self.store.claim_action(&record, self.lease_from(now)).await? {
+            if !self
+                .store
+                .claim_action(&record, self.lease_from(now))
+                .await?
+            {
                 continue;
             }
             match self.reconcile_one(&record).await {
@@ -284,7 +371,9 @@ impl Remediator {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again"),
+                Err(e) => {
+                    tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again")
+                }
             }
         }
         Ok(reconciled)
@@ -317,9 +406,17 @@ impl Remediator {
             finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
             return Ok(Some(finish));
         };
-        let account: AccountRef = record.target_id.as_deref().unwrap_or(&record.account).parse()?;
+        let account: AccountRef = record
+            .target_id
+            .as_deref()
+            .unwrap_or(&record.account)
+            .parse()?;
         let deadline = Instant::now() + self.settings.deadline;
-        match self.graph.get_user(customer.tenant_id, &account, deadline).await {
+        match self
+            .graph
+            .get_user(customer.tenant_id, &account, deadline)
+            .await
+        {
             Ok(answer) => {
                 let user = answer.value;
                 finish.graph = Some(answer.evidence);
@@ -341,18 +438,23 @@ impl Remediator {
             }
             Err(GraphError::NotFound { evidence }) => {
                 finish.graph = Some(evidence);
-                finish.detail = Some("interrupted, and the account no longer exists in Entra".to_owned());
+                finish.detail =
+                    Some("interrupted, and the account no longer exists in Entra".to_owned());
                 Ok(Some(finish))
             }
             // Entra cannot tell us now; keep the action for the next round.
-            Err(e) => Err(Error::AuditUnavailable(format!("cannot read the account to reconcile: {e}"))),
+            Err(e) => Err(Error::AuditUnavailable(format!(
+                "cannot read the account to reconcile: {e}"
+            ))),
         }
     }
 }
 
 fn audit_unavailable(e: Error) -> Error {
     match e {
-        Error::Database(_) | Error::DatabaseUnavailable(_) | Error::Internal(_) => Error::AuditUnavailable(e.to_string()),
+        Error::Database(_) | Error::DatabaseUnavailable(_) | Error::Internal(_) => {
+            Error::AuditUnavailable(e.to_string())
+        }
         other => other,
     }
 }
@@ -400,16 +502,33 @@ fn synced_warning(operation: Operation) -> String {
 /// One sentence for the analyst and the customer; Graph's code and request-id are kept beside it.
 fn describe_failure(error: &GraphError, account: &AccountRef, doing: &str) -> String {
     match error {
-        GraphError::NotFound { .. } => format!("there is no account {account} in the customer's tenant"),
-        GraphError::Denied { code, .. } if doing == "changing" && code == "Authorization_RequestDenied" => PRIVILEGED_HINT.to_owned(),
+        GraphError::NotFound { .. } => {
+            format!("there is no account {account} in the customer's tenant")
+        }
+        GraphError::Denied { code, .. }
+            if doing == "changing" && code == "Authorization_RequestDenied" =>
+        {
+            PRIVILEGED_HINT.to_owned()
+        }
         GraphError::Denied { code, .. } => format!(
             "Entra denied {doing} the account ({code}): the remediation app lacks a permission in this tenant; the customer must grant admin consent again"
         ),
-        GraphError::GaveUp { status: 429, .. } => "Microsoft Graph throttled every attempt until the deadline; try again in a few minutes".to_owned(),
-        GraphError::GaveUp { status, .. } => format!("Microsoft Graph answered {status} on every attempt until the deadline"),
-        GraphError::Unreachable { reason, .. } => format!("Microsoft Graph could not be reached: {reason}"),
-        GraphError::BadRequest { code, .. } => format!("Microsoft Graph rejected the request ({code})"),
-        GraphError::Unexpected { status, code, .. } => format!("Microsoft Graph answered {status} ({code})"),
+        GraphError::GaveUp { status: 429, .. } => {
+            "Microsoft Graph throttled every attempt until the deadline; try again in a few minutes"
+                .to_owned()
+        }
+        GraphError::GaveUp { status, .. } => {
+            format!("Microsoft Graph answered {status} on every attempt until the deadline")
+        }
+        GraphError::Unreachable { reason, .. } => {
+            format!("Microsoft Graph could not be reached: {reason}")
+        }
+        GraphError::BadRequest { code, .. } => {
+            format!("Microsoft Graph rejected the request ({code})")
+        }
+        GraphError::Unexpected { status, code, .. } => {
+            format!("Microsoft Graph answered {status} ({code})")
+        }
         GraphError::Token(e) => e.to_string(),
     }
 }

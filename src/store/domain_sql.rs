@@ -22,7 +22,13 @@ pub trait ChainTx: Send {
     /// Holds the chain's head until the transaction ends, so checks made now (rate limits,
     /// idempotency keys) still hold when the entry is written.
     fn lock_chain<'a>(&'a mut self, chain: &'a ChainId) -> BoxFuture<'a, Result<()>>;
-    fn append<'a>(&'a mut self, sealer: &'a Sealer, chain: &'a ChainId, actor: &'a Actor, event: &'a AuditEvent) -> BoxFuture<'a, Result<Appended>>;
+    fn append<'a>(
+        &'a mut self,
+        sealer: &'a Sealer,
+        chain: &'a ChainId,
+        actor: &'a Actor,
+        event: &'a AuditEvent,
+    ) -> BoxFuture<'a, Result<Appended>>;
 }
 
 pub const ACTION_COLUMNS: &str = "id, customer, operation, account, target_id, state, reason, ticket, revoke_sessions, \
@@ -42,12 +48,20 @@ pub struct CustomerRecord {
 
 impl CustomerRecord {
     pub fn parse(self) -> Result<Customer> {
-        let corrupt = |what: &str| Error::Internal(format!("stored customer `{}` has an invalid {what}", self.slug));
+        let corrupt = |what: &str| {
+            Error::Internal(format!(
+                "stored customer `{}` has an invalid {what}",
+                self.slug
+            ))
+        };
         Ok(Customer {
             slug: self.slug.parse().map_err(|_| corrupt("slug"))?,
             tenant_id: self.tenant_id.parse().map_err(|_| corrupt("tenant id"))?,
             policy: serde_json::from_str(&self.policy).map_err(|_| corrupt("policy"))?,
-            created_at: self.created_at.parse().map_err(|_| corrupt("creation time"))?,
+            created_at: self
+                .created_at
+                .parse()
+                .map_err(|_| corrupt("creation time"))?,
             name: self.name,
             domain: self.domain,
         })
@@ -59,13 +73,17 @@ pub fn select_action_sql() -> String {
 }
 
 pub fn stale_actions_sql() -> String {
-    format!("SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND lease_until < $1 ORDER BY created_at")
+    format!(
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND lease_until < $1 ORDER BY created_at"
+    )
 }
 
 pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL";
 
-pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers WHERE slug = $1";
-pub const SELECT_CUSTOMERS: &str = "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers ORDER BY slug";
+pub const SELECT_CUSTOMER: &str =
+    "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers WHERE slug = $1";
+pub const SELECT_CUSTOMERS: &str =
+    "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers ORDER BY slug";
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise: {e}")))
@@ -76,7 +94,12 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 /// Inserts a customer and records `customer_added` in its (new) chain.
-pub async fn add_customer<DB>(conn: &mut DB::Connection, sealer: &Sealer, customer: &Customer, actor: &Actor) -> Result<()>
+pub async fn add_customer<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    customer: &Customer,
+    actor: &Actor,
+) -> Result<()>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -99,7 +122,10 @@ where
     .await;
     match inserted {
         Err(e) if is_unique_violation(&e) => {
-            return Err(Error::Conflict(format!("customer `{}` already exists", customer.slug)));
+            return Err(Error::Conflict(format!(
+                "customer `{}` already exists",
+                customer.slug
+            )));
         }
         other => other?,
     };
@@ -108,12 +134,24 @@ where
         domain: customer.domain.clone(),
         tenant_id: Some(customer.tenant_id.to_string()),
     };
-    conn.append(sealer, &ChainId::Customer(customer.slug.clone()), actor, &event).await?;
+    conn.append(
+        sealer,
+        &ChainId::Customer(customer.slug.clone()),
+        actor,
+        &event,
+    )
+    .await?;
     Ok(())
 }
 
 /// Replaces a customer's policy and records what changed.
-pub async fn update_policy<DB>(conn: &mut DB::Connection, sealer: &Sealer, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()>
+pub async fn update_policy<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    customer: &Customer,
+    policy: &Policy,
+    actor: &Actor,
+) -> Result<()>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -123,27 +161,39 @@ where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let updated: Option<(String,)> =
-        sqlx::query_as::<DB, (String,)>("UPDATE customers SET policy = $2, updated_at = $3 WHERE slug = $1 RETURNING slug")
-            .bind(customer.slug.as_str())
-            .bind(json(policy)?)
-            .bind(Timestamp::now().to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "UPDATE customers SET policy = $2, updated_at = $3 WHERE slug = $1 RETURNING slug",
+    )
+    .bind(customer.slug.as_str())
+    .bind(json(policy)?)
+    .bind(Timestamp::now().to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
     if updated.is_none() {
         return Err(Error::NotFound(format!("customer `{}`", customer.slug)));
     }
     let event = AuditEvent::CustomerPolicyChanged {
         changes: serde_json::json!({ "before": customer.policy, "after": policy }),
     };
-    conn.append(sealer, &ChainId::Customer(customer.slug.clone()), actor, &event).await?;
+    conn.append(
+        sealer,
+        &ChainId::Customer(customer.slug.clone()),
+        actor,
+        &event,
+    )
+    .await?;
     Ok(())
 }
 
 /// Records a request (and, when a guard rail stops it, its denial) or finds the action an
 /// idempotency key already names. Runs with the customer's chain locked, so two requests cannot
 /// both slip under the hourly limit.
-pub async fn admit<DB>(conn: &mut DB::Connection, sealer: &Sealer, new: &NewAction, guard: Guard) -> Result<Admission>
+pub async fn admit<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    new: &NewAction,
+    guard: Guard,
+) -> Result<Admission>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -162,12 +212,15 @@ where
     conn.lock_chain(&chain).await?;
 
     if let Some(key) = &new.idempotency_key {
-        let sql = format!("SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2");
-        let existing: Option<ActionRecord> = sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
-            .bind(new.customer.as_str())
-            .bind(key.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+        let sql = format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
+        );
+        let existing: Option<ActionRecord> =
+            sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
+                .bind(new.customer.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
         if let Some(existing) = existing {
             return Ok(if existing.request_hash == new.request_hash {
                 Admission::Replayed(existing)
@@ -180,7 +233,9 @@ where
     let denial = if guard.protected {
         Some("the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned())
     } else {
-        let since = Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1)).to_string();
+        let since =
+            Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1))
+                .to_string();
         let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
             "SELECT COUNT(*) FROM actions WHERE customer = $1 AND created_at > $2 AND state <> 'denied'",
         )
@@ -206,7 +261,10 @@ where
         mfa: new.mfa.clone(),
         request: new.request.clone(),
     };
-    let requested_seq = conn.append(sealer, &chain, &new.actor, &requested).await?.seq;
+    let requested_seq = conn
+        .append(sealer, &chain, &new.actor, &requested)
+        .await?
+        .seq;
     let mut record = ActionRecord {
         id: new.id.to_string(),
         customer: new.customer.to_string(),
@@ -299,7 +357,9 @@ where
         .execute(&mut *conn)
         .await;
     match inserted {
-        Err(e) if is_unique_violation(&e) => Err(Error::Conflict("an action with this idempotency key is being recorded".to_owned())),
+        Err(e) if is_unique_violation(&e) => Err(Error::Conflict(
+            "an action with this idempotency key is being recorded".to_owned(),
+        )),
         other => other.map(|_| ()).map_err(Error::from),
     }
 }

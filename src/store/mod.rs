@@ -18,9 +18,9 @@ use crate::audit::signing::PublicKey;
 use crate::audit::{Actor, AuditEvent};
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
+use crate::error::{Error, Result};
 use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -115,7 +115,12 @@ pub trait Store: Send + Sync + 'static {
     async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>>;
     async fn customers(&self) -> Result<Vec<Customer>>;
     /// Replaces the policy, recorded as `customer_policy_changed` with before and after.
-    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()>;
+    async fn update_policy(
+        &self,
+        customer: &Customer,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<()>;
 
     // Actions.
 
@@ -252,14 +257,24 @@ mod tests {
 
     #[test]
     fn action_filters_number_their_placeholders_in_bind_order() {
-        let all = ActionFilter { limit: 10, ..ActionFilter::default() };
-        assert!(all.sql().ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1"));
+        let all = ActionFilter {
+            limit: 10,
+            ..ActionFilter::default()
+        };
+        assert!(
+            all.sql()
+                .ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1")
+        );
         let both = ActionFilter {
             customer: Some("contoso".parse().unwrap()),
             state: Some(ActionState::Failed),
             limit: 10,
         };
-        assert!(both.sql().ends_with("WHERE customer = $1 AND state = $2 ORDER BY created_at DESC, id LIMIT $3"));
+        assert!(
+            both.sql().ends_with(
+                "WHERE customer = $1 AND state = $2 ORDER BY created_at DESC, id LIMIT $3"
+            )
+        );
     }
 
     #[test]

@@ -8,9 +8,9 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
+use super::ActionFilter;
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
-use super::ActionFilter;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent};
@@ -18,8 +18,8 @@ use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
-use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::error::{Error, Result};
+use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -107,7 +107,10 @@ pub(crate) async fn append_in(
 }
 
 impl ChainTx for PgConnection {
-    fn lock_chain<'a>(&'a mut self, chain: &'a ChainId) -> futures::future::BoxFuture<'a, Result<()>> {
+    fn lock_chain<'a>(
+        &'a mut self,
+        chain: &'a ChainId,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
         Box::pin(async move { lock_head(self, chain).await.map(|_| ()) })
     }
 
@@ -231,14 +234,23 @@ impl Store for PgStore {
     }
 
     async fn customers(&self) -> Result<Vec<Customer>> {
-        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS).fetch_all(&self.pool).await?;
+        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(CustomerRecord::parse).collect()
     }
 
-    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()> {
+    async fn update_policy(
+        &self,
+        customer: &Customer,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<()> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
-        let value = domain_sql::update_policy::<Postgres>(&mut tx, &sealer, customer, policy, actor).await?;
+        let value =
+            domain_sql::update_policy::<Postgres>(&mut tx, &sealer, customer, policy, actor)
+                .await?;
         tx.commit().await?;
         Ok(value)
     }
@@ -260,10 +272,12 @@ impl Store for PgStore {
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
@@ -274,14 +288,19 @@ impl Store for PgStore {
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
         }
-        Ok(query.bind(i64::from(filter.limit)).fetch_all(&self.pool).await?)
+        Ok(query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
-            .bind(now.to_string())
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
+                .bind(now.to_string())
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {

@@ -11,9 +11,9 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
+use super::ActionFilter;
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
-use super::ActionFilter;
 use super::sqlite_writer::Writer;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
@@ -22,8 +22,8 @@ use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
-use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::error::{Error, Result};
+use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -126,7 +126,10 @@ pub(crate) async fn append_in(
 }
 
 impl ChainTx for SqliteConnection {
-    fn lock_chain<'a>(&'a mut self, _chain: &'a ChainId) -> futures::future::BoxFuture<'a, Result<()>> {
+    fn lock_chain<'a>(
+        &'a mut self,
+        _chain: &'a ChainId,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
         // The writer's BEGIN IMMEDIATE already holds SQLite's one write lock.
         Box::pin(async { Ok(()) })
     }
@@ -246,8 +249,12 @@ impl Store for SqliteStore {
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let (customer, actor) = (customer.clone(), actor.clone());
-        self.write(move |conn| Box::pin(async move { domain_sql::add_customer::<Sqlite>(conn, &sealer, &customer, &actor).await }))
-            .await
+        self.write(move |conn| {
+            Box::pin(async move {
+                domain_sql::add_customer::<Sqlite>(conn, &sealer, &customer, &actor).await
+            })
+        })
+        .await
     }
 
     async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
@@ -259,15 +266,24 @@ impl Store for SqliteStore {
     }
 
     async fn customers(&self) -> Result<Vec<Customer>> {
-        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS).fetch_all(&self.reader).await?;
+        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS)
+            .fetch_all(&self.reader)
+            .await?;
         rows.into_iter().map(CustomerRecord::parse).collect()
     }
 
-    async fn update_policy(&self, customer: &Customer, policy: &Policy, actor: &Actor) -> Result<()> {
+    async fn update_policy(
+        &self,
+        customer: &Customer,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<()> {
         let sealer = self.sealer()?;
         let (customer, policy, actor) = (customer.clone(), policy.clone(), actor.clone());
         self.write(move |conn| {
-            Box::pin(async move { domain_sql::update_policy::<Sqlite>(conn, &sealer, &customer, &policy, &actor).await })
+            Box::pin(async move {
+                domain_sql::update_policy::<Sqlite>(conn, &sealer, &customer, &policy, &actor).await
+            })
         })
         .await
     }
@@ -275,22 +291,30 @@ impl Store for SqliteStore {
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
         let sealer = self.sealer()?;
         let action = action.clone();
-        self.write(move |conn| Box::pin(async move { domain_sql::admit::<Sqlite>(conn, &sealer, &action, guard).await }))
-            .await
+        self.write(move |conn| {
+            Box::pin(
+                async move { domain_sql::admit::<Sqlite>(conn, &sealer, &action, guard).await },
+            )
+        })
+        .await
     }
 
     async fn finish_action(&self, finish: &Finish) -> Result<bool> {
         let sealer = self.sealer()?;
         let finish = finish.clone();
-        self.write(move |conn| Box::pin(async move { domain_sql::finish::<Sqlite>(conn, &sealer, &finish).await }))
-            .await
+        self.write(move |conn| {
+            Box::pin(async move { domain_sql::finish::<Sqlite>(conn, &sealer, &finish).await })
+        })
+        .await
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await?,
+        )
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
@@ -301,14 +325,19 @@ impl Store for SqliteStore {
         if let Some(state) = filter.state {
             query = query.bind(state.as_str());
         }
-        Ok(query.bind(i64::from(filter.limit)).fetch_all(&self.reader).await?)
+        Ok(query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.reader)
+            .await?)
     }
 
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
-            .bind(now.to_string())
-            .fetch_all(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
+                .bind(now.to_string())
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {

@@ -2,6 +2,8 @@
 //! database when `TEST_DATABASE_URL` names a server), stores opened on it, and a running app.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod entra;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

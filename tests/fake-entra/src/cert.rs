@@ -140,3 +140,28 @@ pub fn sign_jwt(
     jsonwebtoken::encode(&header, claims, &key)
         .unwrap_or_else(|e| panic!("sign_jwt: signing failed: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbprint_matches_openssl() {
+        // `openssl x509 -in fixtures/remediation-app.pem -outform DER | openssl dgst -sha256 -binary | base64url`
+        assert_eq!(
+            x5t_s256(crate::TEST_CERT_PEM).as_deref(),
+            Some("7hAomJCzSFsqnX-CSVCB-JG0UldBiI7CnkVR5SGr_3U")
+        );
+    }
+
+    #[test]
+    fn certificate_is_found_after_or_before_the_key() {
+        let cert = pem_block_text(crate::TEST_CERT_PEM, "CERTIFICATE").unwrap();
+        let key = pem_block_text(crate::TEST_CERT_PEM, "PRIVATE KEY").unwrap();
+        let swapped = format!("{key}{cert}");
+        let a = parse_certificate(crate::TEST_CERT_PEM).unwrap();
+        let b = parse_certificate(&swapped).unwrap();
+        assert_eq!(a.x5t_s256, b.x5t_s256);
+        assert!(parse_certificate(&key).is_err());
+    }
+}

@@ -511,3 +511,31 @@ fn parse_filter(raw: &str) -> Result<Filter, QueryError> {
         value: inner.replace("''", "'"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_literals() {
+        let f = parse_filter("  onpremisessecurityidentifier  EQ 'S-1-5-21-1'  ")
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (f.property, f.value.as_str()),
+            ("onPremisesSecurityIdentifier", "S-1-5-21-1")
+        );
+        let f = parse_filter("userPrincipalName eq 'o''brien@contoso.com'")
+            .ok()
+            .unwrap();
+        assert_eq!(f.value, "o'brien@contoso.com");
+        for bad in [
+            "userPrincipalName eq unquoted",
+            "accountEnabled eq true",
+            "userPrincipalName ne 'x'",
+            "'",
+        ] {
+            assert!(parse_filter(bad).is_err(), "{bad}");
+        }
+    }
+}
