@@ -56,7 +56,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let shared = Arc::clone(&shared);
                 async move {
-                    let resp = dispatch(&shared, req.map(Body::new)).await;
+                    // Like a real server, finish what was received even if the client hangs
+                    // up: a PATCH held by `Fault::Hang` still applies after the caller is gone.
+                    let work =
+                        tokio::spawn(async move { dispatch(&shared, req.map(Body::new)).await });
+                    let Ok(resp) = work.await else {
+                        return Err(ConnectionDropped);
+                    };
                     if resp.extensions().get::<DropConnectionMarker>().is_some() {
                         Err(ConnectionDropped)
                     } else {

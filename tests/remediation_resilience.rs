@@ -1,0 +1,305 @@
+//! Invariants 1 and 4 under failure: nothing reaches Graph unless its intent is durably recorded,
+//! and every recorded intent ends with exactly one outcome, also across crashes and under load.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::entra::{self, ALICE, CONTOSO, Rig, request};
+use fake_entra::{Endpoint, Fault};
+use killswitch::audit::event::{AuditEvent, Operation, Outcome};
+use killswitch::remediation::action::ActionRecord;
+use killswitch::store::ActionFilter;
+use uuid::Uuid;
+
+const ALICE_UPN: &str = "alice@contoso.onmicrosoft.com";
+
+async fn exec(rig: &Rig, sql: &str) {
+    let mut conn = rig.db.raw().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn all_actions(rig: &Rig) -> Vec<ActionRecord> {
+    rig.store
+        .actions(&ActionFilter {
+            limit: 10_000,
+            ..ActionFilter::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn outcomes_of(rig: &Rig, customer: &str, action: &str) -> Vec<Outcome> {
+    rig.entries_for(customer, action)
+        .await
+        .into_iter()
+        .filter_map(|e| match e {
+            AuditEvent::ActionOutcome { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if ready() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test]
+async fn when_the_audit_log_cannot_be_written_nothing_is_sent_to_graph() {
+    let rig = Rig::new(Duration::from_secs(10)).await;
+    if rig.db.is_postgres() {
+        exec(
+            &rig,
+            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$; \
+             CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();",
+        )
+        .await;
+    } else {
+        exec(&rig, "CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
+    }
+    let error = rig
+        .remediator
+        .execute(request("contoso", Operation::Disable, ALICE_UPN))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, killswitch::Error::AuditUnavailable(_)),
+        "{error:?}"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert_eq!(rig.fake.count(Endpoint::GetUser), 0);
+    assert!(
+        all_actions(&rig).await.is_empty(),
+        "the action row rolled back with its entry"
+    );
+    assert!(rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
+
+    exec(
+        &rig,
+        if rig.db.is_postgres() {
+            "DROP TRIGGER audit_down ON audit_entries"
+        } else {
+            "DROP TRIGGER audit_down"
+        },
+    )
+    .await;
+    let record = rig
+        .remediator
+        .execute(request("contoso", Operation::Disable, ALICE_UPN))
+        .await
+        .unwrap();
+    assert_eq!(
+        record.record().state,
+        "succeeded",
+        "service resumes once the log is writable"
+    );
+}
+
+/// Starts a disable whose Graph call `endpoint` hangs, and kills it (drops the task) while it
+/// hangs: the state a process crash leaves behind.
+async fn crash_during(rig: &Rig, endpoint: Endpoint) -> Uuid {
+    rig.fake.fail_next(endpoint, 1, Fault::Hang);
+    let remediator = rig.remediator.clone();
+    let task = tokio::spawn(async move {
+        remediator
+            .execute(request("contoso", Operation::Disable, ALICE_UPN))
+            .await
+    });
+    wait_until("the request hangs in Entra", || rig.fake.hung_count() == 1).await;
+    task.abort();
+    let _ = task.await;
+    let actions = all_actions(rig).await;
+    assert_eq!(actions.len(), 1);
+    assert_eq!(
+        actions[0].state, "requested",
+        "the intent is recorded, its outcome is not"
+    );
+    actions[0].id().unwrap()
+}
+
+#[tokio::test]
+async fn a_crash_before_the_graph_write_is_reconciled_as_failed_after_restart() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::GetUser).await;
+    rig.fake.release_hung();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let restarted = rig.restart();
+    assert_eq!(restarted.reconcile().await.unwrap(), 1);
+    assert_eq!(
+        restarted.reconcile().await.unwrap(),
+        0,
+        "reconciled once only"
+    );
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, "failed");
+    assert!(
+        record
+            .detail
+            .unwrap()
+            .contains("the account is still enabled")
+    );
+    assert!(
+        rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled,
+        "matches Entra's real state"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &id.to_string()).await,
+        [Outcome::Failed]
+    );
+    rig.verify("contoso").await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_graph_write_is_reconciled_as_succeeded_after_restart() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::PatchUser).await;
+    // Entra still applies the PATCH it had received.
+    rig.fake.release_hung();
+    wait_until("Entra applied the change", || {
+        !rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let restarted = rig.restart();
+    assert_eq!(restarted.reconcile().await.unwrap(), 1);
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.after().unwrap().account_enabled, Some(false));
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &id.to_string()).await,
+        [Outcome::Succeeded]
+    );
+    rig.verify("contoso").await;
+}
+
+#[tokio::test]
+async fn reconciliation_leaves_an_action_alone_while_its_owner_still_holds_the_lease() {
+    let rig = Rig::new(Duration::from_secs(5)).await;
+    rig.fake.fail_next(Endpoint::PatchUser, 1, Fault::Hang);
+    let remediator = rig.remediator.clone();
+    let running = tokio::spawn(async move {
+        remediator
+            .execute(request("contoso", Operation::Disable, ALICE_UPN))
+            .await
+    });
+    wait_until("the PATCH hangs", || rig.fake.hung_count() == 1).await;
+
+    // Another instance looks for stale work while the first is still talking to Graph.
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 0);
+    rig.fake.release_hung();
+    let record = running.await.unwrap().unwrap();
+    assert_eq!(record.record().state, "succeeded");
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &record.record().id).await,
+        [Outcome::Succeeded]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_concurrent_disables_across_twenty_customers_all_end_once() {
+    let rig = Rig::new(Duration::from_secs(30)).await;
+    let customers: Vec<(String, Uuid)> = (0..20)
+        .map(|n| (format!("customer-{n:02}"), Uuid::from_u128(0xC000 + n)))
+        .collect();
+    for (slug, tenant) in &customers {
+        entra::add_tenant(&rig.fake, *tenant, slug);
+        for k in 0..10u128 {
+            rig.fake.add_user(
+                *tenant,
+                entra::user(
+                    Uuid::from_u128(0x1000 + k),
+                    &format!("user{k}@{slug}.onmicrosoft.com"),
+                    true,
+                ),
+            );
+        }
+        rig.add_customer(slug, *tenant, Default::default()).await;
+    }
+    rig.fake.fail_next(
+        Endpoint::PatchUser,
+        40,
+        Fault::Throttle {
+            retry_after_secs: 1,
+        },
+    );
+
+    // 200 distinct requests, each with its own idempotency key; 40 of them sent twice at once.
+    let mut requests = Vec::new();
+    for (slug, _) in &customers {
+        for k in 0..10 {
+            let mut asked = request(
+                slug,
+                Operation::Disable,
+                &format!("user{k}@{slug}.onmicrosoft.com"),
+            );
+            asked.idempotency_key = Some(format!("incident-7-{slug}-{k}").parse().unwrap());
+            if k < 2 {
+                requests.push(asked.clone());
+            }
+            requests.push(asked);
+        }
+    }
+    assert_eq!(requests.len(), 240);
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|asked| {
+            let remediator = rig.remediator.clone();
+            tokio::spawn(async move { remediator.execute(asked).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let actions = all_actions(&rig).await;
+    assert_eq!(actions.len(), 200, "one action per idempotency key");
+    let unfinished: Vec<_> = actions.iter().filter(|a| a.state == "requested").collect();
+    assert!(unfinished.is_empty(), "{unfinished:?}");
+    assert!(
+        actions.iter().all(|a| a.state == "succeeded"),
+        "{:?}",
+        actions.iter().map(|a| &a.state).collect::<Vec<_>>()
+    );
+
+    // Each account got exactly one PATCH that Graph accepted; throttled attempts were retried.
+    let mut applied: HashMap<(Option<String>, String), usize> = HashMap::new();
+    for call in rig
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.endpoint == Endpoint::PatchUser && c.status == 204)
+    {
+        *applied.entry((call.tenant, call.path)).or_default() += 1;
+    }
+    assert_eq!(applied.len(), 200);
+    assert!(applied.values().all(|&n| n == 1), "{applied:?}");
+    assert_eq!(
+        rig.fake.count(Endpoint::PatchUser),
+        240,
+        "200 accepted + 40 throttled"
+    );
+
+    for (slug, _) in &customers {
+        let summary = rig.verify(slug).await;
+        assert_eq!(
+            summary.entries,
+            1 + 2 * 10,
+            "{slug}: customer_added and a request and an outcome per action"
+        );
+    }
+    let _ = ALICE;
+}
