@@ -54,6 +54,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Another process recorded this action's outcome first; nothing was written.
+    #[error("the outcome was already recorded")]
+    Superseded,
+
     /// A bug or an impossible state; the detail is logged, never shown to API clients.
     #[error("internal error: {0}")]
     Internal(String),

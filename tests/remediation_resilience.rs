@@ -303,3 +303,47 @@ async fn two_hundred_concurrent_disables_across_twenty_customers_all_end_once() 
     }
     let _ = ALICE;
 }
+
+#[tokio::test]
+async fn a_second_outcome_for_the_same_action_is_refused_and_leaves_no_entry() {
+    let rig = Rig::new(Duration::from_secs(5)).await;
+    let done = rig
+        .remediator
+        .execute(request("contoso", Operation::Disable, ALICE_UPN))
+        .await
+        .unwrap();
+    let record = done.record();
+    let late = killswitch::remediation::action::Finish {
+        id: record.id().unwrap(),
+        customer: "contoso".parse().unwrap(),
+        outcome: Outcome::Failed,
+        detail: Some("a late reconciler".into()),
+        warnings: vec![],
+        target_id: None,
+        before: None,
+        after: None,
+        graph: None,
+        duration_ms: 1,
+        actor: killswitch::audit::Actor::Service,
+    };
+    let entries_before = rig.verify("contoso").await.entries;
+    assert!(!rig.store.finish_action(&late).await.unwrap());
+    assert_eq!(
+        rig.verify("contoso").await.entries,
+        entries_before,
+        "the late entry was rolled back"
+    );
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &record.id).await,
+        [Outcome::Succeeded]
+    );
+    assert_eq!(
+        rig.store
+            .action(record.id().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "succeeded"
+    );
+}

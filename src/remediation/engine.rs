@@ -9,9 +9,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::action::{ActionRecord, Admission, Finish, Guard, NewAction};
-use crate::audit::event::{
-    AccountState, Actor, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
-};
+use crate::audit::event::{AccountState, Actor, MfaEvidence, Operation, Outcome, RequestContext};
 use crate::customers::Customer;
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
 use crate::error::{Error, Result};
@@ -531,9 +529,4 @@ fn describe_failure(error: &GraphError, account: &AccountRef, doing: &str) -> St
         }
         GraphError::Token(e) => e.to_string(),
     }
-}
-
-/// Whether Graph evidence exists for an outcome (used by the API to pick 502 over 404).
-pub fn graph_code(record: &ActionRecord) -> Option<String> {
-    record.graph().and_then(|g: GraphEvidence| g.error_code)
 }

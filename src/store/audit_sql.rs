@@ -24,12 +24,15 @@ pub const SELECT_SIGNING_KEYS: &str =
     "SELECT key_id, public_key FROM audit_signing_keys ORDER BY registered_at";
 
 const INSERT_ENTRY: &str = "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ($1, $2, $3, $4, $5, $6)";
-const ADVANCE_HEAD: &str = "UPDATE audit_heads SET seq = $2, hash = $3 WHERE chain = $1";
+// An upsert, so SQLite's writer (which holds the database lock) needs no separate statement to
+// create the head of a new chain; PostgreSQL has created and locked it before.
+const ADVANCE_HEAD: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, $2, $3) \
+     ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
 const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (chain, seq, hash, time, key_id, signature) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Writes the rows of an append plan. The caller holds the chain's head (row lock or write
-/// transaction) and has created the head row (`ENSURE_HEAD`).
+/// transaction).
 pub async fn write_plan<DB>(conn: &mut DB::Connection, plan: &AppendPlan) -> Result<()>
 where
     DB: Database,

@@ -364,9 +364,10 @@ where
     }
 }
 
-/// Records the outcome of an action that has none yet; `false` (and nothing written) when
-/// another process recorded one first.
-pub async fn finish<DB>(conn: &mut DB::Connection, sealer: &Sealer, f: &Finish) -> Result<bool>
+/// Records the outcome of an action that has none yet. Returns [`Error::Superseded`] when
+/// another process recorded one first; the caller must then roll back, which also removes the
+/// entry appended here.
+pub async fn finish<DB>(conn: &mut DB::Connection, sealer: &Sealer, f: &Finish) -> Result<()>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -380,30 +381,6 @@ where
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
     let chain = ChainId::Customer(f.customer.clone());
-    conn.lock_chain(&chain).await?;
-    let now = Timestamp::now().to_string();
-    // The condition on finished_at is what makes the outcome one: whoever updates the row first
-    // writes the entry; a late second finisher changes nothing and appends nothing.
-    let claimed: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
-        "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
-         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10 \
-         WHERE id = $1 AND finished_at IS NULL RETURNING id",
-    )
-    .bind(f.id.to_string())
-    .bind(ActionState::from(f.outcome).as_str())
-    .bind(f.detail.as_deref())
-    .bind((!f.warnings.is_empty()).then(|| json(&f.warnings)).transpose()?)
-    .bind(f.graph.as_ref().map(json).transpose()?)
-    .bind(f.before.as_ref().map(json).transpose()?)
-    .bind(f.after.as_ref().map(json).transpose()?)
-    .bind(f.target_id.as_deref())
-    .bind(now)
-    .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if claimed.is_none() {
-        return Ok(false);
-    }
     let event = AuditEvent::ActionOutcome {
         action_id: f.id,
         outcome: f.outcome,
@@ -415,10 +392,28 @@ where
         duration_ms: f.duration_ms,
     };
     let seq = conn.append(sealer, &chain, &f.actor, &event).await?.seq;
-    sqlx::query::<DB>("UPDATE actions SET outcome_seq = $2 WHERE id = $1")
-        .bind(f.id.to_string())
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-        .execute(&mut *conn)
-        .await?;
-    Ok(true)
+    // The condition on finished_at is what makes the outcome one: whoever updates the row first
+    // keeps its entry; a late second finisher rolls back its own.
+    let claimed: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
+         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10, outcome_seq = $11 \
+         WHERE id = $1 AND finished_at IS NULL RETURNING id",
+    )
+    .bind(f.id.to_string())
+    .bind(ActionState::from(f.outcome).as_str())
+    .bind(f.detail.as_deref())
+    .bind((!f.warnings.is_empty()).then(|| json(&f.warnings)).transpose()?)
+    .bind(f.graph.as_ref().map(json).transpose()?)
+    .bind(f.before.as_ref().map(json).transpose()?)
+    .bind(f.after.as_ref().map(json).transpose()?)
+    .bind(f.target_id.as_deref())
+    .bind(Timestamp::now().to_string())
+    .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
+    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+    .fetch_optional(&mut *conn)
+    .await?;
+    match claimed {
+        Some(_) => Ok(()),
+        None => Err(Error::Superseded),
+    }
 }

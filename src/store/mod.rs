@@ -220,6 +220,15 @@ where
     }
 }
 
+/// Maps "someone else recorded the outcome" to `Ok(false)`.
+fn superseded_is_false(done: Result<()>) -> Result<bool> {
+    match done {
+        Ok(()) => Ok(true),
+        Err(Error::Superseded) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The database's own message when there is one (without driver decoration), else the error.
 fn describe(error: &sqlx::Error) -> String {
     match error {

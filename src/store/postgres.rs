@@ -266,9 +266,12 @@ impl Store for PgStore {
     async fn finish_action(&self, finish: &Finish) -> Result<bool> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
-        let value = domain_sql::finish::<Postgres>(&mut tx, &sealer, finish).await?;
-        tx.commit().await?;
-        Ok(value)
+        // Dropping the transaction on Superseded rolls back the appended entry.
+        let done = domain_sql::finish::<Postgres>(&mut tx, &sealer, finish).await;
+        if done.is_ok() {
+            tx.commit().await?;
+        }
+        super::superseded_is_false(done)
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {

@@ -112,10 +112,6 @@ pub(crate) async fn append_in(
     actor: &Actor,
     event: &AuditEvent,
 ) -> Result<Appended> {
-    sqlx::query(sql::ENSURE_HEAD)
-        .bind(chain.as_str())
-        .execute(&mut *conn)
-        .await?;
     let head: Option<HeadRecord> = sqlx::query_as(sql::SELECT_HEAD)
         .bind(chain.as_str())
         .fetch_optional(&mut *conn)
@@ -302,10 +298,13 @@ impl Store for SqliteStore {
     async fn finish_action(&self, finish: &Finish) -> Result<bool> {
         let sealer = self.sealer()?;
         let finish = finish.clone();
-        self.write(move |conn| {
-            Box::pin(async move { domain_sql::finish::<Sqlite>(conn, &sealer, &finish).await })
-        })
-        .await
+        // A failed job is rolled back to its savepoint, taking the appended entry with it.
+        let done = self
+            .write(move |conn| {
+                Box::pin(async move { domain_sql::finish::<Sqlite>(conn, &sealer, &finish).await })
+            })
+            .await;
+        super::superseded_is_false(done)
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {

@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 
 /// Most jobs folded into one transaction; bounds the latency one commit adds to its callers.
 const MAX_BATCH: usize = 512;
+/// Closure jobs cost a handful of statements each (~50 µs per statement through sqlx's worker
+/// thread) and everyone in a batch waits for the whole batch: a few per commit keeps each
+/// caller's wait short, while an fsync per few jobs is still cheap.
+const MAX_WORK_PER_BATCH: usize = 4;
 const QUEUE_DEPTH: usize = 4096;
 /// Rows per multi-row INSERT (6 parameters each, well under SQLite's parameter limit).
 const ROWS_PER_STATEMENT: usize = 128;
@@ -184,11 +188,27 @@ struct Pending {
 impl WriterState {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
         let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = queue.recv().await {
+        let mut held: Option<Job> = None;
+        loop {
+            let first = match held.take() {
+                Some(job) => job,
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut work = usize::from(matches!(first, Job::Work(_)));
             batch.push(first);
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
-                    Ok(job) => batch.push(job),
+                    Ok(job @ Job::Work(_)) if work >= MAX_WORK_PER_BATCH => {
+                        held = Some(job);
+                        break;
+                    }
+                    Ok(job) => {
+                        work += usize::from(matches!(job, Job::Work(_)));
+                        batch.push(job);
+                    }
                     Err(_) => break,
                 }
             }
