@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod customers;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod graph;
 pub mod http;
 pub mod remediation;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod time;

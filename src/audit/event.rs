@@ -164,6 +164,10 @@ pub enum AuditEvent {
         analyst_id: Uuid,
         email: String,
     },
+    AnalystEnabled {
+        analyst_id: Uuid,
+        email: String,
+    },
     AnalystMfaReset {
         analyst_id: Uuid,
         email: String,
@@ -232,6 +236,7 @@ impl AuditEvent {
             AuditEvent::ConsentFailed { .. } => "consent_failed",
             AuditEvent::AnalystAdded { .. } => "analyst_added",
             AuditEvent::AnalystDisabled { .. } => "analyst_disabled",
+            AuditEvent::AnalystEnabled { .. } => "analyst_enabled",
             AuditEvent::AnalystMfaReset { .. } => "analyst_mfa_reset",
             AuditEvent::AnalystTokenRotated { .. } => "analyst_token_rotated",
             AuditEvent::AuthenticationFailed { .. } => "authentication_failed",
@@ -282,6 +287,10 @@ pub(crate) mod tests {
                 customers: vec![],
             },
             AuditEvent::AnalystDisabled {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystEnabled {
                 analyst_id: id,
                 email: "e".into(),
             },

@@ -1,6 +1,7 @@
 //! Storage: one `Store` trait, a SQLite backend (the embedded default) and a PostgreSQL backend
 //! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
 
+pub mod analysts_sql;
 pub mod audit_sql;
 pub mod domain_sql;
 pub mod postgres;
@@ -13,14 +14,17 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::audit::append::{Appended, Sealer};
+use crate::audit::event::RequestContext;
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::audit::{Actor, AuditEvent};
+use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
+use analysts_sql::AnalystChange;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -134,6 +138,33 @@ pub trait Store: Send + Sync + 'static {
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
     /// Takes over a stale action until `lease_until`; `false` when another process took it first.
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool>;
+
+    // Analysts.
+
+    /// Adds an analyst, recorded as `analyst_added` in the system chain; a taken e-mail conflicts.
+    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()>;
+    async fn update_analyst(
+        &self,
+        id: uuid::Uuid,
+        change: &AnalystChange,
+        actor: &Actor,
+    ) -> Result<()>;
+    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>>;
+    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>>;
+    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>>;
+    async fn analysts(&self) -> Result<Vec<AnalystRecord>>;
+    /// Accepts TOTP `step` for the analyst at most once (see `analysts_sql::consume_step`).
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool>;
+    /// Counts a wrong code (audited), locking at `max_failures`; returns the count and the lock
+    /// end when this failure locked the analyst.
+    async fn record_otp_failure(
+        &self,
+        id: uuid::Uuid,
+        max_failures: u32,
+        lock_until: Timestamp,
+        actor: &Actor,
+        request: Option<&RequestContext>,
+    ) -> Result<(i64, Option<Timestamp>)>;
 }
 
 /// Which actions to list, newest first.

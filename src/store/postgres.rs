@@ -9,13 +9,15 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::ActionFilter;
+use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent};
+use crate::audit::event::{Actor, AuditEvent, RequestContext};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
+use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
@@ -314,5 +316,88 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        analysts_sql::add::<Postgres>(&mut tx, &sealer, record, actor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn update_analyst(
+        &self,
+        id: uuid::Uuid,
+        change: &AnalystChange,
+        actor: &Actor,
+    ) -> Result<()> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        analysts_sql::update::<Postgres>(&mut tx, &sealer, id, change, actor).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("id", &id.to_string()).await
+    }
+
+    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("email", email).await
+    }
+
+    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("token_hash", token_hash).await
+    }
+
+    async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
+        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts ORDER BY email");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        analysts_sql::consume_step::<Postgres>(&mut conn, id, step, now).await
+    }
+
+    async fn record_otp_failure(
+        &self,
+        id: uuid::Uuid,
+        max_failures: u32,
+        lock_until: Timestamp,
+        actor: &Actor,
+        request: Option<&RequestContext>,
+    ) -> Result<(i64, Option<Timestamp>)> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let counted = analysts_sql::otp_failed::<Postgres>(
+            &mut tx,
+            &sealer,
+            id,
+            max_failures,
+            lock_until,
+            actor,
+            request,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(counted)
+    }
+}
+
+impl PgStore {
+    async fn analyst_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<AnalystRecord>> {
+        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts WHERE {column} = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 }

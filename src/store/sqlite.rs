@@ -12,14 +12,16 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
 use super::ActionFilter;
+use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
 use super::sqlite_writer::Writer;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent};
+use crate::audit::event::{Actor, AuditEvent, RequestContext};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
+use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
@@ -353,5 +355,99 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (record, actor) = (record.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(
+                async move { analysts_sql::add::<Sqlite>(conn, &sealer, &record, &actor).await },
+            )
+        })
+        .await
+    }
+
+    async fn update_analyst(
+        &self,
+        id: uuid::Uuid,
+        change: &AnalystChange,
+        actor: &Actor,
+    ) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (change, actor) = (change.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                analysts_sql::update::<Sqlite>(conn, &sealer, id, &change, &actor).await
+            })
+        })
+        .await
+    }
+
+    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("id", &id.to_string()).await
+    }
+
+    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("email", email).await
+    }
+
+    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>> {
+        self.analyst_where("token_hash", token_hash).await
+    }
+
+    async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
+        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts ORDER BY email");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
+        self.write(move |conn| {
+            Box::pin(async move { analysts_sql::consume_step::<Sqlite>(conn, id, step, now).await })
+        })
+        .await
+    }
+
+    async fn record_otp_failure(
+        &self,
+        id: uuid::Uuid,
+        max_failures: u32,
+        lock_until: Timestamp,
+        actor: &Actor,
+        request: Option<&RequestContext>,
+    ) -> Result<(i64, Option<Timestamp>)> {
+        let sealer = self.sealer()?;
+        let (actor, request) = (actor.clone(), request.cloned());
+        self.write(move |conn| {
+            Box::pin(async move {
+                analysts_sql::otp_failed::<Sqlite>(
+                    conn,
+                    &sealer,
+                    id,
+                    max_failures,
+                    lock_until,
+                    &actor,
+                    request.as_ref(),
+                )
+                .await
+            })
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    async fn analyst_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<AnalystRecord>> {
+        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts WHERE {column} = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.reader)
+            .await?)
     }
 }

@@ -1,0 +1,226 @@
+//! Analyst writes, once for both backends; each appends its audit entry to the `system` chain
+//! in the same transaction.
+
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use uuid::Uuid;
+
+use super::domain_sql::ChainTx;
+use crate::audit::append::Sealer;
+use crate::audit::event::{Actor, AuditEvent, RequestContext};
+use crate::auth::analysts::{AnalystRecord, AnalystStatus};
+use crate::domain::ChainId;
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+/// Which change to an analyst, for [`update`].
+#[derive(Debug, Clone)]
+pub enum AnalystChange {
+    Status(AnalystStatus),
+    /// A new sealed TOTP secret; clears the used-step memory, failures and any lock.
+    ResetMfa(String),
+    /// A new API token hash.
+    RotateToken(String),
+}
+
+pub async fn add<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    r: &AnalystRecord,
+    actor: &Actor,
+) -> Result<()>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+{
+    let inserted = sqlx::query::<DB>(
+        "INSERT INTO analysts (id, email, display_name, role, customers, status, token_hash, totp_secret, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(r.id.as_str())
+    .bind(r.email.as_str())
+    .bind(r.display_name.as_str())
+    .bind(r.role.as_str())
+    .bind(r.customers.as_str())
+    .bind(r.status.as_str())
+    .bind(r.token_hash.as_str())
+    .bind(r.totp_secret.as_str())
+    .bind(r.created_at.as_str())
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            return Err(Error::Conflict(format!(
+                "an analyst with e-mail {} already exists",
+                r.email
+            )));
+        }
+        other => other?,
+    };
+    let analyst = r.analyst()?;
+    let event = AuditEvent::AnalystAdded {
+        analyst_id: analyst.id,
+        email: analyst.email,
+        role: analyst.role.to_string(),
+        customers: analyst.customers.names(),
+    };
+    conn.append(sealer, &ChainId::System, actor, &event).await?;
+    Ok(())
+}
+
+pub async fn update<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    id: Uuid,
+    change: &AnalystChange,
+    actor: &Actor,
+) -> Result<()>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let now = Timestamp::now().to_string();
+    let (sql, value) = match change {
+        AnalystChange::Status(status) => (
+            "UPDATE analysts SET status = $2, updated_at = $3 WHERE id = $1 RETURNING email",
+            status.as_str(),
+        ),
+        AnalystChange::ResetMfa(sealed) => (
+            "UPDATE analysts SET totp_secret = $2, totp_last_step = NULL, failed_otp = 0, locked_until = NULL, \
+             updated_at = $3 WHERE id = $1 RETURNING email",
+            sealed.as_str(),
+        ),
+        AnalystChange::RotateToken(hash) => (
+            "UPDATE analysts SET token_hash = $2, updated_at = $3 WHERE id = $1 RETURNING email",
+            hash.as_str(),
+        ),
+    };
+    let email: Option<(String,)> = sqlx::query_as::<DB, (String,)>(sql)
+        .bind(id.to_string())
+        .bind(value)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((email,)) = email else {
+        return Err(Error::NotFound(format!("analyst {id}")));
+    };
+    let event = match change {
+        AnalystChange::Status(AnalystStatus::Disabled) => AuditEvent::AnalystDisabled {
+            analyst_id: id,
+            email,
+        },
+        AnalystChange::Status(AnalystStatus::Active) => AuditEvent::AnalystEnabled {
+            analyst_id: id,
+            email,
+        },
+        AnalystChange::ResetMfa(_) => AuditEvent::AnalystMfaReset {
+            analyst_id: id,
+            email,
+        },
+        AnalystChange::RotateToken(_) => AuditEvent::AnalystTokenRotated {
+            analyst_id: id,
+            email,
+        },
+    };
+    conn.append(sealer, &ChainId::System, actor, &event).await?;
+    Ok(())
+}
+
+/// Marks `step` used if no later or equal step was, the analyst is active and not locked: the
+/// single statement that makes a code good for one action only.
+pub async fn consume_step<DB>(
+    conn: &mut DB::Connection,
+    id: Uuid,
+    step: u64,
+    now: Timestamp,
+) -> Result<bool>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let accepted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "UPDATE analysts SET totp_last_step = $2, failed_otp = 0 \
+         WHERE id = $1 AND status = 'active' AND (totp_last_step IS NULL OR totp_last_step < $2) \
+         AND (locked_until IS NULL OR locked_until <= $3) RETURNING id",
+    )
+    .bind(id.to_string())
+    .bind(i64::try_from(step).unwrap_or(i64::MAX))
+    .bind(now.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(accepted.is_some())
+}
+
+/// Counts a wrong code, locking the analyst out at `max_failures`; audited (never the code).
+#[allow(clippy::too_many_arguments)]
+pub async fn otp_failed<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    id: Uuid,
+    max_failures: u32,
+    lock_until: Timestamp,
+    actor: &Actor,
+    request: Option<&RequestContext>,
+) -> Result<(i64, Option<Timestamp>)>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> (i64, Option<String>): FromRow<'r, DB::Row>,
+{
+    let row: Option<(i64, Option<String>)> = sqlx::query_as::<DB, (i64, Option<String>)>(
+        "UPDATE analysts SET failed_otp = failed_otp + 1, \
+         locked_until = CASE WHEN failed_otp + 1 >= $2 THEN $3 ELSE locked_until END \
+         WHERE id = $1 RETURNING failed_otp, locked_until",
+    )
+    .bind(id.to_string())
+    .bind(i64::from(max_failures))
+    .bind(lock_until.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((failures, locked)) = row else {
+        return Err(Error::NotFound(format!("analyst {id}")));
+    };
+    let failed = AuditEvent::AuthenticationFailed {
+        analyst_id: Some(id),
+        reason: format!("wrong one-time code ({failures} in a row)"),
+        request: request.cloned(),
+    };
+    conn.append(sealer, &ChainId::System, actor, &failed)
+        .await?;
+    let newly_locked = failures == i64::from(max_failures);
+    if newly_locked {
+        conn.append(
+            sealer,
+            &ChainId::System,
+            actor,
+            &AuditEvent::AnalystLockedOut {
+                analyst_id: id,
+                until: lock_until,
+            },
+        )
+        .await?;
+    }
+    Ok((
+        failures,
+        if newly_locked {
+            locked.and_then(|t| t.parse().ok())
+        } else {
+            None
+        },
+    ))
+}
