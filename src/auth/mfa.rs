@@ -37,10 +37,18 @@ fn totp(secret: &[u8], account: &str) -> Result<Totp> {
 }
 
 /// The `otpauth://` URI an authenticator app enrolls from.
+/// The parameters are spelt out even where they are the defaults: some authenticator apps
+/// misread an URI that leaves them implicit.
 pub fn enrollment_uri(secret: &[u8], email: &str) -> Result<String> {
-    totp(secret, email)?
+    let mut uri = totp(secret, email)?
         .to_url()
-        .map_err(|e| Error::Internal(format!("cannot build the enrollment URI: {e}")))
+        .map_err(|e| Error::Internal(format!("cannot build the enrollment URI: {e}")))?;
+    for (name, value) in [("algorithm", "SHA1"), ("digits", "6"), ("period", "30")] {
+        if !uri.contains(&format!("{name}=")) {
+            uri.push_str(&format!("&{name}={value}"));
+        }
+    }
+    Ok(uri)
 }
 
 /// The URI as a QR code drawn with Unicode half blocks, for a terminal.
