@@ -13,12 +13,14 @@ use tokio::sync::watch;
 use crate::audit::AuditKey;
 use crate::audit::append::Sealer;
 use crate::audit::signing::KeyOrigin;
+use crate::auth::gate::{Authenticator, MfaPolicy};
 use crate::config::Settings;
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
 use crate::http::{self, AppState};
 use crate::remediation::{RemediationSettings, Remediator};
+use crate::secrets::SecretCipher;
 use crate::store::{self, Store, StoreOptions};
 
 /// The parts every command that writes needs: a migrated store and the audit key; and, when the
@@ -26,6 +28,7 @@ use crate::store::{self, Store, StoreOptions};
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub audit_key: Arc<AuditKey>,
+    pub auth: Arc<Authenticator>,
     pub remediator: Option<Arc<Remediator>>,
 }
 
@@ -57,10 +60,27 @@ impl Services {
         .await?;
         store.register_signing_key(&audit_key.public_key()).await?;
         tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
+        let configured = settings.mfa.encryption_key.as_ref().map(|k| k.expose());
+        let (cipher, origin) = SecretCipher::load_or_generate(configured, &settings.data_dir)?;
+        if origin == KeyOrigin::Generated {
+            tracing::warn!(
+                path = %settings.data_dir.join("mfa-encryption.key").display(),
+                "generated a new key for secrets at rest; back it up with the database, or set mfa.encryption_key"
+            );
+        }
+        let auth = Arc::new(Authenticator::new(
+            store.clone(),
+            Arc::new(cipher),
+            MfaPolicy {
+                max_failures: settings.mfa.max_failures,
+                lockout: settings.mfa.lockout,
+            },
+        ));
         let remediator = remediator(settings, store.clone())?;
         Ok(Services {
             store,
             audit_key,
+            auth,
             remediator,
         })
     }
@@ -123,6 +143,7 @@ impl Application {
             settings: Arc::new(settings),
             store: services.store,
             audit_key: services.audit_key,
+            auth: services.auth,
             remediator: services.remediator,
             metrics: crate::telemetry::metrics(),
         };

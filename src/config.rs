@@ -33,6 +33,7 @@ pub struct Settings {
     pub graph: GraphLimits,
     pub remediation: RemediationConfig,
     pub mfa: MfaSettings,
+    pub auth: AuthSettings,
     pub oidc: OidcSettings,
     /// Unknown keys and similar; logged once tracing is up.
     pub warnings: Vec<String>,
@@ -114,6 +115,14 @@ pub struct RemediationConfig {
 pub struct MfaSettings {
     /// 32 bytes when configured; otherwise generated into the data folder on first start.
     pub encryption_key: Option<SecretBytes>,
+    pub max_failures: u32,
+    pub lockout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub max_failures_per_client: u32,
+    pub failure_window: Duration,
 }
 
 #[derive(Clone)]
@@ -301,6 +310,17 @@ impl Settings {
                     }
                 }
             }),
+            max_failures: r.number("mfa.max_failures", 1, 100).unwrap_or(5) as u32,
+            lockout: Duration::from_secs(r.number("mfa.lockout_secs", 1, 86_400).unwrap_or(900)),
+        };
+        let auth = AuthSettings {
+            max_failures_per_client: r
+                .number("auth.max_failures_per_client", 1, 100_000)
+                .unwrap_or(20) as u32,
+            failure_window: Duration::from_secs(
+                r.number("auth.failure_window_secs", 1, 86_400)
+                    .unwrap_or(300),
+            ),
         };
 
         let oidc = OidcSettings {
@@ -331,6 +351,7 @@ impl Settings {
             graph,
             remediation,
             mfa,
+            auth,
             oidc,
             warnings,
         })

@@ -2,6 +2,7 @@
 //! factor every state-changing action needs.
 
 pub mod analysts;
+pub mod gate;
 pub mod mfa;
 pub mod roles;
 pub mod tokens;

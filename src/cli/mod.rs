@@ -1,6 +1,7 @@
 //! The `killswitch` command line. Each command prints its result on stdout (one JSON object with
 //! `--json`), logs go to stderr, and any failure is one plain line and a non-zero exit.
 
+mod analyst;
 mod audit;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Command {
     Serve,
     /// Create or upgrade the database schema and register the audit signing key, then exit.
     Migrate,
+    /// Enroll analysts and manage their credentials.
+    #[command(subcommand)]
+    Analyst(analyst::AnalystCommand),
     /// Exit 0 when the local service answers /readyz with 200 (for container health checks).
     Healthcheck,
     /// Inspect and verify the audit log.
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Healthcheck => healthcheck(&settings).await,
+        Command::Analyst(command) => analyst::run(command, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
     }
 }

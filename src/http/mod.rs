@@ -32,6 +32,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub store: Arc<dyn Store>,
     pub audit_key: Arc<AuditKey>,
+    pub auth: Arc<crate::auth::gate::Authenticator>,
     /// Present when the remediation app is configured.
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub metrics: PrometheusHandle,

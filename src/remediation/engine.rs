@@ -51,6 +51,27 @@ pub struct ActionRequest {
     pub context: Option<RequestContext>,
 }
 
+/// What admission decided: run the action, or it is already decided.
+#[derive(Debug)]
+pub enum Decision {
+    Pending(Pending),
+    Done(Executed),
+}
+
+/// An admitted action waiting for its Graph calls.
+#[derive(Debug)]
+pub struct Pending {
+    customer: Customer,
+    new: NewAction,
+    record: ActionRecord,
+}
+
+impl Pending {
+    pub fn record(&self) -> &ActionRecord {
+        &self.record
+    }
+}
+
 /// How a call to [`Remediator::execute`] ended.
 #[derive(Debug, Clone)]
 pub enum Executed {
@@ -106,7 +127,18 @@ impl Remediator {
 
     /// Records the request (nothing reaches Graph unless that write committed), applies the
     /// guard rails, and runs the action to its outcome.
+    /// Records the request, applies the guard rails and runs the action to its outcome.
     pub async fn execute(&self, request: ActionRequest) -> Result<Executed> {
+        match self.admit(request).await? {
+            Decision::Done(done) => Ok(done),
+            Decision::Pending(pending) => self.complete(pending).await.map(Executed::Ran),
+        }
+    }
+
+    /// The first half of [`execute`](Self::execute): records the request (nothing reaches
+    /// Graph unless that write committed) and applies the guard rails. A [`Pending`] action
+    /// must then be [`complete`](Self::complete)d; until it is, its lease keeps others off it.
+    pub async fn admit(&self, request: ActionRequest) -> Result<Decision> {
         let customer = self
             .store
             .customer(&request.customer)
@@ -138,32 +170,41 @@ impl Remediator {
             max_actions_per_hour: customer.policy.max_actions_per_hour,
             protected: customer.policy.protects(&request.account),
         };
-        let admitted = match self
+        match self
             .store
             .admit_action(&new, guard)
             .await
             .map_err(audit_unavailable)?
         {
-            Admission::Admitted(record) => record,
-            Admission::Denied(record) => return Ok(Executed::Ran(record)),
-            Admission::Replayed(record) => return Ok(Executed::Replayed(record)),
-            Admission::KeyConflict(_) => {
-                return Err(Error::Conflict(
-                    "this Idempotency-Key was already used for a different request".to_owned(),
-                ));
-            }
-        };
-        let finish = self.run(&customer, &new).await;
+            Admission::Admitted(record) => Ok(Decision::Pending(Pending {
+                customer,
+                new,
+                record,
+            })),
+            Admission::Denied(record) => Ok(Decision::Done(Executed::Ran(record))),
+            Admission::Replayed(record) => Ok(Decision::Done(Executed::Replayed(record))),
+            Admission::KeyConflict(_) => Err(Error::Conflict(
+                "this Idempotency-Key was already used for a different request".to_owned(),
+            )),
+        }
+    }
+
+    /// The second half: Graph, then the outcome. Returns the action as stored afterwards.
+    pub async fn complete(&self, pending: Pending) -> Result<ActionRecord> {
+        let finish = self.run(&pending.customer, &pending.new).await;
         if !self
             .store
             .finish_action(&finish)
             .await
             .map_err(audit_unavailable)?
         {
-            tracing::warn!(action = %new.id, "outcome already recorded by reconciliation");
+            tracing::warn!(action = %pending.new.id, "outcome already recorded by reconciliation");
         }
-        let record = self.store.action(new.id).await?.unwrap_or(admitted);
-        Ok(Executed::Ran(record))
+        Ok(self
+            .store
+            .action(pending.new.id)
+            .await?
+            .unwrap_or(pending.record))
     }
 
     fn lease_from(&self, now: Timestamp) -> Timestamp {
@@ -457,7 +498,8 @@ fn audit_unavailable(e: Error) -> Error {
     }
 }
 
-fn fingerprint(request: &ActionRequest) -> Result<String> {
+/// SHA-256 over what an action asks, so a replayed idempotency key can be told from a reused one.
+pub fn fingerprint(request: &ActionRequest) -> Result<String> {
     let canonical = serde_jcs::to_vec(&RequestFingerprint {
         operation: request.operation,
         account: request.account.to_string(),

@@ -5,4 +5,4 @@
 pub mod action;
 pub mod engine;
 
-pub use engine::{ActionRequest, Executed, RemediationSettings, Remediator};
+pub use engine::{ActionRequest, Decision, Executed, Pending, RemediationSettings, Remediator};

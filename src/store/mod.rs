@@ -134,6 +134,12 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_action(&self, finish: &Finish) -> Result<bool>;
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>>;
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+    /// The action an idempotency key names for a customer.
+    async fn action_by_key(
+        &self,
+        customer: &CustomerSlug,
+        key: &str,
+    ) -> Result<Option<ActionRecord>>;
     /// Actions without an outcome whose owner's lease ran out before `now`.
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
     /// Takes over a stale action until `lease_until`; `false` when another process took it first.
@@ -170,21 +176,33 @@ pub trait Store: Send + Sync + 'static {
 /// Which actions to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ActionFilter {
-    pub customer: Option<CustomerSlug>,
+    /// Only these customers (an analyst's scope, or the one asked for); `None`: all.
+    pub customers: Option<Vec<CustomerSlug>>,
     pub state: Option<ActionState>,
     pub limit: u32,
 }
 
 impl ActionFilter {
     /// `SELECT … FROM actions` with this filter's conditions; values are bound in the order
-    /// customer, state, limit.
+    /// customers, state, limit (see [`ActionFilter::binds`]).
     fn sql(&self) -> String {
         let mut sql = format!("SELECT {} FROM actions", domain_sql::ACTION_COLUMNS);
         let mut n = 0;
         let mut clauses = Vec::new();
-        if self.customer.is_some() {
-            n += 1;
-            clauses.push(format!("customer = ${n}"));
+        if let Some(customers) = &self.customers {
+            let placeholders: Vec<String> = customers
+                .iter()
+                .map(|_| {
+                    n += 1;
+                    format!("${n}")
+                })
+                .collect();
+            // An empty scope matches nothing rather than everything.
+            clauses.push(if placeholders.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                format!("customer IN ({})", placeholders.join(", "))
+            });
         }
         if self.state.is_some() {
             n += 1;
@@ -196,6 +214,18 @@ impl ActionFilter {
         }
         sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", n + 1));
         sql
+    }
+
+    /// The text values to bind before the limit, in placeholder order.
+    fn binds(&self) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .customers
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        values.extend(self.state.map(|s| s.as_str().to_owned()));
+        values
     }
 }
 
@@ -306,15 +336,23 @@ mod tests {
                 .ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1")
         );
         let both = ActionFilter {
-            customer: Some("contoso".parse().unwrap()),
+            customers: Some(vec![
+                "contoso".parse().unwrap(),
+                "fabrikam".parse().unwrap(),
+            ]),
             state: Some(ActionState::Failed),
             limit: 10,
         };
-        assert!(
-            both.sql().ends_with(
-                "WHERE customer = $1 AND state = $2 ORDER BY created_at DESC, id LIMIT $3"
-            )
-        );
+        assert!(both.sql().ends_with(
+            "WHERE customer IN ($1, $2) AND state = $3 ORDER BY created_at DESC, id LIMIT $4"
+        ));
+        assert_eq!(both.binds(), ["contoso", "fabrikam", "failed"]);
+        let none = ActionFilter {
+            customers: Some(vec![]),
+            limit: 1,
+            ..ActionFilter::default()
+        };
+        assert!(none.sql().contains("WHERE 1 = 0"));
     }
 
     #[test]

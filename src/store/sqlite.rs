@@ -320,15 +320,28 @@ impl Store for SqliteStore {
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
         let mut query = sqlx::query_as::<Sqlite, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
-        if let Some(customer) = &filter.customer {
-            query = query.bind(customer.to_string());
-        }
-        if let Some(state) = filter.state {
-            query = query.bind(state.as_str());
+        for value in filter.binds() {
+            query = query.bind(value);
         }
         Ok(query
             .bind(i64::from(filter.limit))
             .fetch_all(&self.reader)
+            .await?)
+    }
+
+    async fn action_by_key(
+        &self,
+        customer: &CustomerSlug,
+        key: &str,
+    ) -> Result<Option<ActionRecord>> {
+        let sql = format!(
+            "SELECT {} FROM actions WHERE customer = $1 AND idempotency_key = $2",
+            domain_sql::ACTION_COLUMNS
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(customer.as_str())
+            .bind(key)
+            .fetch_optional(&self.reader)
             .await?)
     }
 
