@@ -139,11 +139,17 @@ impl Application {
         let listener = TcpListener::bind(settings.server.listen)
             .await
             .map_err(|e| Error::io(format!("cannot listen on {}", settings.server.listen), e))?;
+        let failures = crate::http::limiter::FailureLimiter::new(
+            settings.auth.max_failures_per_client,
+            settings.auth.failure_window,
+        );
         let state = AppState {
             settings: Arc::new(settings),
             store: services.store,
             audit_key: services.audit_key,
             auth: services.auth,
+            oidc: None,
+            failures: Arc::new(failures),
             remediator: services.remediator,
             metrics: crate::telemetry::metrics(),
         };

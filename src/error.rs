@@ -54,6 +54,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A service killswitch depends on (Entra, Graph) failed or could not be reached.
+    #[error("{0}")]
+    Upstream(String),
+
     /// Another process recorded this action's outcome first; nothing was written.
     #[error("the outcome was already recorded")]
     Superseded,

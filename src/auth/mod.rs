@@ -4,6 +4,7 @@
 pub mod analysts;
 pub mod gate;
 pub mod mfa;
+pub mod oidc;
 pub mod roles;
 pub mod tokens;
 

@@ -3,6 +3,7 @@
 
 mod analyst;
 mod audit;
+mod customer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ pub enum Command {
     Serve,
     /// Create or upgrade the database schema and register the audit signing key, then exit.
     Migrate,
+    /// Onboard customers and set their guard rails.
+    #[command(subcommand)]
+    Customer(customer::CustomerCommand),
     /// Enroll analysts and manage their credentials.
     #[command(subcommand)]
     Analyst(analyst::AnalystCommand),
@@ -127,6 +131,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Analyst(command) => analyst::run(command, &settings).await,
+        Command::Customer(command) => customer::run(command, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
     }
 }

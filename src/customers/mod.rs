@@ -1,5 +1,7 @@
 //! Customers: one Entra tenant each, and the policy that bounds what may be done in it.
 
+pub mod discovery;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{AccountRef, CustomerSlug, TenantId};

@@ -1,8 +1,13 @@
 //! The HTTP surface: routers, middleware (request ids, tracing, limits, metrics) and the
 //! problem+json error mapping.
 
+mod actions;
+pub mod caller;
 mod health;
+pub mod limiter;
+pub mod openapi;
 pub mod problem;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +17,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -33,6 +38,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub audit_key: Arc<AuditKey>,
     pub auth: Arc<crate::auth::gate::Authenticator>,
+    /// Present when single sign-on is configured.
+    pub oidc: Option<Arc<crate::auth::oidc::OidcProvider>>,
+    pub failures: Arc<limiter::FailureLimiter>,
     /// Present when the remediation app is configured.
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub metrics: PrometheusHandle,
@@ -44,6 +52,12 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/api/v1/customers/{customer}/accounts/{account}", get(actions::get_account))
+        .route("/api/v1/customers/{customer}/accounts/{account}/disable", post(actions::disable))
+        .route("/api/v1/customers/{customer}/accounts/{account}/enable", post(actions::enable))
+        .route("/api/v1/actions", get(actions::list_actions))
+        .route("/api/v1/actions/{id}", get(actions::get_action))
         .fallback(|| async { problem::Problem::not_found().into_response() })
         .layer(
             ServiceBuilder::new()

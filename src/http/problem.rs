@@ -10,14 +10,22 @@ use crate::error::Error;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
+    /// Stable identifier of the problem type, `/problems/<name>`.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Extension members (RFC 9457 §3.2), such as the `action` a failure belongs to.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
+    /// Sent as `Retry-After` (seconds) on 429 and on lockouts.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -28,7 +36,22 @@ impl Problem {
             title: title.to_owned(),
             status: status.as_u16(),
             detail: None,
+            extensions: serde_json::Map::new(),
+            retry_after: None,
         }
+    }
+
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Problem {
+        self.extensions.insert(
+            name.to_owned(),
+            serde_json::to_value(value).unwrap_or_default(),
+        );
+        self
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Problem {
+        self.retry_after = Some(secs.max(1));
+        self
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Problem {
@@ -49,6 +72,11 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -74,6 +102,12 @@ impl From<&Error> for Problem {
                 "Audit log unavailable",
             )
             .detail("the audit log cannot be written, so nothing was done"),
+            Error::Upstream(msg) => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                "Microsoft Entra failed",
+            )
+            .detail(msg),
             // The cause is logged where it happens; clients get an opaque answer.
             _ => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

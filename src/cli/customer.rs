@@ -1,0 +1,227 @@
+//! `killswitch customer …`: onboard customers and set their guard rails.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::app::Services;
+use crate::audit::Actor;
+use crate::config::Settings;
+use crate::customers::{AutoDisable, Customer, Policy, discovery};
+use crate::domain::{AccountRef, CustomerSlug, TenantId};
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+#[derive(Debug, Subcommand)]
+pub enum CustomerCommand {
+    /// Add a customer; the tenant id is looked up from its primary domain unless given.
+    Add {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        /// The tenant's primary domain, `<name>.onmicrosoft.com`.
+        #[arg(long)]
+        domain: String,
+        #[arg(long, value_name = "GUID")]
+        tenant_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List customers.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or change a customer's policy (every change is audited).
+    Policy {
+        slug: String,
+        /// Never touch this account (UPN or object id); repeatable.
+        #[arg(long, value_name = "ACCOUNT")]
+        protect: Vec<String>,
+        #[arg(long, value_name = "ACCOUNT")]
+        unprotect: Vec<String>,
+        /// Disable on Falcon detections of at least this severity without waiting for an analyst.
+        #[arg(long, value_name = "off|high|critical")]
+        auto_disable: Option<String>,
+        #[arg(long, value_name = "N")]
+        max_actions_per_hour: Option<u32>,
+        #[arg(long, value_name = "on|off")]
+        revoke_sessions: Option<String>,
+        /// The customer's security contact.
+        #[arg(long, value_name = "EMAIL")]
+        contact: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCode> {
+    let services = Services::open(settings).await?;
+    match command {
+        CustomerCommand::Add {
+            slug,
+            name,
+            domain,
+            tenant_id,
+            json,
+        } => {
+            let slug: CustomerSlug = slug.parse()?;
+            let name = name.trim().to_owned();
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(Error::InvalidInput(
+                    "the name must be one line of text".to_owned(),
+                ));
+            }
+            let domain = discovery::primary_domain(&domain)?;
+            let tenant_id: TenantId = match tenant_id {
+                Some(id) => id.parse()?,
+                None => {
+                    let http = reqwest::Client::builder()
+                        .build()
+                        .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
+                    discovery::tenant_of(&http, &settings.entra.authority_url, &domain).await?
+                }
+            };
+            let customer = Customer {
+                slug,
+                name,
+                domain,
+                tenant_id,
+                policy: Policy::default(),
+                created_at: Timestamp::now(),
+            };
+            services
+                .store
+                .add_customer(&customer, &Actor::operator())
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&customer).map_err(|e| Error::Internal(e.to_string()))?
+                );
+            } else {
+                println!(
+                    "customer {} added: {} ({}, tenant {})",
+                    customer.slug, customer.name, customer.domain, customer.tenant_id
+                );
+            }
+        }
+        CustomerCommand::List { json } => {
+            let customers = services.store.customers().await?;
+            if json {
+                println!("{}", json!({ "customers": customers }));
+            } else if customers.is_empty() {
+                println!(
+                    "no customers yet: add one with `killswitch customer add --slug S --name N --domain D`"
+                );
+            } else {
+                for c in customers {
+                    println!(
+                        "{}  {}  {}  tenant {}",
+                        c.slug, c.name, c.domain, c.tenant_id
+                    );
+                }
+            }
+        }
+        CustomerCommand::Policy {
+            slug,
+            protect,
+            unprotect,
+            auto_disable,
+            max_actions_per_hour,
+            revoke_sessions,
+            contact,
+            json,
+        } => {
+            let slug: CustomerSlug = slug.parse()?;
+            let customer = services
+                .store
+                .customer(&slug)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("customer `{slug}`")))?;
+            let mut policy = customer.policy.clone();
+            for account in protect {
+                let account: AccountRef = account.parse()?;
+                if !policy.protected.contains(&account) {
+                    policy.protected.push(account);
+                }
+            }
+            for account in unprotect {
+                let account: AccountRef = account.parse()?;
+                policy.protected.retain(|p| p != &account);
+            }
+            if let Some(level) = auto_disable {
+                policy.auto_disable = match level.as_str() {
+                    "off" => AutoDisable::Off,
+                    "high" => AutoDisable::High,
+                    "critical" => AutoDisable::Critical,
+                    other => {
+                        return Err(Error::InvalidInput(format!(
+                            "`{other}` is not off, high or critical"
+                        )));
+                    }
+                };
+            }
+            if let Some(n) = max_actions_per_hour {
+                if n == 0 || n > 10_000 {
+                    return Err(Error::InvalidInput(
+                        "--max-actions-per-hour takes 1 to 10000".to_owned(),
+                    ));
+                }
+                policy.max_actions_per_hour = n;
+            }
+            if let Some(value) = revoke_sessions {
+                policy.revoke_sessions = match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => {
+                        return Err(Error::InvalidInput(format!("`{other}` is not on or off")));
+                    }
+                };
+            }
+            if let Some(contact) = contact {
+                policy.contact = Some(crate::auth::analysts::normalize_email(&contact)?);
+            }
+            if policy != customer.policy {
+                services
+                    .store
+                    .update_policy(&customer, &policy, &Actor::operator())
+                    .await?;
+            }
+            if json {
+                println!("{}", json!({ "customer": slug, "policy": policy }));
+            } else {
+                let protected: Vec<String> =
+                    policy.protected.iter().map(ToString::to_string).collect();
+                println!("customer {slug}");
+                println!(
+                    "  protected accounts:   {}",
+                    if protected.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        protected.join(", ")
+                    }
+                );
+                println!("  max actions per hour: {}", policy.max_actions_per_hour);
+                println!(
+                    "  revoke sessions:      {}",
+                    if policy.revoke_sessions { "on" } else { "off" }
+                );
+                println!(
+                    "  auto-disable:         {}",
+                    serde_json::to_value(policy.auto_disable)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("off")
+                );
+                println!(
+                    "  contact:              {}",
+                    policy.contact.as_deref().unwrap_or("none")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

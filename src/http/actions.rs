@@ -1,0 +1,466 @@
+//! `/api/v1`: an account's live state, disable and enable (TOTP-gated), and actions.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::AppState;
+use super::caller::Caller;
+use super::problem::Problem;
+use super::views::{
+    AccountView, ActionList, ActionView, ActionsQuery, DisableRequest, EnableRequest,
+};
+use crate::audit::event::Operation;
+use crate::auth::Permission;
+use crate::customers::Customer;
+use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
+use crate::graph::GraphError;
+use crate::remediation::action::ActionRecord;
+use crate::remediation::engine::fingerprint;
+use crate::remediation::{ActionRequest, Decision, Executed, Remediator};
+use crate::store::ActionFilter;
+
+type ApiResult<T = Response> = Result<T, Problem>;
+
+fn problem(e: crate::Error) -> Problem {
+    Problem::from(&e)
+}
+
+fn invalid(e: crate::Error) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+        "Invalid input",
+    )
+    .detail(e.to_string())
+}
+
+fn remediator(state: &AppState) -> ApiResult<&Remediator> {
+    state.remediator.as_deref().ok_or_else(|| {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "remediation-unavailable", "Remediation is not configured").detail(
+            "the remediation app's credentials are not set (see /readyz); nothing was sent to Entra",
+        )
+    })
+}
+
+/// The customer named in the path, after the caller's scope was checked.
+async fn customer_in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
+    let slug: CustomerSlug = slug.parse().map_err(|_| unknown_customer(slug))?;
+    caller.require_customer(&slug)?;
+    state
+        .store
+        .customer(&slug)
+        .await
+        .map_err(problem)?
+        .ok_or_else(|| unknown_customer(slug.as_str()))
+}
+
+fn unknown_customer(slug: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "customer-not-found",
+        "Unknown customer",
+    )
+    .detail(format!("there is no customer `{slug}`"))
+}
+
+fn graph_problem(error: &GraphError, account: &AccountRef) -> Problem {
+    match error {
+        GraphError::NotFound { .. } => Problem::new(
+            StatusCode::NOT_FOUND,
+            "account-not-found",
+            "Unknown account",
+        )
+        .detail(format!(
+            "there is no account {account} in the customer's tenant"
+        )),
+        other => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "graph-refused",
+            "Microsoft Graph refused or failed",
+        )
+        .detail(other.to_string())
+        .with("graph", other.evidence()),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/customers/{customer}/accounts/{account}",
+    tag = "accounts",
+    summary = "Read an account's live state from Entra",
+    params(("customer" = String, Path, description = "customer slug"), ("account" = String, Path, description = "userPrincipalName or object id")),
+    responses(
+        (status = 200, body = AccountView),
+        (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 404, body = Problem, description = "customer-not-found, account-not-found"),
+        (status = 502, body = Problem, description = "graph-refused"),
+        (status = 503, body = Problem, description = "remediation-unavailable"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((customer, account)): Path<(String, String)>,
+) -> ApiResult {
+    caller.require(Permission::ReadAccounts)?;
+    let customer = customer_in_scope(&state, &caller, &customer).await?;
+    let account: AccountRef = account.parse().map_err(invalid)?;
+    let engine = remediator(&state)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let user = engine
+        .graph()
+        .get_user(customer.tenant_id, &account, deadline)
+        .await
+        .map_err(|e| graph_problem(&e, &account))?
+        .value;
+    let protected = customer.policy.protects(&account)
+        || customer
+            .policy
+            .protects_user(&user.id, &user.user_principal_name);
+    Ok(Json(AccountView::new(customer.slug.as_str(), user, protected)).into_response())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/{customer}/accounts/{account}/disable",
+    tag = "actions",
+    summary = "Disable an account (role analyst or lead; one-time code required)",
+    params(
+        ("customer" = String, Path, description = "customer slug"),
+        ("account" = String, Path, description = "userPrincipalName or object id"),
+        ("X-Killswitch-OTP" = String, Header, description = "the current code from the analyst's authenticator app"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key and request return the same action"),
+    ),
+    request_body = DisableRequest,
+    responses(
+        (status = 200, body = ActionView, description = "done: succeeded, or noop when already disabled"),
+        (status = 202, body = ActionView, description = "still running: poll href"),
+        (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 404, body = Problem, description = "customer-not-found, account-not-found"),
+        (status = 409, body = Problem, description = "protected-account, idempotency-conflict"),
+        (status = 422, body = Problem, description = "invalid-input"),
+        (status = 429, body = Problem, description = "rate-limited, too-many-failures"),
+        (status = 502, body = Problem, description = "graph-refused: recorded as failed with Graph's code and request-id"),
+        (status = 503, body = Problem, description = "audit-unavailable (nothing was sent to Graph), remediation-unavailable"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((customer, account)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<DisableRequest>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Permission::Disable)?;
+    let Json(body) = body.map_err(bad_body)?;
+    act(
+        state,
+        caller,
+        Operation::Disable,
+        customer,
+        account,
+        headers,
+        body.reason,
+        body.ticket,
+        body.revoke_sessions,
+    )
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/customers/{customer}/accounts/{account}/enable",
+    tag = "actions",
+    summary = "Enable an account again (role lead; one-time code required)",
+    params(
+        ("customer" = String, Path, description = "customer slug"),
+        ("account" = String, Path, description = "userPrincipalName or object id"),
+        ("X-Killswitch-OTP" = String, Header, description = "the current code from the analyst's authenticator app"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the same key and request return the same action"),
+    ),
+    request_body = EnableRequest,
+    responses(
+        (status = 200, body = ActionView, description = "done: succeeded, or noop when already enabled"),
+        (status = 202, body = ActionView, description = "still running: poll href"),
+        (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 404, body = Problem, description = "customer-not-found, account-not-found"),
+        (status = 409, body = Problem, description = "protected-account, idempotency-conflict"),
+        (status = 422, body = Problem, description = "invalid-input"),
+        (status = 429, body = Problem, description = "rate-limited, too-many-failures"),
+        (status = 502, body = Problem, description = "graph-refused"),
+        (status = 503, body = Problem, description = "audit-unavailable, remediation-unavailable"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((customer, account)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Json<EnableRequest>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Permission::Enable)?;
+    let Json(body) = body.map_err(bad_body)?;
+    act(
+        state,
+        caller,
+        Operation::Enable,
+        customer,
+        account,
+        headers,
+        body.reason,
+        body.ticket,
+        None,
+    )
+    .await
+}
+
+fn bad_body(rejection: JsonRejection) -> Problem {
+    let status = match rejection {
+        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    Problem::new(status, "invalid-body", "Invalid request body").detail(rejection.body_text())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    state: AppState,
+    caller: Caller,
+    operation: Operation,
+    customer: String,
+    account: String,
+    headers: HeaderMap,
+    reason: String,
+    ticket: Option<String>,
+    revoke_sessions: Option<bool>,
+) -> ApiResult {
+    let customer = customer_in_scope(&state, &caller, &customer).await?;
+    let request = ActionRequest {
+        customer: customer.slug.clone(),
+        operation,
+        account: account.parse().map_err(invalid)?,
+        reason: reason.parse::<Reason>().map_err(invalid)?,
+        ticket: ticket
+            .map(|t| t.parse::<Ticket>())
+            .transpose()
+            .map_err(invalid)?,
+        revoke_sessions,
+        idempotency_key: headers
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    crate::Error::InvalidInput("the Idempotency-Key must be ASCII".into())
+                })
+            })
+            .transpose()
+            .map_err(invalid)?
+            .map(|k| k.parse::<IdempotencyKey>())
+            .transpose()
+            .map_err(invalid)?,
+        actor: caller.actor(),
+        mfa: None,
+        context: Some(caller.context.clone()),
+    };
+    let engine = remediator(&state)?;
+
+    // A retry of the same request (same key) gets the recorded action without a new code: the
+    // code it was sent with has been used already, and nothing new is done.
+    if let Some(key) = &request.idempotency_key
+        && let Some(existing) = state
+            .store
+            .action_by_key(&customer.slug, key.as_str())
+            .await
+            .map_err(problem)?
+    {
+        if existing.request_hash != fingerprint(&request).map_err(problem)? {
+            return Err(idempotency_conflict());
+        }
+        return respond(&existing);
+    }
+
+    let mfa = caller.second_factor(&state, &headers).await?;
+    let request = ActionRequest {
+        mfa: Some(mfa),
+        ..request
+    };
+    let pending = match engine.admit(request).await {
+        Ok(Decision::Pending(pending)) => pending,
+        Ok(Decision::Done(Executed::Ran(record) | Executed::Replayed(record))) => {
+            return respond(&record);
+        }
+        Err(crate::Error::Conflict(_)) => return Err(idempotency_conflict()),
+        Err(e) => return Err(problem(e)),
+    };
+    let admitted = pending.record().clone();
+    // The action runs to its outcome even if the client goes away; the client waits for it
+    // until shortly before its own request would time out, then gets 202 and polls.
+    let engine = state
+        .remediator
+        .clone()
+        .ok_or_else(|| problem(crate::Error::Internal("remediator vanished".into())))?;
+    let running = tokio::spawn(async move { engine.complete(pending).await });
+    let wait = state
+        .settings
+        .server
+        .request_timeout
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
+    match tokio::time::timeout(wait, running).await {
+        Ok(Ok(Ok(record))) => respond(&record),
+        Ok(Ok(Err(e))) => Err(problem(e)),
+        Ok(Err(join)) => Err(problem(crate::Error::Internal(format!(
+            "action task failed: {join}"
+        )))),
+        Err(_) => respond(&admitted),
+    }
+}
+
+fn idempotency_conflict() -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "idempotency-conflict",
+        "Idempotency-Key reused",
+    )
+    .detail("this Idempotency-Key was already used for a different request")
+}
+
+/// The HTTP answer for an action in its current state.
+fn respond(record: &ActionRecord) -> ApiResult {
+    let view = ActionView::from(record);
+    let href = view.href.clone();
+    let detail = record.detail.clone().unwrap_or_default();
+    let with_action = |p: Problem| p.detail(detail.clone()).with("action", &view);
+    match record.state.as_str() {
+        "succeeded" | "noop" => Ok((StatusCode::OK, Json(&view)).into_response()),
+        "requested" => Ok((
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, href)],
+            Json(&view),
+        )
+            .into_response()),
+        "denied" if detail.starts_with("rate limit") => Err(with_action(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Customer's hourly limit reached",
+        ))
+        .retry_after(300)),
+        "denied" => Err(with_action(Problem::new(
+            StatusCode::CONFLICT,
+            "protected-account",
+            "Protected account",
+        ))),
+        _ if record.graph().and_then(|g| g.error_code).as_deref()
+            == Some("Request_ResourceNotFound") =>
+        {
+            Err(with_action(Problem::new(
+                StatusCode::NOT_FOUND,
+                "account-not-found",
+                "Unknown account",
+            )))
+        }
+        _ => Err(with_action(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "graph-refused",
+            "Microsoft Graph refused or failed",
+        ))),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions/{id}",
+    tag = "actions",
+    summary = "Read one action",
+    params(("id" = String, Path, description = "action id")),
+    responses(
+        (status = 200, body = ActionView),
+        (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden"),
+        (status = 404, body = Problem, description = "not-found (also for actions of customers out of scope)"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::ReadActions)?;
+    let not_found = || Problem::not_found().detail(format!("there is no action {id}"));
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let record = state
+        .store
+        .action(id)
+        .await
+        .map_err(problem)?
+        .ok_or_else(not_found)?;
+    // Another customer's action is reported as absent, not as forbidden: its existence is
+    // itself that customer's information.
+    let in_scope = record
+        .customer
+        .parse::<CustomerSlug>()
+        .is_ok_and(|c| caller.analyst.customers.covers(&c));
+    if !in_scope {
+        return Err(not_found());
+    }
+    Ok(Json(ActionView::from(&record)).into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/actions",
+    tag = "actions",
+    summary = "List actions, newest first, within the caller's customers",
+    params(ActionsQuery),
+    responses(
+        (status = 200, body = ActionList),
+        (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 422, body = Problem, description = "invalid-input"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list_actions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<ActionsQuery>,
+) -> ApiResult {
+    caller.require(Permission::ReadActions)?;
+    let customers = match (&query.customer, &caller.analyst.customers) {
+        (Some(slug), _) => {
+            let slug: CustomerSlug = slug.parse().map_err(invalid)?;
+            caller.require_customer(&slug)?;
+            Some(vec![slug])
+        }
+        (None, crate::auth::Scope::All) => None,
+        (None, crate::auth::Scope::Customers(set)) => Some(set.iter().cloned().collect()),
+    };
+    let filter = ActionFilter {
+        customers,
+        state: query
+            .state
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let records = state.store.actions(&filter).await.map_err(problem)?;
+    Ok(Json(ActionList {
+        actions: records.iter().map(ActionView::from).collect(),
+    })
+    .into_response())
+}

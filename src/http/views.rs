@@ -1,0 +1,165 @@
+//! What the API accepts and answers, as documented in `/openapi.json`.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::audit::event::{AccountState, GraphEvidence};
+use crate::graph::GraphUser;
+use crate::remediation::action::ActionRecord;
+
+/// Body of `POST …/disable`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableRequest {
+    /// Why: one line, at most 500 characters; recorded in the audit log and shown to the customer.
+    pub reason: String,
+    /// The provider's or customer's ticket reference.
+    pub ticket: Option<String>,
+    /// Also revoke the account's sign-in sessions (default: the customer's policy).
+    pub revoke_sessions: Option<bool>,
+}
+
+/// Body of `POST …/enable`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableRequest {
+    pub reason: String,
+    pub ticket: Option<String>,
+}
+
+/// An account's live state in the customer's Entra tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub customer: String,
+    pub id: String,
+    pub user_principal_name: String,
+    pub display_name: Option<String>,
+    pub account_enabled: Option<bool>,
+    /// Synchronised from on-premises AD: disable it there too, or the next sync re-enables it.
+    pub on_premises_sync_enabled: Option<bool>,
+    /// On the customer's protected list: killswitch will not change it.
+    pub protected: bool,
+}
+
+impl AccountView {
+    pub fn new(customer: &str, user: GraphUser, protected: bool) -> AccountView {
+        AccountView {
+            customer: customer.to_owned(),
+            id: user.id,
+            user_principal_name: user.user_principal_name,
+            display_name: user.display_name,
+            account_enabled: user.account_enabled,
+            on_premises_sync_enabled: user.on_premises_sync_enabled,
+            protected,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountStateView {
+    pub id: String,
+    pub user_principal_name: String,
+    pub account_enabled: Option<bool>,
+    pub on_premises_sync_enabled: Option<bool>,
+}
+
+impl From<AccountState> for AccountStateView {
+    fn from(s: AccountState) -> Self {
+        AccountStateView {
+            id: s.id,
+            user_principal_name: s.user_principal_name,
+            account_enabled: s.account_enabled,
+            on_premises_sync_enabled: s.on_premises_sync_enabled,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphEvidenceView {
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub date: Option<String>,
+}
+
+impl From<GraphEvidence> for GraphEvidenceView {
+    fn from(g: GraphEvidence) -> Self {
+        GraphEvidenceView {
+            status: g.status,
+            error_code: g.error_code,
+            request_id: g.request_id,
+            client_request_id: g.client_request_id,
+            date: g.date,
+        }
+    }
+}
+
+/// One remediation action and, once it has one, its outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionView {
+    pub id: String,
+    pub customer: String,
+    /// `disable` or `enable`.
+    pub operation: String,
+    /// The account as requested (UPN or object id).
+    pub account: String,
+    /// `requested` (still running), `succeeded`, `noop`, `failed` or `denied`.
+    pub state: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub revoke_sessions: bool,
+    #[schema(value_type = Object)]
+    pub requested_by: serde_json::Value,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub detail: Option<String>,
+    pub warnings: Vec<String>,
+    pub before: Option<AccountStateView>,
+    pub after: Option<AccountStateView>,
+    pub graph: Option<GraphEvidenceView>,
+    pub duration_ms: Option<i64>,
+    /// Where to poll this action.
+    pub href: String,
+}
+
+impl From<&ActionRecord> for ActionView {
+    fn from(r: &ActionRecord) -> Self {
+        ActionView {
+            id: r.id.clone(),
+            customer: r.customer.clone(),
+            operation: r.operation.clone(),
+            account: r.account.clone(),
+            state: r.state.clone(),
+            reason: r.reason.clone(),
+            ticket: r.ticket.clone(),
+            revoke_sessions: r.revoke_sessions,
+            requested_by: serde_json::from_str(&r.actor).unwrap_or_default(),
+            created_at: r.created_at.clone(),
+            finished_at: r.finished_at.clone(),
+            detail: r.detail.clone(),
+            warnings: r.warnings(),
+            before: r.before().map(Into::into),
+            after: r.after().map(Into::into),
+            graph: r.graph().map(Into::into),
+            duration_ms: r.duration_ms,
+            href: format!("/api/v1/actions/{}", r.id),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionList {
+    pub actions: Vec<ActionView>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActionsQuery {
+    /// Only this customer.
+    pub customer: Option<String>,
+    /// Only actions in this state.
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<u32>,
+}
