@@ -159,6 +159,13 @@ pub trait Store: Send + Sync + 'static {
     async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>>;
     async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>>;
     async fn analysts(&self) -> Result<Vec<AnalystRecord>>;
+    // Console sessions (after single sign-on). Only a hash of the cookie value is stored.
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()>;
+    /// The session with this id hash, if it has not expired at `now`.
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>>;
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+
     /// Accepts TOTP `step` for the analyst at most once (see `analysts_sql::consume_step`).
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool>;
     /// Counts a wrong code (audited), locking at `max_failures`; returns the count and the lock
@@ -172,6 +179,30 @@ pub trait Store: Send + Sync + 'static {
         request: Option<&RequestContext>,
     ) -> Result<(i64, Option<Timestamp>)>;
 }
+
+/// A console session: whose it is, its CSRF token, and when it ends.
+#[derive(Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub analyst_id: String,
+    pub csrf_token: String,
+    pub created_at: String,
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("analyst_id", &self.analyst_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, analyst_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+pub(crate) const SELECT_SESSION: &str = "SELECT id_hash, analyst_id, csrf_token, created_at, expires_at FROM sessions \
+     WHERE id_hash = $1 AND expires_at > $2";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 
 /// Which actions to list, newest first.
 #[derive(Debug, Clone, Default)]

@@ -8,10 +8,10 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
-use super::ActionFilter;
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
@@ -369,6 +369,34 @@ impl Store for PgStore {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        sqlx::query(super::INSERT_SESSION)
+            .bind(session.id_hash.as_str())
+            .bind(session.analyst_id.as_str())
+            .bind(session.csrf_token.as_str())
+            .bind(session.created_at.as_str())
+            .bind(session.expires_at.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
+        Ok(sqlx::query_as(super::SELECT_SESSION)
+            .bind(id_hash)
+            .bind(now.to_string())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query(super::DELETE_SESSION)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {

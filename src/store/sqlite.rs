@@ -11,11 +11,11 @@ use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 
-use super::ActionFilter;
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx, CustomerRecord};
 use super::sqlite_writer::Writer;
+use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
@@ -414,6 +414,46 @@ impl Store for SqliteStore {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.reader)
             .await?)
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        let session = session.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(super::INSERT_SESSION)
+                    .bind(session.id_hash)
+                    .bind(session.analyst_id)
+                    .bind(session.csrf_token)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
+        Ok(sqlx::query_as(super::SELECT_SESSION)
+            .bind(id_hash)
+            .bind(now.to_string())
+            .fetch_optional(&self.reader)
+            .await?)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(super::DELETE_SESSION)
+                    .bind(id_hash)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
