@@ -18,6 +18,22 @@ use crate::auth::{Analyst, Permission};
 use crate::domain::{ChainId, CustomerSlug};
 
 pub const OTP_HEADER: &str = "x-killswitch-otp";
+/// The console's session cookie (set after single sign-on; HttpOnly, SameSite=Lax).
+pub const SESSION_COOKIE: &str = "ks_session";
+/// State-changing requests made with the session cookie must echo the session's CSRF token here.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
 
 /// An authenticated analyst and the request's context.
 pub struct Caller {
@@ -180,6 +196,9 @@ impl FromRequestParts<AppState> for Caller {
             })
             .map(str::trim);
         let Some(token) = bearer.filter(|t| !t.is_empty()) else {
+            if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
+                return from_session(parts, state, session, context, client).await;
+            }
             return Err(unauthenticated(
                 "send `Authorization: Bearer <API token or single sign-on token>`",
             ));
@@ -233,4 +252,57 @@ impl FromRequestParts<AppState> for Caller {
             client,
         })
     }
+}
+
+/// The analyst of a console session; a state-changing request must also carry the session's
+/// CSRF token in a header, which a cross-site form cannot set.
+async fn from_session(
+    parts: &Parts,
+    state: &AppState,
+    value: &str,
+    context: RequestContext,
+    client: Option<IpAddr>,
+) -> Result<Caller, Problem> {
+    use subtle::ConstantTimeEq;
+    let expired = || unauthenticated("the session has ended; sign in again at /login");
+    let now = crate::time::Timestamp::now();
+    let session = state
+        .store
+        .session(&crate::auth::tokens::hash(value), now)
+        .await
+        .map_err(|e| Problem::from(&e))?
+        .ok_or_else(expired)?;
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
+            return Err(
+                Problem::new(StatusCode::FORBIDDEN, "csrf", "Missing or wrong CSRF token").detail(
+                    "requests made with the console session must carry the X-CSRF-Token header",
+                ),
+            );
+        }
+    }
+    let id = uuid::Uuid::parse_str(&session.analyst_id).map_err(|_| expired())?;
+    let record = state
+        .store
+        .analyst(id)
+        .await
+        .map_err(|e| Problem::from(&e))?
+        .filter(|r| r.status == "active")
+        .ok_or_else(expired)?;
+    Ok(Caller {
+        analyst: record.analyst().map_err(|e| Problem::from(&e))?,
+        record,
+        method: AuthMethod::Oidc,
+        context,
+        client,
+    })
 }
