@@ -11,7 +11,7 @@ CREATE TABLE analysts (
     token_hash     TEXT NOT NULL,
     totp_secret    TEXT NOT NULL,
     totp_last_step BIGINT,
-    failed_otp     INTEGER NOT NULL DEFAULT 0,
+    failed_otp     BIGINT NOT NULL DEFAULT 0,
     locked_until   TEXT,
     created_at     TEXT NOT NULL,
     updated_at     TEXT NOT NULL,

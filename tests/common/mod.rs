@@ -112,6 +112,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    pub auth: Arc<killswitch::auth::gate::Authenticator>,
     pub db: TestDb,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<killswitch::Result<()>>>,
@@ -126,6 +127,7 @@ impl TestApp {
         let db = TestDb::new().await;
         let settings = db.settings(overrides);
         let services = Services::open(&settings).await.unwrap();
+        let auth = services.auth.clone();
         let app = Application::with_services(settings, services)
             .await
             .unwrap();
@@ -140,6 +142,7 @@ impl TestApp {
             base: format!("http://{address}"),
             client: reqwest::Client::new(),
             store,
+            auth,
             db,
             shutdown: Some(tx),
             server: Some(server),

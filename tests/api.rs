@@ -1,0 +1,828 @@
+//! The remediation API as an analyst uses it: tokens, roles, customer scope, the one-time code
+//! on every change, and the documented status codes and problem types.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestApp;
+use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use fake_entra::{Endpoint, FakeEntra};
+use futures::TryStreamExt;
+use killswitch::audit::Entry;
+use killswitch::audit::event::{Actor, AuditEvent};
+use killswitch::auth::{Role, Scope, mfa};
+use killswitch::customers::{Customer, Policy};
+use killswitch::domain::TenantId;
+use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
+const ALICE: &str = "alice@contoso.onmicrosoft.com";
+
+struct Rig {
+    app: TestApp,
+    fake: FakeEntra,
+}
+
+struct Who {
+    token: String,
+    secret: Vec<u8>,
+    email: String,
+    id: Uuid,
+}
+
+impl Who {
+    fn code(&self) -> String {
+        mfa::code_at(&self.secret, chrono::Utc::now().timestamp() as u64).unwrap()
+    }
+
+    fn wrong_code(&self) -> String {
+        let right: u32 = self.code().parse().unwrap();
+        format!("{:06}", (right + 1) % 1_000_000)
+    }
+}
+
+async fn rig(overrides: &[(&str, &str)]) -> Rig {
+    let fake = entra::fake_entra().await;
+    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
+    let base = fake.base_url();
+    let mut settings = vec![
+        ("entra.authority_url", base.as_str()),
+        ("entra.graph_url", base.as_str()),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", CLIENT_SECRET),
+    ];
+    settings.extend_from_slice(overrides);
+    let app = TestApp::spawn_with(&settings).await;
+    for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
+        let customer = Customer {
+            slug: slug.parse().unwrap(),
+            name: slug.to_owned(),
+            domain: format!("{slug}.onmicrosoft.com"),
+            tenant_id: TenantId::new(tenant),
+            policy: Policy::default(),
+            created_at: killswitch::time::Timestamp::now(),
+        };
+        app.store
+            .add_customer(&customer, &Actor::operator())
+            .await
+            .unwrap();
+    }
+    Rig { app, fake }
+}
+
+impl Rig {
+    async fn analyst(&self, role: Role, scope: &str) -> Who {
+        let email = format!("{}-{}@provider.example", role, Uuid::new_v4().simple());
+        let enrolled = self
+            .app
+            .auth
+            .enroll(
+                &email,
+                None,
+                role,
+                scope.parse::<Scope>().unwrap(),
+                &Actor::operator(),
+            )
+            .await
+            .unwrap();
+        let record = self
+            .app
+            .store
+            .analyst(enrolled.analyst.id)
+            .await
+            .unwrap()
+            .unwrap();
+        Who {
+            token: enrolled.token.expose_secret().to_owned(),
+            secret: self
+                .app
+                .auth
+                .totp_secret(&record)
+                .unwrap()
+                .expose_secret()
+                .to_vec(),
+            email,
+            id: enrolled.analyst.id,
+        }
+    }
+
+    async fn post(&self, who: &Who, path: &str, code: Option<&str>, body: Value) -> Response {
+        let mut request = self
+            .app
+            .client
+            .post(self.app.url(path))
+            .bearer_auth(&who.token)
+            .json(&body);
+        if let Some(code) = code {
+            request = request.header("X-Killswitch-OTP", code);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn disable(
+        &self,
+        who: &Who,
+        customer: &str,
+        account: &str,
+        code: Option<&str>,
+    ) -> Response {
+        let path = format!("/api/v1/customers/{customer}/accounts/{account}/disable");
+        self.post(
+            who,
+            &path,
+            code,
+            json!({"reason": "Falcon ITP: credential theft", "ticket": "SOC-7"}),
+        )
+        .await
+    }
+
+    async fn get(&self, who: &Who, path: &str) -> Response {
+        self.app
+            .client
+            .get(self.app.url(path))
+            .bearer_auth(&who.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn system_events(&self) -> Vec<AuditEvent> {
+        let rows: Vec<_> = self
+            .app
+            .store
+            .entries("system")
+            .try_collect()
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
+            .collect()
+    }
+}
+
+async fn problem_type(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
+    let body: Value = response.json().await.unwrap();
+    (status, body["type"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn an_analyst_disables_an_account_with_token_and_code_and_the_log_says_who_and_how() {
+    let rig = rig(&[]).await;
+    let who = rig.analyst(Role::Analyst, "all").await;
+    let response = rig.disable(&who, "contoso", ALICE, Some(&who.code())).await;
+    assert_eq!(response.status(), 200);
+    let action: Value = response.json().await.unwrap();
+    assert_eq!(action["state"], "succeeded");
+    assert_eq!(action["requested_by"]["email"], who.email.as_str());
+    assert!(!rig.fake.user(CONTOSO, ALICE).unwrap().account_enabled);
+
+    let fetched: Value = rig
+        .get(&who, action["href"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fetched["id"], action["id"]);
+
+    let rows: Vec<_> = rig
+        .app
+        .store
+        .entries("contoso")
+        .try_collect()
+        .await
+        .unwrap();
+    let requested = rows
+        .iter()
+        .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap())
+        .find(|e| matches!(e.event, AuditEvent::ActionRequested { .. }))
+        .unwrap();
+    match (&requested.actor, &requested.event) {
+        (
+            Actor::Analyst { id, email, auth },
+            AuditEvent::ActionRequested {
+                mfa: Some(mfa),
+                request: Some(request),
+                ..
+            },
+        ) => {
+            assert_eq!((*id, email.as_str()), (who.id, who.email.as_str()));
+            assert_eq!(serde_json::to_value(auth).unwrap(), "api_token");
+            assert_eq!(mfa.method, "totp");
+            assert!(mfa.time_step > 0);
+            assert_eq!(request.client_ip.as_deref(), Some("127.0.0.1"));
+            assert!(request.request_id.is_some());
+        }
+        other => panic!("requested entry lacks who/how/MFA evidence: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_wrong_and_reused_codes_and_bad_tokens_each_get_their_problem_type() {
+    let rig = rig(&[]).await;
+    let who = rig.analyst(Role::Analyst, "all").await;
+    assert_eq!(
+        problem_type(rig.disable(&who, "contoso", ALICE, None).await).await,
+        (StatusCode::UNAUTHORIZED, "/problems/otp-required".into())
+    );
+    assert_eq!(
+        problem_type(
+            rig.disable(&who, "contoso", ALICE, Some(&who.wrong_code()))
+                .await
+        )
+        .await,
+        (StatusCode::UNAUTHORIZED, "/problems/otp-invalid".into())
+    );
+    let code = who.code();
+    assert_eq!(
+        rig.disable(&who, "contoso", ALICE, Some(&code))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        problem_type(
+            rig.disable(&who, "contoso", "bob@contoso.onmicrosoft.com", Some(&code))
+                .await
+        )
+        .await,
+        (StatusCode::UNAUTHORIZED, "/problems/otp-reused".into())
+    );
+    let forged = Who {
+        token: "ks_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
+        ..who
+    };
+    assert_eq!(
+        problem_type(rig.get(&forged, "/api/v1/actions").await).await,
+        (StatusCode::UNAUTHORIZED, "/problems/unauthenticated".into())
+    );
+    let anonymous = rig
+        .app
+        .client
+        .get(rig.app.url("/api/v1/actions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem_type(anonymous).await,
+        (StatusCode::UNAUTHORIZED, "/problems/unauthenticated".into())
+    );
+    let events = rig.system_events().await;
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::AuthenticationFailed { reason, .. } if reason.contains("already used"))));
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::AuthenticationFailed { reason, .. } if reason.contains("wrong one-time code"))));
+    assert_eq!(
+        rig.fake.count(Endpoint::PatchUser),
+        1,
+        "only the one authenticated action reached Graph"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_submissions_of_one_code_yield_exactly_one_action() {
+    let rig = rig(&[]).await;
+    let policy = Policy {
+        max_actions_per_hour: 1000,
+        ..Policy::default()
+    };
+    let contoso = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    rig.app
+        .store
+        .update_policy(&contoso, &policy, &Actor::operator())
+        .await
+        .unwrap();
+    let who = std::sync::Arc::new(rig.analyst(Role::Analyst, "all").await);
+    let code = who.code();
+    let rig = std::sync::Arc::new(rig);
+    let attempts: Vec<_> = (0..50)
+        .map(|_| {
+            let (rig, who, code) = (rig.clone(), who.clone(), code.clone());
+            tokio::spawn(async move {
+                rig.disable(&who, "contoso", ALICE, Some(&code))
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| s.is_success()).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.is_success() || *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+}
+
+#[tokio::test]
+async fn five_wrong_codes_lock_the_analyst_out_even_for_the_right_code_until_the_lock_ends() {
+    let rig = rig(&[("mfa.lockout_secs", "2")]).await;
+    let who = rig.analyst(Role::Analyst, "all").await;
+    for attempt in 1..=5 {
+        let (status, kind) = problem_type(
+            rig.disable(&who, "contoso", ALICE, Some(&who.wrong_code()))
+                .await,
+        )
+        .await;
+        let expected = if attempt < 5 {
+            "/problems/otp-invalid"
+        } else {
+            "/problems/locked"
+        };
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::UNAUTHORIZED, expected),
+            "attempt {attempt}"
+        );
+    }
+    let locked = rig.disable(&who, "contoso", ALICE, Some(&who.code())).await;
+    assert!(locked.headers().contains_key("retry-after"));
+    assert_eq!(
+        problem_type(locked).await,
+        (StatusCode::UNAUTHORIZED, "/problems/locked".into())
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert!(rig.system_events().await.iter().any(
+        |e| matches!(e, AuditEvent::AnalystLockedOut { analyst_id, .. } if *analyst_id == who.id)
+    ));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        rig.disable(&who, "contoso", ALICE, Some(&who.code()))
+            .await
+            .status(),
+        200,
+        "the lock ended"
+    );
+}
+
+/// Every role against every route: allowed cells get past the role check (to 200, 404 or the
+/// one-time-code check), the others are refused with 403 `forbidden`.
+#[tokio::test]
+async fn every_role_on_every_route_matches_the_permission_matrix() {
+    let rig = rig(&[]).await;
+    let lead = rig.analyst(Role::Lead, "all").await;
+    let action: Value = rig
+        .disable(&lead, "contoso", ALICE, Some(&lead.code()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let action_path = action["href"].as_str().unwrap().to_owned();
+    let routes: [(&str, &str, bool); 5] = [
+        (
+            "GET",
+            "/api/v1/customers/contoso/accounts/bob@contoso.onmicrosoft.com",
+            false,
+        ),
+        (
+            "POST",
+            "/api/v1/customers/contoso/accounts/bob@contoso.onmicrosoft.com/disable",
+            true,
+        ),
+        (
+            "POST",
+            "/api/v1/customers/contoso/accounts/dave@contoso.onmicrosoft.com/enable",
+            true,
+        ),
+        ("GET", action_path.as_str(), false),
+        ("GET", "/api/v1/actions", false),
+    ];
+    let allowed = |role: Role, index: usize| match (role, index) {
+        (Role::Analyst, 2) => false,
+        (Role::Analyst | Role::Lead, _) => true,
+        (Role::Auditor, i) => i != 1 && i != 2,
+        (Role::Admin, _) => false,
+    };
+    for role in Role::ALL {
+        let who = rig.analyst(role, "all").await;
+        for (index, (method, path, changes)) in routes.iter().enumerate() {
+            let response = if *method == "GET" {
+                rig.get(&who, path).await
+            } else {
+                rig.post(&who, path, None, json!({"reason": "matrix"}))
+                    .await
+            };
+            let status = response.status();
+            if allowed(role, index) {
+                let expected = if *changes {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::OK
+                };
+                assert_eq!(status, expected, "{role} {method} {path}");
+            } else {
+                assert_eq!(
+                    problem_type(response).await,
+                    (StatusCode::FORBIDDEN, "/problems/forbidden".into()),
+                    "{role} {method} {path}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        rig.fake.count(Endpoint::PatchUser),
+        1,
+        "no request in the matrix changed anything"
+    );
+}
+
+#[tokio::test]
+async fn an_analyst_scoped_to_one_customer_can_neither_read_nor_act_on_another() {
+    let rig = rig(&[]).await;
+    let everywhere = rig.analyst(Role::Analyst, "all").await;
+    let fabrikam_action: Value = rig
+        .disable(
+            &everywhere,
+            "fabrikam",
+            "alice@fabrikam.onmicrosoft.com",
+            Some(&everywhere.code()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contoso_only = rig.analyst(Role::Analyst, "contoso").await;
+
+    let read = rig
+        .get(
+            &contoso_only,
+            "/api/v1/customers/fabrikam/accounts/bob@fabrikam.onmicrosoft.com",
+        )
+        .await;
+    assert_eq!(
+        problem_type(read).await,
+        (StatusCode::FORBIDDEN, "/problems/out-of-scope".into())
+    );
+    let act = rig
+        .disable(
+            &contoso_only,
+            "fabrikam",
+            "bob@fabrikam.onmicrosoft.com",
+            Some(&contoso_only.code()),
+        )
+        .await;
+    assert_eq!(
+        problem_type(act).await,
+        (StatusCode::FORBIDDEN, "/problems/out-of-scope".into())
+    );
+    let other = rig
+        .get(&contoso_only, fabrikam_action["href"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        problem_type(other).await,
+        (StatusCode::NOT_FOUND, "/problems/not-found".into())
+    );
+    let filtered = rig
+        .get(&contoso_only, "/api/v1/actions?customer=fabrikam")
+        .await;
+    assert_eq!(
+        problem_type(filtered).await,
+        (StatusCode::FORBIDDEN, "/problems/out-of-scope".into())
+    );
+    let listed: Value = rig
+        .get(&contoso_only, "/api/v1/actions")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["customer"] == "contoso"),
+        "{listed}"
+    );
+    assert!(
+        rig.fake
+            .user(FABRIKAM, "bob@fabrikam.onmicrosoft.com")
+            .unwrap()
+            .account_enabled
+    );
+}
+
+#[tokio::test]
+async fn outcomes_map_to_the_documented_status_codes() {
+    let rig = rig(&[]).await;
+    let contoso = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let policy = Policy {
+        protected: vec!["breakglass@contoso.onmicrosoft.com".parse().unwrap()],
+        max_actions_per_hour: 3,
+        ..Policy::default()
+    };
+    rig.app
+        .store
+        .update_policy(&contoso, &policy, &Actor::operator())
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "dave@contoso.onmicrosoft.com",
+            StatusCode::OK,
+            None,
+            Some("noop"),
+        ),
+        (
+            "mallory@contoso.onmicrosoft.com",
+            StatusCode::NOT_FOUND,
+            Some("/problems/account-not-found"),
+            None,
+        ),
+        (
+            "carol.admin@contoso.onmicrosoft.com",
+            StatusCode::BAD_GATEWAY,
+            Some("/problems/graph-refused"),
+            None,
+        ),
+        (
+            "breakglass@contoso.onmicrosoft.com",
+            StatusCode::CONFLICT,
+            Some("/problems/protected-account"),
+            None,
+        ),
+        (
+            ALICE,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("/problems/rate-limited"),
+            None,
+        ),
+    ];
+    for (account, status, kind, state) in cases {
+        let who = rig.analyst(Role::Analyst, "all").await;
+        let response = rig
+            .disable(&who, "contoso", account, Some(&who.code()))
+            .await;
+        assert_eq!(response.status(), status, "{account}");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(response.headers().contains_key("retry-after"));
+        }
+        let body: Value = response.json().await.unwrap();
+        match kind {
+            Some(kind) => {
+                assert_eq!(body["type"], kind, "{account}: {body}");
+                assert!(
+                    body["action"]["id"].is_string(),
+                    "the problem names the recorded action: {body}"
+                );
+            }
+            None => assert_eq!(body["state"], state.unwrap()),
+        }
+        if account.starts_with("carol") {
+            assert!(
+                body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Privileged Authentication Administrator")
+            );
+            assert!(body["action"]["graph"]["request_id"].is_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_returns_the_action_without_a_new_code() {
+    let rig = rig(&[]).await;
+    let who = rig.analyst(Role::Analyst, "all").await;
+    let path = format!("/api/v1/customers/contoso/accounts/{ALICE}/disable");
+    let send = |code: Option<String>, reason: &'static str| {
+        let mut request = rig
+            .app
+            .client
+            .post(rig.app.url(&path))
+            .bearer_auth(&who.token)
+            .header("Idempotency-Key", "incident-99")
+            .json(&json!({"reason": reason}));
+        if let Some(code) = code {
+            request = request.header("X-Killswitch-OTP", code);
+        }
+        request.send()
+    };
+    let first: Value = send(Some(who.code()), "stolen laptop")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retry = send(None, "stolen laptop").await.unwrap();
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.json::<Value>().await.unwrap()["id"], first["id"]);
+    let different = send(Some(who.code()), "another reason").await.unwrap();
+    assert_eq!(
+        problem_type(different).await,
+        (
+            StatusCode::CONFLICT,
+            "/problems/idempotency-conflict".into()
+        )
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_refused_before_the_code_is_spent() {
+    let rig = rig(&[]).await;
+    let who = rig.analyst(Role::Analyst, "all").await;
+    let code = who.code();
+    let path = format!("/api/v1/customers/contoso/accounts/{ALICE}/disable");
+    let raw = rig
+        .app
+        .client
+        .post(rig.app.url(&path))
+        .bearer_auth(&who.token)
+        .header("X-Killswitch-OTP", &code)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem_type(raw).await,
+        (StatusCode::BAD_REQUEST, "/problems/invalid-body".into())
+    );
+    for body in [
+        json!({}),
+        json!({"reason": ""}),
+        json!({"reason": "x", "extra": 1}),
+        json!({"reason": "x", "ticket": "a\nb"}),
+    ] {
+        let (status, kind) =
+            problem_type(rig.post(&who, &path, Some(&code), body.clone()).await).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(
+            kind == "/problems/invalid-body" || kind == "/problems/invalid-input",
+            "{body}: {kind}"
+        );
+    }
+    let bad_account = rig
+        .disable(&who, "contoso", "not-an-account", Some(&code))
+        .await;
+    assert_eq!(
+        problem_type(bad_account).await,
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/invalid-input".into()
+        )
+    );
+    let unknown_customer = rig.disable(&who, "initech", ALICE, Some(&code)).await;
+    assert_eq!(
+        problem_type(unknown_customer).await,
+        (StatusCode::NOT_FOUND, "/problems/customer-not-found".into())
+    );
+    assert_eq!(
+        rig.disable(&who, "contoso", ALICE, Some(&code))
+            .await
+            .status(),
+        200,
+        "the code was still unused"
+    );
+}
+
+#[tokio::test]
+async fn without_the_remediation_app_configured_actions_answer_503_and_spend_nothing() {
+    let app = TestApp::spawn().await;
+    let customer = Customer {
+        slug: "contoso".parse().unwrap(),
+        name: "Contoso".into(),
+        domain: "contoso.onmicrosoft.com".into(),
+        tenant_id: TenantId::new(CONTOSO),
+        policy: Policy::default(),
+        created_at: killswitch::time::Timestamp::now(),
+    };
+    app.store
+        .add_customer(&customer, &Actor::operator())
+        .await
+        .unwrap();
+    let enrolled = app
+        .auth
+        .enroll(
+            "night@provider.example",
+            None,
+            Role::Analyst,
+            Scope::All,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/customers/contoso/accounts/{ALICE}/disable"
+        )))
+        .bearer_auth(enrolled.token.expose_secret())
+        .header("X-Killswitch-OTP", "123456")
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem_type(response).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/problems/remediation-unavailable".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_keeps_failing_to_authenticate_is_slowed_down() {
+    let rig = rig(&[("auth.max_failures_per_client", "3")]).await;
+    let stranger = Who {
+        token: "ks_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".into(),
+        secret: vec![],
+        email: String::new(),
+        id: Uuid::nil(),
+    };
+    for _ in 0..3 {
+        assert_eq!(rig.get(&stranger, "/api/v1/actions").await.status(), 401);
+    }
+    let blocked = rig.get(&stranger, "/api/v1/actions").await;
+    assert!(blocked.headers().contains_key("retry-after"));
+    assert_eq!(
+        problem_type(blocked).await,
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            "/problems/too-many-failures".into()
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_route_with_its_auth_and_problems() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, method) in [
+        ("/api/v1/customers/{customer}/accounts/{account}", "get"),
+        (
+            "/api/v1/customers/{customer}/accounts/{account}/disable",
+            "post",
+        ),
+        (
+            "/api/v1/customers/{customer}/accounts/{account}/enable",
+            "post",
+        ),
+        ("/api/v1/actions", "get"),
+        ("/api/v1/actions/{id}", "get"),
+    ] {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        assert!(
+            operation["security"].is_array(),
+            "{method} {path} has no auth"
+        );
+        assert!(
+            operation["responses"]["401"].is_object(),
+            "{method} {path} lacks its 401"
+        );
+    }
+    let disable = &doc["paths"]["/api/v1/customers/{customer}/accounts/{account}/disable"]["post"];
+    for status in [
+        "200", "202", "401", "403", "404", "409", "422", "429", "502", "503",
+    ] {
+        assert!(
+            disable["responses"][status].is_object(),
+            "disable lacks {status}"
+        );
+    }
+}
