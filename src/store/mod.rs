@@ -5,6 +5,7 @@ pub mod analysts_sql;
 pub mod audit_sql;
 pub mod domain_sql;
 pub mod postgres;
+mod reads;
 pub mod sqlite;
 mod sqlite_writer;
 

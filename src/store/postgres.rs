@@ -4,20 +4,21 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
-use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::domain_sql::{self, ChainTx};
+use super::reads::{AnalystKey, Reads};
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
-use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
+use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
@@ -30,6 +31,7 @@ const LOCK_HEAD: &str = "SELECT chain, seq, hash FROM audit_heads WHERE chain = 
 
 pub struct PgStore {
     pool: PgPool,
+    reads: Reads<Postgres>,
     options: StoreOptions,
 }
 
@@ -61,7 +63,11 @@ impl PgStore {
             .await
             .map_err(|e| unreachable(super::describe(&e)))?;
         super::migrate_or_check(&MIGRATOR, &pool, options.migrate).await?;
-        Ok(PgStore { pool, options })
+        Ok(PgStore {
+            reads: Reads::new(pool.clone()),
+            pool,
+            options,
+        })
     }
 
     fn sealer(&self) -> Result<Arc<Sealer>> {
@@ -134,8 +140,7 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        self.reads.ping().await
     }
 
     async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
@@ -185,38 +190,23 @@ impl Store for PgStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<PublicKey>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(sql::SELECT_SIGNING_KEYS)
-            .fetch_all(&self.pool)
-            .await?;
-        super::parse_signing_keys(rows)
+        self.reads.signing_keys().await
     }
 
     async fn chain_names(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(sql::CHAIN_NAMES)
-            .fetch_all(&self.pool)
-            .await?)
+        self.reads.chain_names().await
     }
 
     async fn head(&self, chain: &str) -> Result<Option<HeadRecord>> {
-        Ok(sqlx::query_as(sql::SELECT_HEAD)
-            .bind(chain)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.reads.head(chain).await
     }
 
     async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>> {
-        Ok(sqlx::query_as(sql::SELECT_CHECKPOINTS)
-            .bind(chain)
-            .fetch_all(&self.pool)
-            .await?)
+        self.reads.checkpoints(chain).await
     }
 
     fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>> {
-        sqlx::query_as(sql::SELECT_ENTRIES)
-            .bind(chain)
-            .fetch(&self.pool)
-            .map_err(Error::from)
-            .boxed()
+        self.reads.entries(chain)
     }
 
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
@@ -228,18 +218,11 @@ impl Store for PgStore {
     }
 
     async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
-        let row: Option<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMER)
-            .bind(slug.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(CustomerRecord::parse).transpose()
+        self.reads.customer(slug).await
     }
 
     async fn customers(&self) -> Result<Vec<Customer>> {
-        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(CustomerRecord::parse).collect()
+        self.reads.customers().await
     }
 
     async fn update_policy(
@@ -277,23 +260,11 @@ impl Store for PgStore {
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        self.reads.action(id).await
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
-        let mut query = sqlx::query_as::<Postgres, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
-        for value in filter.binds() {
-            query = query.bind(value);
-        }
-        Ok(query
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
-            .await?)
+        self.reads.actions(filter).await
     }
 
     async fn action_by_key(
@@ -301,24 +272,11 @@ impl Store for PgStore {
         customer: &CustomerSlug,
         key: &str,
     ) -> Result<Option<ActionRecord>> {
-        let sql = format!(
-            "SELECT {} FROM actions WHERE customer = $1 AND idempotency_key = $2",
-            domain_sql::ACTION_COLUMNS
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(customer.as_str())
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        self.reads.action_by_key(customer, key).await
     }
 
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
-                .bind(now.to_string())
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        self.reads.stale_actions(now).await
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
@@ -353,22 +311,23 @@ impl Store for PgStore {
     }
 
     async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("id", &id.to_string()).await
+        self.reads
+            .analyst_where(AnalystKey::Id, &id.to_string())
+            .await
     }
 
     async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("email", email).await
+        self.reads.analyst_where(AnalystKey::Email, email).await
     }
 
     async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("token_hash", token_hash).await
+        self.reads
+            .analyst_where(AnalystKey::TokenHash, token_hash)
+            .await
     }
 
     async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
-        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts ORDER BY email");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?)
+        self.reads.analysts().await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
@@ -384,11 +343,7 @@ impl Store for PgStore {
     }
 
     async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
-        Ok(sqlx::query_as(super::SELECT_SESSION)
-            .bind(id_hash)
-            .bind(now.to_string())
-            .fetch_optional(&self.pool)
-            .await?)
+        self.reads.session(id_hash, now).await
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
@@ -426,19 +381,5 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(counted)
-    }
-}
-
-impl PgStore {
-    async fn analyst_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<AnalystRecord>> {
-        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts WHERE {column} = $1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?)
     }
 }

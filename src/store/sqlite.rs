@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use futures::stream::BoxStream;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Sqlite, SqliteConnection};
 
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
-use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::domain_sql::{self, ChainTx};
+use super::reads::{AnalystKey, Reads};
 use super::sqlite_writer::Writer;
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
@@ -21,7 +22,7 @@ use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
-use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
+use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
@@ -34,7 +35,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
-    reader: SqlitePool,
+    reads: Reads<Sqlite>,
     writer: Writer,
     options: StoreOptions,
 }
@@ -64,7 +65,7 @@ impl SqliteStore {
             .connect_with(connect.create_if_missing(false))
             .await?;
         Ok(SqliteStore {
-            reader,
+            reads: Reads::new(reader),
             writer: Writer::spawn(write_pool, options.sealer.clone()),
             options,
         })
@@ -150,8 +151,7 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        self.reads.ping().await
     }
 
     async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
@@ -210,38 +210,23 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<PublicKey>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(sql::SELECT_SIGNING_KEYS)
-            .fetch_all(&self.reader)
-            .await?;
-        super::parse_signing_keys(rows)
+        self.reads.signing_keys().await
     }
 
     async fn chain_names(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(sql::CHAIN_NAMES)
-            .fetch_all(&self.reader)
-            .await?)
+        self.reads.chain_names().await
     }
 
     async fn head(&self, chain: &str) -> Result<Option<HeadRecord>> {
-        Ok(sqlx::query_as(sql::SELECT_HEAD)
-            .bind(chain)
-            .fetch_optional(&self.reader)
-            .await?)
+        self.reads.head(chain).await
     }
 
     async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>> {
-        Ok(sqlx::query_as(sql::SELECT_CHECKPOINTS)
-            .bind(chain)
-            .fetch_all(&self.reader)
-            .await?)
+        self.reads.checkpoints(chain).await
     }
 
     fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>> {
-        sqlx::query_as(sql::SELECT_ENTRIES)
-            .bind(chain)
-            .fetch(&self.reader)
-            .map_err(Error::from)
-            .boxed()
+        self.reads.entries(chain)
     }
 
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
@@ -256,18 +241,11 @@ impl Store for SqliteStore {
     }
 
     async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
-        let row: Option<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMER)
-            .bind(slug.as_str())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(CustomerRecord::parse).transpose()
+        self.reads.customer(slug).await
     }
 
     async fn customers(&self) -> Result<Vec<Customer>> {
-        let rows: Vec<CustomerRecord> = sqlx::query_as(domain_sql::SELECT_CUSTOMERS)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.into_iter().map(CustomerRecord::parse).collect()
+        self.reads.customers().await
     }
 
     async fn update_policy(
@@ -310,23 +288,11 @@ impl Store for SqliteStore {
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await?,
-        )
+        self.reads.action(id).await
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
-        let mut query = sqlx::query_as::<Sqlite, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
-        for value in filter.binds() {
-            query = query.bind(value);
-        }
-        Ok(query
-            .bind(i64::from(filter.limit))
-            .fetch_all(&self.reader)
-            .await?)
+        self.reads.actions(filter).await
     }
 
     async fn action_by_key(
@@ -334,24 +300,11 @@ impl Store for SqliteStore {
         customer: &CustomerSlug,
         key: &str,
     ) -> Result<Option<ActionRecord>> {
-        let sql = format!(
-            "SELECT {} FROM actions WHERE customer = $1 AND idempotency_key = $2",
-            domain_sql::ACTION_COLUMNS
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(customer.as_str())
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?)
+        self.reads.action_by_key(customer, key).await
     }
 
     async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
-        Ok(
-            sqlx::query_as(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
-                .bind(now.to_string())
-                .fetch_all(&self.reader)
-                .await?,
-        )
+        self.reads.stale_actions(now).await
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
@@ -398,22 +351,23 @@ impl Store for SqliteStore {
     }
 
     async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("id", &id.to_string()).await
+        self.reads
+            .analyst_where(AnalystKey::Id, &id.to_string())
+            .await
     }
 
     async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("email", email).await
+        self.reads.analyst_where(AnalystKey::Email, email).await
     }
 
     async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>> {
-        self.analyst_where("token_hash", token_hash).await
+        self.reads
+            .analyst_where(AnalystKey::TokenHash, token_hash)
+            .await
     }
 
     async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
-        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts ORDER BY email");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&self.reader)
-            .await?)
+        self.reads.analysts().await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
@@ -435,11 +389,7 @@ impl Store for SqliteStore {
     }
 
     async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
-        Ok(sqlx::query_as(super::SELECT_SESSION)
-            .bind(id_hash)
-            .bind(now.to_string())
-            .fetch_optional(&self.reader)
-            .await?)
+        self.reads.session(id_hash, now).await
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
@@ -488,19 +438,5 @@ impl Store for SqliteStore {
             })
         })
         .await
-    }
-}
-
-impl SqliteStore {
-    async fn analyst_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<AnalystRecord>> {
-        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts WHERE {column} = $1");
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.reader)
-            .await?)
     }
 }
