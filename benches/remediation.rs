@@ -98,6 +98,7 @@ async fn setup(url: &str, fake: &FakeEntra, tenants: u128) -> Arc<Remediator> {
                 ..Policy::default()
             },
             created_at: killswitch::time::Timestamp::now(),
+            connection: None,
         };
         store
             .add_customer(&customer, &Actor::Service)

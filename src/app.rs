@@ -143,12 +143,25 @@ impl Application {
             settings.auth.max_failures_per_client,
             settings.auth.failure_window,
         );
+        // Single sign-on, when configured; an unreachable provider is retried on first use.
+        let oidc = if settings.oidc.enabled() {
+            Some(Arc::new(
+                crate::auth::oidc::OidcProvider::discover(
+                    &settings.oidc,
+                    &settings.server.public_url,
+                    settings.oidc.session_ttl,
+                )
+                .await?,
+            ))
+        } else {
+            None
+        };
         let state = AppState {
             settings: Arc::new(settings),
             store: services.store,
             audit_key: services.audit_key,
             auth: services.auth,
-            oidc: None,
+            oidc,
             failures: Arc::new(failures),
             remediator: services.remediator,
             metrics: crate::telemetry::metrics(),

@@ -145,6 +145,17 @@ pub struct OidcSettings {
     pub issuer_url: Option<Url>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+    /// Another `aud` value accepted in bearer JWTs, besides the client id.
+    pub audience: Option<String>,
+    /// How long a console session lasts after single sign-on.
+    pub session_ttl: Duration,
+}
+
+impl OidcSettings {
+    /// Single sign-on is on when the issuer and the client id are set.
+    pub fn enabled(&self) -> bool {
+        self.issuer_url.is_some() && self.client_id.is_some()
+    }
 }
 
 /// The layered configuration before it is read: defaults, the optional file, the environment.
@@ -327,7 +338,29 @@ impl Settings {
             issuer_url: r.url("oidc.issuer_url", true),
             client_id: r.string("oidc.client_id"),
             client_secret: r.secret("oidc.client_secret"),
+            audience: r.string("oidc.audience"),
+            session_ttl: Duration::from_secs(
+                r.number("oidc.session_hours", 1, 168).unwrap_or(12) * 3600,
+            ),
         };
+        // (Unless a value was already reported as bad: one line per mistake.)
+        let reported = r.problems.iter().any(|p| p.starts_with("oidc."));
+        match (&oidc.issuer_url, &oidc.client_id) {
+            _ if reported => {}
+            (Some(_), Some(_)) if oidc.client_secret.is_none() => r.problem(
+                "oidc.client_secret",
+                "single sign-on needs the client secret (or oidc.client_secret_file)".to_owned(),
+            ),
+            (Some(_), None) => r.problem(
+                "oidc.client_id",
+                "required when oidc.issuer_url is set".to_owned(),
+            ),
+            (None, Some(_)) => r.problem(
+                "oidc.issuer_url",
+                "required when oidc.client_id is set".to_owned(),
+            ),
+            _ => {}
+        }
 
         let warnings = unknown_keys(&all, &r.known)
             .into_iter()
@@ -675,6 +708,39 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(s.warnings.iter().any(|w| w.contains("`server.listne`")));
+    }
+
+    #[test]
+    fn single_sign_on_needs_issuer_client_id_and_secret_together() {
+        let s = settings(&[]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!s.oidc.enabled());
+        assert_eq!(s.oidc.session_ttl, Duration::from_secs(12 * 3600));
+        let s = settings(&[
+            ("oidc.issuer_url", "https://login.example.com"),
+            ("oidc.client_id", "killswitch"),
+            ("oidc.client_secret", "s3cret"),
+            ("oidc.session_hours", "1"),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.oidc.enabled());
+        assert_eq!(s.oidc.session_ttl, Duration::from_secs(3600));
+        let lines = problems(&[
+            ("oidc.issuer_url", "https://login.example.com"),
+            ("oidc.client_id", "killswitch"),
+        ]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("oidc.client_secret: "), "{lines:?}");
+        let lines = problems(&[
+            ("oidc.client_id", "killswitch"),
+            ("oidc.session_hours", "0"),
+        ]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("oidc.session_hours: expected a whole number from 1 to 168"));
+        let lines = problems(&[("oidc.issuer_url", "https://login.example.com")]);
+        assert!(
+            lines[0].starts_with("oidc.client_id: required"),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ const VERSION: &str = "v1";
 struct Key {
     id: String,
     cipher: Aes256Gcm,
+    /// For MACs (signed links), derived so the same bytes never serve two algorithms.
+    mac_key: [u8; 32],
 }
 
 pub struct SecretCipher {
@@ -48,10 +50,26 @@ fn key(bytes: &[u8]) -> Result<Key> {
     let mut hasher = Sha256::new();
     hasher.update(b"killswitch-secret-key:");
     hasher.update(bytes);
+    let mut mac = Sha256::new();
+    mac.update(b"killswitch-mac-key:");
+    mac.update(bytes);
     Ok(Key {
         id: const_hex::encode(&hasher.finalize()[..4]),
         cipher,
+        mac_key: mac.finalize().into(),
     })
+}
+
+fn mac_with(key: &[u8; 32], purpose: &str, data: &[u8]) -> [u8; 32] {
+    use hmac::{KeyInit as _, Mac};
+    let Ok(mut mac) = <hmac::Hmac<Sha256>>::new_from_slice(key) else {
+        // HMAC takes keys of any length; 32 bytes cannot be refused.
+        return [0u8; 32];
+    };
+    mac.update(purpose.as_bytes());
+    mac.update(&[0]);
+    mac.update(data);
+    mac.finalize().into_bytes().into()
 }
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
@@ -121,6 +139,20 @@ impl SecretCipher {
 
     pub fn key_id(&self) -> &str {
         &self.current.id
+    }
+
+    /// HMAC-SHA256 of `data` for `purpose` under the current key.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> [u8; 32] {
+        mac_with(&self.current.mac_key, purpose, data)
+    }
+
+    /// Whether `tag` is the MAC of `data` for `purpose` under the current or a previous key,
+    /// compared in constant time.
+    pub fn verify_mac(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|key| bool::from(mac_with(&key.mac_key, purpose, data).ct_eq(tag)))
     }
 
     /// Encrypts `plaintext` for `context` (for example `totp:<analyst id>`).
@@ -210,6 +242,22 @@ mod tests {
         assert_ne!(
             rotated.seal(b"x", "c").unwrap().split('.').nth(1),
             Some(cipher.key_id())
+        );
+    }
+
+    #[test]
+    fn macs_are_bound_to_purpose_and_key_and_survive_rotation() {
+        let cipher = SecretCipher::new(&[7u8; 32], &[]).unwrap();
+        let tag = cipher.mac("consent", b"contoso");
+        assert!(cipher.verify_mac("consent", b"contoso", &tag));
+        assert!(!cipher.verify_mac("consent", b"fabrikam", &tag));
+        assert!(!cipher.verify_mac("webhook", b"contoso", &tag));
+        let rotated = SecretCipher::new(&[8u8; 32], &[&[7u8; 32]]).unwrap();
+        assert!(rotated.verify_mac("consent", b"contoso", &tag));
+        assert!(
+            !SecretCipher::new(&[8u8; 32], &[])
+                .unwrap()
+                .verify_mac("consent", b"contoso", &tag)
         );
     }
 

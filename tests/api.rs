@@ -66,6 +66,7 @@ async fn rig(overrides: &[(&str, &str)]) -> Rig {
             tenant_id: TenantId::new(tenant),
             policy: Policy::default(),
             created_at: killswitch::time::Timestamp::now(),
+            connection: None,
         };
         app.store
             .add_customer(&customer, &Actor::operator())
@@ -716,6 +717,7 @@ async fn without_the_remediation_app_configured_actions_answer_503_and_spend_not
         tenant_id: TenantId::new(CONTOSO),
         policy: Policy::default(),
         created_at: killswitch::time::Timestamp::now(),
+        connection: None,
     };
     app.store
         .add_customer(&customer, &Actor::operator())

@@ -68,6 +68,7 @@ async fn a_full_session_logged_at_debug_level_leaks_no_secret() {
         tenant_id: TenantId::new(CONTOSO),
         policy: Policy::default(),
         created_at: killswitch::time::Timestamp::now(),
+        connection: None,
     };
     app.store
         .add_customer(&customer, &Actor::operator())

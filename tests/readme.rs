@@ -5,7 +5,8 @@ use killswitch::auth::{Permission, Role};
 
 #[test]
 fn the_readme_role_matrix_is_the_enforced_one_cell_by_cell() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let header = "| permission | analyst | lead | auditor | admin |";
     let table: Vec<&str> = readme
         .lines()
@@ -21,7 +22,12 @@ fn the_readme_role_matrix_is_the_enforced_one_cell_by_cell() {
             .unwrap_or_else(|| panic!("no README row for `{}`", permission.describe()));
         let cells: Vec<&str> = row.split('|').skip(2).take(4).map(str::trim).collect();
         for (role, cell) in Role::ALL.iter().zip(cells) {
-            assert_eq!(cell == "✓", role.allows(permission), "{role} × {}: README says {cell}", permission.describe());
+            assert_eq!(
+                cell == "✓",
+                role.allows(permission),
+                "{role} × {}: README says {cell}",
+                permission.describe()
+            );
         }
     }
 }

@@ -216,6 +216,13 @@ pub enum AuditEvent {
         assurance: String,
     },
 
+    /// A webhook secret for Falcon was issued (never the secret itself); when it replaced one,
+    /// the previous secret stays valid until the time given.
+    WebhookSecretIssued {
+        secret_id: String,
+        previous_valid_until: Option<Timestamp>,
+    },
+
     AuditExported {
         format: String,
         from: Option<Timestamp>,
@@ -244,6 +251,7 @@ impl AuditEvent {
             AuditEvent::ActionRequested { .. } => "action_requested",
             AuditEvent::ActionOutcome { .. } => "action_outcome",
             AuditEvent::DetectionReceived { .. } => "detection_received",
+            AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
             AuditEvent::AuditExported { .. } => "audit_exported",
         }
     }
@@ -337,6 +345,10 @@ pub(crate) mod tests {
                 severity: "high".into(),
                 account: None,
                 assurance: "signed".into(),
+            },
+            AuditEvent::WebhookSecretIssued {
+                secret_id: "w".into(),
+                previous_valid_until: None,
             },
             AuditEvent::AuditExported {
                 format: "jsonl".into(),

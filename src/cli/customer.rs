@@ -91,6 +91,7 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
                 tenant_id,
                 policy: Policy::default(),
                 created_at: Timestamp::now(),
+                connection: None,
             };
             services
                 .store

@@ -1,6 +1,8 @@
 //! Customers: one Entra tenant each, and the policy that bounds what may be done in it.
 
+pub mod consent;
 pub mod discovery;
+pub mod onboarding;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,18 @@ pub struct Customer {
     pub tenant_id: TenantId,
     pub policy: Policy,
     pub created_at: Timestamp,
+    /// The last connection test, if any.
+    pub connection: Option<Connection>,
+}
+
+/// Whether killswitch can act in the customer's tenant, as the last test found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Connection {
+    pub ready: bool,
+    /// "ready", or the exact reason it is not.
+    pub detail: String,
+    pub checked_at: Timestamp,
+    pub last_ready_at: Option<Timestamp>,
 }
 
 /// Severity from which Falcon detections disable an account without waiting for an analyst.

@@ -146,6 +146,25 @@ impl GraphClient {
         })
     }
 
+    /// The cheapest read there is (one user id): proves the token works against Graph.
+    pub async fn probe(
+        &self,
+        tenant: TenantId,
+        deadline: Instant,
+    ) -> Result<Answer<()>, GraphError> {
+        let mut url = self.users_url(&[]);
+        url.query_pairs_mut()
+            .append_pair("$top", "1")
+            .append_pair("$select", "id");
+        let answer = self
+            .call("probe", tenant, Method::GET, url, None, deadline)
+            .await?;
+        Ok(Answer {
+            value: (),
+            evidence: answer.evidence,
+        })
+    }
+
     pub async fn set_account_enabled(
         &self,
         tenant: TenantId,

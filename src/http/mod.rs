@@ -3,6 +3,7 @@
 
 mod actions;
 pub mod caller;
+mod console;
 mod health;
 pub mod limiter;
 pub mod openapi;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/accounts/{account}/enable", post(actions::enable))
         .route("/api/v1/actions", get(actions::list_actions))
         .route("/api/v1/actions/{id}", get(actions::get_action))
+        .merge(console::routes())
         .fallback(|| async { problem::Problem::not_found().into_response() })
         .layer(
             ServiceBuilder::new()

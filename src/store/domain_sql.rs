@@ -10,7 +10,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, Outcome};
-use crate::customers::{Customer, Policy};
+use crate::customers::{Connection, Customer, Policy};
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
@@ -44,6 +44,10 @@ pub struct CustomerRecord {
     pub tenant_id: String,
     pub policy: String,
     pub created_at: String,
+    pub connection_ready: Option<bool>,
+    pub connection_detail: Option<String>,
+    pub connection_checked_at: Option<String>,
+    pub connection_ok_at: Option<String>,
 }
 
 impl CustomerRecord {
@@ -62,6 +66,18 @@ impl CustomerRecord {
                 .created_at
                 .parse()
                 .map_err(|_| corrupt("creation time"))?,
+            connection: match (self.connection_ready, self.connection_checked_at.as_deref()) {
+                (Some(ready), Some(checked_at)) => Some(Connection {
+                    ready,
+                    detail: self.connection_detail.unwrap_or_default(),
+                    checked_at: checked_at.parse().map_err(|_| corrupt("check time"))?,
+                    last_ready_at: self
+                        .connection_ok_at
+                        .as_deref()
+                        .and_then(|t| t.parse().ok()),
+                }),
+                _ => None,
+            },
             name: self.name,
             domain: self.domain,
         })
@@ -80,10 +96,10 @@ pub fn stale_actions_sql() -> String {
 
 pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL";
 
-pub const SELECT_CUSTOMER: &str =
-    "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers WHERE slug = $1";
-pub const SELECT_CUSTOMERS: &str =
-    "SELECT slug, name, domain, tenant_id, policy, created_at FROM customers ORDER BY slug";
+pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy, created_at, connection_ready, \
+     connection_detail, connection_checked_at, connection_ok_at FROM customers WHERE slug = $1";
+pub const SELECT_CUSTOMERS: &str = "SELECT slug, name, domain, tenant_id, policy, created_at, connection_ready, \
+     connection_detail, connection_checked_at, connection_ok_at FROM customers ORDER BY slug";
 
 fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise: {e}")))

@@ -4,6 +4,7 @@
 pub mod analysts_sql;
 pub mod audit_sql;
 pub mod domain_sql;
+pub mod onboarding_sql;
 pub mod postgres;
 mod reads;
 pub mod sqlite;
@@ -160,6 +161,44 @@ pub trait Store: Send + Sync + 'static {
     async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>>;
     async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>>;
     async fn analysts(&self) -> Result<Vec<AnalystRecord>>;
+    // Onboarding.
+
+    async fn create_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        expires: Timestamp,
+    ) -> Result<()>;
+    /// Consumes a consent state; `false` when it is unknown, for another customer, used or expired.
+    async fn use_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<bool>;
+    async fn record_connection_check(
+        &self,
+        customer: &CustomerSlug,
+        ready: bool,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Issues a webhook secret (sealed); the previous one stays valid until `grace_until`.
+    async fn add_webhook_secret(
+        &self,
+        customer: &CustomerSlug,
+        id: &str,
+        sealed: &str,
+        grace_until: Timestamp,
+        actor: &Actor,
+    ) -> Result<bool>;
+    /// The customer's webhook secrets valid at `now`, newest first.
+    async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<onboarding_sql::WebhookSecretRecord>>;
+
     // Console sessions (after single sign-on). Only a hash of the cookie value is stored.
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()>;

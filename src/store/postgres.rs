@@ -11,6 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx};
+use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
@@ -328,6 +329,86 @@ impl Store for PgStore {
 
     async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
         self.reads.analysts().await
+    }
+
+    async fn create_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        expires: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(onboarding_sql::INSERT_CONSENT_STATE)
+            .bind(nonce)
+            .bind(customer.as_str())
+            .bind(Timestamp::now().to_string())
+            .bind(expires.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn use_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let used: Option<(String,)> = sqlx::query_as(onboarding_sql::USE_CONSENT_STATE)
+            .bind(nonce)
+            .bind(customer.as_str())
+            .bind(now.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(used.is_some())
+    }
+
+    async fn record_connection_check(
+        &self,
+        customer: &CustomerSlug,
+        ready: bool,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(onboarding_sql::RECORD_CONNECTION)
+            .bind(customer.as_str())
+            .bind(ready)
+            .bind(detail)
+            .bind(now.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        customer: &CustomerSlug,
+        id: &str,
+        sealed: &str,
+        grace_until: Timestamp,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let rotated = onboarding_sql::add_webhook_secret::<Postgres>(
+            &mut tx,
+            &sealer,
+            customer,
+            id,
+            sealed,
+            grace_until,
+            actor,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(rotated)
+    }
+
+    async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecretRecord>> {
+        self.reads.webhook_secrets(customer, now).await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {

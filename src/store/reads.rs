@@ -6,6 +6,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::audit_sql as sql;
 use super::domain_sql::{self, CustomerRecord};
+use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::{ActionFilter, SessionRecord};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
@@ -38,15 +39,15 @@ where
     for<'r> ActionRecord: FromRow<'r, DB::Row>,
     for<'r> AnalystRecord: FromRow<'r, DB::Row>,
     for<'r> SessionRecord: FromRow<'r, DB::Row>,
+    for<'r> WebhookSecretRecord: FromRow<'r, DB::Row>,
 {
     pub fn new(pool: Pool<DB>) -> Reads<DB> {
         Reads { pool }
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query_as::<DB, (i64,)>("SELECT 1")
-            .fetch_one(&self.pool)
-            .await?;
+        // A plain execute: PostgreSQL's `1` is an INT4, which a typed fetch would have to match.
+        sqlx::query::<DB>("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -186,6 +187,20 @@ where
             .bind(now.to_string())
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    pub async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecretRecord>> {
+        Ok(
+            sqlx::query_as::<DB, WebhookSecretRecord>(onboarding_sql::VALID_WEBHOOK_SECRETS)
+                .bind(customer.as_str())
+                .bind(now.to_string())
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }
 

@@ -14,6 +14,7 @@ use sqlx::{Sqlite, SqliteConnection};
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::domain_sql::{self, ChainTx};
+use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
 use super::sqlite_writer::Writer;
 use super::{ActionFilter, SessionRecord};
@@ -368,6 +369,112 @@ impl Store for SqliteStore {
 
     async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
         self.reads.analysts().await
+    }
+
+    async fn create_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        expires: Timestamp,
+    ) -> Result<()> {
+        let (nonce, customer) = (nonce.to_owned(), customer.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(onboarding_sql::INSERT_CONSENT_STATE)
+                    .bind(nonce)
+                    .bind(customer)
+                    .bind(Timestamp::now().to_string())
+                    .bind(expires.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn use_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (nonce, customer) = (nonce.to_owned(), customer.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let used: Option<(String,)> = sqlx::query_as(onboarding_sql::USE_CONSENT_STATE)
+                    .bind(nonce)
+                    .bind(customer)
+                    .bind(now.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(used.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn record_connection_check(
+        &self,
+        customer: &CustomerSlug,
+        ready: bool,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (customer, detail) = (customer.to_string(), detail.to_owned());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(onboarding_sql::RECORD_CONNECTION)
+                    .bind(customer)
+                    .bind(ready)
+                    .bind(detail)
+                    .bind(now.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn add_webhook_secret(
+        &self,
+        customer: &CustomerSlug,
+        id: &str,
+        sealed: &str,
+        grace_until: Timestamp,
+        actor: &Actor,
+    ) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let (customer, id, sealed, actor) = (
+            customer.clone(),
+            id.to_owned(),
+            sealed.to_owned(),
+            actor.clone(),
+        );
+        self.write(move |conn| {
+            Box::pin(async move {
+                onboarding_sql::add_webhook_secret::<Sqlite>(
+                    conn,
+                    &sealer,
+                    &customer,
+                    &id,
+                    &sealed,
+                    grace_until,
+                    &actor,
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecretRecord>> {
+        self.reads.webhook_secrets(customer, now).await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {

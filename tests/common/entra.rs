@@ -157,6 +157,7 @@ impl Rig {
             tenant_id: TenantId::new(tenant),
             policy,
             created_at: killswitch::time::Timestamp::now(),
+            connection: None,
         };
         self.store
             .add_customer(&customer, &Actor::operator())

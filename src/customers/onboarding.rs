@@ -1,0 +1,419 @@
+//! Onboarding a customer: the admin-consent link, the callback that proves the consent, the
+//! connection test, and the webhook secret Falcon signs with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::SecretString;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::consent::{self, ConsentState};
+use super::{Connection, Customer};
+use crate::audit::event::{Actor, AuditEvent};
+use crate::domain::{ChainId, CustomerSlug, TenantId};
+use crate::error::{Error, Result};
+use crate::graph::token::REVOKE_ROLE;
+use crate::graph::{GraphClient, GraphError, TokenError};
+use crate::secrets::{SecretCipher, random_bytes};
+use crate::store::Store;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct OnboardingSettings {
+    pub authority_url: url::Url,
+    pub client_id: Option<String>,
+    pub public_url: url::Url,
+    pub consent_link_ttl: Duration,
+    pub webhook_grace: Duration,
+    pub signature_header: String,
+}
+
+pub struct Onboarding {
+    store: Arc<dyn Store>,
+    cipher: Arc<SecretCipher>,
+    graph: Option<Arc<GraphClient>>,
+    settings: OnboardingSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsentLink {
+    pub customer: String,
+    pub url: String,
+    pub expires_at: Timestamp,
+}
+
+/// What the consent callback concluded, for the page the administrator sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsentResult {
+    Granted {
+        customer: String,
+    },
+    Failed {
+        customer: Option<String>,
+        reason: String,
+        advice: String,
+    },
+}
+
+/// The query Entra redirects back with.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct CallbackParams {
+    pub admin_consent: Option<String>,
+    pub tenant: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// A freshly issued webhook secret and where it goes in the Falcon Store Webhook app.
+pub struct IssuedSecret {
+    pub url: String,
+    pub secret: SecretString,
+    pub header: String,
+    pub rotated: bool,
+    pub previous_valid_until: Option<Timestamp>,
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(20)
+}
+
+fn later(by: Duration) -> Timestamp {
+    Timestamp::from_datetime(
+        chrono::Utc::now() + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX),
+    )
+}
+
+pub fn webhook_context(customer: &str, id: &str) -> String {
+    format!("webhook:{customer}:{id}")
+}
+
+impl Onboarding {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cipher: Arc<SecretCipher>,
+        graph: Option<Arc<GraphClient>>,
+        settings: OnboardingSettings,
+    ) -> Onboarding {
+        Onboarding {
+            store,
+            cipher,
+            graph,
+            settings,
+        }
+    }
+
+    fn redirect_uri(&self) -> String {
+        format!(
+            "{}/consent/callback",
+            self.settings.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// A signed, single-use, expiring admin-consent link for the customer's tenant.
+    pub async fn consent_link(&self, customer: &Customer) -> Result<ConsentLink> {
+        let client_id = self.settings.client_id.as_deref().ok_or_else(|| {
+            Error::InvalidInput(
+                "entra.client_id is not set: configure the remediation app first".to_owned(),
+            )
+        })?;
+        let expires_at = later(self.settings.consent_link_ttl);
+        let state = ConsentState::new(&customer.slug, &customer.tenant_id, expires_at)?;
+        self.store
+            .create_consent_state(&state.n, &customer.slug, expires_at)
+            .await?;
+        let url = consent::link(
+            &self.settings.authority_url,
+            &customer.tenant_id,
+            client_id,
+            &self.redirect_uri(),
+            &state.sign(&self.cipher)?,
+        )?;
+        Ok(ConsentLink {
+            customer: customer.slug.to_string(),
+            url,
+            expires_at,
+        })
+    }
+
+    /// Handles Entra's redirect: the error first, then the signed state, then the tenant, then
+    /// proof of the consent by getting a token for the tenant. Every outcome is audited.
+    pub async fn callback(&self, params: &CallbackParams, actor: &Actor) -> Result<ConsentResult> {
+        let tenant_param = params.tenant.clone();
+        let state = params
+            .state
+            .as_deref()
+            .and_then(|s| ConsentState::verify(s, &self.cipher));
+        let customer = match &state {
+            Some(state) => match state.c.parse::<CustomerSlug>() {
+                Ok(slug) => self.store.customer(&slug).await?,
+                Err(_) => None,
+            },
+            None => None,
+        };
+
+        if let Some(error) = &params.error {
+            let description = params.error_description.as_deref().unwrap_or_default();
+            if let (Some(state), Some(customer)) = (&state, &customer) {
+                // The link is spent either way; the administrator gets a fresh one.
+                let _ = self
+                    .store
+                    .use_consent_state(&state.n, &customer.slug, Timestamp::now())
+                    .await?;
+            }
+            let reason = format!("Entra answered `{error}`: {}", first_sentence(description));
+            let advice = if error == "access_denied"
+                || error == "permission_denied"
+                || error.contains("consent")
+            {
+                "The administrator declined the permissions. Ask the provider for a new link when ready."
+            } else {
+                "Nothing was granted. Ask the provider for a new link and try again."
+            };
+            return self
+                .failed(customer.as_ref(), tenant_param, reason, advice, actor)
+                .await;
+        }
+
+        let (Some(state), Some(customer)) = (state, customer) else {
+            return self
+                .failed(
+                    None,
+                    tenant_param,
+                    "the link's state is missing, forged or altered".to_owned(),
+                    "Use the link exactly as the provider sent it.",
+                    actor,
+                )
+                .await;
+        };
+        let now = Timestamp::now();
+        if state.expired(now) {
+            let _ = self
+                .store
+                .use_consent_state(&state.n, &customer.slug, now)
+                .await?;
+            return self
+                .failed(
+                    Some(&customer),
+                    tenant_param,
+                    "the link has expired".to_owned(),
+                    "Ask the provider for a new link.",
+                    actor,
+                )
+                .await;
+        }
+        if !self
+            .store
+            .use_consent_state(&state.n, &customer.slug, now)
+            .await?
+        {
+            return self
+                .failed(
+                    Some(&customer),
+                    tenant_param,
+                    "the link was already used".to_owned(),
+                    "Each link works once; ask the provider for a new one.",
+                    actor,
+                )
+                .await;
+        }
+        let tenant_ok = tenant_param
+            .as_deref()
+            .and_then(|t| t.parse::<TenantId>().ok())
+            == Some(customer.tenant_id)
+            && state.t == customer.tenant_id.to_string();
+        if !tenant_ok {
+            return self
+                .failed(
+                    Some(&customer),
+                    tenant_param,
+                    format!("consent was given in another tenant than {}'s ({})", customer.name, customer.tenant_id),
+                    "Sign in with an administrator account of your own organisation and use the link again (ask for a new one).",
+                    actor,
+                )
+                .await;
+        }
+
+        // Never trust the redirect alone: a token for the tenant with the right roles proves it.
+        match self.fresh_token_check(customer.tenant_id).await {
+            Ok(()) => {
+                let event = AuditEvent::ConsentGranted {
+                    tenant_id: customer.tenant_id.to_string(),
+                };
+                self.store
+                    .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
+                    .await?;
+                let _ = self.test_connection(&customer).await;
+                Ok(ConsentResult::Granted {
+                    customer: customer.name.clone(),
+                })
+            }
+            Err(reason) => {
+                let advice = "The permissions did not take effect. Ask the provider for a new link and accept all requested permissions.";
+                self.failed(Some(&customer), tenant_param, reason, advice, actor)
+                    .await
+            }
+        }
+    }
+
+    async fn failed(
+        &self,
+        customer: Option<&Customer>,
+        tenant: Option<String>,
+        reason: String,
+        advice: &str,
+        actor: &Actor,
+    ) -> Result<ConsentResult> {
+        let chain = customer
+            .map(|c| ChainId::Customer(c.slug.clone()))
+            .unwrap_or(ChainId::System);
+        let event = AuditEvent::ConsentFailed {
+            tenant_id: tenant,
+            reason: reason.clone(),
+        };
+        self.store.append(&chain, actor, &event).await?;
+        Ok(ConsentResult::Failed {
+            customer: customer.map(|c| c.name.clone()),
+            reason,
+            advice: advice.to_owned(),
+        })
+    }
+
+    fn graph(&self) -> std::result::Result<&GraphClient, String> {
+        self.graph.as_deref().ok_or_else(|| "the remediation app is not configured (entra.client_id and a secret or certificate)".to_owned())
+    }
+
+    /// A newly fetched token for the tenant with the roles killswitch needs, or why not.
+    async fn fresh_token_check(&self, tenant: TenantId) -> std::result::Result<(), String> {
+        let graph = self.graph()?;
+        graph.tokens().invalidate(tenant).await;
+        graph
+            .token(tenant, deadline())
+            .await
+            .map(|_| ())
+            .map_err(|e| not_ready(&e))
+    }
+
+    /// Token, roles, and one cheap Graph read; the result is stored with the time.
+    pub async fn test_connection(&self, customer: &Customer) -> Result<Connection> {
+        let (ready, detail) = match self.check(customer.tenant_id).await {
+            Ok(detail) => (true, detail),
+            Err(reason) => (false, reason),
+        };
+        let now = Timestamp::now();
+        self.store
+            .record_connection_check(&customer.slug, ready, &detail, now)
+            .await?;
+        let previous_ok = customer.connection.as_ref().and_then(|c| c.last_ready_at);
+        Ok(Connection {
+            ready,
+            detail,
+            checked_at: now,
+            last_ready_at: if ready { Some(now) } else { previous_ok },
+        })
+    }
+
+    async fn check(&self, tenant: TenantId) -> std::result::Result<String, String> {
+        self.fresh_token_check(tenant).await?;
+        let graph = self.graph()?;
+        let token = graph
+            .token(tenant, deadline())
+            .await
+            .map_err(|e| not_ready(&e))?;
+        graph.probe(tenant, deadline()).await.map_err(|e| match e {
+            GraphError::Denied { code, .. } => format!("a permission is missing: Graph denied reading users ({code}); the customer must grant admin consent again"),
+            GraphError::GaveUp { status, .. } => format!("Microsoft Graph unreachable: it answered {status} until the deadline"),
+            GraphError::Unreachable { reason, .. } => format!("Microsoft Graph unreachable: {reason}"),
+            GraphError::Token(e) => not_ready(&e),
+            other => format!("Microsoft Graph refused the check: {other}"),
+        })?;
+        Ok(if token.has_role(REVOKE_ROLE) {
+            "ready".to_owned()
+        } else {
+            "ready (sign-in sessions cannot be revoked: User.RevokeSessions.All is not granted)"
+                .to_owned()
+        })
+    }
+
+    /// Generates a webhook secret (64 characters); with `rotate`, the current one keeps working
+    /// for the grace period so the Falcon workflow can be updated without losing detections.
+    pub async fn issue_webhook_secret(
+        &self,
+        customer: &Customer,
+        rotate: bool,
+        actor: &Actor,
+    ) -> Result<IssuedSecret> {
+        let now = Timestamp::now();
+        let existing = self.store.webhook_secrets(&customer.slug, now).await?;
+        if !existing.is_empty() && !rotate {
+            return Err(Error::Conflict(format!(
+                "customer `{}` already has a webhook secret; use --rotate to replace it (the old one stays valid for {} hours)",
+                customer.slug,
+                self.settings.webhook_grace.as_secs() / 3600
+            )));
+        }
+        let secret = URL_SAFE_NO_PAD.encode(random_bytes::<48>()?);
+        let id = uuid::Uuid::new_v4().to_string();
+        let sealed = self.cipher.seal(
+            secret.as_bytes(),
+            &webhook_context(customer.slug.as_str(), &id),
+        )?;
+        let grace_until = later(self.settings.webhook_grace);
+        let rotated = self
+            .store
+            .add_webhook_secret(&customer.slug, &id, &sealed, grace_until, actor)
+            .await?;
+        Ok(IssuedSecret {
+            url: format!(
+                "{}/api/v1/webhooks/falcon/{}",
+                self.settings.public_url.as_str().trim_end_matches('/'),
+                customer.slug
+            ),
+            secret: SecretString::from(secret),
+            header: self.settings.signature_header.clone(),
+            rotated,
+            previous_valid_until: rotated.then_some(grace_until),
+        })
+    }
+}
+
+fn first_sentence(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    line.split("\r")
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// The exact reason a tenant is not ready, in the customer's and operator's terms.
+fn not_ready(error: &TokenError) -> String {
+    match error {
+        TokenError::NotConsented { code } => format!(
+            "not consented: the customer's administrator has not granted admin consent ({code}); send the consent link"
+        ),
+        TokenError::MissingRoles { missing } => format!(
+            "a permission is missing: {}; the customer must grant admin consent again",
+            missing.join(", ")
+        ),
+        TokenError::CredentialsRejected { code } => {
+            format!("the remediation app's secret or certificate was rejected by Entra ({code})")
+        }
+        TokenError::TenantNotFound { code, .. } => {
+            format!("Entra does not know this tenant ({code})")
+        }
+        TokenError::Unreachable(reason) => format!("Entra unreachable: {reason}"),
+        TokenError::NotConfigured(reason) => {
+            format!("the remediation app is not configured: {reason}")
+        }
+        TokenError::Refused {
+            status,
+            code,
+            description,
+        } => format!("Entra refused a token ({status} {code}): {description}"),
+    }
+}

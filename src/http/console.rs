@@ -1,0 +1,550 @@
+//! The browser side of single sign-on: `/login` sends the analyst to the OpenID provider,
+//! `/auth/callback` turns the provider's answer into a console session (cookie `ks_session`,
+//! HttpOnly, SameSite=Lax), `/logout` ends it, and `/` is a minimal, script-free console page.
+//!
+//! A sign-in is bound to the browser that started it: `/login` sets a short-lived `ks_login`
+//! cookie holding the `state`, and the callback must bring the same one back, so nobody can
+//! plant their own sign-in in someone else's browser.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, SET_COOKIE,
+    USER_AGENT, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use super::caller::{CSRF_HEADER, SESSION_COOKIE, cookie};
+use super::problem::Problem;
+use crate::audit::AuditEvent;
+use crate::audit::event::{Actor, RequestContext};
+use crate::auth::analysts::AnalystRecord;
+use crate::auth::oidc::{LOGIN_TTL, OidcError};
+use crate::auth::tokens;
+use crate::domain::ChainId;
+use crate::error::Error;
+use crate::store::SessionRecord;
+use crate::time::Timestamp;
+
+/// Holds the `state` of the sign-in this browser started, for the callback to compare.
+const LOGIN_COOKIE: &str = "ks_login";
+const CALLBACK_PATH: &str = "/auth/callback";
+/// The form field the sign-out form carries the CSRF token in (scripts use the header).
+const CSRF_FIELD: &str = "csrf_token";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login))
+        .route(CALLBACK_PATH, get(callback))
+        .route("/logout", post(logout))
+}
+
+/// Where a request came from, for the audit log and the failure limiter.
+struct Visitor {
+    ip: Option<IpAddr>,
+    context: RequestContext,
+}
+
+impl FromRequestParts<AppState> for Visitor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &AppState,
+    ) -> Result<Visitor, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Visitor {
+            ip,
+            context: RequestContext {
+                request_id: header(super::REQUEST_ID.as_str()),
+                client_ip: ip.map(|ip| ip.to_string()),
+                user_agent: header(USER_AGENT.as_str()).map(|ua| ua.chars().take(200).collect()),
+            },
+        })
+    }
+}
+
+/// The console: who is signed in, the CSRF token for scripts, and sign-out; or a sign-in link.
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let signed_in = match cookie(&headers, SESSION_COOKIE) {
+        Some(value) => match current_session(&state, value).await {
+            Ok(found) => found,
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    if let Some((session, analyst)) = signed_in {
+        let csrf = escape(&session.csrf_token);
+        let head = format!(r#"<meta name="csrf-token" content="{csrf}">"#);
+        let body = format!(
+            r#"<p>Signed in as <strong>{name}</strong> ({email}), role <code>{role}</code>. This session ends at {ends} (UTC).</p>
+<p>This page runs no scripts. The API is described in <a href="/openapi.json">openapi.json</a>; scripts that call it with this session must send the token from the <code>csrf-token</code> meta tag in the <code>X-CSRF-Token</code> header on every request that changes something (and, for every action, the current one-time code in <code>X-Killswitch-OTP</code>).</p>
+<form method="post" action="/logout">
+<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">
+<button type="submit">Sign out</button>
+</form>"#,
+            name = escape(&analyst.display_name),
+            email = escape(&analyst.email),
+            role = escape(&analyst.role),
+            ends = escape(&session.expires_at),
+        );
+        return page(StatusCode::OK, "killswitch console", &head, &body);
+    }
+    let body = if state.oidc.is_some() {
+        r#"<p>You are not signed in.</p>
+<p><a href="/login">Sign in</a> with your organisation's single sign-on.</p>"#
+    } else {
+        r#"<p>You are not signed in, and single sign-on is not configured on this server.</p>
+<p>Use the API with an API token (<code>Authorization: Bearer ks_…</code>); it is described in <a href="/openapi.json">openapi.json</a>.</p>"#
+    };
+    let mut response = page(StatusCode::OK, "killswitch console", "", body);
+    // A cookie that no longer names a session is cleared.
+    if cookie(&headers, SESSION_COOKIE).is_some() {
+        append_cookie(&mut response, &clear_cookie(&state, SESSION_COOKIE, "/"));
+    }
+    response
+}
+
+/// The session a cookie value names, and its analyst while they are active.
+async fn current_session(
+    state: &AppState,
+    value: &str,
+) -> Result<Option<(SessionRecord, AnalystRecord)>, Error> {
+    let Some(session) = state
+        .store
+        .session(&tokens::hash(value), Timestamp::now())
+        .await?
+    else {
+        return Ok(None);
+    };
+    let Ok(id) = uuid::Uuid::parse_str(&session.analyst_id) else {
+        return Ok(None);
+    };
+    Ok(state
+        .store
+        .analyst(id)
+        .await?
+        .filter(|r| r.status == "active")
+        .map(|analyst| (session, analyst)))
+}
+
+/// Sends the browser to the provider (303), remembering the sign-in's `state` in a cookie.
+async fn login(State(state): State<AppState>) -> Response {
+    let Some(oidc) = &state.oidc else {
+        return not_configured();
+    };
+    match oidc.login().await {
+        Ok(redirect) => {
+            let mut response = see_other(redirect.url.as_str());
+            let binding = set_cookie(
+                &state,
+                LOGIN_COOKIE,
+                &redirect.state,
+                CALLBACK_PATH,
+                LOGIN_TTL.as_secs(),
+            );
+            append_cookie(&mut response, &binding);
+            response
+        }
+        Err(e) => sign_in_failed(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider's answer: a code to exchange, or an error to explain.
+async fn callback(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    let Some(oidc) = state.oidc.clone() else {
+        return not_configured();
+    };
+    if let Some(secs) = visitor.ip.and_then(|ip| state.failures.blocked(ip)) {
+        let mut response = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins",
+            "This address failed to authenticate too often. Wait a few minutes, then try again.",
+        );
+        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let with_cleared_binding = |mut response: Response| {
+        append_cookie(
+            &mut response,
+            &clear_cookie(&state, LOGIN_COOKIE, CALLBACK_PATH),
+        );
+        response
+    };
+
+    if let Some(error) = params.error.as_deref() {
+        if let Some(s) = params.state.as_deref() {
+            oidc.abandon(s);
+        }
+        let detail = match params.error_description.as_deref() {
+            Some(description) => format!(
+                "The identity provider did not sign you in: {} ({}).",
+                escape(description),
+                escape(error)
+            ),
+            None => format!(
+                "The identity provider did not sign you in: {}.",
+                escape(error)
+            ),
+        };
+        let status = if error == "access_denied" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return with_cleared_binding(message_html(
+            status,
+            "Sign-in failed",
+            &format!(r#"<p>{detail}</p><p><a href="/login">Try again</a>.</p>"#),
+        ));
+    }
+    let (Some(code), Some(sign_in)) = (params.code.as_deref(), params.state.as_deref()) else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "The identity provider's answer has no code or no state. Start again at /login.",
+        );
+    };
+    let bound = cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(sign_in.as_bytes())));
+    if !bound {
+        oidc.abandon(sign_in);
+        return with_cleared_binding(message_html(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            r#"<p>This sign-in was not started in this browser, or took too long. Please start again.</p><p><a href="/login">Sign in</a></p>"#,
+        ));
+    }
+
+    let identity = match oidc.finish(code, sign_in).await {
+        Ok(identity) => identity,
+        Err(OidcError::Refused(reason)) => {
+            refuse(
+                &state,
+                &visitor,
+                format!("single sign-on refused: {reason}"),
+            )
+            .await;
+            return with_cleared_binding(message(
+                StatusCode::FORBIDDEN,
+                "Sign-in refused",
+                "The identity provider's answer did not pass killswitch's checks, so you are not signed in.",
+            ));
+        }
+        Err(e) => return with_cleared_binding(sign_in_failed(&e)),
+    };
+    let who = identity.identity().to_owned();
+    let analyst = match state.auth.by_email(&who).await {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let Some(analyst) = analyst else {
+        refuse(
+            &state,
+            &visitor,
+            format!("single sign-on for an unknown or disabled analyst: {who}"),
+        )
+        .await;
+        return with_cleared_binding(message(
+            StatusCode::FORBIDDEN,
+            "Not a killswitch analyst",
+            &format!(
+                "The identity provider signed you in as {who}, but no active killswitch analyst has that e-mail address. Ask a killswitch administrator to enroll you."
+            ),
+        ));
+    };
+
+    // A fresh session id on every sign-in; a session this browser had before ends.
+    if let Some(old) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = state.store.delete_session(&tokens::hash(old)).await
+    {
+        tracing::warn!(error = %e, "cannot end the previous console session");
+    }
+    let ttl = oidc.session_ttl();
+    let (id, session) = match new_session(&analyst, ttl) {
+        Ok(made) => made,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = state.store.create_session(&session).await {
+        return e.into_response();
+    }
+    tracing::info!(analyst = %analyst.id, "console session started after single sign-on");
+    let mut response = with_cleared_binding(see_other("/"));
+    append_cookie(
+        &mut response,
+        &set_cookie(&state, SESSION_COOKIE, &id, "/", ttl.as_secs()),
+    );
+    response
+}
+
+/// A new session for the analyst: the cookie value, and the record that stores only its hash.
+fn new_session(
+    analyst: &AnalystRecord,
+    ttl: std::time::Duration,
+) -> Result<(String, SessionRecord), Error> {
+    let id = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes::<32>()?);
+    let csrf = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes::<32>()?);
+    let now = Timestamp::now();
+    let ttl = chrono::Duration::from_std(ttl)
+        .map_err(|e| Error::Internal(format!("session lifetime: {e}")))?;
+    let session = SessionRecord {
+        id_hash: tokens::hash(&id),
+        analyst_id: analyst.id.clone(),
+        csrf_token: csrf,
+        created_at: now.to_string(),
+        expires_at: Timestamp::from_datetime(now.as_datetime() + ttl).to_string(),
+    };
+    Ok((id, session))
+}
+
+/// Ends the session. Like every state change made with the session cookie it needs the CSRF
+/// token: in the `X-CSRF-Token` header, or (for the console's own sign-out form, which cannot
+/// set headers) in the `csrf_token` form field.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        let hash = tokens::hash(value);
+        let session = match state.store.session(&hash, Timestamp::now()).await {
+            Ok(session) => session,
+            Err(e) => return e.into_response(),
+        };
+        if let Some(session) = session {
+            let field = url::form_urlencoded::parse(&body)
+                .find(|(key, _)| key == CSRF_FIELD)
+                .map(|(_, value)| value.into_owned());
+            let sent = headers
+                .get(CSRF_HEADER)
+                .map(|v| v.as_bytes().to_vec())
+                .or_else(|| field.map(String::into_bytes))
+                .unwrap_or_default();
+            if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
+                return Problem::new(StatusCode::FORBIDDEN, "csrf", "Missing or wrong CSRF token")
+                    .detail(
+                        "requests made with the console session must carry the X-CSRF-Token header",
+                    )
+                    .into_response();
+            }
+            if let Err(e) = state.store.delete_session(&hash).await {
+                return e.into_response();
+            }
+            tracing::info!(analyst = %session.analyst_id, "console session ended");
+        }
+    }
+    let mut response = see_other("/");
+    append_cookie(&mut response, &clear_cookie(&state, SESSION_COOKIE, "/"));
+    response
+}
+
+/// Audits a refused sign-in in the system chain and counts it against the client address.
+async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
+    tracing::info!(%reason, "single sign-on refused");
+    if let Some(ip) = visitor.ip {
+        state.failures.record_failure(ip);
+    }
+    let event = AuditEvent::AuthenticationFailed {
+        analyst_id: None,
+        reason,
+        request: Some(visitor.context.clone()),
+    };
+    let actor = Actor::Unauthenticated {
+        client_ip: visitor.context.client_ip.clone(),
+    };
+    if let Err(e) = state.store.append(&ChainId::System, &actor, &event).await {
+        tracing::error!(error = %e, "cannot record a refused sign-in");
+    }
+}
+
+fn sign_in_failed(error: &OidcError) -> Response {
+    let (status, text) = match error {
+        OidcError::Unavailable(reason) => {
+            tracing::warn!(%reason, "single sign-on provider unavailable");
+            (
+                StatusCode::BAD_GATEWAY,
+                "The identity provider cannot be reached right now. Try again in a minute.",
+            )
+        }
+        OidcError::UnknownState => (
+            StatusCode::BAD_REQUEST,
+            "This sign-in has expired or was already used. Please start again.",
+        ),
+        OidcError::Busy => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many sign-ins are in progress. Try again in a few minutes.",
+        ),
+        OidcError::Refused(_) => (
+            StatusCode::FORBIDDEN,
+            "The identity provider's answer did not pass killswitch's checks.",
+        ),
+    };
+    message_html(
+        status,
+        "Sign-in failed",
+        &format!(r#"<p>{text}</p><p><a href="/login">Sign in</a></p>"#),
+    )
+}
+
+fn not_configured() -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "Single sign-on is not configured",
+        "This killswitch server has no OpenID provider configured; use an API token.",
+    )
+}
+
+fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    match HeaderValue::from_str(location) {
+        Ok(value) => {
+            response.headers_mut().insert(LOCATION, value);
+        }
+        Err(_) => *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+    }
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn secure(state: &AppState) -> &'static str {
+    if state.settings.server.public_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: u64) -> String {
+    format!(
+        "{name}={value}; HttpOnly; SameSite=Lax; Path={path}; Max-Age={max_age}{}",
+        secure(state)
+    )
+}
+
+fn clear_cookie(state: &AppState, name: &str, path: &str) -> String {
+    set_cookie(state, name, "", path, 0)
+}
+
+fn append_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
+/// A short page whose text is escaped here.
+fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    message_html(status, title, &format!("<p>{}</p>", escape(text)))
+}
+
+fn message_html(status: StatusCode, title: &str, body: &str) -> Response {
+    page(status, title, "", body)
+}
+
+/// A complete page: no scripts, no external assets, not cached, not framed.
+fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
+    let html = format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · killswitch</title>
+{head}
+<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}button{{font-size:1rem}}</style>
+</head>
+<body>
+<main>
+<h1>{title}</h1>
+{body}
+</main>
+</body>
+</html>
+"#,
+        title = escape(title),
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_text_is_escaped() {
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}
