@@ -15,6 +15,7 @@ use crate::audit::append::Sealer;
 use crate::audit::signing::KeyOrigin;
 use crate::auth::gate::{Authenticator, MfaPolicy};
 use crate::config::Settings;
+use crate::customers::onboarding::{Onboarding, OnboardingSettings};
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
@@ -30,6 +31,7 @@ pub struct Services {
     pub audit_key: Arc<AuditKey>,
     pub auth: Arc<Authenticator>,
     pub remediator: Option<Arc<Remediator>>,
+    pub onboarding: Arc<Onboarding>,
 }
 
 impl Services {
@@ -68,26 +70,49 @@ impl Services {
                 "generated a new key for secrets at rest; back it up with the database, or set mfa.encryption_key"
             );
         }
+        let cipher = Arc::new(cipher);
         let auth = Arc::new(Authenticator::new(
             store.clone(),
-            Arc::new(cipher),
+            cipher.clone(),
             MfaPolicy {
                 max_failures: settings.mfa.max_failures,
                 lockout: settings.mfa.lockout,
             },
         ));
-        let remediator = remediator(settings, store.clone())?;
+        let graph = graph_client(settings)?;
+        let remediator = graph.clone().map(|graph| {
+            let remediation = RemediationSettings {
+                deadline: settings.graph.deadline,
+                ..RemediationSettings::default()
+            };
+            Arc::new(Remediator::new(store.clone(), graph, remediation))
+        });
+        let onboarding = Arc::new(Onboarding::new(
+            store.clone(),
+            cipher,
+            graph,
+            OnboardingSettings {
+                authority_url: settings.entra.authority_url.clone(),
+                client_id: settings.entra.client_id.clone(),
+                public_url: settings.server.public_url.clone(),
+                consent_link_ttl: settings.onboarding.consent_link_ttl,
+                webhook_grace: settings.falcon.secret_grace,
+                signature_header: settings.falcon.signature_header.clone(),
+                check_deadline: settings.graph.deadline,
+            },
+        ));
         Ok(Services {
             store,
             audit_key,
             auth,
             remediator,
+            onboarding,
         })
     }
 }
 
-/// The remediation engine, when the app's client id and a credential are configured.
-pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<Arc<Remediator>>> {
+/// The Graph client of the remediation app, when its client id and a credential are configured.
+pub fn graph_client(settings: &Settings) -> Result<Option<Arc<GraphClient>>> {
     let entra = &settings.entra;
     let Some(client_id) = entra.client_id.clone() else {
         return Ok(None);
@@ -104,7 +129,7 @@ pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<A
         (None, Some(secret)) => ClientCredential::Secret(secret.clone()),
         (None, None) => return Ok(None),
     };
-    let graph = GraphClient::new(GraphSettings {
+    Ok(Some(Arc::new(GraphClient::new(GraphSettings {
         authority_url: entra.authority_url.clone(),
         graph_url: entra.graph_url.clone(),
         client_id,
@@ -112,16 +137,7 @@ pub fn remediator(settings: &Settings, store: Arc<dyn Store>) -> Result<Option<A
         request_timeout: settings.graph.request_timeout,
         max_in_flight_per_tenant: settings.graph.max_in_flight_per_tenant,
         max_in_flight: settings.graph.max_in_flight,
-    })?;
-    let remediation = RemediationSettings {
-        deadline: settings.graph.deadline,
-        ..RemediationSettings::default()
-    };
-    Ok(Some(Arc::new(Remediator::new(
-        store,
-        Arc::new(graph),
-        remediation,
-    ))))
+    })?)))
 }
 
 pub struct Application {
@@ -164,6 +180,7 @@ impl Application {
             oidc,
             failures: Arc::new(failures),
             remediator: services.remediator,
+            onboarding: services.onboarding,
             metrics: crate::telemetry::metrics(),
         };
         Ok(Application { listener, state })

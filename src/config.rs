@@ -32,6 +32,8 @@ pub struct Settings {
     pub entra: EntraSettings,
     pub graph: GraphLimits,
     pub remediation: RemediationConfig,
+    pub onboarding: OnboardingConfig,
+    pub falcon: FalconSettings,
     pub mfa: MfaSettings,
     pub auth: AuthSettings,
     pub oidc: OidcSettings,
@@ -104,6 +106,19 @@ pub struct GraphLimits {
     pub request_timeout: Duration,
     pub max_in_flight_per_tenant: usize,
     pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OnboardingConfig {
+    pub consent_link_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct FalconSettings {
+    /// The header the Falcon Store Webhook app puts its signature in.
+    pub signature_header: String,
+    /// How long a replaced webhook secret keeps working.
+    pub secret_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -304,6 +319,31 @@ impl Settings {
                     .unwrap_or(30),
             ),
         };
+        let onboarding = OnboardingConfig {
+            consent_link_ttl: Duration::from_secs(
+                r.number("onboarding.consent_link_secs", 1, 90 * 86_400)
+                    .unwrap_or(7 * 86_400),
+            ),
+        };
+        let falcon = FalconSettings {
+            signature_header: {
+                let header = r
+                    .string("falcon.signature_header")
+                    .unwrap_or_else(|| "X-CS-Primary-Signature".to_owned());
+                if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    r.problem(
+                        "falcon.signature_header",
+                        format!("`{header}` is not a valid HTTP header name"),
+                    );
+                }
+                header
+            },
+            secret_grace: Duration::from_secs(
+                3600 * r
+                    .number("falcon.secret_grace_hours", 0, 24 * 30)
+                    .unwrap_or(24),
+            ),
+        };
 
         let mfa = MfaSettings {
             encryption_key: r.secret("mfa.encryption_key").and_then(|key| {
@@ -383,6 +423,8 @@ impl Settings {
             entra,
             graph,
             remediation,
+            onboarding,
+            falcon,
             mfa,
             auth,
             oidc,

@@ -216,6 +216,12 @@ pub enum AuditEvent {
         assurance: String,
     },
 
+    /// The connection to the customer's tenant was tested: ready, or the exact reason not.
+    ConnectionTested {
+        ready: bool,
+        detail: String,
+    },
+
     /// A webhook secret for Falcon was issued (never the secret itself); when it replaced one,
     /// the previous secret stays valid until the time given.
     WebhookSecretIssued {
@@ -251,6 +257,7 @@ impl AuditEvent {
             AuditEvent::ActionRequested { .. } => "action_requested",
             AuditEvent::ActionOutcome { .. } => "action_outcome",
             AuditEvent::DetectionReceived { .. } => "detection_received",
+            AuditEvent::ConnectionTested { .. } => "connection_tested",
             AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
             AuditEvent::AuditExported { .. } => "audit_exported",
         }
@@ -345,6 +352,10 @@ pub(crate) mod tests {
                 severity: "high".into(),
                 account: None,
                 assurance: "signed".into(),
+            },
+            AuditEvent::ConnectionTested {
+                ready: true,
+                detail: "ready".into(),
             },
             AuditEvent::WebhookSecretIssued {
                 secret_id: "w".into(),

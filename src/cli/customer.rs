@@ -34,6 +34,27 @@ pub enum CustomerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The admin-consent link to send the customer's global administrator (single use, expiring).
+    ConsentLink {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that killswitch can act in the customer's tenant: token, permissions, one Graph read.
+    Test {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue the secret Falcon signs webhooks with, and print what to paste into Falcon.
+    WebhookSecret {
+        slug: String,
+        /// Replace the current secret; it keeps working for falcon.secret_grace_hours.
+        #[arg(long)]
+        rotate: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or change a customer's policy (every change is audited).
     Policy {
         slug: String,
@@ -126,6 +147,92 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
                 }
             }
         }
+        CustomerCommand::ConsentLink { slug, json } => {
+            let customer = find(&services, &slug).await?;
+            let link = services.onboarding.consent_link(&customer).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"customer": link.customer, "url": link.url, "expires_at": link.expires_at})
+                );
+            } else {
+                println!(
+                    "Send this link to {}'s global administrator (works once, until {}):",
+                    customer.name, link.expires_at
+                );
+                println!();
+                println!("  {}", link.url);
+                println!();
+                println!(
+                    "They review the requested permissions, press Accept, and land on a page they can close."
+                );
+            }
+        }
+        CustomerCommand::Test { slug, json } => {
+            let customer = find(&services, &slug).await?;
+            let connection = services.onboarding.test_connection(&customer).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"customer": customer.slug, "connection": connection})
+                );
+            } else {
+                let state = if connection.ready {
+                    "ready"
+                } else {
+                    "NOT READY"
+                };
+                println!("{}: {state}: {}", customer.slug, connection.detail);
+                match connection.last_ready_at {
+                    Some(at) => println!("  last successful check: {at}"),
+                    None => println!("  no successful check yet"),
+                }
+            }
+            if !connection.ready {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        CustomerCommand::WebhookSecret { slug, rotate, json } => {
+            let customer = find(&services, &slug).await?;
+            let issued = services
+                .onboarding
+                .issue_webhook_secret(&customer, rotate, &Actor::operator())
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({
+                        "customer": customer.slug,
+                        "url": issued.url,
+                        "secret": secrecy::ExposeSecret::expose_secret(&issued.secret),
+                        "header": issued.header,
+                        "previous_valid_until": issued.previous_valid_until,
+                    })
+                );
+            } else {
+                println!(
+                    "Falcon Store \"Webhook\" app, configuration for {}:",
+                    customer.name
+                );
+                println!("  URL:               {}", issued.url);
+                println!(
+                    "  HMAC secret key:   {}",
+                    secrecy::ExposeSecret::expose_secret(&issued.secret)
+                );
+                println!("  Signature header:  {}", issued.header);
+                println!("  Algorithm:         hmac-sha256");
+                if let Some(until) = issued.previous_valid_until {
+                    println!();
+                    println!(
+                        "The previous secret keeps working until {until}; update the Falcon workflow before then."
+                    );
+                }
+                println!();
+                println!(
+                    "The secret is shown once. Payload template and Fusion workflow steps: docs/falcon.md"
+                );
+            }
+        }
         CustomerCommand::Policy {
             slug,
             protect,
@@ -136,12 +243,8 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
             contact,
             json,
         } => {
-            let slug: CustomerSlug = slug.parse()?;
-            let customer = services
-                .store
-                .customer(&slug)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("customer `{slug}`")))?;
+            let customer = find(&services, &slug).await?;
+            let slug = customer.slug.clone();
             let mut policy = customer.policy.clone();
             for account in protect {
                 let account: AccountRef = account.parse()?;
@@ -225,4 +328,13 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn find(services: &Services, slug: &str) -> Result<Customer> {
+    let slug: CustomerSlug = slug.parse()?;
+    services.store.customer(&slug).await?.ok_or_else(|| {
+        Error::NotFound(format!(
+            "customer `{slug}` (see `killswitch customer list`)"
+        ))
+    })
 }

@@ -29,6 +29,8 @@ pub struct OnboardingSettings {
     pub consent_link_ttl: Duration,
     pub webhook_grace: Duration,
     pub signature_header: String,
+    /// How long a connection test or consent proof may take.
+    pub check_deadline: Duration,
 }
 
 pub struct Onboarding {
@@ -77,10 +79,6 @@ pub struct IssuedSecret {
     pub previous_valid_until: Option<Timestamp>,
 }
 
-fn deadline() -> Instant {
-    Instant::now() + Duration::from_secs(20)
-}
-
 fn later(by: Duration) -> Timestamp {
     Timestamp::from_datetime(
         chrono::Utc::now() + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX),
@@ -104,6 +102,10 @@ impl Onboarding {
             graph,
             settings,
         }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.check_deadline
     }
 
     fn redirect_uri(&self) -> String {
@@ -291,7 +293,7 @@ impl Onboarding {
         let graph = self.graph()?;
         graph.tokens().invalidate(tenant).await;
         graph
-            .token(tenant, deadline())
+            .token(tenant, self.deadline())
             .await
             .map(|_| ())
             .map_err(|e| not_ready(&e))
@@ -307,6 +309,17 @@ impl Onboarding {
         self.store
             .record_connection_check(&customer.slug, ready, &detail, now)
             .await?;
+        let event = AuditEvent::ConnectionTested {
+            ready,
+            detail: detail.clone(),
+        };
+        self.store
+            .append(
+                &ChainId::Customer(customer.slug.clone()),
+                &Actor::Service,
+                &event,
+            )
+            .await?;
         let previous_ok = customer.connection.as_ref().and_then(|c| c.last_ready_at);
         Ok(Connection {
             ready,
@@ -320,10 +333,10 @@ impl Onboarding {
         self.fresh_token_check(tenant).await?;
         let graph = self.graph()?;
         let token = graph
-            .token(tenant, deadline())
+            .token(tenant, self.deadline())
             .await
             .map_err(|e| not_ready(&e))?;
-        graph.probe(tenant, deadline()).await.map_err(|e| match e {
+        graph.probe(tenant, self.deadline()).await.map_err(|e| match e {
             GraphError::Denied { code, .. } => format!("a permission is missing: Graph denied reading users ({code}); the customer must grant admin consent again"),
             GraphError::GaveUp { status, .. } => format!("Microsoft Graph unreachable: it answered {status} until the deadline"),
             GraphError::Unreachable { reason, .. } => format!("Microsoft Graph unreachable: {reason}"),

@@ -4,6 +4,7 @@
 mod actions;
 pub mod caller;
 mod console;
+mod customers;
 mod health;
 pub mod limiter;
 pub mod openapi;
@@ -44,6 +45,7 @@ pub struct AppState {
     pub failures: Arc<limiter::FailureLimiter>,
     /// Present when the remediation app is configured.
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
+    pub onboarding: Arc<crate::customers::onboarding::Onboarding>,
     pub metrics: PrometheusHandle,
 }
 
@@ -58,6 +60,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/accounts/{account}/disable", post(actions::disable))
         .route("/api/v1/customers/{customer}/accounts/{account}/enable", post(actions::enable))
         .route("/api/v1/actions", get(actions::list_actions))
+        .route("/api/v1/customers", get(customers::list))
+        .route("/api/v1/customers/{customer}", get(customers::get))
+        .route("/api/v1/customers/{customer}/consent-link", post(customers::consent_link))
+        .route("/api/v1/customers/{customer}/test", post(customers::test))
+        .route("/api/v1/customers/{customer}/policy", get(customers::get_policy).put(customers::put_policy))
+        .route("/consent/callback", get(customers::callback))
         .route("/api/v1/actions/{id}", get(actions::get_action))
         .merge(console::routes())
         .fallback(|| async { problem::Problem::not_found().into_response() })

@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::actions;
+use super::{actions, customers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,9 +14,21 @@ use super::actions;
         description = "MFA-gated remediation of compromised Entra ID accounts. Errors are RFC 9457 problem+json; \
                        every state change needs a fresh one-time code in X-Killswitch-OTP."
     ),
-    paths(actions::get_account, actions::disable, actions::enable, actions::get_action, actions::list_actions),
+    paths(
+        actions::get_account,
+        actions::disable,
+        actions::enable,
+        actions::get_action,
+        actions::list_actions,
+        customers::list,
+        customers::get,
+        customers::consent_link,
+        customers::test,
+        customers::get_policy,
+        customers::put_policy
+    ),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "actions"))
+    tags((name = "accounts"), (name = "actions"), (name = "customers"))
 )]
 pub struct ApiDoc;
 

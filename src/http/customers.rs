@@ -1,0 +1,361 @@
+//! Customers over the API: readiness, the consent link, the connection test, the policy; and the
+//! page the customer's administrator lands on after granting consent.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::caller::Caller;
+use super::problem::Problem;
+use crate::audit::event::Actor;
+use crate::auth::{Permission, Scope};
+use crate::customers::onboarding::{CallbackParams, ConsentResult};
+use crate::customers::{AutoDisable, Customer, Policy};
+use crate::domain::{AccountRef, CustomerSlug};
+
+type ApiResult<T = Response> = Result<T, Problem>;
+
+/// A customer as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerView {
+    pub slug: String,
+    pub name: String,
+    pub domain: String,
+    pub tenant_id: String,
+    /// `true` when the last connection test passed.
+    pub ready: Option<bool>,
+    /// "ready", or the exact reason it is not.
+    pub connection_detail: Option<String>,
+    pub connection_checked_at: Option<String>,
+    pub last_ready_at: Option<String>,
+}
+
+impl From<&Customer> for CustomerView {
+    fn from(c: &Customer) -> Self {
+        CustomerView {
+            slug: c.slug.to_string(),
+            name: c.name.clone(),
+            domain: c.domain.clone(),
+            tenant_id: c.tenant_id.to_string(),
+            ready: c.connection.as_ref().map(|c| c.ready),
+            connection_detail: c.connection.as_ref().map(|c| c.detail.clone()),
+            connection_checked_at: c.connection.as_ref().map(|c| c.checked_at.to_string()),
+            last_ready_at: c
+                .connection
+                .as_ref()
+                .and_then(|c| c.last_ready_at.map(|t| t.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+}
+
+/// A customer's guard rails.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyView {
+    /// Accounts never touched (UPN or object id): break-glass and service accounts.
+    pub protected: Vec<String>,
+    /// At most this many actions per hour for the customer (1 to 10000).
+    pub max_actions_per_hour: u32,
+    /// Revoke sign-in sessions with every disable unless the request says otherwise.
+    pub revoke_sessions: bool,
+    /// `off`, `high` or `critical`: Falcon detections from this severity disable at once.
+    pub auto_disable: String,
+    pub contact: Option<String>,
+}
+
+impl From<&Policy> for PolicyView {
+    fn from(p: &Policy) -> Self {
+        PolicyView {
+            protected: p.protected.iter().map(ToString::to_string).collect(),
+            max_actions_per_hour: p.max_actions_per_hour,
+            revoke_sessions: p.revoke_sessions,
+            auto_disable: match p.auto_disable {
+                AutoDisable::Off => "off",
+                AutoDisable::High => "high",
+                AutoDisable::Critical => "critical",
+            }
+            .to_owned(),
+            contact: p.contact.clone(),
+        }
+    }
+}
+
+impl PolicyView {
+    fn parse(self) -> Result<Policy, crate::Error> {
+        let invalid = crate::Error::InvalidInput;
+        if self.max_actions_per_hour == 0 || self.max_actions_per_hour > 10_000 {
+            return Err(invalid("max_actions_per_hour takes 1 to 10000".to_owned()));
+        }
+        Ok(Policy {
+            protected: self
+                .protected
+                .iter()
+                .map(|a| a.parse::<AccountRef>())
+                .collect::<Result<_, _>>()?,
+            max_actions_per_hour: self.max_actions_per_hour,
+            revoke_sessions: self.revoke_sessions,
+            auto_disable: match self.auto_disable.as_str() {
+                "off" => AutoDisable::Off,
+                "high" => AutoDisable::High,
+                "critical" => AutoDisable::Critical,
+                other => return Err(invalid(format!("`{other}` is not off, high or critical"))),
+            },
+            contact: self
+                .contact
+                .map(|c| crate::auth::analysts::normalize_email(&c))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentLinkView {
+    pub customer: String,
+    /// Send to the customer's global administrator; it works once.
+    pub url: String,
+    pub expires_at: String,
+}
+
+fn problem(e: crate::Error) -> Problem {
+    Problem::from(&e)
+}
+
+async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
+    let unknown = || {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "customer-not-found",
+            "Unknown customer",
+        )
+        .detail(format!("there is no customer `{slug}`"))
+    };
+    let parsed: CustomerSlug = slug.parse().map_err(|_| unknown())?;
+    caller.require_customer(&parsed)?;
+    state
+        .store
+        .customer(&parsed)
+        .await
+        .map_err(problem)?
+        .ok_or_else(unknown)
+}
+
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", summary = "Customers in the caller's scope, with their readiness",
+    responses((status = 200, body = CustomerList), (status = 401, body = Problem, description = "unauthenticated")),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult {
+    let customers = state.store.customers().await.map_err(problem)?;
+    let visible = customers
+        .iter()
+        .filter(|c| match &caller.analyst.customers {
+            Scope::All => true,
+            Scope::Customers(set) => set.contains(&c.slug),
+        })
+        .map(CustomerView::from)
+        .collect();
+    Ok(Json(CustomerList { customers: visible }).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/customers/{customer}", tag = "customers", summary = "One customer and its readiness",
+    params(("customer" = String, Path, description = "customer slug")),
+    responses((status = 200, body = CustomerView), (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "out-of-scope"), (status = 404, body = Problem, description = "customer-not-found")),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> ApiResult {
+    let customer = in_scope(&state, &caller, &customer).await?;
+    Ok(Json(CustomerView::from(&customer)).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/customers/{customer}/consent-link", tag = "customers",
+    summary = "Create the admin-consent link (role admin; one-time code required)",
+    params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
+    responses((status = 200, body = ConsentLinkView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 404, body = Problem, description = "customer-not-found"),
+        (status = 422, body = Problem, description = "invalid-input: the remediation app is not configured")),
+    security(("bearer" = [])))]
+pub async fn consent_link(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    caller.require(Permission::ManageCustomers)?;
+    let customer = in_scope(&state, &caller, &customer).await?;
+    caller.second_factor(&state, &headers).await?;
+    let link = state
+        .onboarding
+        .consent_link(&customer)
+        .await
+        .map_err(problem)?;
+    Ok(Json(ConsentLinkView {
+        customer: link.customer,
+        url: link.url,
+        expires_at: link.expires_at.to_string(),
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/customers/{customer}/test", tag = "customers",
+    summary = "Test the connection: token, permissions, one Graph read (role admin)",
+    params(("customer" = String, Path, description = "customer slug")),
+    responses((status = 200, body = CustomerView, description = "the customer with the new result; `ready` says whether it passed"),
+        (status = 401, body = Problem, description = "unauthenticated"), (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 404, body = Problem, description = "customer-not-found")),
+    security(("bearer" = [])))]
+pub async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::ManageCustomers)?;
+    let mut customer = in_scope(&state, &caller, &customer).await?;
+    customer.connection = Some(
+        state
+            .onboarding
+            .test_connection(&customer)
+            .await
+            .map_err(problem)?,
+    );
+    Ok(Json(CustomerView::from(&customer)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/customers/{customer}/policy", tag = "customers", summary = "A customer's guard rails",
+    params(("customer" = String, Path, description = "customer slug")),
+    responses((status = 200, body = PolicyView), (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "out-of-scope"), (status = 404, body = Problem, description = "customer-not-found")),
+    security(("bearer" = [])))]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+) -> ApiResult {
+    let customer = in_scope(&state, &caller, &customer).await?;
+    Ok(Json(PolicyView::from(&customer.policy)).into_response())
+}
+
+#[utoipa::path(put, path = "/api/v1/customers/{customer}/policy", tag = "customers",
+    summary = "Replace a customer's guard rails (role lead or admin; one-time code required; audited)",
+    params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
+    request_body = PolicyView,
+    responses((status = 200, body = PolicyView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 404, body = Problem, description = "customer-not-found"),
+        (status = 422, body = Problem, description = "invalid-input, invalid-body")),
+    security(("bearer" = [])))]
+pub async fn put_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<PolicyView>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Permission::ManagePolicy)?;
+    let customer = in_scope(&state, &caller, &customer).await?;
+    let Json(body) = body.map_err(|r| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+        )
+        .detail(r.body_text())
+    })?;
+    let policy = body.parse().map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+        )
+        .detail(e.to_string())
+    })?;
+    caller.second_factor(&state, &headers).await?;
+    if policy != customer.policy {
+        state
+            .store
+            .update_policy(&customer, &policy, &caller.actor())
+            .await
+            .map_err(problem)?;
+    }
+    Ok(Json(PolicyView::from(&policy)).into_response())
+}
+
+/// Where Entra sends the customer's administrator after the consent prompt.
+pub async fn callback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Query(params): Query<CallbackParams>,
+) -> Response {
+    let actor = Actor::Unauthenticated {
+        client_ip: Some(peer.ip().to_string()),
+    };
+    match state.onboarding.callback(&params, &actor).await {
+        Ok(ConsentResult::Granted { customer }) => page(
+            StatusCode::OK,
+            "Consent recorded",
+            &format!(
+                "Thank you. The permissions for {customer} are in place and were verified. You can close this page."
+            ),
+        ),
+        Ok(ConsentResult::Failed {
+            customer,
+            reason,
+            advice,
+        }) => {
+            let who = customer.map(|c| format!(" for {c}")).unwrap_or_default();
+            page(
+                StatusCode::BAD_REQUEST,
+                "Consent not completed",
+                &format!("The consent{who} did not complete: {reason}. {advice}"),
+            )
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "consent callback failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "The consent could not be recorded right now. Please use the link again in a few minutes.",
+            )
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response {
+    let body = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
+         <meta name=\"viewport\" content=\"width=device-width\"></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{t}</h1><p>{m}</p></body></html>",
+        t = escape(title),
+        m = escape(message)
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}

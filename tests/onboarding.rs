@@ -1,0 +1,723 @@
+//! Onboarding against the fake Entra, on SQLite and PostgreSQL: tenant discovery, the admin-consent
+//! round trip and every way it can go wrong, and the connection test's answers. Every outcome is
+//! in the customer's (or, when no customer can be named, the system) audit chain.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::TestApp;
+use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use fake_entra::{ConsentOutcome, Endpoint, FakeEntra, Fault, Tenant};
+use futures::TryStreamExt;
+use killswitch::audit::Entry;
+use killswitch::audit::event::{Actor, AuditEvent};
+use killswitch::auth::{Role, Scope, mfa};
+use killswitch::customers::discovery;
+use killswitch::customers::{Customer, Policy};
+use killswitch::domain::TenantId;
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use uuid::Uuid;
+
+const NEWCO: Uuid = Uuid::from_u128(0x0E_0C0);
+const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
+
+struct Rig {
+    app: TestApp,
+    fake: FakeEntra,
+    admin_token: String,
+}
+
+async fn rig(overrides: &[(&str, &str)]) -> Rig {
+    let fake = entra::fake_entra().await;
+    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
+    // A customer that has not consented yet.
+    fake.add_tenant(Tenant {
+        id: NEWCO,
+        domain: "newco.onmicrosoft.com".into(),
+        consented: false,
+        granted_roles: vec![],
+    });
+    let base = fake.base_url();
+    let mut settings = vec![
+        ("entra.authority_url", base.as_str()),
+        ("entra.graph_url", base.as_str()),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", CLIENT_SECRET),
+        ("graph.deadline_secs", "2"),
+    ];
+    settings.extend_from_slice(overrides);
+    let app = TestApp::spawn_with(&settings).await;
+    for (slug, tenant) in [
+        ("contoso", CONTOSO),
+        ("fabrikam", FABRIKAM),
+        ("newco", NEWCO),
+    ] {
+        add_customer(&app, slug, tenant).await;
+    }
+    let admin = app
+        .auth
+        .enroll(
+            "admin@provider.example",
+            None,
+            Role::Admin,
+            Scope::All,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    Rig {
+        admin_token: admin.token.expose_secret().to_owned(),
+        app,
+        fake,
+    }
+}
+
+async fn add_customer(app: &TestApp, slug: &str, tenant: Uuid) {
+    let customer = Customer {
+        slug: slug.parse().unwrap(),
+        name: format!("{slug} Ltd"),
+        domain: format!("{slug}.onmicrosoft.com"),
+        tenant_id: TenantId::new(tenant),
+        policy: Policy::default(),
+        created_at: killswitch::time::Timestamp::now(),
+        connection: None,
+    };
+    app.store
+        .add_customer(&customer, &Actor::operator())
+        .await
+        .unwrap();
+}
+
+impl Rig {
+    /// A consent link for `customer`, made through the API by an admin with a code (a fresh
+    /// admin each time: a code is good for one action).
+    async fn consent_link(&self, customer: &str) -> String {
+        let email = format!("admin-{}@provider.example", Uuid::new_v4().simple());
+        let admin = self
+            .app
+            .auth
+            .enroll(&email, None, Role::Admin, Scope::All, &Actor::operator())
+            .await
+            .unwrap();
+        let record = self
+            .app
+            .store
+            .analyst(admin.analyst.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let secret = self.app.auth.totp_secret(&record).unwrap();
+        let code = mfa::code_at(
+            secret.expose_secret(),
+            chrono::Utc::now().timestamp() as u64,
+        )
+        .unwrap();
+        let response = self
+            .app
+            .client
+            .post(
+                self.app
+                    .url(&format!("/api/v1/customers/{customer}/consent-link")),
+            )
+            .bearer_auth(admin.token.expose_secret())
+            .header("X-Killswitch-OTP", code)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// What the administrator's browser does: open the link at Entra, and follow the redirect
+    /// (whose host is the configured public URL) to this app's callback.
+    async fn administrator_opens(&self, link: &str) -> (StatusCode, String) {
+        let no_redirects = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let at_entra = no_redirects.get(link).send().await.unwrap();
+        assert_eq!(at_entra.status(), StatusCode::FOUND, "Entra redirects back");
+        let location = url::Url::parse(at_entra.headers()["location"].to_str().unwrap()).unwrap();
+        assert_eq!(location.path(), "/consent/callback");
+        self.callback(location.query().unwrap_or_default()).await
+    }
+
+    async fn callback(&self, query: &str) -> (StatusCode, String) {
+        let response = self
+            .app
+            .client
+            .get(self.app.url(&format!("/consent/callback?{query}")))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    }
+
+    async fn events(&self, chain: &str) -> Vec<AuditEvent> {
+        let rows: Vec<_> = self.app.store.entries(chain).try_collect().await.unwrap();
+        rows.iter()
+            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
+            .collect()
+    }
+
+    async fn last_consent_event(&self, chain: &str) -> AuditEvent {
+        self.events(chain)
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| {
+                matches!(
+                    e,
+                    AuditEvent::ConsentGranted { .. } | AuditEvent::ConsentFailed { .. }
+                )
+            })
+            .unwrap_or_else(|| panic!("no consent outcome in {chain}"))
+    }
+
+    async fn verify(&self, chain: &str) {
+        let keys = killswitch::audit::check::keyring(self.app.store.as_ref(), [])
+            .await
+            .unwrap();
+        killswitch::audit::check::check_chain(self.app.store.as_ref(), &keys, chain)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    async fn test_connection(&self, customer: &str) -> Value {
+        self.app
+            .client
+            .post(self.app.url(&format!("/api/v1/customers/{customer}/test")))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn failed_because(event: &AuditEvent, words: &str) -> bool {
+    matches!(event, AuditEvent::ConsentFailed { reason, .. } if reason.contains(words))
+}
+
+fn state_of(link: &str) -> String {
+    url::Url::parse(link)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned()
+}
+
+#[tokio::test]
+async fn the_tenant_is_found_from_a_known_primary_domain_and_an_unknown_one_is_explained() {
+    let fake = entra::fake_entra().await;
+    let http = reqwest::Client::new();
+    let authority = url::Url::parse(&fake.base_url()).unwrap();
+    let found = discovery::tenant_of(&http, &authority, "contoso.onmicrosoft.com")
+        .await
+        .unwrap();
+    assert_eq!(found, TenantId::new(CONTOSO));
+    let unknown = discovery::tenant_of(&http, &authority, "nobody.onmicrosoft.com")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("knows no tenant") && unknown.contains("Primary domain"),
+        "{unknown}"
+    );
+}
+
+#[tokio::test]
+async fn an_administrator_who_accepts_is_recorded_as_consent_granted_after_a_real_token() {
+    let rig = rig(&[]).await;
+    let link = rig.consent_link("newco").await;
+    assert!(
+        link.contains(&format!("/{NEWCO}/v2.0/adminconsent?")),
+        "{link}"
+    );
+    let (status, page) = rig.administrator_opens(&link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("You can close this page"), "{page}");
+    assert!(
+        matches!(rig.last_consent_event("newco").await, AuditEvent::ConsentGranted { tenant_id } if tenant_id == NEWCO.to_string())
+    );
+    let customer: Value = rig
+        .app
+        .client
+        .get(rig.app.url("/api/v1/customers/newco"))
+        .bearer_auth(&rig.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        customer["ready"], true,
+        "the consent was followed by a passing connection test: {customer}"
+    );
+    assert!(
+        rig.fake.count(Endpoint::Token) >= 1,
+        "the consent was proved with a token"
+    );
+    rig.verify("newco").await;
+}
+
+#[tokio::test]
+async fn an_error_from_entra_is_recorded_before_anything_else() {
+    let rig = rig(&[]).await;
+    let link = rig.consent_link("newco").await;
+    let query = format!(
+        "error=permission_denied&error_description=The+admin+canceled&admin_consent=True&tenant={NEWCO}&state={}",
+        url::form_urlencoded::byte_serialize(state_of(&link).as_bytes()).collect::<String>()
+    );
+    let (status, page) = rig.callback(&query).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("permission_denied"), "{page}");
+    assert!(failed_because(
+        &rig.last_consent_event("newco").await,
+        "permission_denied"
+    ));
+
+    rig.fake.set_consent_outcome(NEWCO, ConsentOutcome::Deny);
+    let (status, _) = rig
+        .administrator_opens(&rig.consent_link("newco").await)
+        .await;
+    assert_eq!(status, 400);
+    assert!(failed_because(
+        &rig.last_consent_event("newco").await,
+        "access_denied"
+    ));
+    rig.verify("newco").await;
+}
+
+#[tokio::test]
+async fn forged_expired_replayed_and_misdirected_states_are_refused_and_recorded() {
+    let rig = rig(&[("onboarding.consent_link_secs", "2")]).await;
+
+    // Forged: the signature does not match a changed payload. No customer can be named.
+    let link = rig.consent_link("newco").await;
+    let state = state_of(&link);
+    let (payload, tag) = state.split_once('.').unwrap();
+    let forged = format!("{}x.{tag}", payload);
+    let query = format!(
+        "admin_consent=True&tenant={NEWCO}&state={}",
+        url::form_urlencoded::byte_serialize(forged.as_bytes()).collect::<String>()
+    );
+    let (status, _) = rig.callback(&query).await;
+    assert_eq!(status, 400);
+    assert!(failed_because(
+        &rig.last_consent_event("system").await,
+        "forged or altered"
+    ));
+
+    // Replayed: the same redirect twice.
+    let (first, _) = rig.administrator_opens(&link).await;
+    assert_eq!(first, 200);
+    let query = format!(
+        "admin_consent=True&tenant={NEWCO}&state={}",
+        url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
+    );
+    let (again, _) = rig.callback(&query).await;
+    assert_eq!(again, 400);
+    assert!(failed_because(
+        &rig.last_consent_event("newco").await,
+        "already used"
+    ));
+
+    // Another customer's link completed in this customer's tenant, and a tenant nobody named.
+    for (customer, tenant) in [
+        ("contoso", FABRIKAM.to_string()),
+        ("fabrikam", Uuid::new_v4().to_string()),
+    ] {
+        let link = rig.consent_link(customer).await;
+        let query = format!(
+            "admin_consent=True&tenant={tenant}&state={}",
+            url::form_urlencoded::byte_serialize(state_of(&link).as_bytes()).collect::<String>()
+        );
+        let (status, page) = rig.callback(&query).await;
+        assert_eq!(status, 400, "{page}");
+        assert!(
+            failed_because(&rig.last_consent_event(customer).await, "another tenant"),
+            "{customer}"
+        );
+    }
+
+    // Expired: the link outlived consent_link_secs.
+    let link = rig.consent_link("newco").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, _) = rig.administrator_opens(&link).await;
+    assert_eq!(status, 400);
+    assert!(failed_because(
+        &rig.last_consent_event("newco").await,
+        "expired"
+    ));
+
+    for chain in ["system", "newco", "contoso", "fabrikam"] {
+        rig.verify(chain).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consent_without_the_required_permissions_is_not_taken_for_one() {
+    let rig = rig(&[]).await;
+    rig.fake.set_consent_outcome(
+        NEWCO,
+        ConsentOutcome::Accept {
+            roles: vec!["User.Read.All".into()],
+        },
+    );
+    let (status, page) = rig
+        .administrator_opens(&rig.consent_link("newco").await)
+        .await;
+    assert_eq!(status, 400, "{page}");
+    assert!(failed_because(
+        &rig.last_consent_event("newco").await,
+        "User.EnableDisableAccount.All"
+    ));
+    rig.verify("newco").await;
+}
+
+#[tokio::test]
+async fn the_connection_test_answers_ready_or_the_exact_reason_and_keeps_the_last_success() {
+    let rig = rig(&[]).await;
+    let ready = rig.test_connection("contoso").await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    let last_ready = ready["last_ready_at"].clone();
+    assert!(last_ready.is_string());
+
+    rig.fake
+        .set_consent(CONTOSO, true, vec!["User.Read.All".into()]);
+    let missing = rig.test_connection("contoso").await;
+    assert_eq!(missing["ready"], false);
+    assert!(
+        missing["connection_detail"]
+            .as_str()
+            .unwrap()
+            .contains("a permission is missing: User.EnableDisableAccount.All"),
+        "{missing}"
+    );
+    assert_eq!(
+        missing["last_ready_at"], last_ready,
+        "the last success is kept"
+    );
+
+    rig.fake.set_consent(CONTOSO, false, vec![]);
+    let not_consented = rig.test_connection("contoso").await;
+    assert!(
+        not_consented["connection_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("not consented"),
+        "{not_consented}"
+    );
+
+    rig.fake.set_consent(
+        CONTOSO,
+        true,
+        fake_entra::DEFAULT_ROLES
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect(),
+    );
+    rig.fake
+        .fail_always(Endpoint::ListUsers, Some(Fault::Status(503)));
+    let unreachable = rig.test_connection("contoso").await;
+    assert!(
+        unreachable["connection_detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Microsoft Graph unreachable"),
+        "{unreachable}"
+    );
+    rig.fake.fail_always(Endpoint::ListUsers, None);
+
+    let events = rig.events("contoso").await;
+    let tested: Vec<bool> = events
+        .iter()
+        .filter_map(|e| match e {
+            AuditEvent::ConnectionTested { ready, .. } => Some(*ready),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tested, [true, false, false, false]);
+    rig.verify("contoso").await;
+}
+
+#[tokio::test]
+async fn a_rejected_app_secret_is_reported_as_such() {
+    let fake = entra::fake_entra().await;
+    let base = fake.base_url();
+    let app = TestApp::spawn_with(&[
+        ("entra.authority_url", &base),
+        ("entra.graph_url", &base),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", "not-the-secret"),
+    ])
+    .await;
+    add_customer(&app, "contoso", CONTOSO).await;
+    let customer = app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = app
+        .auth
+        .enroll(
+            "admin@provider.example",
+            None,
+            Role::Admin,
+            Scope::All,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let result: Value = app
+        .client
+        .post(app.url("/api/v1/customers/contoso/test"))
+        .bearer_auth(admin.token.expose_secret())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["ready"], false);
+    assert!(
+        result["connection_detail"]
+            .as_str()
+            .unwrap()
+            .contains("secret or certificate was rejected"),
+        "{result}"
+    );
+    assert!(!result.to_string().contains("not-the-secret"));
+    let _ = customer;
+}
+
+#[tokio::test]
+async fn a_lead_replaces_the_policy_with_a_code_and_the_change_is_audited() {
+    let rig = rig(&[]).await;
+    let lead = rig
+        .app
+        .auth
+        .enroll(
+            "lead@provider.example",
+            None,
+            Role::Lead,
+            Scope::All,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let record = rig
+        .app
+        .store
+        .analyst(lead.analyst.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = rig.app.auth.totp_secret(&record).unwrap();
+    let policy = serde_json::json!({
+        "protected": ["breakglass@contoso.onmicrosoft.com"],
+        "max_actions_per_hour": 5,
+        "revoke_sessions": true,
+        "auto_disable": "critical",
+        "contact": "SOC@contoso.example",
+    });
+    let put = |code: Option<String>| {
+        let mut request = rig
+            .app
+            .client
+            .put(rig.app.url("/api/v1/customers/contoso/policy"))
+            .bearer_auth(lead.token.expose_secret())
+            .json(&policy);
+        if let Some(code) = code {
+            request = request.header("X-Killswitch-OTP", code);
+        }
+        request.send()
+    };
+    assert_eq!(
+        put(None).await.unwrap().status(),
+        401,
+        "a policy change needs a code"
+    );
+    let code = mfa::code_at(
+        secret.expose_secret(),
+        chrono::Utc::now().timestamp() as u64,
+    )
+    .unwrap();
+    let saved: Value = put(Some(code)).await.unwrap().json().await.unwrap();
+    assert_eq!(saved["contact"], "soc@contoso.example");
+    let read: Value = rig
+        .app
+        .client
+        .get(rig.app.url("/api/v1/customers/contoso/policy"))
+        .bearer_auth(&rig.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["max_actions_per_hour"], 5);
+    assert_eq!(read["protected"][0], "breakglass@contoso.onmicrosoft.com");
+    let changed = rig
+        .events("contoso")
+        .await
+        .into_iter()
+        .find_map(|e| match e {
+            AuditEvent::CustomerPolicyChanged { changes } => Some(changes),
+            _ => None,
+        });
+    assert_eq!(changed.unwrap()["after"]["max_actions_per_hour"], 5);
+    rig.verify("contoso").await;
+}
+
+// Multi-threaded: the fake Entra must keep serving while a CLI command blocks this thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_onboards_a_customer_end_to_end() {
+    let fake = entra::fake_entra().await;
+    let db = common::TestDb::new().await;
+    let base = fake.base_url();
+    let killswitch = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_killswitch"))
+            .args(args)
+            .current_dir(db.dir.path())
+            .env("KILLSWITCH_DATA_DIR", db.dir.path())
+            .env("KILLSWITCH_DATABASE__URL", &db.url)
+            .env("KILLSWITCH_ENTRA__AUTHORITY_URL", &base)
+            .env("KILLSWITCH_ENTRA__GRAPH_URL", &base)
+            .env("KILLSWITCH_ENTRA__CLIENT_ID", CLIENT_ID)
+            .env("KILLSWITCH_ENTRA__CLIENT_SECRET", CLIENT_SECRET)
+            .env(
+                "KILLSWITCH_SERVER__PUBLIC_URL",
+                "https://killswitch.provider.example",
+            )
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let json = |out: &str| serde_json::from_str::<Value>(out).unwrap();
+
+    let (code, out, err) = killswitch(&[
+        "customer",
+        "add",
+        "--slug",
+        "contoso",
+        "--name",
+        "Contoso Ltd",
+        "--domain",
+        "contoso.onmicrosoft.com",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["tenant_id"], CONTOSO.to_string());
+    let (code, _, err) = killswitch(&[
+        "customer",
+        "add",
+        "--slug",
+        "other",
+        "--name",
+        "X",
+        "--domain",
+        "contoso.com",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Primary domain"), "{err}");
+
+    let (code, out, _) = killswitch(&["customer", "consent-link", "contoso", "--json"]);
+    assert_eq!(code, 0);
+    let link = json(&out)["url"].as_str().unwrap().to_owned();
+    assert!(
+        link.contains(
+            "redirect_uri=https%3A%2F%2Fkillswitch.provider.example%2Fconsent%2Fcallback"
+        ),
+        "{link}"
+    );
+
+    let (code, out, _) = killswitch(&["customer", "test", "contoso", "--json"]);
+    assert_eq!(
+        (code, json(&out)["connection"]["ready"].clone()),
+        (0, Value::Bool(true))
+    );
+    fake.set_consent(CONTOSO, false, vec![]);
+    let (code, out, _) = killswitch(&["customer", "test", "contoso"]);
+    assert_eq!(code, 1, "not ready is a non-zero exit");
+    assert!(out.contains("NOT READY: not consented"), "{out}");
+
+    let (code, out, _) = killswitch(&["customer", "webhook-secret", "contoso", "--json"]);
+    assert_eq!(code, 0);
+    let first = json(&out);
+    assert!(first["secret"].as_str().unwrap().len() >= 32);
+    assert_eq!(
+        first["url"],
+        "https://killswitch.provider.example/api/v1/webhooks/falcon/contoso"
+    );
+    assert_eq!(first["header"], "X-CS-Primary-Signature");
+    let (code, _, err) = killswitch(&["customer", "webhook-secret", "contoso"]);
+    assert_eq!(code, 1, "replacing needs --rotate");
+    assert!(err.contains("--rotate"), "{err}");
+    let (code, out, _) = killswitch(&[
+        "customer",
+        "webhook-secret",
+        "contoso",
+        "--rotate",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let rotated = json(&out);
+    assert_ne!(rotated["secret"], first["secret"]);
+    assert!(rotated["previous_valid_until"].is_string());
+
+    let (code, out, _) = killswitch(&[
+        "customer",
+        "policy",
+        "contoso",
+        "--protect",
+        "breakglass@contoso.onmicrosoft.com",
+        "--max-actions-per-hour",
+        "10",
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["policy"]["max_actions_per_hour"], 10);
+
+    let (code, out, err) = killswitch(&["audit", "check", "--customer", "contoso"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let store = db.store(1000).await.0;
+    let rows: Vec<_> = store.entries("contoso").try_collect().await.unwrap();
+    let kinds: Vec<String> = rows.iter().map(|r| r.event.clone()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "customer_added",
+            "connection_tested",
+            "connection_tested",
+            "webhook_secret_issued",
+            "webhook_secret_issued",
+            "customer_policy_changed"
+        ]
+    );
+    let secrets_in_log = rows.iter().any(|r| {
+        r.entry.contains(first["secret"].as_str().unwrap())
+            || r.entry.contains(rotated["secret"].as_str().unwrap())
+    });
+    assert!(
+        !secrets_in_log,
+        "the audit log never holds a webhook secret"
+    );
+}
