@@ -177,12 +177,11 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
                     json!({"customer": customer.slug, "connection": connection})
                 );
             } else {
-                let state = if connection.ready {
-                    "ready"
+                if connection.ready {
+                    println!("{}: {}", customer.slug, connection.detail);
                 } else {
-                    "NOT READY"
-                };
-                println!("{}: {state}: {}", customer.slug, connection.detail);
+                    println!("{}: NOT READY: {}", customer.slug, connection.detail);
+                }
                 match connection.last_ready_at {
                     Some(at) => println!("  last successful check: {at}"),
                     None => println!("  no successful check yet"),
