@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::customers::onboarding::{Onboarding, OnboardingSettings};
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
+use crate::falcon::intake::{Intake, IntakeSettings};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
 use crate::http::{self, AppState};
 use crate::remediation::{RemediationSettings, Remediator};
@@ -32,6 +33,7 @@ pub struct Services {
     pub auth: Arc<Authenticator>,
     pub remediator: Option<Arc<Remediator>>,
     pub onboarding: Arc<Onboarding>,
+    pub intake: Arc<Intake>,
 }
 
 impl Services {
@@ -87,6 +89,15 @@ impl Services {
             };
             Arc::new(Remediator::new(store.clone(), graph, remediation))
         });
+        let intake = Arc::new(Intake::new(
+            store.clone(),
+            cipher.clone(),
+            remediator.clone(),
+            IntakeSettings {
+                signature_header: settings.falcon.signature_header.to_ascii_lowercase(),
+                tolerance: settings.falcon.timestamp_tolerance,
+            },
+        ));
         let onboarding = Arc::new(Onboarding::new(
             store.clone(),
             cipher,
@@ -107,6 +118,7 @@ impl Services {
             auth,
             remediator,
             onboarding,
+            intake,
         })
     }
 }
@@ -181,6 +193,7 @@ impl Application {
             failures: Arc::new(failures),
             remediator: services.remediator,
             onboarding: services.onboarding,
+            intake: services.intake,
             metrics: crate::telemetry::metrics(),
         };
         Ok(Application { listener, state })

@@ -119,6 +119,8 @@ pub struct FalconSettings {
     pub signature_header: String,
     /// How long a replaced webhook secret keeps working.
     pub secret_grace: Duration,
+    /// How far a signed webhook's timestamp may be from now, either way.
+    pub timestamp_tolerance: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +344,10 @@ impl Settings {
                 3600 * r
                     .number("falcon.secret_grace_hours", 0, 24 * 30)
                     .unwrap_or(24),
+            ),
+            timestamp_tolerance: Duration::from_secs(
+                r.number("falcon.timestamp_tolerance_secs", 1, 3600)
+                    .unwrap_or(300),
             ),
         };
 

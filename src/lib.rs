@@ -11,6 +11,7 @@ pub mod config;
 pub mod customers;
 pub mod domain;
 pub mod error;
+pub mod falcon;
 pub mod graph;
 pub mod http;
 pub mod remediation;

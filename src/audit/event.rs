@@ -216,6 +216,15 @@ pub enum AuditEvent {
         assurance: String,
     },
 
+    /// What was decided about a detection: disabled under the auto-disable policy, approved by
+    /// an analyst (the action has its own entries), or dismissed.
+    DetectionDecided {
+        detection_id: Uuid,
+        decision: String,
+        reason: Option<String>,
+        action_id: Option<Uuid>,
+    },
+
     /// The connection to the customer's tenant was tested: ready, or the exact reason not.
     ConnectionTested {
         ready: bool,
@@ -257,6 +266,7 @@ impl AuditEvent {
             AuditEvent::ActionRequested { .. } => "action_requested",
             AuditEvent::ActionOutcome { .. } => "action_outcome",
             AuditEvent::DetectionReceived { .. } => "detection_received",
+            AuditEvent::DetectionDecided { .. } => "detection_decided",
             AuditEvent::ConnectionTested { .. } => "connection_tested",
             AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
             AuditEvent::AuditExported { .. } => "audit_exported",
@@ -352,6 +362,12 @@ pub(crate) mod tests {
                 severity: "high".into(),
                 account: None,
                 assurance: "signed".into(),
+            },
+            AuditEvent::DetectionDecided {
+                detection_id: id,
+                decision: "dismissed".into(),
+                reason: None,
+                action_id: None,
             },
             AuditEvent::ConnectionTested {
                 ready: true,

@@ -55,6 +55,8 @@ pub struct Policy {
     pub revoke_sessions: bool,
     pub auto_disable: AutoDisable,
     pub contact: Option<String>,
+    /// Which string the customer's Falcon webhook signs (public receivers disagree).
+    pub webhook_signature: crate::falcon::signature::SignedString,
 }
 
 impl Default for Policy {
@@ -65,6 +67,27 @@ impl Default for Policy {
             revoke_sessions: false,
             auto_disable: AutoDisable::Off,
             contact: None,
+            webhook_signature: Default::default(),
+        }
+    }
+}
+
+impl AutoDisable {
+    /// Whether a detection of `severity` is disabled at once under this setting.
+    pub fn covers(self, severity: crate::falcon::payload::Severity) -> bool {
+        use crate::falcon::payload::Severity;
+        match self {
+            AutoDisable::Off => false,
+            AutoDisable::High => severity >= Severity::High,
+            AutoDisable::Critical => severity >= Severity::Critical,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoDisable::Off => "off",
+            AutoDisable::High => "high",
+            AutoDisable::Critical => "critical",
         }
     }
 }

@@ -146,6 +146,40 @@ impl GraphClient {
         })
     }
 
+    /// The user whose on-premises security identifier is `sid` (how Falcon names AD accounts).
+    pub async fn find_by_sid(
+        &self,
+        tenant: TenantId,
+        sid: &str,
+        deadline: Instant,
+    ) -> Result<Answer<Option<GraphUser>>, GraphError> {
+        #[derive(Deserialize)]
+        struct Page {
+            value: Vec<GraphUser>,
+        }
+        // The SID was validated as `S-` and digits, so it cannot break out of the quotes.
+        let mut url = self.users_url(&[]);
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!("onPremisesSecurityIdentifier eq '{sid}'"),
+            )
+            .append_pair("$select", USER_SELECT);
+        let answer = self
+            .call("find_by_sid", tenant, Method::GET, url, None, deadline)
+            .await?;
+        let page: Page =
+            serde_json::from_slice(&answer.value).map_err(|e| GraphError::Unexpected {
+                status: 200,
+                code: format!("unreadable user list: {e}"),
+                evidence: answer.evidence.clone(),
+            })?;
+        Ok(Answer {
+            value: page.value.into_iter().next(),
+            evidence: answer.evidence,
+        })
+    }
+
     /// The cheapest read there is (one user id): proves the token works against Graph.
     pub async fn probe(
         &self,

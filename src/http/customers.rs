@@ -71,6 +71,10 @@ pub struct PolicyView {
     /// `off`, `high` or `critical`: Falcon detections from this severity disable at once.
     pub auto_disable: String,
     pub contact: Option<String>,
+    /// The string the customer's Falcon webhook signs: `body_timestamp_base64` (default) or
+    /// `timestamp_body_hex`.
+    #[serde(default)]
+    pub webhook_signature: Option<String>,
 }
 
 impl From<&Policy> for PolicyView {
@@ -79,13 +83,11 @@ impl From<&Policy> for PolicyView {
             protected: p.protected.iter().map(ToString::to_string).collect(),
             max_actions_per_hour: p.max_actions_per_hour,
             revoke_sessions: p.revoke_sessions,
-            auto_disable: match p.auto_disable {
-                AutoDisable::Off => "off",
-                AutoDisable::High => "high",
-                AutoDisable::Critical => "critical",
-            }
-            .to_owned(),
+            auto_disable: p.auto_disable.as_str().to_owned(),
             contact: p.contact.clone(),
+            webhook_signature: serde_json::to_value(p.webhook_signature)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned)),
         }
     }
 }
@@ -114,6 +116,19 @@ impl PolicyView {
                 .contact
                 .map(|c| crate::auth::analysts::normalize_email(&c))
                 .transpose()?,
+            webhook_signature: match self.webhook_signature.as_deref() {
+                None | Some("body_timestamp_base64") => {
+                    crate::falcon::signature::SignedString::BodyTimestampBase64
+                }
+                Some("timestamp_body_hex") => {
+                    crate::falcon::signature::SignedString::TimestampBodyHex
+                }
+                Some(other) => {
+                    return Err(invalid(format!(
+                        "`{other}` is not body_timestamp_base64 or timestamp_body_hex"
+                    )));
+                }
+            },
         })
     }
 }

@@ -45,6 +45,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Counted at scrape time: every instance reports the database's number.
+    if let Ok(pending) = state.store.pending_detections().await {
+        metrics::gauge!("killswitch_detections_pending").set(pending as f64);
+    }
     (
         [(
             header::CONTENT_TYPE,

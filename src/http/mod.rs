@@ -5,6 +5,7 @@ mod actions;
 pub mod caller;
 mod console;
 mod customers;
+mod falcon;
 mod health;
 pub mod limiter;
 pub mod openapi;
@@ -46,6 +47,7 @@ pub struct AppState {
     /// Present when the remediation app is configured.
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub onboarding: Arc<crate::customers::onboarding::Onboarding>,
+    pub intake: Arc<crate::falcon::intake::Intake>,
     pub metrics: PrometheusHandle,
 }
 
@@ -66,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/test", post(customers::test))
         .route("/api/v1/customers/{customer}/policy", get(customers::get_policy).put(customers::put_policy))
         .route("/consent/callback", get(customers::callback))
+        .route("/api/v1/webhooks/falcon/{customer}", post(falcon::webhook))
+        .route("/api/v1/detections", get(falcon::list))
+        .route("/api/v1/detections/{id}", get(falcon::get))
+        .route("/api/v1/detections/{id}/approve", post(falcon::approve))
+        .route("/api/v1/detections/{id}/dismiss", post(falcon::dismiss))
         .route("/api/v1/actions/{id}", get(actions::get_action))
         .merge(console::routes())
         .fallback(|| async { problem::Problem::not_found().into_response() })

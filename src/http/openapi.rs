@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, customers};
+use super::{actions, customers, falcon};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,10 +25,15 @@ use super::{actions, customers};
         customers::consent_link,
         customers::test,
         customers::get_policy,
-        customers::put_policy
+        customers::put_policy,
+        falcon::webhook,
+        falcon::list,
+        falcon::get,
+        falcon::approve,
+        falcon::dismiss
     ),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "actions"), (name = "customers"))
+    tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"))
 )]
 pub struct ApiDoc;
 

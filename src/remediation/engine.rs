@@ -66,6 +66,8 @@ pub struct Pending {
     customer: Customer,
     new: NewAction,
     record: ActionRecord,
+    /// When the event that triggered an automatic action arrived, to time receipt → PATCH.
+    received: Option<std::time::Instant>,
 }
 
 impl Pending {
@@ -137,6 +139,22 @@ impl Remediator {
         }
     }
 
+    /// [`execute`](Self::execute) for an action an event triggered at `received` (a Falcon
+    /// detection): the time from its receipt to the Graph PATCH is measured.
+    pub async fn execute_received(
+        &self,
+        request: ActionRequest,
+        received: std::time::Instant,
+    ) -> Result<Executed> {
+        match self.admit(request).await? {
+            Decision::Done(done) => Ok(done),
+            Decision::Pending(mut pending) => {
+                pending.received = Some(received);
+                self.complete(pending).await.map(Executed::Ran)
+            }
+        }
+    }
+
     /// The first half of [`execute`](Self::execute): records the request (nothing reaches
     /// Graph unless that write committed) and applies the guard rails. A [`Pending`] action
     /// must then be [`complete`](Self::complete)d; until it is, its lease keeps others off it.
@@ -182,6 +200,7 @@ impl Remediator {
                 customer,
                 new,
                 record,
+                received: None,
             })),
             Admission::Denied(record) => Ok(Decision::Done(Executed::Ran(record))),
             Admission::Replayed(record) => Ok(Decision::Done(Executed::Replayed(record))),
@@ -193,7 +212,9 @@ impl Remediator {
 
     /// The second half: Graph, then the outcome. Returns the action as stored afterwards.
     pub async fn complete(&self, pending: Pending) -> Result<ActionRecord> {
-        let finish = self.run(&pending.customer, &pending.new).await;
+        let finish = self
+            .run(&pending.customer, &pending.new, pending.received)
+            .await;
         if !self
             .store
             .finish_action(&finish)
@@ -217,7 +238,12 @@ impl Remediator {
     }
 
     /// The Graph part: read, change unless already so, revoke if asked, read again.
-    async fn run(&self, customer: &Customer, new: &NewAction) -> Finish {
+    async fn run(
+        &self,
+        customer: &Customer,
+        new: &NewAction,
+        received: Option<std::time::Instant>,
+    ) -> Finish {
         let started = Instant::now();
         let deadline = started + self.settings.deadline;
         let tenant = customer.tenant_id;
@@ -288,7 +314,13 @@ impl Remediator {
             .set_account_enabled(tenant, &user.id, desired, deadline)
             .await
         {
-            Ok(answer) => finish.graph = Some(answer.evidence),
+            Ok(answer) => {
+                if let Some(received) = received {
+                    metrics::histogram!("killswitch_falcon_receipt_to_patch_seconds")
+                        .record(received.elapsed().as_secs_f64());
+                }
+                finish.graph = Some(answer.evidence)
+            }
             Err(e) => {
                 finish.graph = e.evidence().cloned();
                 // An unanswered PATCH may still have been applied: look before calling it failed.

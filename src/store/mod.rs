@@ -3,6 +3,7 @@
 
 pub mod analysts_sql;
 pub mod audit_sql;
+pub mod detections_sql;
 pub mod domain_sql;
 pub mod onboarding_sql;
 pub mod postgres;
@@ -24,6 +25,7 @@ use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
+use crate::falcon::records::{DetectionFilter, DetectionRecord};
 use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 use analysts_sql::AnalystChange;
@@ -198,6 +200,29 @@ pub trait Store: Send + Sync + 'static {
         customer: &CustomerSlug,
         now: Timestamp,
     ) -> Result<Vec<onboarding_sql::WebhookSecretRecord>>;
+
+    // Falcon detections.
+
+    /// Stores a detection unless its composite id is known (then returns the stored one, `false`).
+    async fn record_detection(
+        &self,
+        detection: &DetectionRecord,
+        actor: &Actor,
+    ) -> Result<(DetectionRecord, bool)>;
+    /// The Entra account a detection was matched to, or why it waits.
+    async fn set_detection_target(
+        &self,
+        id: &str,
+        target_id: Option<&str>,
+        target_upn: Option<&str>,
+        pending_reason: Option<&str>,
+    ) -> Result<()>;
+    /// Decides a pending detection (audited); `false` when it was decided already.
+    async fn decide_detection(&self, decision: &detections_sql::Decision) -> Result<bool>;
+    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>>;
+    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>>;
+    /// How many detections wait for a decision (a metric).
+    async fn pending_detections(&self) -> Result<i64>;
 
     // Console sessions (after single sign-on). Only a hash of the cookie value is stored.
 

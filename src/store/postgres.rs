@@ -10,6 +10,7 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
+use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
 use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
@@ -23,6 +24,7 @@ use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
+use crate::falcon::records::{DetectionFilter, DetectionRecord};
 use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 
@@ -409,6 +411,56 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<Vec<WebhookSecretRecord>> {
         self.reads.webhook_secrets(customer, now).await
+    }
+
+    async fn record_detection(
+        &self,
+        detection: &DetectionRecord,
+        actor: &Actor,
+    ) -> Result<(DetectionRecord, bool)> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let recorded =
+            detections_sql::record::<Postgres>(&mut tx, &sealer, detection, actor).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn set_detection_target(
+        &self,
+        id: &str,
+        target_id: Option<&str>,
+        target_upn: Option<&str>,
+        pending_reason: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(detections_sql::SET_TARGET)
+            .bind(id)
+            .bind(target_id)
+            .bind(target_upn)
+            .bind(pending_reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn decide_detection(&self, decision: &detections_sql::Decision) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let decided = detections_sql::decide::<Postgres>(&mut tx, &sealer, decision).await?;
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>> {
+        self.reads.detection(id).await
+    }
+
+    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        self.reads.detections(filter).await
+    }
+
+    async fn pending_detections(&self) -> Result<i64> {
+        self.reads.pending_detections().await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {

@@ -14,6 +14,7 @@ use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
 use crate::customers::Customer;
 use crate::domain::CustomerSlug;
 use crate::error::{Error, Result};
+use crate::falcon::records::{DETECTION_COLUMNS, DetectionFilter, DetectionRecord};
 use crate::remediation::action::ActionRecord;
 use crate::time::Timestamp;
 
@@ -40,6 +41,7 @@ where
     for<'r> AnalystRecord: FromRow<'r, DB::Row>,
     for<'r> SessionRecord: FromRow<'r, DB::Row>,
     for<'r> WebhookSecretRecord: FromRow<'r, DB::Row>,
+    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
 {
     pub fn new(pool: Pool<DB>) -> Reads<DB> {
         Reads { pool }
@@ -187,6 +189,35 @@ where
             .bind(now.to_string())
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    pub async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>> {
+        let sql = format!("SELECT {DETECTION_COLUMNS} FROM detections WHERE id = $1");
+        Ok(
+            sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        let mut query = sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(filter.sql()));
+        for value in filter.binds() {
+            query = query.bind(value);
+        }
+        Ok(query
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn pending_detections(&self) -> Result<i64> {
+        let (count,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM detections WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count)
     }
 
     pub async fn webhook_secrets(

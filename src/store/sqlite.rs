@@ -13,6 +13,7 @@ use sqlx::{Sqlite, SqliteConnection};
 
 use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
+use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
 use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
@@ -27,6 +28,7 @@ use crate::auth::analysts::AnalystRecord;
 use crate::customers::{Customer, Policy};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
+use crate::falcon::records::{DetectionFilter, DetectionRecord};
 use crate::remediation::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 
@@ -475,6 +477,72 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Vec<WebhookSecretRecord>> {
         self.reads.webhook_secrets(customer, now).await
+    }
+
+    async fn record_detection(
+        &self,
+        detection: &DetectionRecord,
+        actor: &Actor,
+    ) -> Result<(DetectionRecord, bool)> {
+        let sealer = self.sealer()?;
+        let (detection, actor) = (detection.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                detections_sql::record::<Sqlite>(conn, &sealer, &detection, &actor).await
+            })
+        })
+        .await
+    }
+
+    async fn set_detection_target(
+        &self,
+        id: &str,
+        target_id: Option<&str>,
+        target_upn: Option<&str>,
+        pending_reason: Option<&str>,
+    ) -> Result<()> {
+        let values = (
+            id.to_owned(),
+            target_id.map(str::to_owned),
+            target_upn.map(str::to_owned),
+            pending_reason.map(str::to_owned),
+        );
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(detections_sql::SET_TARGET)
+                    .bind(values.0)
+                    .bind(values.1)
+                    .bind(values.2)
+                    .bind(values.3)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn decide_detection(&self, decision: &detections_sql::Decision) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let decision = decision.clone();
+        self.write(move |conn| {
+            Box::pin(
+                async move { detections_sql::decide::<Sqlite>(conn, &sealer, &decision).await },
+            )
+        })
+        .await
+    }
+
+    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>> {
+        self.reads.detection(id).await
+    }
+
+    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        self.reads.detections(filter).await
+    }
+
+    async fn pending_detections(&self) -> Result<i64> {
+        self.reads.pending_detections().await
     }
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {

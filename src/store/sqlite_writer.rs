@@ -29,7 +29,7 @@ const MAX_BATCH: usize = 512;
 /// Closure jobs cost a handful of statements each (~50 µs per statement through sqlx's worker
 /// thread) and everyone in a batch waits for the whole batch: a few per commit keeps each
 /// caller's wait short, while an fsync per few jobs is still cheap.
-const MAX_WORK_PER_BATCH: usize = 4;
+const MAX_WORK_PER_BATCH: usize = 32;
 const QUEUE_DEPTH: usize = 4096;
 /// Rows per multi-row INSERT (6 parameters each, well under SQLite's parameter limit).
 const ROWS_PER_STATEMENT: usize = 128;

@@ -113,6 +113,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     pub auth: Arc<killswitch::auth::gate::Authenticator>,
+    pub onboarding: Arc<killswitch::customers::onboarding::Onboarding>,
     pub db: TestDb,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<killswitch::Result<()>>>,
@@ -128,6 +129,7 @@ impl TestApp {
         let settings = db.settings(overrides);
         let services = Services::open(&settings).await.unwrap();
         let auth = services.auth.clone();
+        let onboarding = services.onboarding.clone();
         let app = Application::with_services(settings, services)
             .await
             .unwrap();
@@ -143,6 +145,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             auth,
+            onboarding,
             db,
             shutdown: Some(tx),
             server: Some(server),

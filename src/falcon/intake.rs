@@ -1,0 +1,513 @@
+//! Receiving a detection: authenticate the raw body, parse it, store it once, find the Entra
+//! account, and either disable it at once (the customer opted in, the severity reaches the
+//! threshold, the request was signed) or leave it for an analyst to approve or dismiss.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+
+use super::payload::{Detection, Severity};
+use super::records::{DetectionRecord, DetectionState};
+use super::signature::{Assurance, Rejection, Verifier};
+use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
+use crate::customers::Customer;
+use crate::customers::onboarding::webhook_context;
+use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey};
+use crate::error::{Error, Result};
+use crate::graph::GraphError;
+use crate::remediation::{ActionRequest, Executed, Remediator};
+use crate::secrets::SecretCipher;
+use crate::store::Store;
+use crate::store::detections_sql::Decision;
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone)]
+pub struct IntakeSettings {
+    pub signature_header: String,
+    pub tolerance: Duration,
+}
+
+pub struct Intake {
+    store: Arc<dyn Store>,
+    cipher: Arc<SecretCipher>,
+    remediator: Option<Arc<Remediator>>,
+    settings: IntakeSettings,
+    /// The customer and its decrypted secrets, reused for a second: a burst of detections
+    /// would otherwise read and decrypt them for every delivery. A signature that fails against
+    /// the cached secrets is checked again against fresh ones, so a new secret works at once.
+    keys: std::sync::Mutex<std::collections::HashMap<CustomerSlug, CachedKeys>>,
+}
+
+#[derive(Clone)]
+struct CachedKeys {
+    loaded: Instant,
+    customer: Customer,
+    secrets: Arc<Vec<Vec<u8>>>,
+}
+
+const KEYS_TTL: Duration = Duration::from_secs(1);
+
+/// Why a webhook was not accepted.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Authentication failed; the sender learns only the status.
+    Rejected(Rejection),
+    /// Authenticated, but the body is not a detection: the message names the field.
+    Invalid(String),
+    Failed(Error),
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
+/// An accepted webhook.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub detection: DetectionRecord,
+    /// `false` when the composite id was known: nothing else was done.
+    pub new: bool,
+    pub detail: Detection,
+    pub customer: Customer,
+    pub at: Instant,
+}
+
+/// What an automatic or approved disable did.
+pub struct Approved {
+    pub detection: DetectionRecord,
+    pub action: Executed,
+}
+
+fn falcon_actor(policy: &str) -> Actor {
+    Actor::Falcon {
+        policy: policy.to_owned(),
+    }
+}
+
+/// One action per detection, whoever triggers it and however often: the idempotency key is
+/// derived from the composite id.
+fn idempotency_key(composite_id: &str) -> Result<IdempotencyKey> {
+    let digest = const_hex::encode(&Sha256::digest(composite_id.as_bytes())[..16]);
+    format!("falcon-{digest}").parse()
+}
+
+impl Intake {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cipher: Arc<SecretCipher>,
+        remediator: Option<Arc<Remediator>>,
+        settings: IntakeSettings,
+    ) -> Intake {
+        Intake {
+            store,
+            cipher,
+            remediator,
+            settings,
+            keys: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Verifies, parses and stores a webhook. Processing (account lookup, policy) follows in
+    /// [`process`](Self::process) for a new detection.
+    pub async fn receive(
+        &self,
+        customer: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> std::result::Result<Received, Refusal> {
+        let at = Instant::now();
+        let now = Timestamp::now();
+        let Ok(slug) = customer.parse::<CustomerSlug>() else {
+            return Err(Refusal::Rejected(Rejection::UnknownCustomer));
+        };
+        let cached = {
+            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            keys.get(&slug)
+                .filter(|k| k.loaded.elapsed() < KEYS_TTL)
+                .cloned()
+        };
+        let (keys, fresh) = match cached {
+            Some(keys) => (keys, false),
+            None => (self.load_keys(&slug, now).await?, true),
+        };
+        let assurance = match self.verify(&keys, headers, body, now) {
+            Ok(assurance) => assurance,
+            Err(_) if !fresh => {
+                let keys = self.load_keys(&slug, now).await?;
+                self.verify(&keys, headers, body, now)
+                    .map_err(Refusal::Rejected)?
+            }
+            Err(rejection) => return Err(Refusal::Rejected(rejection)),
+        };
+        let customer = keys.customer;
+        let detail = Detection::parse(body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let record = DetectionRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            customer: slug.to_string(),
+            composite_id: detail.composite_id.clone(),
+            detection_id: detail.detection_id.clone(),
+            severity: detail.severity.as_str().to_owned(),
+            tactic: detail.tactic.clone(),
+            technique: detail.technique.clone(),
+            account_upn: detail.account_upn.as_ref().map(ToString::to_string),
+            account_sid: detail.account_sid.clone(),
+            account_domain: detail.account_domain.clone(),
+            falcon_host_link: detail.falcon_host_link.clone(),
+            cid: detail.cid.clone(),
+            falcon_time: detail.timestamp.clone(),
+            assurance: assurance.as_str().to_owned(),
+            state: DetectionState::Pending.as_str().to_owned(),
+            target_id: None,
+            target_upn: None,
+            pending_reason: None,
+            action_id: None,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            received_at: now.to_string(),
+        };
+        let (detection, new) = self
+            .store
+            .record_detection(&record, &falcon_actor("intake"))
+            .await?;
+        metrics::counter!("killswitch_detections_received_total", "assurance" => assurance.as_str(), "new" => if new { "true" } else { "false" })
+            .increment(1);
+        Ok(Received {
+            detection,
+            new,
+            detail,
+            customer,
+            at,
+        })
+    }
+
+    async fn load_keys(
+        &self,
+        slug: &CustomerSlug,
+        now: Timestamp,
+    ) -> std::result::Result<CachedKeys, Refusal> {
+        let (customer, records) = tokio::try_join!(
+            self.store.customer(slug),
+            self.store.webhook_secrets(slug, now)
+        )?;
+        let Some(customer) = customer else {
+            return Err(Refusal::Rejected(Rejection::UnknownCustomer));
+        };
+        let mut secrets = Vec::with_capacity(records.len());
+        for record in records {
+            let secret = self
+                .cipher
+                .open(&record.secret, &webhook_context(slug.as_str(), &record.id))?;
+            secrets.push(secret.expose_secret().to_vec());
+        }
+        let keys = CachedKeys {
+            loaded: Instant::now(),
+            customer,
+            secrets: Arc::new(secrets),
+        };
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slug.clone(), keys.clone());
+        Ok(keys)
+    }
+
+    fn verify(
+        &self,
+        keys: &CachedKeys,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> std::result::Result<Assurance, Rejection> {
+        Verifier {
+            secrets: &keys.secrets,
+            signature_header: &self.settings.signature_header,
+            signed_string: keys.customer.policy.webhook_signature,
+            tolerance_secs: i64::try_from(self.settings.tolerance.as_secs()).unwrap_or(300),
+            now,
+        }
+        .verify(headers, body)
+    }
+
+    /// Finds the account and applies the customer's auto-disable policy.
+    pub async fn process(&self, received: &Received) -> Result<DetectionRecord> {
+        let detection = &received.detection;
+        let customer = &received.customer;
+        let (target, pending_reason) = match self.resolve(customer, &received.detail).await {
+            Ok(target) => (Some(target), None),
+            Err(reason) => (None, Some(reason)),
+        };
+        let policy = customer.policy.auto_disable;
+        let automatic = target.is_some()
+            && policy.covers(received.detail.severity)
+            && detection.assurance == Assurance::Signed.as_str();
+        let waiting_because = pending_reason.clone().or_else(|| {
+            (!automatic).then(|| {
+                if policy.as_str() == "off" {
+                    "the customer has not opted in to automatic disabling".to_owned()
+                } else if detection.assurance != Assurance::Signed.as_str() {
+                    "delivered with a bearer token only: never disabled automatically".to_owned()
+                } else {
+                    format!(
+                        "severity {} is below the customer's automatic threshold ({})",
+                        detection.severity,
+                        policy.as_str()
+                    )
+                }
+            })
+        });
+        let (target_id, target_upn) = target.clone().unzip();
+        self.store
+            .set_detection_target(
+                &detection.id,
+                target_id.as_deref(),
+                target_upn.as_deref(),
+                waiting_because.as_deref(),
+            )
+            .await?;
+        if !automatic {
+            return self.reload(&detection.id).await;
+        }
+        let Some((id, _)) = target else {
+            return self.reload(&detection.id).await;
+        };
+        let rule = format!("auto-disable at {}", policy.as_str());
+        let request = self.disable_request(
+            customer,
+            detection,
+            &id,
+            falcon_actor(&rule),
+            None,
+            None,
+            "disabled automatically",
+        )?;
+        let remediator = self.remediator()?;
+        let executed = remediator.execute_received(request, received.at).await?;
+        metrics::counter!("killswitch_detections_auto_remediated_total").increment(1);
+        let decision = Decision {
+            id: detection.id.clone(),
+            customer: customer.slug.clone(),
+            state: DetectionState::AutoRemediated,
+            action_id: Some(executed.record().id.clone()),
+            reason: Some(format!(
+                "severity {} reaches the customer's threshold ({})",
+                detection.severity,
+                policy.as_str()
+            )),
+            actor: falcon_actor(&rule),
+        };
+        self.store.decide_detection(&decision).await?;
+        self.reload(&detection.id).await
+    }
+
+    /// An analyst approves a pending detection (with a one-time code, checked by the caller).
+    pub async fn approve(
+        &self,
+        id: uuid::Uuid,
+        actor: Actor,
+        mfa: MfaEvidence,
+        context: RequestContext,
+    ) -> Result<Approved> {
+        let detection = self.pending(id).await?;
+        let customer = self.customer(&detection).await?;
+        let target = match &detection.target_id {
+            Some(target) => target.clone(),
+            None => {
+                let detail = reparse(&detection);
+                let (target, _) = self
+                    .resolve(&customer, &detail)
+                    .await
+                    .map_err(|reason| Error::Conflict(format!("cannot approve: {reason}")))?;
+                target
+            }
+        };
+        let request = self.disable_request(
+            &customer,
+            &detection,
+            &target,
+            actor.clone(),
+            Some(mfa),
+            Some(context),
+            "approved by an analyst",
+        )?;
+        let action = self.remediator()?.execute(request).await?;
+        let decision = Decision {
+            id: detection.id.clone(),
+            customer: customer.slug.clone(),
+            state: DetectionState::Approved,
+            action_id: Some(action.record().id.clone()),
+            reason: None,
+            actor,
+        };
+        self.store.decide_detection(&decision).await?;
+        Ok(Approved {
+            detection: self.reload(&detection.id).await?,
+            action,
+        })
+    }
+
+    /// An analyst dismisses a pending detection; nothing is sent to Entra.
+    pub async fn dismiss(
+        &self,
+        id: uuid::Uuid,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<DetectionRecord> {
+        let detection = self.pending(id).await?;
+        let decision = Decision {
+            id: detection.id.clone(),
+            customer: detection.customer.parse()?,
+            state: DetectionState::Dismissed,
+            action_id: None,
+            reason: Some(reason.to_owned()),
+            actor,
+        };
+        if !self.store.decide_detection(&decision).await? {
+            return Err(Error::Conflict(
+                "the detection was decided meanwhile".to_owned(),
+            ));
+        }
+        self.reload(&detection.id).await
+    }
+
+    async fn pending(&self, id: uuid::Uuid) -> Result<DetectionRecord> {
+        let detection = self
+            .store
+            .detection(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("detection {id}")))?;
+        if detection.state != DetectionState::Pending.as_str() {
+            return Err(Error::Conflict(format!(
+                "the detection is {} already",
+                detection.state
+            )));
+        }
+        Ok(detection)
+    }
+
+    async fn customer(&self, detection: &DetectionRecord) -> Result<Customer> {
+        let slug: CustomerSlug = detection.customer.parse()?;
+        self.store
+            .customer(&slug)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("customer `{slug}`")))
+    }
+
+    async fn reload(&self, id: &str) -> Result<DetectionRecord> {
+        let id =
+            uuid::Uuid::parse_str(id).map_err(|_| Error::Internal(format!("detection id {id}")))?;
+        self.store
+            .detection(id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("detection {id} vanished")))
+    }
+
+    fn remediator(&self) -> Result<&Remediator> {
+        self.remediator.as_deref().ok_or_else(|| {
+            Error::Upstream(
+                "the remediation app is not configured; nothing was sent to Entra".to_owned(),
+            )
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn disable_request(
+        &self,
+        customer: &Customer,
+        detection: &DetectionRecord,
+        target_id: &str,
+        actor: Actor,
+        mfa: Option<MfaEvidence>,
+        context: Option<RequestContext>,
+        how: &str,
+    ) -> Result<ActionRequest> {
+        let technique = [detection.tactic.as_deref(), detection.technique.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let reason = format!(
+            "Falcon detection {} ({} severity{}{}), {how}",
+            detection.composite_id.chars().take(120).collect::<String>(),
+            detection.severity,
+            if technique.is_empty() { "" } else { ", " },
+            technique.chars().take(200).collect::<String>()
+        );
+        Ok(ActionRequest {
+            customer: customer.slug.clone(),
+            operation: Operation::Disable,
+            account: target_id.parse::<AccountRef>()?,
+            reason: reason.chars().take(500).collect::<String>().parse()?,
+            ticket: None,
+            revoke_sessions: None,
+            idempotency_key: Some(idempotency_key(&detection.composite_id)?),
+            actor,
+            mfa,
+            context,
+        })
+    }
+
+    /// The Entra account a detection names: by on-premises SID first (Falcon describes the AD
+    /// account), then by UPN. `Err` is the reason it stays pending.
+    async fn resolve(
+        &self,
+        customer: &Customer,
+        detail: &Detection,
+    ) -> std::result::Result<(String, String), String> {
+        let Some(remediator) = self.remediator.as_deref() else {
+            return Err(
+                "the remediation app is not configured, so the account could not be looked up"
+                    .to_owned(),
+            );
+        };
+        let graph = remediator.graph();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let describe = |e: GraphError| format!("the account could not be looked up: {e}");
+        if let Some(sid) = &detail.account_sid {
+            match graph
+                .find_by_sid(customer.tenant_id, sid, deadline)
+                .await
+                .map_err(describe)?
+                .value
+            {
+                Some(user) => return Ok((user.id, user.user_principal_name)),
+                None if detail.account_upn.is_none() => {
+                    return Err(format!("no Entra account has the on-premises SID {sid}"));
+                }
+                None => {}
+            }
+        }
+        let Some(upn) = &detail.account_upn else {
+            return Err("the detection names no account".to_owned());
+        };
+        match graph.get_user(customer.tenant_id, upn, deadline).await {
+            Ok(answer) => Ok((answer.value.id, answer.value.user_principal_name)),
+            Err(GraphError::NotFound { .. }) => {
+                Err(format!("no account {upn} in the customer's tenant"))
+            }
+            Err(e) => Err(describe(e)),
+        }
+    }
+}
+
+/// The detection's account fields as a [`Detection`] again, to retry the lookup on approval.
+fn reparse(record: &DetectionRecord) -> Detection {
+    Detection {
+        composite_id: record.composite_id.clone(),
+        detection_id: record.detection_id.clone(),
+        severity: Severity::parse_stored(&record.severity).unwrap_or(Severity::Low),
+        tactic: record.tactic.clone(),
+        technique: record.technique.clone(),
+        account_upn: record.account_upn.as_deref().and_then(|u| u.parse().ok()),
+        account_sid: record.account_sid.clone(),
+        account_domain: record.account_domain.clone(),
+        falcon_host_link: record.falcon_host_link.clone(),
+        cid: record.cid.clone(),
+        timestamp: record.falcon_time.clone(),
+    }
+}

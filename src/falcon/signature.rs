@@ -1,0 +1,382 @@
+//! Proving a webhook came from the customer's Falcon, on the raw body, before anything parses it.
+//!
+//! Three ways, tried in this order by what the request carries:
+//! - the CrowdStrike Store "Webhook" app: an HMAC-SHA256 signature header (name configurable,
+//!   `X-CS-Primary-Signature` by default) and `X-CS-Delivery-Timestamp`; public receivers disagree
+//!   on the signed string, so both are supported per customer: `base64(HMAC(secret, body ‖
+//!   timestamp))` (the default) or `hex(HMAC(secret, timestamp ‖ body))`;
+//! - Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` over
+//!   `id.timestamp.body`), for other senders; the key is the secret's UTF-8 bytes;
+//! - `Authorization: Bearer <secret>`: lower assurance, recorded as such, never auto-disables.
+//!
+//! Signatures are compared in constant time, and a signed request's timestamp must be fresh.
+
+use axum::http::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::time::Timestamp;
+
+pub const TIMESTAMP_HEADER: &str = "x-cs-delivery-timestamp";
+
+/// How sure we are the detection came from the customer's Falcon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assurance {
+    /// An HMAC over the body with a fresh timestamp.
+    Signed,
+    /// Only a static bearer secret: it may have leaked and can be replayed.
+    Bearer,
+}
+
+impl Assurance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assurance::Signed => "signed",
+            Assurance::Bearer => "bearer",
+        }
+    }
+}
+
+/// Which string the CrowdStrike scheme signs, per customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SignedString {
+    /// `base64(HMAC-SHA256(secret, body ‖ timestamp))`
+    #[default]
+    BodyTimestampBase64,
+    /// `hex(HMAC-SHA256(secret, timestamp ‖ body))`
+    TimestampBodyHex,
+}
+
+/// Why a webhook was refused: the metric label and log line; the sender only gets the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    MissingCredentials,
+    BadSignature,
+    MissingTimestamp,
+    MalformedTimestamp,
+    StaleTimestamp,
+    BadToken,
+    NoSecret,
+    UnknownCustomer,
+}
+
+impl Rejection {
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::MissingCredentials => "missing_credentials",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::MissingTimestamp => "missing_timestamp",
+            Rejection::MalformedTimestamp => "malformed_timestamp",
+            Rejection::StaleTimestamp => "stale_timestamp",
+            Rejection::BadToken => "bad_token",
+            Rejection::NoSecret => "no_secret",
+            Rejection::UnknownCustomer => "unknown_customer",
+        }
+    }
+
+    /// 400 for a request that is malformed whoever sent it, 401 for failed authentication.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::MissingTimestamp | Rejection::MalformedTimestamp => 400,
+            _ => 401,
+        }
+    }
+}
+
+pub struct Verifier<'a> {
+    /// The customer's valid secrets (current, and the previous one during its grace period).
+    pub secrets: &'a [Vec<u8>],
+    pub signature_header: &'a str,
+    pub signed_string: SignedString,
+    pub tolerance_secs: i64,
+    pub now: Timestamp,
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let Ok(mut mac) = <hmac::Hmac<Sha256>>::new_from_slice(key) else {
+        return [0; 32];
+    };
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// A timestamp as senders write it: RFC 3339, epoch seconds or epoch milliseconds.
+pub fn parse_timestamp(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        // Milliseconds after 2001-09-09 have 13 digits; seconds will not for centuries.
+        return Some(if n.abs() >= 1_000_000_000_000 {
+            n / 1000
+        } else {
+            n
+        });
+    }
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+impl Verifier<'_> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<Assurance, Rejection> {
+        if self.secrets.is_empty() {
+            return Err(Rejection::NoSecret);
+        }
+        if let Some(signature) = header(headers, self.signature_header) {
+            let timestamp = header(headers, TIMESTAMP_HEADER).ok_or(Rejection::MissingTimestamp)?;
+            self.fresh(timestamp)?;
+            return self
+                .crowdstrike(signature, timestamp, body)
+                .then_some(Assurance::Signed)
+                .ok_or(Rejection::BadSignature);
+        }
+        if let Some(signatures) = header(headers, "webhook-signature") {
+            let id = header(headers, "webhook-id").ok_or(Rejection::MissingCredentials)?;
+            let timestamp =
+                header(headers, "webhook-timestamp").ok_or(Rejection::MissingTimestamp)?;
+            self.fresh(timestamp)?;
+            return self
+                .standard(id, timestamp, signatures, body)
+                .then_some(Assurance::Signed)
+                .ok_or(Rejection::BadSignature);
+        }
+        if let Some(token) =
+            header(headers, "authorization").and_then(|v| v.strip_prefix("Bearer "))
+        {
+            let known = self
+                .secrets
+                .iter()
+                .any(|s| bool::from(s.as_slice().ct_eq(token.trim().as_bytes())));
+            return known
+                .then_some(Assurance::Bearer)
+                .ok_or(Rejection::BadToken);
+        }
+        Err(Rejection::MissingCredentials)
+    }
+
+    fn fresh(&self, timestamp: &str) -> Result<(), Rejection> {
+        let at = parse_timestamp(timestamp).ok_or(Rejection::MalformedTimestamp)?;
+        let now = self.now.as_datetime().timestamp();
+        if (now - at).abs() > self.tolerance_secs {
+            return Err(Rejection::StaleTimestamp);
+        }
+        Ok(())
+    }
+
+    fn crowdstrike(&self, signature: &str, timestamp: &str, body: &[u8]) -> bool {
+        let given = match self.signed_string {
+            SignedString::BodyTimestampBase64 => BASE64.decode(signature).ok(),
+            SignedString::TimestampBodyHex => const_hex::decode(signature).ok(),
+        };
+        let Some(given) = given else { return false };
+        self.secrets.iter().any(|secret| {
+            let expected = match self.signed_string {
+                SignedString::BodyTimestampBase64 => hmac(secret, &[body, timestamp.as_bytes()]),
+                SignedString::TimestampBodyHex => hmac(secret, &[timestamp.as_bytes(), body]),
+            };
+            bool::from(expected.as_slice().ct_eq(&given))
+        })
+    }
+
+    fn standard(&self, id: &str, timestamp: &str, signatures: &str, body: &[u8]) -> bool {
+        let given: Vec<Vec<u8>> = signatures
+            .split(' ')
+            .filter_map(|s| s.strip_prefix("v1,"))
+            .filter_map(|s| BASE64.decode(s).ok())
+            .collect();
+        self.secrets.iter().any(|secret| {
+            let expected = hmac(
+                secret,
+                &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+            );
+            given
+                .iter()
+                .any(|g| bool::from(expected.as_slice().ct_eq(g)))
+        })
+    }
+}
+
+/// What a sender computes, for tests, benchmarks and docs/falcon.md's example.
+pub fn sign_crowdstrike(
+    secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signed_string: SignedString,
+) -> String {
+    match signed_string {
+        SignedString::BodyTimestampBase64 => {
+            BASE64.encode(hmac(secret, &[body, timestamp.as_bytes()]))
+        }
+        SignedString::TimestampBodyHex => {
+            const_hex::encode(hmac(secret, &[timestamp.as_bytes(), body]))
+        }
+    }
+}
+
+pub fn sign_standard(secret: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    format!(
+        "v1,{}",
+        BASE64.encode(hmac(
+            secret,
+            &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]
+        ))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-falcon";
+
+    fn verifier(secrets: &[Vec<u8>], signed_string: SignedString) -> Verifier<'_> {
+        Verifier {
+            secrets,
+            signature_header: "x-cs-primary-signature",
+            signed_string,
+            tolerance_secs: 300,
+            now: "2026-11-27T12:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn timestamps_in_three_spellings() {
+        assert_eq!(parse_timestamp("2026-11-27T12:00:00Z"), Some(1_795_780_800));
+        assert_eq!(parse_timestamp("1795780800"), Some(1_795_780_800));
+        assert_eq!(parse_timestamp("1795780800123"), Some(1_795_780_800));
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    #[test]
+    fn both_crowdstrike_constructions_verify_and_reject_tampering() {
+        let secrets = vec![SECRET.to_vec()];
+        let body = br#"{"composite_id":"x"}"#;
+        for (variant, ts) in [
+            (SignedString::BodyTimestampBase64, "1795780800"),
+            (SignedString::TimestampBodyHex, "2026-11-27T11:59:00Z"),
+        ] {
+            let v = verifier(&secrets, variant);
+            let sig = sign_crowdstrike(SECRET, ts, body, variant);
+            let good = headers(&[
+                ("x-cs-primary-signature", sig.clone()),
+                ("x-cs-delivery-timestamp", ts.to_owned()),
+            ]);
+            assert_eq!(v.verify(&good, body), Ok(Assurance::Signed));
+            assert_eq!(
+                v.verify(&good, br#"{"composite_id":"y"}"#),
+                Err(Rejection::BadSignature)
+            );
+            let other = verifier(
+                &secrets,
+                if variant == SignedString::TimestampBodyHex {
+                    SignedString::BodyTimestampBase64
+                } else {
+                    SignedString::TimestampBodyHex
+                },
+            );
+            assert_eq!(
+                other.verify(&good, body),
+                Err(Rejection::BadSignature),
+                "the customer's construction only"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_must_be_present_well_formed_and_fresh() {
+        let secrets = vec![SECRET.to_vec()];
+        let v = verifier(&secrets, SignedString::BodyTimestampBase64);
+        let body = b"{}";
+        let sig = |ts: &str| sign_crowdstrike(SECRET, ts, body, SignedString::BodyTimestampBase64);
+        assert_eq!(
+            v.verify(&headers(&[("x-cs-primary-signature", sig("1"))]), body),
+            Err(Rejection::MissingTimestamp)
+        );
+        assert_eq!(
+            v.verify(
+                &headers(&[
+                    ("x-cs-primary-signature", sig("soon")),
+                    ("x-cs-delivery-timestamp", "soon".into())
+                ]),
+                body
+            ),
+            Err(Rejection::MalformedTimestamp)
+        );
+        for ts in ["1795780499", "1795781101"] {
+            let h = headers(&[
+                ("x-cs-primary-signature", sig(ts)),
+                ("x-cs-delivery-timestamp", ts.to_owned()),
+            ]);
+            assert_eq!(v.verify(&h, body), Err(Rejection::StaleTimestamp), "{ts}");
+        }
+    }
+
+    #[test]
+    fn standard_webhooks_and_bearer_tokens() {
+        let secrets = vec![
+            b"old-secret-still-in-grace-period-xx".to_vec(),
+            SECRET.to_vec(),
+        ];
+        let v = verifier(&secrets, SignedString::BodyTimestampBase64);
+        let body = b"{}";
+        let sig = sign_standard(SECRET, "msg_1", "1795780800", body);
+        let h = headers(&[
+            ("webhook-id", "msg_1".into()),
+            ("webhook-timestamp", "1795780800".into()),
+            ("webhook-signature", format!("v1,AAAA {sig}")),
+        ]);
+        assert_eq!(v.verify(&h, body), Ok(Assurance::Signed));
+        let h = headers(&[
+            ("webhook-id", "msg_2".into()),
+            ("webhook-timestamp", "1795780800".into()),
+            ("webhook-signature", sig),
+        ]);
+        assert_eq!(
+            v.verify(&h, body),
+            Err(Rejection::BadSignature),
+            "the id is signed"
+        );
+        let bearer = headers(&[(
+            "authorization",
+            format!("Bearer {}", String::from_utf8_lossy(SECRET)),
+        )]);
+        assert_eq!(v.verify(&bearer, body), Ok(Assurance::Bearer));
+        assert_eq!(
+            v.verify(&headers(&[("authorization", "Bearer guess".into())]), body),
+            Err(Rejection::BadToken)
+        );
+        assert_eq!(
+            v.verify(&HeaderMap::new(), body),
+            Err(Rejection::MissingCredentials)
+        );
+        assert_eq!(
+            verifier(&[], SignedString::BodyTimestampBase64).verify(&bearer, body),
+            Err(Rejection::NoSecret)
+        );
+    }
+}

@@ -1,0 +1,303 @@
+//! Falcon's webhook, and the detection queue analysts work from.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, to_bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::caller::Caller;
+use super::problem::Problem;
+use super::views::ActionView;
+use crate::auth::{Permission, Scope};
+use crate::domain::{CustomerSlug, Reason};
+use crate::falcon::intake::Refusal;
+use crate::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
+
+type ApiResult<T = Response> = Result<T, Problem>;
+
+/// The largest webhook body accepted, whatever `server.body_limit_bytes` says.
+pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
+
+fn problem(e: crate::Error) -> Problem {
+    Problem::from(&e)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DetectionList {
+    pub detections: Vec<DetectionRecord>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovedView {
+    pub detection: DetectionRecord,
+    pub action: ActionView,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DismissRequest {
+    /// Why no action is needed (a false positive, a known test…); recorded in the audit log.
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DetectionsQuery {
+    pub customer: Option<String>,
+    /// `pending`, `auto_remediated`, `approved` or `dismissed`.
+    pub state: Option<String>,
+    pub limit: Option<u32>,
+}
+
+fn refused(status: u16) -> Problem {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    // No detail: the reason helps only someone probing; it is logged and counted instead.
+    Problem::new(status, "webhook-rejected", "Webhook rejected")
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks/falcon/{customer}", tag = "falcon",
+    summary = "Receive a Falcon detection (HMAC-signed; no analyst authentication)",
+    description = "Authenticated by the customer's webhook secret: the CrowdStrike Store Webhook scheme \
+        (signature header and X-CS-Delivery-Timestamp), Standard Webhooks (webhook-id, webhook-timestamp, \
+        webhook-signature), or Authorization: Bearer <secret> (lower assurance, never disables automatically). \
+        The body follows the template in docs/falcon.md.",
+    params(("customer" = String, Path, description = "customer slug")),
+    responses(
+        (status = 200, body = DetectionRecord, description = "a detection already received (same composite_id): nothing else was done"),
+        (status = 202, body = DetectionRecord, description = "accepted: stored, and disabled at once when the customer's policy allows"),
+        (status = 400, body = Problem, description = "webhook-rejected: malformed timestamp"),
+        (status = 401, body = Problem, description = "webhook-rejected: missing, wrong or stale signature"),
+        (status = 413, body = Problem, description = "body-too-large (256 KiB)"),
+        (status = 422, body = Problem, description = "invalid-detection: names the missing or invalid field"),
+    ))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let reject = |reason: &'static str, status: u16| {
+        metrics::counter!("killswitch_webhooks_rejected_total", "reason" => reason).increment(1);
+        tracing::warn!(%customer, reason, "Falcon webhook refused");
+        refused(status).into_response()
+    };
+    let Ok(body) = to_bytes(body, WEBHOOK_BODY_LIMIT).await else {
+        metrics::counter!("killswitch_webhooks_rejected_total", "reason" => "too_large")
+            .increment(1);
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Request body too large",
+        )
+        .detail("a detection is at most 256 KiB")
+        .into_response();
+    };
+    let received = match state.intake.receive(&customer, &headers, &body).await {
+        Ok(received) => received,
+        Err(Refusal::Rejected(rejection)) => return reject(rejection.label(), rejection.status()),
+        Err(Refusal::Invalid(detail)) => {
+            metrics::counter!("killswitch_webhooks_rejected_total", "reason" => "invalid_detection").increment(1);
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-detection",
+                "Not a detection in the documented template",
+            )
+            .detail(detail)
+            .into_response();
+        }
+        Err(Refusal::Failed(e)) => return problem(e).into_response(),
+    };
+    if !received.new {
+        return (StatusCode::OK, Json(received.detection)).into_response();
+    }
+    // Look-up and policy run to the end even if Falcon hangs up; Falcon hears back when they
+    // are done or shortly before its request would time out.
+    let intake = state.intake.clone();
+    let detection = received.detection.clone();
+    let processing = tokio::spawn(async move { intake.process(&received).await });
+    let wait = state
+        .settings
+        .server
+        .request_timeout
+        .saturating_sub(Duration::from_secs(2))
+        .max(Duration::from_secs(1));
+    let current = match tokio::time::timeout(wait, processing).await {
+        Ok(Ok(Ok(processed))) => processed,
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, detection = %detection.id, "processing a detection failed; it stays pending");
+            detection
+        }
+        Ok(Err(_)) | Err(_) => detection,
+    };
+    (StatusCode::ACCEPTED, Json(current)).into_response()
+}
+
+fn scoped(caller: &Caller, customer: &str) -> bool {
+    customer
+        .parse::<CustomerSlug>()
+        .is_ok_and(|c| caller.analyst.customers.covers(&c))
+}
+
+async fn detection_in_scope(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<DetectionRecord> {
+    let not_found = || Problem::not_found().detail(format!("there is no detection {id}"));
+    let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+    let detection = state
+        .store
+        .detection(id)
+        .await
+        .map_err(problem)?
+        .ok_or_else(not_found)?;
+    if !scoped(caller, &detection.customer) {
+        return Err(not_found());
+    }
+    Ok(detection)
+}
+
+#[utoipa::path(get, path = "/api/v1/detections", tag = "falcon", summary = "Detections within the caller's customers, newest first",
+    params(DetectionsQuery),
+    responses((status = 200, body = DetectionList), (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 422, body = Problem, description = "invalid-input")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(query): Query<DetectionsQuery>,
+) -> ApiResult {
+    caller.require(Permission::ReadDetections)?;
+    let invalid = |detail: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+        )
+        .detail(detail)
+    };
+    let customers = match (&query.customer, &caller.analyst.customers) {
+        (Some(slug), _) => {
+            let slug: CustomerSlug = slug
+                .parse()
+                .map_err(|e: crate::Error| invalid(e.to_string()))?;
+            caller.require_customer(&slug)?;
+            Some(vec![slug])
+        }
+        (None, Scope::All) => None,
+        (None, Scope::Customers(set)) => Some(set.iter().cloned().collect()),
+    };
+    let state_filter = match query.state.as_deref() {
+        None => None,
+        Some(text) => Some(DetectionState::parse(text).ok_or_else(|| {
+            invalid(format!(
+                "`{text}` is not pending, auto_remediated, approved or dismissed"
+            ))
+        })?),
+    };
+    let filter = DetectionFilter {
+        customers,
+        state: state_filter,
+        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let detections = state.store.detections(&filter).await.map_err(problem)?;
+    Ok(Json(DetectionList { detections }).into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/detections/{id}", tag = "falcon", summary = "One detection",
+    params(("id" = String, Path, description = "detection id")),
+    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found (also out of scope)")),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    caller.require(Permission::ReadDetections)?;
+    Ok(Json(detection_in_scope(&state, &caller, &id).await?).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/detections/{id}/approve", tag = "falcon",
+    summary = "Approve a pending detection: disable its account (role analyst or lead; one-time code required)",
+    params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
+    responses((status = 200, body = ApprovedView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
+        (status = 409, body = Problem, description = "conflict: decided already, or the account cannot be found"),
+        (status = 502, body = Problem, description = "upstream: the remediation app is not configured")),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    caller.require(Permission::DecideDetections)?;
+    let detection = detection_in_scope(&state, &caller, &id).await?;
+    if detection.state != DetectionState::Pending.as_str() {
+        return Err(problem(crate::Error::Conflict(format!(
+            "the detection is {} already",
+            detection.state
+        ))));
+    }
+    let mfa = caller.second_factor(&state, &headers).await?;
+    let id = uuid::Uuid::parse_str(&detection.id).map_err(|_| Problem::not_found())?;
+    let approved = state
+        .intake
+        .approve(id, caller.actor(), mfa, caller.context.clone())
+        .await
+        .map_err(problem)?;
+    Ok(Json(ApprovedView {
+        action: ActionView::from(approved.action.record()),
+        detection: approved.detection,
+    })
+    .into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/detections/{id}/dismiss", tag = "falcon",
+    summary = "Dismiss a pending detection: nothing is sent to Entra (role analyst or lead)",
+    params(("id" = String, Path, description = "detection id")),
+    request_body = DismissRequest,
+    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated"),
+        (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
+        (status = 409, body = Problem, description = "conflict: decided already"), (status = 422, body = Problem, description = "invalid-input, invalid-body")),
+    security(("bearer" = [])))]
+pub async fn dismiss(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<DismissRequest>, JsonRejection>,
+) -> ApiResult {
+    caller.require(Permission::DecideDetections)?;
+    let detection = detection_in_scope(&state, &caller, &id).await?;
+    let Json(body) = body.map_err(|r| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+        )
+        .detail(r.body_text())
+    })?;
+    let reason: Reason = body.reason.parse().map_err(|e: crate::Error| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+        )
+        .detail(e.to_string())
+    })?;
+    let id = uuid::Uuid::parse_str(&detection.id).map_err(|_| Problem::not_found())?;
+    let dismissed = state
+        .intake
+        .dismiss(id, caller.actor(), reason.as_str())
+        .await
+        .map_err(problem)?;
+    Ok(Json(dismissed).into_response())
+}

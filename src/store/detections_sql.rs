@@ -1,0 +1,151 @@
+//! Detection writes, once for both backends, each audited in the customer's chain in the same
+//! transaction.
+
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::domain_sql::ChainTx;
+use crate::audit::append::Sealer;
+use crate::audit::event::{Actor, AuditEvent};
+use crate::domain::{ChainId, CustomerSlug};
+use crate::error::{Error, Result};
+use crate::falcon::records::{DETECTION_COLUMNS, DetectionRecord, DetectionState};
+use crate::time::Timestamp;
+
+fn uuid(id: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| Error::Internal(format!("detection id `{id}` is not a UUID")))
+}
+
+/// Stores a detection unless its `composite_id` is known for the customer; returns the stored
+/// one and whether it is new. Only a new one is audited.
+pub async fn record<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    d: &DetectionRecord,
+    actor: &Actor,
+) -> Result<(DetectionRecord, bool)>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let customer: CustomerSlug = d.customer.parse()?;
+    let chain = ChainId::Customer(customer);
+    // The chain is held first, so a concurrent delivery of the same detection waits and then
+    // finds this one.
+    conn.lock_chain(&chain).await?;
+    let sql = format!(
+        "INSERT INTO detections ({DETECTION_COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+         ON CONFLICT (customer, composite_id) DO NOTHING RETURNING id"
+    );
+    let inserted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(sql))
+        .bind(d.id.as_str())
+        .bind(d.customer.as_str())
+        .bind(d.composite_id.as_str())
+        .bind(d.detection_id.as_deref())
+        .bind(d.severity.as_str())
+        .bind(d.tactic.as_deref())
+        .bind(d.technique.as_deref())
+        .bind(d.account_upn.as_deref())
+        .bind(d.account_sid.as_deref())
+        .bind(d.account_domain.as_deref())
+        .bind(d.falcon_host_link.as_deref())
+        .bind(d.cid.as_deref())
+        .bind(d.falcon_time.as_deref())
+        .bind(d.assurance.as_str())
+        .bind(d.state.as_str())
+        .bind(d.target_id.as_deref())
+        .bind(d.target_upn.as_deref())
+        .bind(d.pending_reason.as_deref())
+        .bind(d.action_id.as_deref())
+        .bind(d.decided_by.as_deref())
+        .bind(d.decided_at.as_deref())
+        .bind(d.decision_reason.as_deref())
+        .bind(d.received_at.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+    if inserted.is_none() {
+        let sql = format!(
+            "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
+        );
+        let existing = sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
+            .bind(d.customer.as_str())
+            .bind(d.composite_id.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        return Ok((existing, false));
+    }
+    let event = AuditEvent::DetectionReceived {
+        detection_id: uuid(&d.id)?,
+        composite_id: d.composite_id.clone(),
+        severity: d.severity.clone(),
+        account: d.account_upn.clone().or_else(|| d.account_sid.clone()),
+        assurance: d.assurance.clone(),
+    };
+    conn.append(sealer, &chain, actor, &event).await?;
+    Ok((d.clone(), true))
+}
+
+/// The decision about a pending detection; `false` (nothing written) when it was decided already.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub id: String,
+    pub customer: CustomerSlug,
+    pub state: DetectionState,
+    pub action_id: Option<String>,
+    pub reason: Option<String>,
+    pub actor: Actor,
+}
+
+pub async fn decide<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    decision: &Decision,
+) -> Result<bool>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let chain = ChainId::Customer(decision.customer.clone());
+    conn.lock_chain(&chain).await?;
+    let actor =
+        serde_json::to_string(&decision.actor).map_err(|e| Error::Internal(e.to_string()))?;
+    let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+        "UPDATE detections SET state = $2, action_id = COALESCE($3, action_id), decided_by = $4, decided_at = $5, \
+         decision_reason = $6 WHERE id = $1 AND state = 'pending' RETURNING id",
+    )
+    .bind(decision.id.as_str())
+    .bind(decision.state.as_str())
+    .bind(decision.action_id.as_deref())
+    .bind(actor)
+    .bind(Timestamp::now().to_string())
+    .bind(decision.reason.as_deref())
+    .fetch_optional(&mut *conn)
+    .await?;
+    if updated.is_none() {
+        return Ok(false);
+    }
+    let event = AuditEvent::DetectionDecided {
+        detection_id: uuid(&decision.id)?,
+        decision: decision.state.as_str().to_owned(),
+        reason: decision.reason.clone(),
+        action_id: decision.action_id.as_deref().map(uuid).transpose()?,
+    };
+    conn.append(sealer, &chain, &decision.actor, &event).await?;
+    Ok(true)
+}
+
+pub const SET_TARGET: &str =
+    "UPDATE detections SET target_id = $2, target_upn = $3, pending_reason = $4 WHERE id = $1";

@@ -1,0 +1,835 @@
+//! Falcon detections by webhook, on SQLite and PostgreSQL, against the fake Entra: every way of
+//! authenticating and of failing to, strict parsing, dedupe under replays, bursts, the
+//! auto-disable policy, and the approval queue.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::TestApp;
+use common::entra::{self, BOB, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use fake_entra::{Endpoint, FakeEntra};
+use futures::{StreamExt, TryStreamExt};
+use killswitch::audit::Entry;
+use killswitch::audit::event::{Actor, AuditEvent};
+use killswitch::auth::{Role, Scope, mfa};
+use killswitch::customers::{AutoDisable, Customer, Policy};
+use killswitch::domain::TenantId;
+use killswitch::falcon::signature::{SignedString, sign_crowdstrike, sign_standard};
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
+const BOB_SID: &str = "S-1-5-21-1004336348-1177238915-682003330-1105";
+
+struct Rig {
+    app: TestApp,
+    fake: FakeEntra,
+    secret: String,
+    other_secret: String,
+}
+
+async fn rig(policy: Policy) -> Rig {
+    let fake = entra::fake_entra().await;
+    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
+    let base = fake.base_url();
+    let app = TestApp::spawn_with(&[
+        ("entra.authority_url", &base),
+        ("entra.graph_url", &base),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", CLIENT_SECRET),
+    ])
+    .await;
+    let mut secrets = Vec::new();
+    for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
+        let customer = Customer {
+            slug: slug.parse().unwrap(),
+            name: slug.into(),
+            domain: format!("{slug}.onmicrosoft.com"),
+            tenant_id: TenantId::new(tenant),
+            policy: policy.clone(),
+            created_at: killswitch::time::Timestamp::now(),
+            connection: None,
+        };
+        app.store
+            .add_customer(&customer, &Actor::operator())
+            .await
+            .unwrap();
+        let issued = app
+            .onboarding
+            .issue_webhook_secret(&customer, false, &Actor::operator())
+            .await
+            .unwrap();
+        secrets.push(issued.secret.expose_secret().to_owned());
+    }
+    Rig {
+        app,
+        fake,
+        secret: secrets[0].clone(),
+        other_secret: secrets[1].clone(),
+    }
+}
+
+fn detection_body(composite_id: &str, severity: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "composite_id": composite_id,
+        "detection_id": "ldt:1",
+        "severity": severity,
+        "tactic": "Credential Access",
+        "technique": "Brute Force",
+        "source_account_upn": "bob@contoso.onmicrosoft.com",
+        "source_account_object_sid": BOB_SID,
+        "source_account_domain": "CONTOSO.LOCAL",
+        "falcon_host_link": "https://falcon.crowdstrike.com/identity-protection/detections/1",
+        "cid": "0123456789abcdef",
+        "timestamp": "2026-11-27T03:00:00Z",
+    }))
+    .unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Rig {
+    async fn post(
+        &self,
+        customer: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> reqwest::Response {
+        let mut request = self
+            .app
+            .client
+            .post(self.app.url(&format!("/api/v1/webhooks/falcon/{customer}")))
+            .body(body.to_vec());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Signed the CrowdStrike way (the customer's default construction), timestamp `at`.
+    async fn signed(
+        &self,
+        customer: &str,
+        secret: &str,
+        at: i64,
+        body: &[u8],
+    ) -> reqwest::Response {
+        let ts = at.to_string();
+        let signature = sign_crowdstrike(
+            secret.as_bytes(),
+            &ts,
+            body,
+            SignedString::BodyTimestampBase64,
+        );
+        self.post(
+            customer,
+            &[
+                ("X-CS-Primary-Signature", signature),
+                ("X-CS-Delivery-Timestamp", ts),
+            ],
+            body,
+        )
+        .await
+    }
+
+    async fn contoso_events(&self) -> Vec<AuditEvent> {
+        let rows: Vec<_> = self
+            .app
+            .store
+            .entries("contoso")
+            .try_collect()
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
+            .collect()
+    }
+
+    async fn analyst(&self, role: Role) -> (String, Vec<u8>) {
+        let enrolled = self
+            .app
+            .auth
+            .enroll(
+                &format!("{}@provider.example", Uuid::new_v4().simple()),
+                None,
+                role,
+                Scope::All,
+                &Actor::operator(),
+            )
+            .await
+            .unwrap();
+        let record = self
+            .app
+            .store
+            .analyst(enrolled.analyst.id)
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            enrolled.token.expose_secret().to_owned(),
+            self.app
+                .auth
+                .totp_secret(&record)
+                .unwrap()
+                .expose_secret()
+                .to_vec(),
+        )
+    }
+}
+
+fn with_auto_disable(level: AutoDisable) -> Policy {
+    Policy {
+        auto_disable: level,
+        max_actions_per_hour: 10_000,
+        ..Policy::default()
+    }
+}
+
+#[tokio::test]
+async fn every_scheme_accepts_a_good_signature_and_refuses_a_bad_one() {
+    let rig = rig(Policy::default()).await;
+    let body = detection_body("cs:1", json!("high"));
+    assert_eq!(
+        rig.signed("contoso", &rig.secret, now(), &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+
+    // Standard Webhooks.
+    let body = detection_body("sw:1", json!("high"));
+    let ts = now().to_string();
+    let signature = sign_standard(rig.secret.as_bytes(), "msg_1", &ts, &body);
+    let headers = [
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", ts.clone()),
+        ("webhook-signature", signature),
+    ];
+    assert_eq!(
+        rig.post("contoso", &headers, &body).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let bad = [
+        ("webhook-id", "msg_1".to_owned()),
+        ("webhook-timestamp", ts),
+        ("webhook-signature", "v1,AAAA".to_owned()),
+    ];
+    assert_eq!(
+        rig.post("contoso", &bad, &body).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The other CrowdStrike construction, once the customer is set to it.
+    let contoso = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let policy = Policy {
+        webhook_signature: SignedString::TimestampBodyHex,
+        ..contoso.policy.clone()
+    };
+    rig.app
+        .store
+        .update_policy(&contoso, &policy, &Actor::operator())
+        .await
+        .unwrap();
+    let body = detection_body("hex:1", json!("high"));
+    let ts = "2026-11-27T03:00:00Z".to_owned();
+    let fresh = chrono::Utc::now().to_rfc3339();
+    for (ts, expected) in [
+        (fresh.clone(), StatusCode::ACCEPTED),
+        (ts, StatusCode::UNAUTHORIZED),
+    ] {
+        let signature = sign_crowdstrike(
+            rig.secret.as_bytes(),
+            &ts,
+            &body,
+            SignedString::TimestampBodyHex,
+        );
+        let response = rig
+            .post(
+                "contoso",
+                &[
+                    ("X-CS-Primary-Signature", signature),
+                    ("X-CS-Delivery-Timestamp", ts),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(response.status(), expected);
+    }
+    let base64_style = sign_crowdstrike(
+        rig.secret.as_bytes(),
+        &fresh,
+        &body,
+        SignedString::BodyTimestampBase64,
+    );
+    let response = rig
+        .post(
+            "contoso",
+            &[
+                ("X-CS-Primary-Signature", base64_style),
+                ("X-CS-Delivery-Timestamp", fresh),
+            ],
+            &body,
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "only the customer's construction"
+    );
+
+    // A bearer token: accepted, at lower assurance.
+    let body = detection_body("bearer:1", json!("critical"));
+    let response = rig
+        .post(
+            "contoso",
+            &[("Authorization", format!("Bearer {}", rig.secret))],
+            &body,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["assurance"],
+        "bearer"
+    );
+}
+
+#[tokio::test]
+async fn stale_future_unsigned_and_foreign_webhooks_are_refused_without_explanation() {
+    let rig = rig(Policy::default()).await;
+    let body = detection_body("x:1", json!("high"));
+    let cases: Vec<(&str, reqwest::Response, StatusCode)> = vec![
+        (
+            "bad signature",
+            rig.post(
+                "contoso",
+                &[
+                    ("X-CS-Primary-Signature", "AAAA".into()),
+                    ("X-CS-Delivery-Timestamp", now().to_string()),
+                ],
+                &body,
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "stale",
+            rig.signed("contoso", &rig.secret, now() - 301, &body).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "future",
+            rig.signed("contoso", &rig.secret, now() + 301, &body).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "other customer's secret",
+            rig.signed("contoso", &rig.other_secret, now(), &body).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "no credentials",
+            rig.post("contoso", &[], &body).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "no timestamp",
+            rig.post(
+                "contoso",
+                &[("X-CS-Primary-Signature", "AAAA".into())],
+                &body,
+            )
+            .await,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong bearer",
+            rig.post(
+                "contoso",
+                &[("Authorization", "Bearer guess".into())],
+                &body,
+            )
+            .await,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "unknown customer",
+            rig.signed("initech", &rig.secret, now(), &body).await,
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (case, response, status) in cases {
+        assert_eq!(response.status(), status, "{case}");
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/webhook-rejected", "{case}");
+        assert!(
+            problem.get("detail").is_none(),
+            "{case}: no detail that helps an attacker"
+        );
+    }
+    assert!(
+        rig.app
+            .store
+            .detections(&killswitch::falcon::records::DetectionFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let metrics = rig
+        .app
+        .client
+        .get(rig.app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in [
+        "bad_signature",
+        "stale_timestamp",
+        "missing_credentials",
+        "missing_timestamp",
+        "bad_token",
+        "unknown_customer",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "killswitch_webhooks_rejected_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_incomplete_and_oversized_bodies_get_their_documented_answers() {
+    let rig = rig(Policy::default()).await;
+    let not_json = rig
+        .signed("contoso", &rig.secret, now(), b"{not json")
+        .await;
+    assert_eq!(not_json.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        not_json.json::<Value>().await.unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON")
+    );
+    for (body, field) in [
+        (
+            json!({"severity": "high", "source_account_upn": "bob@contoso.onmicrosoft.com"}),
+            "composite_id",
+        ),
+        (
+            json!({"composite_id": "x", "source_account_upn": "bob@contoso.onmicrosoft.com"}),
+            "severity",
+        ),
+        (
+            json!({"composite_id": "x", "severity": "high"}),
+            "source_account_upn",
+        ),
+        (
+            json!({"composite_id": "x", "severity": 150, "source_account_upn": "bob@contoso.onmicrosoft.com"}),
+            "severity",
+        ),
+        (
+            json!({"composite_id": "x", "severity": "high", "source_account_upn": "bob@contoso.onmicrosoft.com", "extra": 1}),
+            "extra",
+        ),
+    ] {
+        let response = rig
+            .signed(
+                "contoso",
+                &rig.secret,
+                now(),
+                &serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        let problem: Value = response.json().await.unwrap();
+        assert_eq!(problem["type"], "/problems/invalid-detection");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(field),
+            "{problem}"
+        );
+    }
+    let huge = vec![b' '; 300 * 1024];
+    let response = rig.signed("contoso", &rig.secret, now(), &huge).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_replays_of_one_detection_make_one_detection_and_one_action() {
+    let rig = Arc::new(rig(with_auto_disable(AutoDisable::High)).await);
+    let body = Arc::new(detection_body("replayed:1", json!("critical")));
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..1000)
+        .map(|_| {
+            let (rig, body) = (rig.clone(), body.clone());
+            async move {
+                rig.signed("contoso", &rig.secret, now(), &body)
+                    .await
+                    .status()
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| s.is_success()),
+        "{:?}",
+        statuses
+            .iter()
+            .filter(|s| !s.is_success())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::ACCEPTED)
+            .count(),
+        1,
+        "one new detection; the rest are 200"
+    );
+    let detections = rig
+        .app
+        .store
+        .detections(&killswitch::falcon::records::DetectionFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(detections.len(), 1);
+    assert_eq!(
+        detections[0].state, "auto_remediated",
+        "{:?}",
+        detections[0]
+    );
+    assert_eq!(
+        rig.app
+            .store
+            .actions(&killswitch::store::ActionFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+    let received = rig
+        .contoso_events()
+        .await
+        .iter()
+        .filter(|e| matches!(e, AuditEvent::DetectionReceived { .. }))
+        .count();
+    assert_eq!(received, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_two_thousand_signed_detections_loses_none() {
+    let rig = Arc::new(rig(Policy::default()).await);
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..2000)
+        .map(|n| {
+            let rig = rig.clone();
+            async move {
+                rig.signed(
+                    "contoso",
+                    &rig.secret,
+                    now(),
+                    &detection_body(&format!("burst:{n}"), json!(50)),
+                )
+                .await
+                .status()
+            }
+        })
+        .buffer_unordered(50)
+        .collect()
+        .await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::ACCEPTED),
+        "{:?}",
+        statuses
+            .iter()
+            .filter(|s| **s != StatusCode::ACCEPTED)
+            .count()
+    );
+    let stored = rig
+        .app
+        .store
+        .detections(&killswitch::falcon::records::DetectionFilter {
+            limit: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 2000);
+    let received = rig
+        .contoso_events()
+        .await
+        .iter()
+        .filter(|e| matches!(e, AuditEvent::DetectionReceived { .. }))
+        .count();
+    assert_eq!(received, 2000);
+    let keys = killswitch::audit::check::keyring(rig.app.store.as_ref(), [])
+        .await
+        .unwrap();
+    killswitch::audit::check::check_chain(rig.app.store.as_ref(), &keys, "contoso")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+}
+
+#[tokio::test]
+async fn a_signed_detection_at_the_threshold_disables_the_account_at_once() {
+    let rig = rig(with_auto_disable(AutoDisable::High)).await;
+    let response = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("auto:1", json!("High")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let detection: Value = response.json().await.unwrap();
+    assert_eq!(detection["state"], "auto_remediated", "{detection}");
+    assert_eq!(
+        detection["target_id"],
+        BOB.to_string(),
+        "matched by the on-premises SID"
+    );
+    assert!(
+        !rig.fake
+            .user(CONTOSO, &BOB.to_string())
+            .unwrap()
+            .account_enabled
+    );
+    let action = rig
+        .app
+        .store
+        .action(Uuid::parse_str(detection["action_id"].as_str().unwrap()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(action.state, "succeeded");
+    assert!(
+        matches!(action.actor(), Some(Actor::Falcon { policy }) if policy == "auto-disable at high")
+    );
+    assert!(
+        action.warnings().iter().any(|w| w.contains("on-premises")),
+        "bob is synced from AD"
+    );
+    let events = rig.contoso_events().await;
+    assert!(events.iter().any(|e| matches!(e, AuditEvent::DetectionDecided { decision, .. } if decision == "auto_remediated")));
+
+    // Below the threshold, or delivered with a bearer token only: it waits.
+    let low = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("auto:2", json!("medium")),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(low["state"], "pending");
+    assert!(
+        low["pending_reason"].as_str().unwrap().contains("below"),
+        "{low}"
+    );
+    let bearer = rig
+        .post(
+            "contoso",
+            &[("Authorization", format!("Bearer {}", rig.secret))],
+            &detection_body("auto:3", json!("critical")),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(bearer["state"], "pending");
+    assert!(
+        bearer["pending_reason"]
+            .as_str()
+            .unwrap()
+            .contains("bearer"),
+        "{bearer}"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+}
+
+#[tokio::test]
+async fn a_pending_detection_approved_with_a_code_disables_the_account() {
+    let rig = rig(Policy::default()).await;
+    let detection: Value = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("queue:1", json!(95)),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detection["state"], "pending");
+    assert!(
+        detection["pending_reason"]
+            .as_str()
+            .unwrap()
+            .contains("not opted in")
+    );
+    let (token, secret) = rig.analyst(Role::Analyst).await;
+    let path = format!(
+        "/api/v1/detections/{}/approve",
+        detection["id"].as_str().unwrap()
+    );
+    let without = rig
+        .app
+        .client
+        .post(rig.app.url(&path))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
+    let code = mfa::code_at(&secret, now() as u64).unwrap();
+    let approved: Value = rig
+        .app
+        .client
+        .post(rig.app.url(&path))
+        .bearer_auth(&token)
+        .header("X-Killswitch-OTP", code)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(approved["detection"]["state"], "approved", "{approved}");
+    assert_eq!(approved["action"]["state"], "succeeded");
+    assert!(
+        !rig.fake
+            .user(CONTOSO, &BOB.to_string())
+            .unwrap()
+            .account_enabled
+    );
+    let listed: Value = rig
+        .app
+        .client
+        .get(rig.app.url("/api/v1/detections?state=approved"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["detections"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_again() {
+    let rig = rig(Policy::default()).await;
+    let detection: Value = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("queue:2", json!("critical")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (token, secret) = rig.analyst(Role::Lead).await;
+    let dismiss = format!(
+        "/api/v1/detections/{}/dismiss",
+        detection["id"].as_str().unwrap()
+    );
+    let dismissed: Value = rig
+        .app
+        .client
+        .post(rig.app.url(&dismiss))
+        .bearer_auth(&token)
+        .json(&json!({"reason": "known penetration test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dismissed["state"], "dismissed");
+    assert_eq!(dismissed["decision_reason"], "known penetration test");
+    let approve = format!(
+        "/api/v1/detections/{}/approve",
+        detection["id"].as_str().unwrap()
+    );
+    let code = mfa::code_at(&secret, now() as u64).unwrap();
+    let late = rig
+        .app
+        .client
+        .post(rig.app.url(&approve))
+        .bearer_auth(&token)
+        .header("X-Killswitch-OTP", code)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::CONFLICT);
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    let auditor = rig.analyst(Role::Auditor).await.0;
+    let forbidden = rig
+        .app
+        .client
+        .post(rig.app.url(&dismiss))
+        .bearer_auth(&auditor)
+        .json(&json!({"reason": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn an_account_entra_does_not_know_leaves_the_detection_pending_with_the_reason() {
+    let rig = rig(with_auto_disable(AutoDisable::High)).await;
+    let body = serde_json::to_vec(&json!({"composite_id": "ghost:1", "severity": "critical", "source_account_upn": "ghost@contoso.onmicrosoft.com"})).unwrap();
+    let detection: Value = rig
+        .signed("contoso", &rig.secret, now(), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detection["state"], "pending");
+    assert!(
+        detection["pending_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no account ghost@contoso.onmicrosoft.com"),
+        "{detection}"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+}
