@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod falcon;
 pub mod graph;
+pub mod html;
 pub mod http;
 pub mod remediation;
 pub mod secrets;

@@ -806,6 +806,7 @@ async fn the_openapi_document_covers_every_route_with_its_auth_and_problems() {
         ),
         ("/api/v1/actions", "get"),
         ("/api/v1/actions/{id}", "get"),
+        ("/api/v1/customers/{customer}/audit/export", "get"),
     ] {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} missing");
@@ -826,5 +827,228 @@ async fn the_openapi_document_covers_every_route_with_its_auth_and_problems() {
             disable["responses"][status].is_object(),
             "disable lacks {status}"
         );
+    }
+}
+
+#[tokio::test]
+async fn auditors_and_admins_export_in_scope_and_the_export_verifies_with_the_served_key() {
+    let rig = rig(&[]).await;
+    let lead = rig.analyst(Role::Lead, "all").await;
+    let done = rig
+        .disable(&lead, "contoso", ALICE, Some(&lead.code()))
+        .await;
+    assert_eq!(done.status(), StatusCode::OK);
+    let export = "/api/v1/customers/contoso/audit/export";
+    for role in Role::ALL {
+        let who = rig.analyst(role, "all").await;
+        let response = rig.get(&who, export).await;
+        if matches!(role, Role::Auditor | Role::Admin) {
+            assert_eq!(response.status(), StatusCode::OK, "{role}");
+        } else {
+            assert_eq!(
+                problem_type(response).await,
+                (StatusCode::FORBIDDEN, "/problems/forbidden".into()),
+                "{role}"
+            );
+        }
+    }
+    let outsider = rig.analyst(Role::Auditor, "fabrikam").await;
+    assert_eq!(
+        problem_type(rig.get(&outsider, export).await).await,
+        (StatusCode::FORBIDDEN, "/problems/out-of-scope".into())
+    );
+    let auditor = rig.analyst(Role::Auditor, "contoso").await;
+    for query in [
+        "?format=pdf",
+        "?from=yesterday",
+        "?from=2026-11-02&to=2026-11-01",
+        "?since=2026-11-01",
+    ] {
+        assert_eq!(
+            problem_type(rig.get(&auditor, &format!("{export}{query}")).await).await,
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/invalid-input".into()
+            ),
+            "{query}"
+        );
+    }
+    let admin = rig.analyst(Role::Admin, "all").await;
+    assert_eq!(
+        problem_type(
+            rig.get(&admin, "/api/v1/customers/nowhere/audit/export")
+                .await
+        )
+        .await,
+        (StatusCode::NOT_FOUND, "/problems/customer-not-found".into())
+    );
+
+    let response = rig.get(&auditor, export).await;
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"killswitch-audit-contoso-"),
+        "{disposition}"
+    );
+    let body = response.bytes().await.unwrap();
+    // The public key is public: no credentials needed to fetch it.
+    let key: Value = rig
+        .app
+        .client
+        .get(rig.app.url("/api/v1/audit/public-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let public =
+        killswitch::audit::signing::PublicKey::parse(key["pem"].as_str().unwrap()).unwrap();
+    assert_eq!(public.key_id.as_str(), key["key_id"].as_str().unwrap());
+    let keys = killswitch::audit::KeyRing::new([public]);
+    let verified = killswitch::audit::export::verify::verify(&body[..], &keys, Some("contoso"))
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.contains("\"type\":\"action_requested\""));
+    assert!(text.contains(&format!("\"email\":\"{}\"", lead.email)));
+    assert!(
+        text.contains("\"method\":\"totp\""),
+        "MFA evidence is in the export"
+    );
+
+    // The export is now in the customer's chain: who, what range, which format.
+    let rows: Vec<_> = rig
+        .app
+        .store
+        .entries("contoso")
+        .try_collect()
+        .await
+        .unwrap();
+    let newest: Entry = serde_json::from_str(&rows.last().unwrap().entry).unwrap();
+    assert_eq!(newest.seq, verified.last_seq.unwrap() + 1);
+    match (&newest.actor, &newest.event) {
+        (
+            Actor::Analyst { email, .. },
+            AuditEvent::AuditExported {
+                format,
+                entries,
+                from,
+                to,
+            },
+        ) => {
+            assert_eq!(email, &auditor.email);
+            assert_eq!(
+                (format.as_str(), *entries, *from, *to),
+                ("jsonl", verified.entries, None, None)
+            );
+        }
+        other => panic!("expected the export to be audited, found {other:?}"),
+    }
+    for (format, content_type) in [
+        ("csv", "text/csv; charset=utf-8"),
+        ("ocsf", "application/x-ndjson"),
+        ("html", "text/html; charset=utf-8"),
+    ] {
+        let response = rig
+            .get(
+                &auditor,
+                &format!("{export}?format={format}&from=2026-01-01"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{format}");
+        assert_eq!(response.headers()["content-type"], content_type, "{format}");
+    }
+}
+
+#[tokio::test]
+async fn no_token_secret_or_one_time_code_reaches_any_export_format() {
+    let rig = rig(&[]).await;
+    let lead = rig.analyst(Role::Lead, "all").await;
+    let admin = rig.analyst(Role::Admin, "all").await;
+    let code = lead.code();
+    assert_eq!(
+        rig.disable(&lead, "contoso", ALICE, Some(&code))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let wrong = admin.wrong_code();
+    let refused = rig
+        .disable(
+            &lead,
+            "contoso",
+            "bob@contoso.onmicrosoft.com",
+            Some(&wrong),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let customer = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let webhook = rig
+        .app
+        .onboarding
+        .issue_webhook_secret(&customer, false, &Actor::operator())
+        .await
+        .unwrap();
+    let mut secrets = vec![
+        lead.token.clone(),
+        admin.token.clone(),
+        CLIENT_SECRET.to_owned(),
+        webhook.secret.expose_secret().to_owned(),
+        mfa::enrollment_uri(&lead.secret, &lead.email)
+            .unwrap()
+            .split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_owned(),
+        const_hex::encode(&lead.secret),
+    ];
+    // Codes are six digits, which hashes and times can contain by chance; as a value of their
+    // own (a JSON string, a CSV cell, an HTML cell) they must never appear.
+    for c in [&code, &wrong] {
+        secrets.extend([
+            format!("\"{c}\""),
+            format!(">{c}<"),
+            format!(":{c},"),
+            format!(":{c}}}"),
+        ]);
+    }
+    for format in ["jsonl", "csv", "ocsf", "html"] {
+        let response = rig
+            .get(
+                &admin,
+                &format!("/api/v1/customers/contoso/audit/export?format={format}"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap();
+        assert!(text.contains(ALICE), "{format} export holds the action");
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{format} export contains {secret}"
+            );
+        }
+        for field in [
+            "\"otp\"",
+            "\"code\"",
+            "\"token\"",
+            "\"secret\"",
+            "\"client_secret\"",
+        ] {
+            assert!(!text.contains(field), "{format} export has a {field} field");
+        }
     }
 }

@@ -272,3 +272,175 @@ async fn commands_reject_an_invalid_customer_slug_in_one_line() {
     assert_one_clear_line(&stderr);
     assert!(stderr.contains("is not a customer slug"), "{stderr}");
 }
+
+#[tokio::test]
+async fn audit_export_writes_a_file_that_audit_verify_accepts_and_tampering_fails() {
+    let db = TestDb::new().await;
+    let dir = db.dir.path();
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let (code, _, stderr) = run(killswitch(&db).args([
+        "customer",
+        "add",
+        "--slug",
+        "contoso",
+        "--name",
+        "Contoso",
+        "--domain",
+        "contoso.onmicrosoft.com",
+        "--tenant-id",
+        &tenant,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = run(killswitch(&db).args([
+        "audit",
+        "export",
+        "--customer",
+        "contoso",
+        "--out",
+        "export.jsonl",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(summary["entries"], 1);
+    let (_, pem, _) = run(killswitch(&db).args(["audit", "public-key"]));
+    std::fs::write(dir.join("key.pem"), &pem).unwrap();
+    let (_, json, _) = run(killswitch(&db).args(["audit", "public-key", "--json"]));
+    std::fs::write(dir.join("key.json"), &json).unwrap();
+    std::fs::write(
+        dir.join("other.pem"),
+        AuditKey::generate().unwrap().public_key().to_pem().unwrap(),
+    )
+    .unwrap();
+
+    for key in ["key.pem", "key.json"] {
+        let (code, stdout, stderr) = run(killswitch(&db).args([
+            "audit",
+            "verify",
+            "export.jsonl",
+            "--public-key",
+            key,
+            "--customer",
+            "contoso",
+        ]));
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(
+            stdout.starts_with("intact: contoso (Contoso), entries 1 to 1"),
+            "{stdout}"
+        );
+    }
+    // Without --public-key, on the server itself, its own key is used.
+    let (code, _, stderr) = run(killswitch(&db).args(["audit", "verify", "export.jsonl"]));
+    assert_eq!(code, 0, "{stderr}");
+    // From standard input.
+    let file = std::fs::File::open(dir.join("export.jsonl")).unwrap();
+    let (code, _, stderr) = run(killswitch(&db)
+        .args(["audit", "verify", "-", "--public-key", "key.pem"])
+        .stdin(file));
+    assert_eq!(code, 0, "{stderr}");
+
+    let refusals = [
+        (vec!["--public-key", "other.pem"], "export.jsonl", "line 1:"),
+        (
+            vec!["--public-key", "key.pem", "--customer", "fabrikam"],
+            "export.jsonl",
+            "line 1:",
+        ),
+        (vec!["--public-key", "key.pem"], "tampered.jsonl", "line 2:"),
+    ];
+    let original = std::fs::read_to_string(dir.join("export.jsonl")).unwrap();
+    std::fs::write(
+        dir.join("tampered.jsonl"),
+        original.replacen("\"name\":\"Contoso\"", "\"name\":\"C0ntoso\"", 1),
+    )
+    .unwrap();
+    for (args, file, line) in refusals {
+        let (code, stdout, stderr) =
+            run(killswitch(&db).args(["audit", "verify", file]).args(&args));
+        assert_eq!(code, 1, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stdout.starts_with(&format!("NOT INTACT: {line}")),
+            "{args:?}: {stdout}"
+        );
+    }
+    let (code, stdout, _) = run(killswitch(&db).args([
+        "audit",
+        "verify",
+        "tampered.jsonl",
+        "--public-key",
+        "key.pem",
+        "--json",
+    ]));
+    assert_eq!(code, 1);
+    let verdict: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (verdict["intact"].as_bool(), verdict["line"].as_u64()),
+        (Some(false), Some(2))
+    );
+
+    let (code, stdout, _) = run(killswitch(&db).args([
+        "audit",
+        "export",
+        "--customer",
+        "contoso",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("\"seq\",\"time\",\"actor\""), "{stdout}");
+
+    for (args, says) in [
+        (
+            vec![
+                "audit",
+                "export",
+                "--customer",
+                "contoso",
+                "--format",
+                "pdf",
+            ],
+            "not an export format",
+        ),
+        (
+            vec![
+                "audit",
+                "export",
+                "--customer",
+                "contoso",
+                "--from",
+                "2026-13-01",
+            ],
+            "is not a time",
+        ),
+        (
+            vec!["audit", "export", "--customer", "nowhere"],
+            "customer `nowhere` not found",
+        ),
+        (
+            vec![
+                "audit",
+                "verify",
+                "missing.jsonl",
+                "--public-key",
+                "key.pem",
+            ],
+            "cannot read missing.jsonl",
+        ),
+        (
+            vec![
+                "audit",
+                "verify",
+                "export.jsonl",
+                "--public-key",
+                "export.jsonl",
+            ],
+            "export.jsonl",
+        ),
+    ] {
+        let (code, _, stderr) = run(killswitch(&db).args(&args));
+        assert_ne!(code, 0, "{args:?}");
+        assert_one_clear_line(&stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    assert!(!dir.join("nowhere").exists());
+}

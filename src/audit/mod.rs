@@ -7,6 +7,7 @@ pub mod append;
 pub mod check;
 pub mod entry;
 pub mod event;
+pub mod export;
 pub mod hash;
 pub mod records;
 pub mod signing;

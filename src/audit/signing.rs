@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use rand::TryRng;
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,11 @@ impl AuditKey {
         PublicKey::new(self.verifying_key())
     }
 
+    /// Standard base64 of the Ed25519 signature over `message`.
+    pub fn sign_bytes(&self, message: &[u8]) -> String {
+        BASE64.encode(self.signing.sign(message).to_bytes())
+    }
+
     /// Signs the checkpoint of `chain` at `seq` whose entry hash is `hash`.
     pub fn sign_checkpoint(
         &self,
@@ -205,6 +210,28 @@ impl PublicKey {
         VerifyingKey::from_bytes(&bytes)
             .map(PublicKey::new)
             .map_err(|_| bad())
+    }
+
+    /// Reads a key in any form killswitch publishes it: SubjectPublicKeyInfo PEM, the JSON of
+    /// `audit public-key --json` (its `public_key`), or bare base64.
+    pub fn parse(text: &str) -> Result<PublicKey> {
+        let text = text.trim();
+        if text.starts_with("-----BEGIN") {
+            return VerifyingKey::from_public_key_pem(text)
+                .map(PublicKey::new)
+                .map_err(|_| {
+                    Error::InvalidInput("not an Ed25519 public key in PEM form".to_owned())
+                });
+        }
+        if text.starts_with('{') {
+            let value: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| Error::InvalidInput(format!("not a public key JSON document: {e}")))?;
+            let key = value["public_key"].as_str().ok_or_else(|| {
+                Error::InvalidInput("the JSON document has no `public_key`".to_owned())
+            })?;
+            return PublicKey::from_base64(key);
+        }
+        PublicKey::from_base64(text)
     }
 
     /// SubjectPublicKeyInfo PEM, readable by `openssl pkey -pubin`.
@@ -274,6 +301,35 @@ impl KeyRing {
 
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Whether the key `key_id` is among these.
+    pub fn contains(&self, key_id: &str) -> bool {
+        self.keys.keys().any(|id| id.as_str() == key_id)
+    }
+
+    /// Checks a base64 Ed25519 signature over `message` by the key `key_id`.
+    pub fn verify_bytes(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        signature_base64: &str,
+    ) -> std::result::Result<(), String> {
+        let key = self
+            .keys
+            .iter()
+            .find(|(id, _)| id.as_str() == key_id)
+            .map(|(_, key)| key)
+            .ok_or_else(|| {
+                format!("signed by key {key_id}, which is not among the public keys given")
+            })?;
+        let signature: [u8; 64] = BASE64
+            .decode(signature_base64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or("the signature is not 64 base64-encoded bytes")?;
+        key.verify(message, &Signature::from_bytes(&signature))
+            .map_err(|_| format!("the signature does not verify with key {key_id}"))
     }
 
     /// Checks a checkpoint's signature; the reason names what failed.

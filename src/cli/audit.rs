@@ -1,18 +1,23 @@
 //! `killswitch audit …`: verify stored chains, print the public key, sign checkpoints.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Subcommand;
+use futures::StreamExt;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::app::Services;
-use crate::audit::AuditKey;
 use crate::audit::check::{self, ChainReport};
+use crate::audit::export::{self, ExportRequest, verify::Verified};
+use crate::audit::signing::PublicKey;
+use crate::audit::{Actor, AuditKey, KeyRing};
 use crate::config::Settings;
 use crate::domain::ChainId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::store::{self, Store, StoreOptions};
 
 #[derive(Debug, Subcommand)]
@@ -30,6 +35,40 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Export a customer's audit log (recorded in its chain): jsonl is the verifiable format.
+    Export {
+        #[arg(long, value_name = "SLUG")]
+        customer: String,
+        /// Start of the period (RFC 3339 time or a UTC date), inclusive.
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// End of the period (RFC 3339 time or a UTC date), exclusive.
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// jsonl, csv, ocsf or html.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// With --out, print a JSON summary of what was written.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a JSON Lines export: chain, checkpoint and seal signatures, completeness.
+    Verify {
+        /// The export file (`-` reads standard input).
+        file: PathBuf,
+        /// A public key to trust (PEM, the JSON of `audit public-key --json`, or base64);
+        /// repeat for keys used before a rotation. Default: this server's own key.
+        #[arg(long = "public-key", value_name = "FILE")]
+        public_keys: Vec<PathBuf>,
+        /// Fail unless the export is of this customer.
+        #[arg(long, value_name = "SLUG")]
+        customer: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Sign a checkpoint over the current head of every chain (or one) that advanced.
     Checkpoint {
         #[arg(long, value_name = "SLUG")]
@@ -44,6 +83,33 @@ pub async fn run(command: AuditCommand, settings: &Settings) -> Result<ExitCode>
         AuditCommand::Check { customer, json } => check(settings, customer, json).await,
         AuditCommand::PublicKey { json } => public_key(settings, json),
         AuditCommand::Checkpoint { customer, json } => checkpoint(settings, customer, json).await,
+        AuditCommand::Export {
+            customer,
+            from,
+            to,
+            format,
+            out,
+            json,
+        } => {
+            export(
+                settings,
+                ExportArgs {
+                    customer,
+                    from,
+                    to,
+                    format,
+                    out,
+                    json,
+                },
+            )
+            .await
+        }
+        AuditCommand::Verify {
+            file,
+            public_keys,
+            customer,
+            json,
+        } => verify(settings, &file, &public_keys, customer.as_deref(), json),
     }
 }
 
@@ -169,4 +235,147 @@ async fn checkpoint(settings: &Settings, customer: Option<String>, json: bool) -
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+struct ExportArgs {
+    customer: String,
+    from: Option<String>,
+    to: Option<String>,
+    format: String,
+    out: Option<PathBuf>,
+    json: bool,
+}
+
+async fn export(settings: &Settings, args: ExportArgs) -> Result<ExitCode> {
+    let request = ExportRequest {
+        customer: args.customer.parse()?,
+        from: args.from.as_deref().map(export::parse_bound).transpose()?,
+        to: args.to.as_deref().map(export::parse_bound).transpose()?,
+        format: args.format.parse()?,
+        actor: Actor::operator(),
+    };
+    let services = Services::open(settings).await?;
+    let started =
+        export::start(services.store.clone(), services.audit_key.clone(), request).await?;
+    let entries = started.window.entry_count();
+    let mut body = started.body;
+    match &args.out {
+        Some(path) => {
+            let written = async {
+                let context = || format!("cannot write {}", path.display());
+                let mut file = std::fs::File::create(path).map_err(|e| Error::io(context(), e))?;
+                while let Some(chunk) = body.next().await {
+                    file.write_all(&chunk?)
+                        .map_err(|e| Error::io(context(), e))?;
+                }
+                file.sync_all().map_err(|e| Error::io(context(), e))
+            }
+            .await;
+            if let Err(e) = written {
+                // A partial file must not be mistaken for an export.
+                let _ = std::fs::remove_file(path);
+                return Err(e);
+            }
+            if args.json {
+                println!(
+                    "{}",
+                    json!({"out": path.display().to_string(), "entries": entries})
+                );
+            } else {
+                eprintln!(
+                    "exported {entries} entries of `{}` to {}",
+                    args.customer,
+                    path.display()
+                );
+            }
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let context = || "cannot write to standard output".to_owned();
+            while let Some(chunk) = body.next().await {
+                out.write_all(&chunk?)
+                    .map_err(|e| Error::io(context(), e))?;
+            }
+            out.flush().map_err(|e| Error::io(context(), e))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Keys from the files given, or this server's own key when none are.
+fn verification_keys(settings: &Settings, files: &[PathBuf]) -> Result<KeyRing> {
+    if files.is_empty() {
+        let key = AuditKey::load(&settings.audit.signing_key_file).map_err(|_| {
+            Error::InvalidInput(
+                "give the signer's public key with --public-key FILE (from `killswitch audit public-key` or GET /api/v1/audit/public-key)"
+                    .to_owned(),
+            )
+        })?;
+        return Ok(KeyRing::new([key.public_key()]));
+    }
+    let mut keys = KeyRing::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Error::InvalidInput(format!("cannot read public key {}: {e}", file.display()))
+        })?;
+        keys.add(
+            PublicKey::parse(&text)
+                .map_err(|e| Error::InvalidInput(format!("{}: {e}", file.display())))?,
+        );
+    }
+    Ok(keys)
+}
+
+fn verify(
+    settings: &Settings,
+    file: &Path,
+    key_files: &[PathBuf],
+    customer: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let keys = verification_keys(settings, key_files)?;
+    let verdict = if file == Path::new("-") {
+        export::verify::verify(std::io::stdin().lock(), &keys, customer)
+    } else {
+        export::verify::verify_file(file, &keys, customer)
+    }
+    .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", file.display())))?;
+    match verdict {
+        Ok(v) => {
+            if json {
+                println!("{}", json!({"intact": true, "export": v}));
+            } else {
+                println!("{}", describe(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(bad) => {
+            if json {
+                println!(
+                    "{}",
+                    json!({"intact": false, "line": bad.line, "reason": bad.reason})
+                );
+            } else {
+                println!("NOT INTACT: {bad}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn describe(v: &Verified) -> String {
+    let range = match (v.first_seq, v.last_seq) {
+        (Some(first), Some(last)) => format!("entries {first} to {last}"),
+        _ => "no entries".to_owned(),
+    };
+    let period = format!(
+        "{} to {}",
+        v.from.as_deref().unwrap_or("the beginning"),
+        v.to.as_deref().unwrap_or(&v.exported_at)
+    );
+    format!(
+        "intact: {} ({}), {range} ({} entries, {} signed checkpoint(s)), period {period}, sealed by key {}",
+        v.chain, v.customer, v.entries, v.checkpoints, v.key_id
+    )
 }

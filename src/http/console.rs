@@ -34,6 +34,7 @@ use crate::auth::oidc::{LOGIN_TTL, OidcError};
 use crate::auth::tokens;
 use crate::domain::ChainId;
 use crate::error::Error;
+use crate::html::escape;
 use crate::store::SessionRecord;
 use crate::time::Timestamp;
 
@@ -519,21 +520,6 @@ fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

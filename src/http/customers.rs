@@ -141,11 +141,11 @@ pub struct ConsentLinkView {
     pub expires_at: String,
 }
 
-fn problem(e: crate::Error) -> Problem {
+pub(super) fn problem(e: crate::Error) -> Problem {
     Problem::from(&e)
 }
 
-async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
+pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
     let unknown = || {
         Problem::new(
             StatusCode::NOT_FOUND,

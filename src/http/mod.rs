@@ -2,6 +2,7 @@
 //! problem+json error mapping.
 
 mod actions;
+mod audit;
 pub mod caller;
 mod console;
 mod customers;
@@ -74,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/detections/{id}/approve", post(falcon::approve))
         .route("/api/v1/detections/{id}/dismiss", post(falcon::dismiss))
         .route("/api/v1/actions/{id}", get(actions::get_action))
+        .route("/api/v1/customers/{customer}/audit/export", get(audit::export))
+        .route("/api/v1/audit/public-key", get(audit::public_key))
         .merge(console::routes())
         .fallback(|| async { problem::Problem::not_found().into_response() })
         .layer(

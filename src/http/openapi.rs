@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, customers, falcon};
+use super::{actions, audit, customers, falcon};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,10 +30,12 @@ use super::{actions, customers, falcon};
         falcon::list,
         falcon::get,
         falcon::approve,
-        falcon::dismiss
+        falcon::dismiss,
+        audit::export,
+        audit::public_key
     ),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"))
+    tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"), (name = "audit"))
 )]
 pub struct ApiDoc;
 

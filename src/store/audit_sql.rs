@@ -15,6 +15,11 @@ pub const SELECT_CHECKPOINTS: &str = "SELECT chain, seq, hash, time, key_id, sig
      FROM audit_checkpoints WHERE chain = $1 ORDER BY seq";
 pub const SELECT_ENTRIES: &str =
     "SELECT chain, seq, time, event, entry, hash FROM audit_entries WHERE chain = $1 ORDER BY seq";
+pub const SELECT_ENTRY_RANGE: &str = "SELECT chain, seq, time, event, entry, hash FROM audit_entries \
+     WHERE chain = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq";
+/// The first and last seq of a chain inside a time window (`from` inclusive, `to` exclusive).
+pub const SEQ_WINDOW: &str =
+    "SELECT MIN(seq), MAX(seq) FROM audit_entries WHERE chain = $1 AND time >= $2 AND time < $3";
 pub const CHAIN_NAMES: &str = "SELECT chain FROM audit_heads \
      UNION SELECT DISTINCT chain FROM audit_entries \
      UNION SELECT DISTINCT chain FROM audit_checkpoints ORDER BY 1";

@@ -115,6 +115,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Entries of a chain in `seq` order, streamed.
     fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>>;
+    /// Entries `first..=last` of a chain in `seq` order, streamed.
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>>;
+    /// The first and last seq of the chain's entries written in `[from, to)`, if any.
+    async fn seq_window(
+        &self,
+        chain: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<(i64, i64)>>;
 
     // Customers.
 

@@ -31,6 +31,7 @@ where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (Option<i64>, Option<i64>): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
     for<'r> (String, String): FromRow<'r, DB::Row>,
     for<'r> HeadRecord: FromRow<'r, DB::Row>,
@@ -90,6 +91,37 @@ where
             .fetch(&self.pool)
             .map_err(Error::from)
             .boxed()
+    }
+
+    pub fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>> {
+        sqlx::query_as::<DB, EntryRecord>(sql::SELECT_ENTRY_RANGE)
+            .bind(chain)
+            .bind(first)
+            .bind(last)
+            .fetch(&self.pool)
+            .map_err(Error::from)
+            .boxed()
+    }
+
+    pub async fn seq_window(
+        &self,
+        chain: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Option<(i64, i64)>> {
+        let (first, last): (Option<i64>, Option<i64>) =
+            sqlx::query_as::<DB, (Option<i64>, Option<i64>)>(sql::SEQ_WINDOW)
+                .bind(chain)
+                .bind(from)
+                .bind(to)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(first.zip(last))
     }
 
     pub async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {

@@ -232,6 +232,26 @@ impl Store for SqliteStore {
         self.reads.entries(chain)
     }
 
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>> {
+        self.reads.entry_range(chain, first, last)
+    }
+
+    async fn seq_window(
+        &self,
+        chain: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<(i64, i64)>> {
+        self.reads
+            .seq_window(chain, &from.to_string(), &to.to_string())
+            .await
+    }
+
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let (customer, actor) = (customer.clone(), actor.clone());

@@ -1,0 +1,268 @@
+//! The export for SIEMs: one OCSF 1.3 event per line (NDJSON). Disables and enables are
+//! Account Change (3001), failed sign-ins and lock-outs Authentication (3002), everything else
+//! API Activity (6003). docs/audit-format.md lists the mapping.
+
+use futures::TryStreamExt;
+use serde_json::{Map, Value, json};
+
+use super::{Facts, OpenActions, Sink, Window};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::time::Timestamp;
+
+pub(crate) const OCSF_VERSION: &str = "1.3.0";
+
+/// The OCSF class an entry maps to, with its activity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Class {
+    pub category_uid: u32,
+    pub category_name: &'static str,
+    pub class_uid: u32,
+    pub class_name: &'static str,
+    pub activity_id: u32,
+    pub activity_name: &'static str,
+}
+
+const IAM: (u32, &str) = (3, "Identity & Access Management");
+const APPLICATION: (u32, &str) = (6, "Application Activity");
+
+fn class(
+    category: (u32, &'static str),
+    class: (u32, &'static str),
+    activity: (u32, &'static str),
+) -> Class {
+    Class {
+        category_uid: category.0,
+        category_name: category.1,
+        class_uid: class.0,
+        class_name: class.1,
+        activity_id: activity.0,
+        activity_name: activity.1,
+    }
+}
+
+/// The class and activity for an entry. An outcome whose request lies outside the export
+/// still maps by the state Graph reported after it.
+pub(crate) fn classify(f: &Facts) -> Class {
+    const ACCOUNT_CHANGE: (u32, &str) = (3001, "Account Change");
+    const AUTHENTICATION: (u32, &str) = (3002, "Authentication");
+    const API_ACTIVITY: (u32, &str) = (6003, "API Activity");
+    match f.event.as_str() {
+        "action_requested" | "action_outcome" => {
+            let operation = match f.operation.as_str() {
+                "" => match f.raw["event"]["after"]["account_enabled"].as_bool() {
+                    Some(true) => "enable",
+                    Some(false) => "disable",
+                    None => "",
+                },
+                other => other,
+            };
+            let activity = match operation {
+                "disable" => (5, "Disable"),
+                "enable" => (2, "Enable"),
+                _ => (99, "Other"),
+            };
+            class(IAM, ACCOUNT_CHANGE, activity)
+        }
+        "authentication_failed" => class(IAM, AUTHENTICATION, (1, "Logon")),
+        "analyst_locked_out" => class(IAM, AUTHENTICATION, (99, "Other")),
+        "customer_added"
+        | "analyst_added"
+        | "detection_received"
+        | "webhook_secret_issued"
+        | "signing_key_registered" => class(APPLICATION, API_ACTIVITY, (1, "Create")),
+        "audit_exported" | "connection_tested" => class(APPLICATION, API_ACTIVITY, (2, "Read")),
+        "customer_updated"
+        | "customer_policy_changed"
+        | "consent_granted"
+        | "consent_failed"
+        | "analyst_disabled"
+        | "analyst_enabled"
+        | "analyst_mfa_reset"
+        | "analyst_token_rotated"
+        | "detection_decided" => class(APPLICATION, API_ACTIVITY, (3, "Update")),
+        _ => class(APPLICATION, API_ACTIVITY, (99, "Other")),
+    }
+}
+
+/// OCSF `status_id`/`status` and the severity, from what the entry says happened.
+fn status(f: &Facts) -> (u32, &'static str, u32, &'static str) {
+    const INFO: (u32, &str) = (1, "Informational");
+    const LOW: (u32, &str) = (2, "Low");
+    const MEDIUM: (u32, &str) = (3, "Medium");
+    let (status_id, status, severity) = match (f.event.as_str(), f.outcome.as_str()) {
+        ("action_requested", _) => (0, "Unknown", INFO),
+        (_, "succeeded" | "noop" | "ready") => (1, "Success", INFO),
+        (_, "failed" | "denied" | "not ready") => (2, "Failure", MEDIUM),
+        ("authentication_failed" | "consent_failed", _) => (2, "Failure", LOW),
+        ("analyst_locked_out", _) => (2, "Failure", MEDIUM),
+        _ => (1, "Success", INFO),
+    };
+    (status_id, status, severity.0, severity.1)
+}
+
+fn put(map: &mut Map<String, Value>, key: &str, value: &str) {
+    if !value.is_empty() {
+        map.insert(key.to_owned(), Value::String(value.to_owned()));
+    }
+}
+
+/// One entry as an OCSF event.
+pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
+    let c = classify(f);
+    let (status_id, status_name, severity_id, severity) = status(f);
+    let time = f
+        .time
+        .parse::<Timestamp>()
+        .map(|t| t.as_datetime().timestamp_millis())
+        .unwrap_or(0);
+    let mut actor_user = Map::new();
+    put(&mut actor_user, "uid", &f.analyst_id);
+    match f.actor_type.as_str() {
+        "analyst" => {
+            put(&mut actor_user, "email_addr", &f.actor);
+            put(&mut actor_user, "name", &f.actor);
+        }
+        "operator" => put(
+            &mut actor_user,
+            "name",
+            f.actor.trim_start_matches("operator "),
+        ),
+        _ => {}
+    }
+    let mut actor = Map::new();
+    if !actor_user.is_empty() && f.event != "authentication_failed" {
+        actor.insert("user".to_owned(), Value::Object(actor_user.clone()));
+    }
+    let app = match f.actor_type.as_str() {
+        "falcon" => "CrowdStrike Falcon (killswitch auto-disable policy)",
+        "service" => "killswitch",
+        "operator" => "killswitch CLI",
+        _ => "killswitch API",
+    };
+    actor.insert("app_name".to_owned(), Value::String(app.to_owned()));
+    let mut src = Map::new();
+    put(&mut src, "ip", &f.client_ip);
+    let mut out = json!({
+        "category_uid": c.category_uid,
+        "category_name": c.category_name,
+        "class_uid": c.class_uid,
+        "class_name": c.class_name,
+        "activity_id": c.activity_id,
+        "activity_name": c.activity_name,
+        "type_uid": c.class_uid * 100 + c.activity_id,
+        "type_name": format!("{}: {}", c.class_name, c.activity_name),
+        "severity_id": severity_id,
+        "severity": severity,
+        "status_id": status_id,
+        "status": status_name,
+        "time": time,
+        "message": message(f),
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {"name": "killswitch", "vendor_name": "killswitch", "version": env!("CARGO_PKG_VERSION")},
+            "uid": format!("{chain}:{}", f.seq),
+            "sequence": f.seq,
+            "log_name": format!("audit/{chain}"),
+            "original_time": f.time,
+        },
+        "actor": actor,
+        "src_endpoint": src,
+        "unmapped": {"killswitch": {"chain": chain, "seq": f.seq, "hash": hash, "event": f.raw["event"].clone()}},
+    });
+    let Some(obj) = out.as_object_mut() else {
+        return out;
+    };
+    let mut detail = Vec::new();
+    if !f.outcome.is_empty() {
+        detail.push(f.outcome.clone());
+    }
+    if !f.detail.is_empty() {
+        detail.push(f.detail.clone());
+    }
+    if !detail.is_empty() {
+        obj.insert("status_detail".to_owned(), Value::String(detail.join(": ")));
+    }
+    if !f.action_id.is_empty()
+        && let Some(metadata) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        metadata.insert(
+            "correlation_uid".to_owned(),
+            Value::String(f.action_id.clone()),
+        );
+    }
+    let mut request = Map::new();
+    put(&mut request, "user_agent", &f.user_agent);
+    put(
+        &mut request,
+        "uid",
+        f.raw["event"]["request"]["request_id"]
+            .as_str()
+            .unwrap_or_default(),
+    );
+    if !request.is_empty() {
+        obj.insert("http_request".to_owned(), Value::Object(request));
+    }
+    match c.class_uid {
+        3001 => {
+            let mut user = Map::new();
+            put(&mut user, "name", &f.account);
+            let state = &f.raw["event"]["after"];
+            let state = if state.is_object() {
+                state
+            } else {
+                &f.raw["event"]["before"]
+            };
+            put(&mut user, "uid", state["id"].as_str().unwrap_or_default());
+            obj.insert("user".to_owned(), Value::Object(user));
+            if !f.graph_request_id.is_empty() {
+                obj.insert(
+                    "api".to_owned(),
+                    json!({"operation": "PATCH /users/{id} accountEnabled", "request": {"uid": f.graph_request_id}, "service": {"name": "Microsoft Graph"}}),
+                );
+            }
+        }
+        3002 => {
+            obj.insert("user".to_owned(), Value::Object(actor_user));
+            obj.insert("service".to_owned(), json!({"name": "killswitch"}));
+            obj.insert(
+                "is_mfa".to_owned(),
+                Value::Bool(f.reason.contains("one-time code")),
+            );
+        }
+        _ => {
+            obj.insert(
+                "api".to_owned(),
+                json!({"operation": f.event, "service": {"name": "killswitch"}}),
+            );
+        }
+    }
+    out
+}
+
+fn message(f: &Facts) -> String {
+    let mut parts = vec![f.event.replace('_', " ")];
+    for part in [&f.operation, &f.account, &f.outcome] {
+        if !part.is_empty() {
+            parts.push(part.clone());
+        }
+    }
+    if !f.actor.is_empty() {
+        parts.push(format!("by {}", f.actor));
+    }
+    parts.join(" ")
+}
+
+pub(super) async fn write(store: &dyn Store, window: &Window, sink: &mut Sink) -> Result<()> {
+    let mut rows = super::rows(store, window);
+    let mut open = OpenActions::default();
+    while let Some(row) = rows.try_next().await? {
+        let facts = Facts::read(&row, &mut open);
+        let line = event(&facts, &window.chain, &row.hash);
+        serde_json::to_writer(&mut *sink.buffer(), &line)
+            .map_err(|e| Error::Internal(format!("ocsf: {e}")))?;
+        sink.buffer().push(b'\n');
+        sink.maybe_flush().await?;
+    }
+    Ok(())
+}
