@@ -268,7 +268,7 @@ async fn export(settings: &Settings, args: ExportArgs) -> Result<ExitCode> {
                     file.write_all(&chunk?)
                         .map_err(|e| Error::io(context(), e))?;
                 }
-                file.sync_all().map_err(|e| Error::io(context(), e))
+                Ok::<(), Error>(())
             }
             .await;
             if let Err(e) = written {

@@ -51,6 +51,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
+            // Streams (exports, audit check) read a million rows; a deeper row channel lets the
+            // worker thread run ahead instead of handing rows over fifty at a time.
+            .row_buffer_size(1024)
             .create_if_missing(options.create_if_missing);
         if options.create_if_missing {
             create_parent_dir(connect.get_filename())?;

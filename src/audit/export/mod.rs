@@ -156,7 +156,15 @@ pub async fn start(
     let to = request.to.unwrap_or_else(|| {
         Timestamp::from_datetime(exported_at.as_datetime() + chrono::Duration::seconds(1))
     });
-    let seqs = store.seq_window(&chain, from, to).await?;
+    let seqs = match (request.from, request.to) {
+        // The whole log: the head says where it ends, no need to look at times.
+        (None, None) => store
+            .head(&chain)
+            .await?
+            .filter(|h| h.seq > 0)
+            .map(|h| (1, h.seq)),
+        _ => store.seq_window(&chain, from, to).await?,
+    };
     let checkpoints = match seqs {
         Some((first, last)) => store
             .checkpoints(&chain)
