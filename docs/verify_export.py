@@ -1,0 +1,689 @@
+#!/usr/bin/env python3
+"""Independent verifier for killswitch audit exports (JSON Lines, format version 1).
+
+It follows docs/audit-format.md step by step, using nothing but the Python 3 standard
+library; Ed25519 (RFC 8032) verification is implemented below from the curve equations.
+
+    python3 verify_export.py EXPORT.jsonl --public-key KEYFILE [--public-key KEYFILE ...]
+                             [--customer SLUG]
+
+A key file holds the public key as SubjectPublicKeyInfo PEM (`killswitch audit public-key`),
+as the JSON of `killswitch audit public-key --json` or GET /api/v1/audit/public-key, or as the
+bare base64 of the 32 key bytes. Give every key the export may be signed with (after a key
+rotation, old checkpoints are signed with the old key). EXPORT.jsonl may be `-` for standard
+input.
+
+Exit status: 0 and `intact: ...` when the export is intact; 1 and `NOT INTACT: line N: reason`
+at the first line that cannot be trusted; 2 when the command line or a key file is wrong.
+"""
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import re
+import sys
+from datetime import datetime
+
+# --------------------------------------------------------------------------------------------
+# Ed25519 signature verification (RFC 8032, section 5.1), on the twisted Edwards curve
+#   -x^2 + y^2 = 1 + d x^2 y^2  over GF(p),  p = 2^255 - 19.
+# Points are kept in extended coordinates (X : Y : Z : T) with x = X/Z, y = Y/Z, x*y = T/Z.
+# --------------------------------------------------------------------------------------------
+
+FIELD = 2**255 - 19
+ORDER = 2**252 + 27742317777372353535851937790883648493  # L, the order of the base point
+CURVE_D = -121665 * pow(121666, FIELD - 2, FIELD) % FIELD
+TWO_D = 2 * CURVE_D % FIELD
+SQRT_MINUS_ONE = pow(2, (FIELD - 1) // 4, FIELD)
+NEUTRAL = (0, 1, 1, 0)
+
+
+def point_add(a, b):
+    """a + b (the unified addition formula for a = -1, RFC 8032 section 5.1.4)."""
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    p = FIELD
+    e1 = (y1 - x1) * (y2 - x2) % p
+    e2 = (y1 + x1) * (y2 + x2) % p
+    e3 = t1 * TWO_D * t2 % p
+    e4 = 2 * z1 * z2 % p
+    e, f, g, h = e2 - e1, e4 - e3, e4 + e3, e2 + e1
+    return (e * f % p, g * h % p, f * g % p, e * h % p)
+
+
+def point_double(a):
+    """2a (dedicated doubling, RFC 8032 section 5.1.4)."""
+    x1, y1, z1, _ = a
+    p = FIELD
+    xx = x1 * x1 % p
+    yy = y1 * y1 % p
+    zz2 = 2 * z1 * z1 % p
+    h = xx + yy
+    e = (h - (x1 + y1) * (x1 + y1)) % p
+    g = xx - yy
+    f = zz2 + g
+    return (e * f % p, g * h % p, f * g % p, e * h % p)
+
+
+def point_negate(a):
+    x, y, z, t = a
+    return ((-x) % FIELD, y, z, (-t) % FIELD)
+
+
+def point_encode(a):
+    """The 32-byte encoding: y little-endian, with the low bit of x in the top bit."""
+    x, y, z, _ = a
+    z_inv = pow(z, FIELD - 2, FIELD)
+    x = x * z_inv % FIELD
+    y = y * z_inv % FIELD
+    return (y | ((x & 1) << 255)).to_bytes(32, "little")
+
+
+def point_decode(data):
+    """The point a 32-byte encoding names, or None (RFC 8032 section 5.1.3)."""
+    if len(data) != 32:
+        return None
+    number = int.from_bytes(data, "little")
+    sign = number >> 255
+    y = number & ((1 << 255) - 1)
+    if y >= FIELD:
+        return None
+    # x^2 = (y^2 - 1) / (d y^2 + 1); candidate root x = u v^3 (u v^7)^((p-5)/8).
+    u = (y * y - 1) % FIELD
+    v = (CURVE_D * y * y + 1) % FIELD
+    v3 = v * v * v % FIELD
+    x = u * v3 * pow(u * v3 * v3 * v % FIELD, (FIELD - 5) // 8, FIELD) % FIELD
+    check = v * x * x % FIELD
+    if check == (-u) % FIELD:
+        x = x * SQRT_MINUS_ONE % FIELD
+    elif check != u:
+        return None
+    if x == 0 and sign == 1:
+        return None
+    if x & 1 != sign:
+        x = FIELD - x
+    return (x, y, 1, x * y % FIELD)
+
+
+BASE_Y = 4 * pow(5, FIELD - 2, FIELD) % FIELD
+BASE = point_decode(BASE_Y.to_bytes(32, "little"))  # x is even: sign bit 0
+
+
+def ed25519_verify(public_key, message, signature):
+    """Whether `signature` (64 bytes) is a valid Ed25519 signature of `message` by
+    `public_key` (32 bytes): S < L, and [S]B - [k]A encodes to exactly the bytes R, with
+    k = SHA-512(R || A || message) mod L."""
+    if len(signature) != 64 or len(public_key) != 32:
+        return False
+    point_a = point_decode(public_key)
+    if point_a is None:
+        return False
+    r_bytes = signature[:32]
+    s = int.from_bytes(signature[32:], "little")
+    if s >= ORDER:
+        return False
+    k = int.from_bytes(hashlib.sha512(r_bytes + public_key + message).digest(), "little") % ORDER
+    # [s]B + [k](-A), both scalars at once (Straus' method: one chain of doublings).
+    minus_a = point_negate(point_a)
+    table = (None, BASE, minus_a, point_add(BASE, minus_a))
+    acc = NEUTRAL
+    for bit in range(max(s.bit_length(), k.bit_length()) - 1, -1, -1):
+        acc = point_double(acc)
+        pick = ((s >> bit) & 1) | (((k >> bit) & 1) << 1)
+        if pick:
+            acc = point_add(acc, table[pick])
+    return point_encode(acc) == r_bytes
+
+
+# --------------------------------------------------------------------------------------------
+# Keys
+# --------------------------------------------------------------------------------------------
+
+# DER of SubjectPublicKeyInfo { AlgorithmIdentifier { id-Ed25519 (1.3.101.112) }, BIT STRING }
+# followed by the 32 key bytes (RFC 8410).
+SPKI_ED25519_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+class KeyError_(Exception):
+    pass
+
+
+def strict_base64(text):
+    """Standard base64 with padding, decoded; None unless `text` is exactly the canonical
+    encoding of the bytes (no missing or extra padding, no stray bits, no other characters)."""
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if base64.b64encode(data).decode("ascii") != text:
+        return None
+    return data
+
+
+def parse_public_key(text):
+    """The 32 raw key bytes from a key file's text (PEM, JSON, or bare base64)."""
+    text = text.strip()
+    if text.startswith("-----BEGIN"):
+        match = re.fullmatch(
+            r"-----BEGIN PUBLIC KEY-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END PUBLIC KEY-----", text
+        )
+        der = strict_base64("".join(match.group(1).split())) if match else None
+        if der is None or len(der) != 44 or not der.startswith(SPKI_ED25519_PREFIX):
+            raise KeyError_("not an Ed25519 public key in PEM form")
+        raw = der[-32:]
+    elif text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError as e:
+            raise KeyError_(f"not a public key JSON document: {e}") from None
+        encoded = document.get("public_key") if isinstance(document, dict) else None
+        if not isinstance(encoded, str):
+            raise KeyError_("the JSON document has no `public_key`")
+        raw = strict_base64(encoded.strip())
+    else:
+        raw = strict_base64(text)
+    if raw is None or len(raw) != 32 or point_decode(raw) is None:
+        raise KeyError_("not a base64 Ed25519 public key")
+    return raw
+
+
+def key_id(raw):
+    """The first 8 bytes of SHA-256 of the raw key, as 16 lowercase hex digits."""
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Lines
+# --------------------------------------------------------------------------------------------
+
+ENTRY_PREFIX = b'{"entry":'
+HASH_INFIX = b',"hash":"'
+ENTRY_SUFFIX = b'","type":"entry"}'
+FORMAT = "killswitch-audit-export"
+VERSION = 1
+ENTRY_FORMAT_VERSION = 1
+GENESIS_PREFIX = b"killswitch-audit-genesis:"
+CHECKPOINT_TYPE = "killswitch-audit-checkpoint-v1"
+HEX64 = re.compile(r"[0-9a-f]{64}")
+TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})Z")
+
+
+class Bad(Exception):
+    """The line being read cannot be trusted; the message says why."""
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for name, value in pairs:
+        if name in obj:
+            raise ValueError(f"duplicate member `{name}`")
+        obj[name] = value
+    return obj
+
+
+def _no_constants(name):
+    raise ValueError(f"`{name}` is not JSON")
+
+
+def parse_json(data):
+    """Strict JSON: UTF-8, no NaN/Infinity, no repeated member names."""
+    text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+def jcs(obj):
+    """RFC 8785 form of an object whose values are strings, integers, null and arrays of
+    integers: for exactly these, sorted keys and compact separators are the canonical form."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")  # fails on lone surrogates, which no canonical line holds
+
+
+def is_u64(value, bits=64):
+    # Not bool (a JSON true is not a number), in range, and printed the same by RFC 8785, which
+    # writes every number as an IEEE 754 double.
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value < 2**bits
+        and int(float(value)) == value
+    )
+
+
+def is_str(value):
+    return isinstance(value, str)
+
+
+def is_opt(check):
+    return lambda value: value is None or check(value)
+
+
+def is_u64_list(value):
+    return isinstance(value, list) and all(is_u64(v) for v in value)
+
+
+HEADER_FIELDS = {
+    "type": is_str,
+    "format": is_str,
+    "version": lambda v: is_u64(v, 32),
+    "chain": is_str,
+    "customer": is_str,
+    "from": is_opt(is_str),
+    "to": is_opt(is_str),
+    "exported_at": is_str,
+    "first_seq": is_opt(is_u64),
+    "last_seq": is_opt(is_u64),
+    "prev_hash": is_opt(is_str),
+    "key_id": is_str,
+    "checkpoint_seqs": is_u64_list,
+    "signature": is_str,  # optional member
+}
+CHECKPOINT_FIELDS = {
+    "type": is_str,
+    "chain": is_str,
+    "seq": is_u64,
+    "hash": is_str,
+    "time": is_str,
+    "key_id": is_str,
+    "signature": is_str,
+}
+SEAL_FIELDS = {
+    "type": is_str,
+    "chain": is_str,
+    "entries": is_u64,
+    "first_seq": is_opt(is_u64),
+    "last_seq": is_opt(is_u64),
+    "last_hash": is_opt(is_str),
+    "header_sha256": is_str,
+    "time": is_str,
+    "key_id": is_str,
+    "signature": is_str,  # optional member
+}
+
+
+def canonical(line, what, fields, optional=()):
+    """Parses a header, checkpoint or seal line and insists it is byte for byte the RFC 8785
+    form of exactly the members `fields` names, with the value types it names."""
+    try:
+        obj = parse_json(line)
+    except ValueError as e:
+        raise Bad(f"not a valid {what} line: {e}") from None
+    if not isinstance(obj, dict):
+        raise Bad(f"not a valid {what} line: not a JSON object")
+    missing = [name for name in fields if name not in obj and name not in optional]
+    unknown = [name for name in obj if name not in fields]
+    if missing or unknown:
+        raise Bad(f"not a valid {what} line: members missing {missing} or unknown {unknown}")
+    for name, value in obj.items():
+        if not fields[name](value):
+            raise Bad(f"not a valid {what} line: `{name}` has the wrong type or range")
+    try:
+        again = jcs(obj)
+    except UnicodeEncodeError:
+        again = None
+    if again != line:
+        raise Bad(f"the {what} line is not in its canonical form (RFC 8785): it was edited")
+    return obj
+
+
+def line_type(line):
+    """The `type` of a line that is a JSON object with a string `type`; otherwise None."""
+    try:
+        obj = parse_json(line)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+        return obj["type"]
+    return None
+
+
+def canonical_time(text):
+    """Whether `text` is a valid UTC time in the one spelling killswitch writes:
+    YYYY-MM-DDTHH:MM:SS.ffffffZ."""
+    match = TIME.fullmatch(text)
+    if not match:
+        return False
+    try:
+        datetime(*(int(part) for part in match.groups()))
+    except ValueError:
+        return False
+    return True
+
+
+def genesis(chain):
+    return hashlib.sha256(GENESIS_PREFIX + chain.encode("utf-8")).digest()
+
+
+class Keys:
+    def __init__(self, raw_keys):
+        self.by_id = {key_id(raw): raw for raw in raw_keys}
+
+    def verify(self, kid, message, signature_text, what):
+        raw = self.by_id.get(kid)
+        if raw is None:
+            raise Bad(f"{what} signed by key {kid}, which is not among the public keys given")
+        signature = strict_base64(signature_text)
+        if signature is None or len(signature) != 64:
+            raise Bad(f"{what}'s signature is not 64 base64-encoded bytes")
+        if not ed25519_verify(raw, message, signature):
+            raise Bad(f"{what}'s signature does not verify with key {kid}")
+
+
+class Verifier:
+    def __init__(self, keys, expected_chain):
+        self.keys = keys
+        self.expected_chain = expected_chain
+        self.header = None
+        self.header_sha256 = None
+        self.prev = None  # 32 bytes the next entry must chain from
+        self.next_seq = None
+        self.last = None  # (seq, hash bytes) of the last entry read
+        self.pending = []  # checkpoint seqs announced and not yet seen, in order
+        self.entries = 0
+        self.checkpoints = 0
+
+    # Step 2: the header.
+    def read_header(self, line):
+        if line.startswith(ENTRY_PREFIX) or line_type(line) != "header":
+            raise Bad("the first line is not the export header: lines were removed from the start")
+        header = canonical(line, "header", HEADER_FIELDS, optional=("signature",))
+        if header["key_id"] not in self.keys.by_id:
+            raise Bad(
+                f"the export is signed with key {header['key_id']}, "
+                "which is not among the public keys given"
+            )
+        if "signature" not in header:
+            raise Bad("the header has no signature")
+        unsigned = {k: v for k, v in header.items() if k != "signature"}
+        self.keys.verify(header["key_id"], jcs(unsigned), header["signature"], "the header")
+        if header["format"] != FORMAT:
+            raise Bad(f"the format is `{header['format']}`, not `{FORMAT}`")
+        if header["version"] != VERSION:
+            raise Bad(f"format version {header['version']} is not supported")
+        if self.expected_chain is not None and header["chain"] != self.expected_chain:
+            raise Bad(
+                f"this is an export of customer `{header['chain']}`, "
+                f"not of `{self.expected_chain}`"
+            )
+        first, last, prev = header["first_seq"], header["last_seq"], header["prev_hash"]
+        if prev is not None and first is not None and last is not None and 1 <= first <= last:
+            if not HEX64.fullmatch(prev):
+                raise Bad("prev_hash is not 64 lowercase hex digits")
+            self.prev = bytes.fromhex(prev)
+            if first == 1 and self.prev != genesis(header["chain"]):
+                raise Bad(f"prev_hash is not the genesis value of chain `{header['chain']}`")
+        elif not (prev is None and first is None and last is None):
+            raise Bad("first_seq, last_seq and prev_hash disagree")
+        seqs = header["checkpoint_seqs"]
+        in_order = all(a <= b for a, b in zip(seqs, seqs[1:]))
+        in_range = all(first is not None and first <= s <= last for s in seqs)
+        if not (in_order and in_range):
+            raise Bad("checkpoint_seqs are not in order inside the exported range")
+        self.header = header
+        self.header_sha256 = hashlib.sha256(line).hexdigest()
+        self.pending = list(seqs)
+        self.next_seq = first
+
+    def owed_checkpoint(self):
+        if self.last is not None and self.pending and self.pending[0] == self.last[0]:
+            return self.last[0]
+        return None
+
+    # Step 3: an entry line.
+    def entry(self, line):
+        owed = self.owed_checkpoint()
+        if owed is not None:
+            raise Bad(f"the signed checkpoint for entry {owed} should be here: it was removed")
+        size = len(line)
+        hash_at = size - len(ENTRY_SUFFIX) - 64
+        layout = (
+            size > len(ENTRY_PREFIX) + len(HASH_INFIX) + 64 + len(ENTRY_SUFFIX)
+            and line.endswith(ENTRY_SUFFIX)
+            and line[hash_at - len(HASH_INFIX) : hash_at] == HASH_INFIX
+        )
+        if not layout:
+            raise Bad('not an entry line of the form {"entry":…,"hash":"…","type":"entry"}')
+        raw = line[len(ENTRY_PREFIX) : hash_at - len(HASH_INFIX)]
+        stated_text = line[hash_at : hash_at + 64].decode("latin-1")
+        if not HEX64.fullmatch(stated_text):
+            raise Bad("the entry's hash is not 64 lowercase hex digits")
+        try:
+            entry = parse_json(raw)
+        except UnicodeDecodeError:
+            raise Bad("the entry is not UTF-8") from None
+        except ValueError as e:
+            raise Bad(f"the entry is not a valid audit entry: {e}") from None
+        link_ok = (
+            isinstance(entry, dict)
+            and is_u64(entry.get("v"), 32)
+            and is_str(entry.get("chain"))
+            and is_u64(entry.get("seq"))
+            and is_str(entry.get("time"))
+            and is_str(entry.get("prev_hash"))
+            and isinstance(entry.get("event"), dict)
+            and is_str(entry["event"].get("type"))
+        )
+        if not link_ok:
+            raise Bad("the entry is not a valid audit entry: v, chain, seq, time, prev_hash, event")
+        if not HEX64.fullmatch(entry["prev_hash"]):
+            raise Bad("the entry's prev_hash is not 64 lowercase hex digits")
+        own_prev = bytes.fromhex(entry["prev_hash"])
+        stated = bytes.fromhex(stated_text)
+        if hashlib.sha256(own_prev + raw).digest() != stated:
+            raise Bad("the entry's content does not match its hash: it was changed")
+        if entry["v"] != ENTRY_FORMAT_VERSION:
+            raise Bad(f"the entry has unsupported format version {entry['v']}")
+        if entry["chain"] != self.header["chain"]:
+            raise Bad(
+                f"the entry belongs to chain `{entry['chain']}`, not `{self.header['chain']}`: "
+                "it comes from another export"
+            )
+        expected = self.next_seq
+        if expected is None:
+            raise Bad("the header says this export holds no entries")
+        if self.header["last_seq"] is not None and expected > self.header["last_seq"]:
+            raise Bad(f"an entry after entry {expected - 1}, the last the header declares")
+        if entry["seq"] != expected:
+            if entry["seq"] > expected:
+                raise Bad(f"entry {expected} is missing (this line holds entry {entry['seq']})")
+            raise Bad(
+                f"entry {entry['seq']} appears where entry {expected} belongs: "
+                "lines were moved or repeated"
+            )
+        if own_prev != self.prev:
+            if self.entries == 0:
+                raise Bad("the first entry does not chain from the header's prev_hash")
+            raise Bad(f"the entry does not chain from entry {expected - 1}")
+        self.prev = stated
+        self.last = (expected, stated)
+        self.next_seq = expected + 1
+        self.entries += 1
+
+    # Step 4: a checkpoint line.
+    def checkpoint(self, line):
+        cp = canonical(line, "checkpoint", CHECKPOINT_FIELDS)
+        if self.last is None:
+            raise Bad("a checkpoint before any entry")
+        seq, last_hash = self.last
+        if cp["seq"] != seq:
+            raise Bad(
+                f"a checkpoint for entry {cp['seq']} right after entry {seq}: "
+                "lines were removed or moved"
+            )
+        if self.owed_checkpoint() != seq:
+            raise Bad(
+                f"a checkpoint for entry {seq} where the header announces none: "
+                "it was added or repeated"
+            )
+        if cp["chain"] != self.header["chain"]:
+            raise Bad(f"the checkpoint names chain `{cp['chain']}`")
+        if not HEX64.fullmatch(cp["hash"]):
+            raise Bad("checkpoint hash is not 64 hex digits")
+        if not canonical_time(cp["time"]):
+            raise Bad("checkpoint time is not in its canonical form")
+        signature = strict_base64(cp["signature"])
+        if signature is None or len(signature) != 64:
+            raise Bad("checkpoint signature is not 64 base64-encoded bytes")
+        if bytes.fromhex(cp["hash"]) != last_hash:
+            raise Bad(f"the checkpoint's hash differs from entry {seq}'s")
+        raw = self.keys.by_id.get(cp["key_id"])
+        if raw is None:
+            raise Bad(f"checkpoint signed by unknown key {cp['key_id']}")
+        message = jcs(
+            {
+                "chain": cp["chain"],
+                "hash": cp["hash"],
+                "seq": cp["seq"],
+                "time": cp["time"],
+                "type": CHECKPOINT_TYPE,
+            }
+        )
+        if not ed25519_verify(raw, message, signature):
+            raise Bad(f"checkpoint signature does not verify with key {cp['key_id']}")
+        self.pending.pop(0)
+        self.checkpoints += 1
+
+    # Step 5: the seal.
+    def seal(self, line):
+        owed = self.owed_checkpoint()
+        if owed is not None:
+            raise Bad(f"the signed checkpoint for entry {owed} should be here: it was removed")
+        seal = canonical(line, "seal", SEAL_FIELDS, optional=("signature",))
+        if "signature" not in seal:
+            raise Bad("the seal has no signature")
+        unsigned = {k: v for k, v in seal.items() if k != "signature"}
+        self.keys.verify(seal["key_id"], jcs(unsigned), seal["signature"], "the seal")
+        header = self.header
+        if (
+            seal["type"] != "seal"
+            or seal["chain"] != header["chain"]
+            or seal["key_id"] != header["key_id"]
+        ):
+            raise Bad("the seal is for another export")
+        if seal["header_sha256"] != self.header_sha256:
+            raise Bad("the seal was made for another header: it comes from another export")
+        last_seq = self.last[0] if self.last else None
+        if (
+            seal["entries"] != self.entries
+            or seal["last_seq"] != last_seq
+            or seal["first_seq"] != header["first_seq"]
+        ):
+            raise Bad(
+                f"the seal signs {seal['entries']} entries ending at {seal['last_seq']}, "
+                f"the file holds {self.entries} ending at {last_seq}: entries were removed"
+            )
+        if last_seq != header["last_seq"]:
+            raise Bad("the entries end before the header's last_seq")
+        if seal["last_hash"] != (self.last[1].hex() if self.last else None):
+            raise Bad("the seal's last_hash differs from the last entry's hash")
+        if self.pending:
+            raise Bad(
+                f"the header announces a checkpoint for entry {self.pending[0]} "
+                "that is not in the file"
+            )
+
+
+def verify(stream, keys, expected_chain):
+    """Reads the export from a binary stream. Returns (None, verifier) when intact, or
+    (line number, reason) for the first line that cannot be trusted."""
+    state = Verifier(keys, expected_chain)
+    number = 0
+    started = sealed = False
+    for data in stream:
+        number += 1
+        try:
+            # Step 1: framing.
+            if sealed:
+                raise Bad("a line follows the seal: it was added after the export was signed")
+            if not data.endswith(b"\n"):
+                raise Bad("the line has no newline at its end: the file was cut off")
+            line = data[:-1]
+            if not started:
+                state.read_header(line)
+                started = True
+            elif line.startswith(ENTRY_PREFIX):
+                state.entry(line)
+            else:
+                kind = line_type(line)
+                if kind == "checkpoint":
+                    state.checkpoint(line)
+                elif kind == "seal":
+                    state.seal(line)
+                    sealed = True
+                elif kind == "header":
+                    raise Bad("a second header: lines from another export were inserted")
+                elif kind is not None:
+                    raise Bad(f"unknown line type `{kind}`")
+                else:
+                    raise Bad("the line is not an export line (JSON object with a `type`)")
+        except Bad as bad:
+            return number, str(bad)
+    # Step 6: the end of the file.
+    if not started:
+        return 1, "the file is empty; an export starts with its header"
+    if not sealed:
+        return number + 1, "the export ends before its seal: lines were cut off the end"
+    return None, state
+
+
+def describe(state):
+    header = state.header
+    if header["first_seq"] is not None:
+        extent = f"entries {header['first_seq']} to {header['last_seq']}"
+    else:
+        extent = "no entries"
+    start = "the beginning" if header["from"] is None else header["from"]
+    end = header["exported_at"] if header["to"] is None else header["to"]
+    period = f"{start} to {end}"
+    return (
+        f"intact: {header['chain']} ({header['customer']}), {extent} "
+        f"({state.entries} entries, {state.checkpoints} signed checkpoint(s)), "
+        f"period {period}, sealed by key {header['key_id']}"
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Verify a killswitch JSON Lines audit export (docs/audit-format.md)."
+    )
+    parser.add_argument("export", help="the export file, or - for standard input")
+    parser.add_argument(
+        "--public-key",
+        action="append",
+        required=True,
+        metavar="KEYFILE",
+        help="a public key to trust (PEM, JSON of `audit public-key --json`, or base64); "
+        "repeat for keys used before a rotation",
+    )
+    parser.add_argument("--customer", metavar="SLUG", help="fail unless the export is of SLUG")
+    args = parser.parse_args(argv)
+
+    raw_keys = []
+    for path in args.public_key:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw_keys.append(parse_public_key(f.read()))
+        except (OSError, UnicodeDecodeError, KeyError_) as e:
+            print(f"{path}: {e}", file=sys.stderr)
+            return 2
+    keys = Keys(raw_keys)
+    try:
+        if args.export == "-":
+            result = verify(sys.stdin.buffer, keys, args.customer)
+        else:
+            with open(args.export, "rb") as f:
+                result = verify(f, keys, args.customer)
+    except OSError as e:
+        print(f"cannot read {args.export}: {e}", file=sys.stderr)
+        return 2
+    line, outcome = result
+    if line is None:
+        print(describe(outcome))
+        return 0
+    print(f"NOT INTACT: line {line}: {outcome}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
