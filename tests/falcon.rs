@@ -833,3 +833,153 @@ async fn an_account_entra_does_not_know_leaves_the_detection_pending_with_the_re
     );
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
 }
+
+fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records::DetectionRecord {
+    killswitch::falcon::records::DetectionRecord {
+        id: id.to_string(),
+        customer: "contoso".into(),
+        composite_id: composite_id.into(),
+        detection_id: None,
+        severity: "high".into(),
+        tactic: None,
+        technique: None,
+        account_upn: Some("bob@contoso.onmicrosoft.com".into()),
+        account_sid: None,
+        account_domain: None,
+        falcon_host_link: None,
+        cid: None,
+        falcon_time: None,
+        assurance: "signed".into(),
+        state: "pending".into(),
+        target_id: None,
+        target_upn: None,
+        pending_reason: None,
+        action_id: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        received_at: killswitch::time::Timestamp::now().to_string(),
+    }
+}
+
+/// Detections are written beside other writes (on SQLite, batched into one transaction): one
+/// that cannot be stored fails alone, and every other detection and append lands, audited once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited() {
+    let db = common::TestDb::new().await;
+    let (store, key) = db.store(50).await;
+    let contoso = Customer {
+        slug: "contoso".parse().unwrap(),
+        name: "Contoso".into(),
+        domain: "contoso.onmicrosoft.com".into(),
+        tenant_id: TenantId::new(CONTOSO),
+        policy: Policy::default(),
+        created_at: killswitch::time::Timestamp::now(),
+        connection: None,
+    };
+    store.add_customer(&contoso, &Actor::Service).await.unwrap();
+    let taken = Uuid::new_v4();
+    store
+        .record_detection(&stored_detection(taken, "first"), &Actor::Service)
+        .await
+        .unwrap();
+
+    // 200 new detections, 20 that reuse the stored one's id (refused by the database), 20
+    // replays of new ones, and 100 plain appends, all at once.
+    let chain: killswitch::domain::ChainId = "contoso".parse().unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..340usize {
+        let store = store.clone();
+        let chain = chain.clone();
+        tasks.push(tokio::spawn(async move {
+            match n {
+                0..200 => store
+                    .record_detection(
+                        &stored_detection(Uuid::new_v4(), &format!("new:{n}")),
+                        &Actor::Service,
+                    )
+                    .await
+                    .map(|(d, new)| format!("{}:{new}", d.composite_id)),
+                200..220 => store
+                    .record_detection(
+                        &stored_detection(taken, &format!("clash:{n}")),
+                        &Actor::Service,
+                    )
+                    .await
+                    .map(|(d, new)| format!("{}:{new}", d.composite_id)),
+                220..240 => store
+                    .record_detection(
+                        &stored_detection(Uuid::new_v4(), &format!("new:{}", n - 220)),
+                        &Actor::Service,
+                    )
+                    .await
+                    .map(|(d, new)| format!("{}:{new}", d.composite_id)),
+                _ => store
+                    .append(
+                        &chain,
+                        &Actor::Service,
+                        &AuditEvent::ConsentFailed {
+                            tenant_id: None,
+                            reason: format!("append {n}"),
+                        },
+                    )
+                    .await
+                    .map(|a| format!("append {}", a.seq)),
+            }
+        }));
+    }
+    let mut refused = 0;
+    let mut firsts = std::collections::HashMap::<String, usize>::new();
+    for (n, task) in tasks.into_iter().enumerate() {
+        match task.await.unwrap() {
+            Ok(outcome) if (200..220).contains(&n) => panic!("a clashing id was stored: {outcome}"),
+            Ok(outcome) if n < 240 => {
+                // A delivery and its replay get the one stored detection; whichever came
+                // first is the new one.
+                let k = if n < 200 { n } else { n - 220 };
+                let (composite, new) = outcome.rsplit_once(':').unwrap();
+                assert_eq!(composite, format!("new:{k}"));
+                *firsts.entry(composite.to_owned()).or_default() += usize::from(new == "true");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                assert!((200..220).contains(&n), "task {n} failed: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(firsts.len(), 200);
+    assert!(firsts.values().all(|&news| news == 1), "{firsts:?}");
+    assert_eq!(refused, 20);
+
+    let stored = store
+        .detections(&killswitch::falcon::records::DetectionFilter {
+            customers: None,
+            state: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 201);
+    assert!(!stored.iter().any(|d| d.composite_id.starts_with("clash")));
+    let entries: Vec<Entry> = store
+        .entries("contoso")
+        .map_ok(|r| serde_json::from_str(&r.entry).unwrap())
+        .try_collect()
+        .await
+        .unwrap();
+    let received = entries
+        .iter()
+        .filter(|e| matches!(e.event, AuditEvent::DetectionReceived { .. }))
+        .count();
+    assert_eq!(received, 201, "each stored detection audited exactly once");
+    assert_eq!(entries.len(), 1 + 201 + 100);
+    let keys = killswitch::audit::check::keyring(store.as_ref(), [key.public_key()])
+        .await
+        .unwrap();
+    let summary = killswitch::audit::check::check_chain(store.as_ref(), &keys, "contoso")
+        .await
+        .unwrap()
+        .unwrap_or_else(|b| panic!("the chain is broken: {b:?}"));
+    assert_eq!(summary.entries, 302);
+}

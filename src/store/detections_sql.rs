@@ -16,29 +16,31 @@ fn uuid(id: &str) -> Result<uuid::Uuid> {
         .map_err(|_| Error::Internal(format!("detection id `{id}` is not a UUID")))
 }
 
-/// Stores a detection unless its `composite_id` is known for the customer; returns the stored
-/// one and whether it is new. Only a new one is audited.
-pub async fn record<DB>(
-    conn: &mut DB::Connection,
-    sealer: &Sealer,
-    d: &DetectionRecord,
-    actor: &Actor,
-) -> Result<(DetectionRecord, bool)>
+/// The chain a detection is audited in and the entry that records its arrival. Built before
+/// anything is written, so nothing can fail between storing the row and auditing it.
+pub fn received(d: &DetectionRecord) -> Result<(ChainId, AuditEvent)> {
+    let customer: CustomerSlug = d.customer.parse()?;
+    let event = AuditEvent::DetectionReceived {
+        detection_id: uuid(&d.id)?,
+        composite_id: d.composite_id.clone(),
+        severity: d.severity.clone(),
+        account: d.account_upn.clone().or_else(|| d.account_sid.clone()),
+        assurance: d.assurance.clone(),
+    };
+    Ok((ChainId::Customer(customer), event))
+}
+
+/// Inserts the detection unless its `composite_id` is known for the customer; `true` when it
+/// was inserted. One statement, so a failure leaves nothing behind.
+pub async fn insert_new<DB>(conn: &mut DB::Connection, d: &DetectionRecord) -> Result<bool>
 where
     DB: Database,
-    DB::Connection: ChainTx,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let customer: CustomerSlug = d.customer.parse()?;
-    let chain = ChainId::Customer(customer);
-    // The chain is held first, so a concurrent delivery of the same detection waits and then
-    // finds this one.
-    conn.lock_chain(&chain).await?;
     let sql = format!(
         "INSERT INTO detections ({DETECTION_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
@@ -70,24 +72,55 @@ where
         .bind(d.received_at.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-    if inserted.is_none() {
-        let sql = format!(
-            "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
-        );
-        let existing = sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
+    Ok(inserted.is_some())
+}
+
+/// The stored detection with the same customer and `composite_id` as `d`.
+pub async fn existing<DB>(conn: &mut DB::Connection, d: &DetectionRecord) -> Result<DetectionRecord>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+{
+    let sql = format!(
+        "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
+    );
+    Ok(
+        sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
             .bind(d.customer.as_str())
             .bind(d.composite_id.as_str())
             .fetch_one(&mut *conn)
-            .await?;
-        return Ok((existing, false));
+            .await?,
+    )
+}
+
+/// Stores a detection unless its `composite_id` is known for the customer; returns the stored
+/// one and whether it is new. Only a new one is audited.
+pub async fn record<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    d: &DetectionRecord,
+    actor: &Actor,
+) -> Result<(DetectionRecord, bool)>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let (chain, event) = received(d)?;
+    // The chain is held first, so a concurrent delivery of the same detection waits and then
+    // finds this one.
+    conn.lock_chain(&chain).await?;
+    if !insert_new::<DB>(conn, d).await? {
+        return Ok((existing::<DB>(conn, d).await?, false));
     }
-    let event = AuditEvent::DetectionReceived {
-        detection_id: uuid(&d.id)?,
-        composite_id: d.composite_id.clone(),
-        severity: d.severity.clone(),
-        account: d.account_upn.clone().or_else(|| d.account_sid.clone()),
-        assurance: d.assurance.clone(),
-    };
     conn.append(sealer, &chain, actor, &event).await?;
     Ok((d.clone(), true))
 }

@@ -17,7 +17,7 @@ use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
 use super::onboarding_sql::{self, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
-use super::sqlite_writer::Writer;
+use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
@@ -507,14 +507,30 @@ impl Store for SqliteStore {
         detection: &DetectionRecord,
         actor: &Actor,
     ) -> Result<(DetectionRecord, bool)> {
-        let sealer = self.sealer()?;
+        self.sealer()?;
+        let (chain, event) = detections_sql::received(detection)?;
         let (detection, actor) = (detection.clone(), actor.clone());
-        self.write(move |conn| {
-            Box::pin(async move {
-                detections_sql::record::<Sqlite>(conn, &sealer, &detection, &actor).await
+        // One statement and an entry sealed with the batch's other appends: a burst of
+        // detections costs a statement each, not a savepoint and five statements each.
+        self.writer
+            .single(move |conn| {
+                Box::pin(async move {
+                    if detections_sql::insert_new::<Sqlite>(conn, &detection).await? {
+                        Ok(Then::Append {
+                            audit: Box::new(AppendRequest {
+                                chain,
+                                actor,
+                                event,
+                            }),
+                            value: (detection, true),
+                        })
+                    } else {
+                        let existing = detections_sql::existing::<Sqlite>(conn, &detection).await?;
+                        Ok(Then::Done((existing, false)))
+                    }
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn set_detection_target(
@@ -530,19 +546,20 @@ impl Store for SqliteStore {
             target_upn.map(str::to_owned),
             pending_reason.map(str::to_owned),
         );
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(detections_sql::SET_TARGET)
-                    .bind(values.0)
-                    .bind(values.1)
-                    .bind(values.2)
-                    .bind(values.3)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
+        self.writer
+            .single(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(detections_sql::SET_TARGET)
+                        .bind(values.0)
+                        .bind(values.1)
+                        .bind(values.2)
+                        .bind(values.3)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(Then::Done(()))
+                })
             })
-        })
-        .await
+            .await
     }
 
     async fn decide_detection(&self, decision: &detections_sql::Decision) -> Result<bool> {

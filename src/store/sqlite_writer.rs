@@ -8,7 +8,9 @@
 //! Plain audit appends, the bulk of all writes, are sealed in memory against a cache of chain
 //! heads and written with one multi-row statement per table. Other writes (domain rows together
 //! with their audit entry) run as closures, each in its own savepoint so a failing one is undone
-//! without disturbing the rest.
+//! without disturbing the rest. A write of a single statement, optionally followed by an audit
+//! entry (a Falcon detection arriving), needs no savepoint: SQLite undoes a failed statement by
+//! itself, and its entry joins the batch's multi-row append.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,16 +65,104 @@ impl<T: Send + 'static> WorkJob for TypedWork<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {
-        let result = match (commit, self.output) {
-            // The job's own error stands even when the batch committed without it.
-            (_, Some(Err(e))) => Err(e),
-            (Ok(()), Some(Ok(value))) => Ok(value),
-            (Err(reason), _) => Err(Error::AuditUnavailable(reason)),
-            (Ok(()), None) => Err(Error::Internal("write job was never run".to_owned())),
-        };
-        // The caller may have gone away; the write itself stands either way.
-        let _ = self.reply.send(result);
+        deliver(self.reply, commit, self.output);
     }
+}
+
+/// What a single-statement write asks of the writer once its statement ran.
+pub enum Then<T> {
+    /// Nothing more; `T` is the caller's once the batch commits.
+    Done(T),
+    /// Audit the write with this entry, sealed into the same batch.
+    Append { audit: Box<AppendRequest>, value: T },
+}
+
+type Single<T> =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Then<T>>> + Send>;
+
+/// An entry to append: to which chain, caused by whom, what happened.
+pub struct AppendRequest {
+    pub chain: ChainId,
+    pub actor: Actor,
+    pub event: AuditEvent,
+}
+
+trait SingleJob: Send {
+    /// Runs the statement. `Ok(Some(_))` asks for an entry; `Err` means the batch must be undone
+    /// (the error was not one SQLite confines to the failed statement).
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<Option<Box<AppendRequest>>>>;
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+struct TypedSingle<T> {
+    work: Option<Single<T>>,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send + 'static> SingleJob for TypedSingle<T> {
+    fn run<'c>(
+        &'c mut self,
+        conn: &'c mut SqliteConnection,
+    ) -> BoxFuture<'c, Result<Option<Box<AppendRequest>>>> {
+        Box::pin(async move {
+            let Some(work) = self.work.take() else {
+                return Err(Error::Internal("write job was run twice".to_owned()));
+            };
+            match work(conn).await {
+                Ok(Then::Done(value)) => {
+                    self.output = Some(Ok(value));
+                    Ok(None)
+                }
+                Ok(Then::Append { audit, value }) => {
+                    self.output = Some(Ok(value));
+                    Ok(Some(audit))
+                }
+                Err(e) if statement_undone(&e) => {
+                    self.output = Some(Err(e));
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        deliver(self.reply, commit, self.output);
+    }
+}
+
+/// A constraint violation undoes only the statement that caused it; any other error (I/O, a
+/// full disk) may have undone the whole transaction, so the batch cannot go on.
+fn statement_undone(error: &Error) -> bool {
+    use sqlx::error::ErrorKind;
+    matches!(error, Error::Database(sqlx::Error::Database(db)) if matches!(
+        db.kind(),
+        ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+    ))
+}
+
+/// Hands a job its result: its own error, its value once committed, or the commit's failure.
+fn deliver<T>(
+    reply: oneshot::Sender<Result<T>>,
+    commit: Result<(), String>,
+    output: Option<Result<T>>,
+) {
+    let result = match (commit, output) {
+        // The job's own error stands even when the batch committed without it.
+        (_, Some(Err(e))) => Err(e),
+        (Ok(()), Some(Ok(value))) => Ok(value),
+        (Err(reason), _) => Err(Error::AuditUnavailable(reason)),
+        (Ok(()), None) => Err(Error::Internal("write job was never run".to_owned())),
+    };
+    // The caller may have gone away; the write itself stands either way.
+    let _ = reply.send(result);
 }
 
 struct AppendJob {
@@ -86,12 +176,14 @@ struct AppendJob {
 enum Job {
     Append(Box<AppendJob>),
     Work(Box<dyn WorkJob>),
+    Single(Box<dyn SingleJob>),
 }
 
 impl Job {
     fn finish(self, commit: Result<(), String>) {
         match self {
             Job::Work(job) => job.finish(commit),
+            Job::Single(job) => job.finish(commit),
             Job::Append(job) => {
                 let result = match (commit, job.sealed) {
                     (Ok(()), Some(appended)) => Ok(appended),
@@ -150,6 +242,25 @@ impl Writer {
     {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Work(Box::new(TypedWork {
+            work: Some(Box::new(work)),
+            output: None,
+            reply,
+        })))
+        .await?;
+        answer.await.map_err(|_| dropped())?
+    }
+
+    /// Runs `work`, one statement that writes (reads around it are fine) and touches no audit
+    /// table, in the next write transaction without a savepoint; returns after the commit.
+    pub async fn single<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Then<T>>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Single(Box::new(TypedSingle {
             work: Some(Box::new(work)),
             output: None,
             reply,
@@ -239,9 +350,19 @@ impl WriterState {
         for job in batch.iter_mut() {
             match job {
                 Job::Append(append) => {
-                    let plan = self.plan(&mut tx, append).await?;
+                    let plan = self
+                        .plan(&mut tx, &append.chain, &append.actor, &append.event)
+                        .await?;
                     append.sealed = Some(plan.appended.clone());
                     pending.plans.push(plan);
+                }
+                Job::Single(single) => {
+                    if let Some(request) = single.run(&mut tx).await? {
+                        let plan = self
+                            .plan(&mut tx, &request.chain, &request.actor, &request.event)
+                            .await?;
+                        pending.plans.push(plan);
+                    }
                 }
                 Job::Work(work) => {
                     flush(&mut tx, &mut pending).await?;
@@ -263,12 +384,18 @@ impl WriterState {
         Ok(())
     }
 
-    async fn plan(&mut self, conn: &mut SqliteConnection, job: &AppendJob) -> Result<AppendPlan> {
+    async fn plan(
+        &mut self,
+        conn: &mut SqliteConnection,
+        chain: &ChainId,
+        actor: &Actor,
+        event: &AuditEvent,
+    ) -> Result<AppendPlan> {
         let sealer = self
             .sealer
             .clone()
             .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
-        let name = job.chain.as_str();
+        let name = chain.as_str();
         if !self.heads.contains_key(name) {
             let head: Option<HeadRecord> = sqlx::query_as(SELECT_HEAD)
                 .bind(name)
@@ -278,7 +405,7 @@ impl WriterState {
                 self.heads.insert(name.to_owned(), head);
             }
         }
-        let plan = sealer.plan(&job.chain, self.heads.get(name), &job.actor, &job.event)?;
+        let plan = sealer.plan(chain, self.heads.get(name), actor, event)?;
         self.heads.insert(name.to_owned(), plan.head.clone());
         Ok(plan)
     }
