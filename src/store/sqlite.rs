@@ -60,6 +60,11 @@ impl SqliteStore {
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // The writer trusts cached chain heads while `PRAGMA data_version` of this one
+            // connection is unchanged; it is replaced only after a failed batch, which clears
+            // them.
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await

@@ -135,8 +135,10 @@ impl<T: Send + 'static> SingleJob for TypedSingle<T> {
     }
 }
 
-/// A constraint violation undoes only the statement that caused it; any other error (I/O, a
-/// full disk) may have undone the whole transaction, so the batch cannot go on.
+/// A constraint violation undoes only the statement that caused it (SQLite's default ABORT
+/// conflict resolution; no table or statement here asks for ROLLBACK, and a test keeps it so);
+/// any other error (I/O, a full disk) may have undone the whole transaction, so the batch
+/// cannot go on.
 fn statement_undone(error: &Error) -> bool {
     use sqlx::error::ErrorKind;
     matches!(error, Error::Database(sqlx::Error::Database(db)) if matches!(
@@ -337,6 +339,17 @@ impl WriterState {
 
     async fn run_batch(&mut self, batch: &mut [Job]) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
+        let outcome = self.run_batch_on(&mut conn, batch).await;
+        if outcome.is_err() {
+            // SQLite may have ended the transaction itself (a full disk, an I/O error) while
+            // sqlx still counts it as open and would refuse every later BEGIN on this
+            // connection: a fresh connection is the only state known to be clean.
+            conn.close_on_drop();
+        }
+        outcome
+    }
+
+    async fn run_batch_on(&mut self, conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<()> {
         // IMMEDIATE takes the write lock up front, so another process waits for it instead of
         // failing halfway through with SQLITE_BUSY.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -494,6 +507,27 @@ fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String 
 #[cfg(test)]
 mod tests {
     use super::multi_row;
+
+    #[test]
+    fn no_sqlite_table_resolves_conflicts_by_rolling_back_the_transaction() {
+        // `statement_undone` relies on a constraint violation undoing only its statement.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite");
+        let mut read = 0;
+        for file in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+            let path = file.unwrap_or_else(|e| panic!("{e}")).path();
+            let sql = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .to_uppercase();
+            let sql = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                !sql.contains("CONFLICT ROLLBACK") && !sql.contains("OR ROLLBACK"),
+                "{} resolves a conflict with ROLLBACK",
+                path.display()
+            );
+            read += 1;
+        }
+        assert!(read >= 6);
+    }
 
     #[test]
     fn multi_row_numbers_placeholders_across_rows() {
