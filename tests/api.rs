@@ -6,15 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestApp;
-use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use common::entra::{self, CLIENT_SECRET, CONTOSO};
+use common::{Analyst, TestApp};
 use fake_entra::{Endpoint, FakeEntra};
-use futures::TryStreamExt;
 use killswitch::audit::Entry;
 use killswitch::audit::event::{Actor, AuditEvent};
-use killswitch::auth::{Role, Scope, mfa};
-use killswitch::customers::{Customer, Policy};
-use killswitch::domain::TenantId;
+use killswitch::auth::{Role, mfa};
+use killswitch::customers::Policy;
 use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -28,91 +26,23 @@ struct Rig {
     fake: FakeEntra,
 }
 
-struct Who {
-    token: String,
-    secret: Vec<u8>,
-    email: String,
-    id: Uuid,
-}
-
-impl Who {
-    fn code(&self) -> String {
-        mfa::code_at(&self.secret, chrono::Utc::now().timestamp() as u64).unwrap()
-    }
-
-    fn wrong_code(&self) -> String {
-        let right: u32 = self.code().parse().unwrap();
-        format!("{:06}", (right + 1) % 1_000_000)
-    }
-}
-
 async fn rig(overrides: &[(&str, &str)]) -> Rig {
     let fake = entra::fake_entra().await;
     entra::add_tenant(&fake, FABRIKAM, "fabrikam");
-    let base = fake.base_url();
-    let mut settings = vec![
-        ("entra.authority_url", base.as_str()),
-        ("entra.graph_url", base.as_str()),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", CLIENT_SECRET),
-    ];
-    settings.extend_from_slice(overrides);
-    let app = TestApp::spawn_with(&settings).await;
+    let app = entra::spawn_app(&fake, overrides).await;
     for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
-        let customer = Customer {
-            slug: slug.parse().unwrap(),
-            name: slug.to_owned(),
-            domain: format!("{slug}.onmicrosoft.com"),
-            tenant_id: TenantId::new(tenant),
-            policy: Policy::default(),
-            created_at: killswitch::time::Timestamp::now(),
-            connection: None,
-        };
-        app.store
-            .add_customer(&customer, &Actor::operator())
-            .await
-            .unwrap();
+        entra::add_customer(&app.store, slug, tenant, Policy::default()).await;
     }
     Rig { app, fake }
 }
 
 impl Rig {
-    async fn analyst(&self, role: Role, scope: &str) -> Who {
+    async fn analyst(&self, role: Role, scope: &str) -> Analyst {
         let email = format!("{}-{}@provider.example", role, Uuid::new_v4().simple());
-        let enrolled = self
-            .app
-            .auth
-            .enroll(
-                &email,
-                None,
-                role,
-                scope.parse::<Scope>().unwrap(),
-                &Actor::operator(),
-            )
-            .await
-            .unwrap();
-        let record = self
-            .app
-            .store
-            .analyst(enrolled.analyst.id)
-            .await
-            .unwrap()
-            .unwrap();
-        Who {
-            token: enrolled.token.expose_secret().to_owned(),
-            secret: self
-                .app
-                .auth
-                .totp_secret(&record)
-                .unwrap()
-                .expose_secret()
-                .to_vec(),
-            email,
-            id: enrolled.analyst.id,
-        }
+        self.app.enroll(&email, role, scope).await
     }
 
-    async fn post(&self, who: &Who, path: &str, code: Option<&str>, body: Value) -> Response {
+    async fn post(&self, who: &Analyst, path: &str, code: Option<&str>, body: Value) -> Response {
         let mut request = self
             .app
             .client
@@ -127,7 +57,7 @@ impl Rig {
 
     async fn disable(
         &self,
-        who: &Who,
+        who: &Analyst,
         customer: &str,
         account: &str,
         code: Option<&str>,
@@ -142,7 +72,7 @@ impl Rig {
         .await
     }
 
-    async fn get(&self, who: &Who, path: &str) -> Response {
+    async fn get(&self, who: &Analyst, path: &str) -> Response {
         self.app
             .client
             .get(self.app.url(path))
@@ -153,16 +83,7 @@ impl Rig {
     }
 
     async fn system_events(&self) -> Vec<AuditEvent> {
-        let rows: Vec<_> = self
-            .app
-            .store
-            .entries("system")
-            .try_collect()
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
-            .collect()
+        common::events(&self.app.store, "system").await
     }
 }
 
@@ -196,16 +117,9 @@ async fn an_analyst_disables_an_account_with_token_and_code_and_the_log_says_who
         .unwrap();
     assert_eq!(fetched["id"], action["id"]);
 
-    let rows: Vec<_> = rig
-        .app
-        .store
-        .entries("contoso")
-        .try_collect()
+    let requested = common::entries(&rig.app.store, "contoso")
         .await
-        .unwrap();
-    let requested = rows
-        .iter()
-        .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap())
+        .into_iter()
         .find(|e| matches!(e.event, AuditEvent::ActionRequested { .. }))
         .unwrap();
     match (&requested.actor, &requested.event) {
@@ -259,7 +173,7 @@ async fn missing_wrong_and_reused_codes_and_bad_tokens_each_get_their_problem_ty
         .await,
         (StatusCode::UNAUTHORIZED, "/problems/otp-reused".into())
     );
-    let forged = Who {
+    let forged = Analyst {
         token: "ks_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into(),
         ..who
     };
@@ -710,36 +624,16 @@ async fn malformed_requests_are_refused_before_the_code_is_spent() {
 #[tokio::test]
 async fn without_the_remediation_app_configured_actions_answer_503_and_spend_nothing() {
     let app = TestApp::spawn().await;
-    let customer = Customer {
-        slug: "contoso".parse().unwrap(),
-        name: "Contoso".into(),
-        domain: "contoso.onmicrosoft.com".into(),
-        tenant_id: TenantId::new(CONTOSO),
-        policy: Policy::default(),
-        created_at: killswitch::time::Timestamp::now(),
-        connection: None,
-    };
-    app.store
-        .add_customer(&customer, &Actor::operator())
-        .await
-        .unwrap();
+    entra::add_customer(&app.store, "contoso", CONTOSO, Policy::default()).await;
     let enrolled = app
-        .auth
-        .enroll(
-            "night@provider.example",
-            None,
-            Role::Analyst,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
+        .enroll("night@provider.example", Role::Analyst, "all")
+        .await;
     let response = app
         .client
         .post(app.url(&format!(
             "/api/v1/customers/contoso/accounts/{ALICE}/disable"
         )))
-        .bearer_auth(enrolled.token.expose_secret())
+        .bearer_auth(&enrolled.token)
         .header("X-Killswitch-OTP", "123456")
         .json(&json!({"reason": "x"}))
         .send()
@@ -757,11 +651,12 @@ async fn without_the_remediation_app_configured_actions_answer_503_and_spend_not
 #[tokio::test]
 async fn a_client_that_keeps_failing_to_authenticate_is_slowed_down() {
     let rig = rig(&[("auth.max_failures_per_client", "3")]).await;
-    let stranger = Who {
+    let stranger = Analyst {
         token: "ks_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB".into(),
-        secret: vec![],
+        totp: vec![],
         email: String::new(),
         id: Uuid::nil(),
+        otpauth_uri: String::new(),
     };
     for _ in 0..3 {
         assert_eq!(rig.get(&stranger, "/api/v1/actions").await.status(), 401);
@@ -921,14 +816,10 @@ async fn auditors_and_admins_export_in_scope_and_the_export_verifies_with_the_se
     );
 
     // The export is now in the customer's chain: who, what range, which format.
-    let rows: Vec<_> = rig
-        .app
-        .store
-        .entries("contoso")
-        .try_collect()
+    let newest: Entry = common::entries(&rig.app.store, "contoso")
         .await
+        .pop()
         .unwrap();
-    let newest: Entry = serde_json::from_str(&rows.last().unwrap().entry).unwrap();
     assert_eq!(newest.seq, verified.last_seq.unwrap() + 1);
     match (&newest.actor, &newest.event) {
         (
@@ -1004,7 +895,7 @@ async fn no_token_secret_or_one_time_code_reaches_any_export_format() {
         admin.token.clone(),
         CLIENT_SECRET.to_owned(),
         webhook.secret.expose_secret().to_owned(),
-        mfa::enrollment_uri(&lead.secret, &lead.email)
+        mfa::enrollment_uri(&lead.totp, &lead.email)
             .unwrap()
             .split("secret=")
             .nth(1)
@@ -1013,7 +904,7 @@ async fn no_token_secret_or_one_time_code_reaches_any_export_format() {
             .next()
             .unwrap()
             .to_owned(),
-        const_hex::encode(&lead.secret),
+        const_hex::encode(&lead.totp),
     ];
     // Codes are six digits, which hashes and times can contain by chance; as a value of their
     // own (a JSON string, a CSV cell, an HTML cell) they must never appear.

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use common::TestDb;
 use futures::TryStreamExt;
-use killswitch::audit::check;
 use killswitch::audit::{Actor, AuditEvent, Entry};
 use killswitch::domain::ChainId;
 use killswitch::store::Store;
@@ -43,7 +42,7 @@ async fn concurrent_writers_to_one_customer_leave_a_gap_free_fork_free_chain() {
     } else {
         (8, 500)
     };
-    let (store, key) = db.store(1000).await;
+    let (store, _) = db.store(1000).await;
     let chain: ChainId = "contoso".parse().unwrap();
 
     let tasks: Vec<_> = (0..writers)
@@ -78,13 +77,7 @@ async fn concurrent_writers_to_one_customer_leave_a_gap_free_fork_free_chain() {
         )
         .collect();
     assert_eq!(reasons.len(), total);
-    let keys = check::keyring(store.as_ref(), [key.public_key()])
-        .await
-        .unwrap();
-    let summary = check::check_chain(store.as_ref(), &keys, "contoso")
-        .await
-        .unwrap()
-        .unwrap();
+    let summary = common::verify_chain(&store, "contoso").await;
     assert_eq!(summary.entries, total as u64);
     assert_eq!(
         summary.checkpoints,
@@ -96,7 +89,7 @@ async fn concurrent_writers_to_one_customer_leave_a_gap_free_fork_free_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_to_many_customers_keep_each_chain_separate_and_whole() {
     let db = TestDb::new().await;
-    let (store, key) = db.store(50).await;
+    let (store, _) = db.store(50).await;
     let customers = ["contoso", "fabrikam", "northwind", "tailspin"];
     let tasks: Vec<_> = customers
         .iter()
@@ -110,14 +103,8 @@ async fn concurrent_writers_to_many_customers_keep_each_chain_separate_and_whole
     for task in tasks {
         task.await.unwrap();
     }
-    let keys = check::keyring(store.as_ref(), [key.public_key()])
-        .await
-        .unwrap();
     for (i, name) in customers.iter().enumerate() {
-        let summary = check::check_chain(store.as_ref(), &keys, name)
-            .await
-            .unwrap()
-            .unwrap();
+        let summary = common::verify_chain(&store, name).await;
         assert_eq!((summary.entries, summary.checkpoints), (300, 6), "{name}");
         let stored: Vec<_> = store.entries(name).try_collect().await.unwrap();
         for row in stored {
@@ -157,12 +144,6 @@ async fn two_instances_on_one_database_interleave_appends_without_forking() {
     for task in both {
         task.await.unwrap();
     }
-    let keys = check::keyring(first.as_ref(), [key.public_key()])
-        .await
-        .unwrap();
-    let summary = check::check_chain(first.as_ref(), &keys, "contoso")
-        .await
-        .unwrap()
-        .unwrap();
+    let summary = common::verify_chain(&first, "contoso").await;
     assert_eq!(summary.entries, 420);
 }

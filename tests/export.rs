@@ -9,12 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::TestDb;
+use common::export::{Rng, analyst, export_bytes, line_of, lines};
 use futures::TryStreamExt;
 use killswitch::audit::event::{
     AccountState, AuthMethod, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
 };
+use killswitch::audit::export::Format;
 use killswitch::audit::export::verify::{BadLine, Verified, verify, verify_file};
-use killswitch::audit::export::{self, ExportRequest, Format};
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
 use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
 use killswitch::customers::{Customer, Policy};
@@ -23,22 +24,6 @@ use killswitch::store::Store;
 use killswitch::time::Timestamp;
 use serde_json::Value;
 use uuid::Uuid;
-
-/// A small deterministic generator, so a failing case can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 async fn add_customer(store: &Arc<dyn Store>, slug: &str) {
     let customer = Customer {
@@ -54,14 +39,6 @@ async fn add_customer(store: &Arc<dyn Store>, slug: &str) {
         .add_customer(&customer, &Actor::operator())
         .await
         .unwrap();
-}
-
-fn analyst(slug: &str) -> Actor {
-    Actor::Analyst {
-        id: Uuid::new_v4(),
-        email: format!("analyst-of-{slug}@provider.example"),
-        auth: AuthMethod::ApiToken,
-    }
 }
 
 /// Appends one random, realistic event to `slug`'s chain; every text names the customer, so a
@@ -149,31 +126,6 @@ async fn random_event(store: &Arc<dyn Store>, slug: &str, rng: &mut Rng) {
     }
 }
 
-async fn export_bytes(
-    store: &Arc<dyn Store>,
-    key: &Arc<AuditKey>,
-    slug: &str,
-    format: Format,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-) -> Vec<u8> {
-    let started = export::start(
-        store.clone(),
-        key.clone(),
-        ExportRequest {
-            customer: slug.parse().unwrap(),
-            from,
-            to,
-            format,
-            actor: Actor::operator(),
-        },
-    )
-    .await
-    .unwrap();
-    let chunks: Vec<bytes::Bytes> = started.body.try_collect().await.unwrap();
-    chunks.concat()
-}
-
 fn keys(key: &AuditKey) -> KeyRing {
     KeyRing::new([key.public_key()])
 }
@@ -187,18 +139,6 @@ fn check_file(
     let path = dir.join("export.jsonl");
     std::fs::write(&path, bytes).unwrap();
     verify_file(&path, keys, expected).unwrap()
-}
-
-fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-    bytes
-        .split_inclusive(|b| *b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// The 1-based line holding byte `offset`.
-fn line_of(bytes: &[u8], offset: usize) -> u64 {
-    bytes[..offset].iter().filter(|b| **b == b'\n').count() as u64 + 1
 }
 
 /// A store with three customers whose entries interleave, checkpoints every 5 entries.

@@ -7,15 +7,14 @@ mod common;
 
 use std::sync::Arc;
 
-use common::TestApp;
-use common::entra::{self, BOB, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use common::entra::{self, BOB, CONTOSO};
+use common::{Analyst, TestApp};
 use fake_entra::{Endpoint, FakeEntra};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use killswitch::audit::Entry;
 use killswitch::audit::event::{Actor, AuditEvent};
-use killswitch::auth::{Role, Scope, mfa};
-use killswitch::customers::{AutoDisable, Customer, Policy};
-use killswitch::domain::TenantId;
+use killswitch::auth::Role;
+use killswitch::customers::{AutoDisable, Policy};
 use killswitch::falcon::signature::{SignedString, sign_crowdstrike, sign_standard};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -35,29 +34,10 @@ struct Rig {
 async fn rig(policy: Policy) -> Rig {
     let fake = entra::fake_entra().await;
     entra::add_tenant(&fake, FABRIKAM, "fabrikam");
-    let base = fake.base_url();
-    let app = TestApp::spawn_with(&[
-        ("entra.authority_url", &base),
-        ("entra.graph_url", &base),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", CLIENT_SECRET),
-    ])
-    .await;
+    let app = entra::spawn_app(&fake, &[]).await;
     let mut secrets = Vec::new();
     for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
-        let customer = Customer {
-            slug: slug.parse().unwrap(),
-            name: slug.into(),
-            domain: format!("{slug}.onmicrosoft.com"),
-            tenant_id: TenantId::new(tenant),
-            policy: policy.clone(),
-            created_at: killswitch::time::Timestamp::now(),
-            connection: None,
-        };
-        app.store
-            .add_customer(&customer, &Actor::operator())
-            .await
-            .unwrap();
+        let customer = entra::add_customer(&app.store, slug, tenant, policy.clone()).await;
         let issued = app
             .onboarding
             .issue_webhook_secret(&customer, false, &Actor::operator())
@@ -139,47 +119,12 @@ impl Rig {
     }
 
     async fn contoso_events(&self) -> Vec<AuditEvent> {
-        let rows: Vec<_> = self
-            .app
-            .store
-            .entries("contoso")
-            .try_collect()
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
-            .collect()
+        common::events(&self.app.store, "contoso").await
     }
 
-    async fn analyst(&self, role: Role) -> (String, Vec<u8>) {
-        let enrolled = self
-            .app
-            .auth
-            .enroll(
-                &format!("{}@provider.example", Uuid::new_v4().simple()),
-                None,
-                role,
-                Scope::All,
-                &Actor::operator(),
-            )
-            .await
-            .unwrap();
-        let record = self
-            .app
-            .store
-            .analyst(enrolled.analyst.id)
-            .await
-            .unwrap()
-            .unwrap();
-        (
-            enrolled.token.expose_secret().to_owned(),
-            self.app
-                .auth
-                .totp_secret(&record)
-                .unwrap()
-                .expose_secret()
-                .to_vec(),
-        )
+    async fn analyst(&self, role: Role) -> Analyst {
+        let email = format!("{}@provider.example", Uuid::new_v4().simple());
+        self.app.enroll(&email, role, "all").await
     }
 }
 
@@ -590,13 +535,7 @@ async fn a_burst_of_two_thousand_signed_detections_loses_none() {
         .filter(|e| matches!(e, AuditEvent::DetectionReceived { .. }))
         .count();
     assert_eq!(received, 2000);
-    let keys = killswitch::audit::check::keyring(rig.app.store.as_ref(), [])
-        .await
-        .unwrap();
-    killswitch::audit::check::check_chain(rig.app.store.as_ref(), &keys, "contoso")
-        .await
-        .unwrap()
-        .unwrap();
+    common::verify_chain(&rig.app.store, "contoso").await;
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
 }
 
@@ -702,7 +641,7 @@ async fn a_pending_detection_approved_with_a_code_disables_the_account() {
             .unwrap()
             .contains("not opted in")
     );
-    let (token, secret) = rig.analyst(Role::Analyst).await;
+    let analyst = rig.analyst(Role::Analyst).await;
     let path = format!(
         "/api/v1/detections/{}/approve",
         detection["id"].as_str().unwrap()
@@ -711,17 +650,17 @@ async fn a_pending_detection_approved_with_a_code_disables_the_account() {
         .app
         .client
         .post(rig.app.url(&path))
-        .bearer_auth(&token)
+        .bearer_auth(&analyst.token)
         .send()
         .await
         .unwrap();
     assert_eq!(without.status(), StatusCode::UNAUTHORIZED);
-    let code = mfa::code_at(&secret, now() as u64).unwrap();
+    let code = analyst.code();
     let approved: Value = rig
         .app
         .client
         .post(rig.app.url(&path))
-        .bearer_auth(&token)
+        .bearer_auth(&analyst.token)
         .header("X-Killswitch-OTP", code)
         .send()
         .await
@@ -741,7 +680,7 @@ async fn a_pending_detection_approved_with_a_code_disables_the_account() {
         .app
         .client
         .get(rig.app.url("/api/v1/detections?state=approved"))
-        .bearer_auth(&token)
+        .bearer_auth(&analyst.token)
         .send()
         .await
         .unwrap()
@@ -765,7 +704,7 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         .json()
         .await
         .unwrap();
-    let (token, secret) = rig.analyst(Role::Lead).await;
+    let lead = rig.analyst(Role::Lead).await;
     let dismiss = format!(
         "/api/v1/detections/{}/dismiss",
         detection["id"].as_str().unwrap()
@@ -774,7 +713,7 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         .app
         .client
         .post(rig.app.url(&dismiss))
-        .bearer_auth(&token)
+        .bearer_auth(&lead.token)
         .json(&json!({"reason": "known penetration test"}))
         .send()
         .await
@@ -788,19 +727,19 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         "/api/v1/detections/{}/approve",
         detection["id"].as_str().unwrap()
     );
-    let code = mfa::code_at(&secret, now() as u64).unwrap();
+    let code = lead.code();
     let late = rig
         .app
         .client
         .post(rig.app.url(&approve))
-        .bearer_auth(&token)
+        .bearer_auth(&lead.token)
         .header("X-Killswitch-OTP", code)
         .send()
         .await
         .unwrap();
     assert_eq!(late.status(), StatusCode::CONFLICT);
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
-    let auditor = rig.analyst(Role::Auditor).await.0;
+    let auditor = rig.analyst(Role::Auditor).await.token;
     let forbidden = rig
         .app
         .client
@@ -868,15 +807,7 @@ fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records
 async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited() {
     let db = common::TestDb::new().await;
     let (store, key) = db.store(50).await;
-    let contoso = Customer {
-        slug: "contoso".parse().unwrap(),
-        name: "Contoso".into(),
-        domain: "contoso.onmicrosoft.com".into(),
-        tenant_id: TenantId::new(CONTOSO),
-        policy: Policy::default(),
-        created_at: killswitch::time::Timestamp::now(),
-        connection: None,
-    };
+    let contoso = entra::customer("contoso", CONTOSO, Policy::default());
     store.add_customer(&contoso, &Actor::Service).await.unwrap();
     let taken = Uuid::new_v4();
     store
@@ -962,12 +893,7 @@ async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited
         .unwrap();
     assert_eq!(stored.len(), 201);
     assert!(!stored.iter().any(|d| d.composite_id.starts_with("clash")));
-    let entries: Vec<Entry> = store
-        .entries("contoso")
-        .map_ok(|r| serde_json::from_str(&r.entry).unwrap())
-        .try_collect()
-        .await
-        .unwrap();
+    let entries: Vec<Entry> = common::entries(&store, "contoso").await;
     let received = entries
         .iter()
         .filter(|e| matches!(e.event, AuditEvent::DetectionReceived { .. }))

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use common::TestDb;
-use futures::TryStreamExt;
+use common::export::{Rng, analyst, export_bytes, export_bytes_by, line_of, lines};
 use killswitch::audit::event::{
     AccountState, AuthMethod, GraphEvidence, MfaEvidence, Operation, Outcome,
 };
+use killswitch::audit::export::Format;
 use killswitch::audit::export::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
 use killswitch::audit::export::verify::{BadLine, Verified, verify, verify_file};
-use killswitch::audit::export::{self, ExportRequest, Format};
 use killswitch::audit::records::CheckpointRecord;
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
 use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
@@ -36,23 +36,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-format.md");
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers (the same ideas as tests/export.rs).
-
-/// A small deterministic generator, so a failing case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+// Small helpers (the ones shared with tests/export.rs are in tests/common/export.rs).
 
 fn customer(slug: &str, name: &str, domain: &str, tenant: Uuid) -> Customer {
     Customer {
@@ -68,14 +52,6 @@ fn customer(slug: &str, name: &str, domain: &str, tenant: Uuid) -> Customer {
 
 fn chain(slug: &str) -> ChainId {
     ChainId::Customer(slug.parse().unwrap())
-}
-
-fn analyst(slug: &str) -> Actor {
-    Actor::Analyst {
-        id: Uuid::new_v4(),
-        email: format!("analyst-of-{slug}@provider.example"),
-        auth: AuthMethod::ApiToken,
-    }
 }
 
 /// Round `round` of events for `slug`: an action and its outcome, a detection, or a policy
@@ -151,43 +127,6 @@ async fn events(store: &Arc<dyn Store>, slug: &str, round: usize) {
             store.append(&chain, &analyst(slug), &event).await.unwrap();
         }
     }
-}
-
-async fn export_bytes(
-    store: &Arc<dyn Store>,
-    key: &Arc<AuditKey>,
-    slug: &str,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-    actor: Actor,
-) -> Vec<u8> {
-    let started = export::start(
-        store.clone(),
-        key.clone(),
-        ExportRequest {
-            customer: slug.parse().unwrap(),
-            from,
-            to,
-            format: Format::Jsonl,
-            actor,
-        },
-    )
-    .await
-    .unwrap();
-    let chunks: Vec<bytes::Bytes> = started.body.try_collect().await.unwrap();
-    chunks.concat()
-}
-
-fn lines(bytes: &[u8]) -> Vec<Vec<u8>> {
-    bytes
-        .split_inclusive(|b| *b == b'\n')
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// The 1-based line holding byte `offset`.
-fn line_of(bytes: &[u8], offset: usize) -> u64 {
-    bytes[..offset].iter().filter(|b| **b == b'\n').count() as u64 + 1
 }
 
 /// What `killswitch audit verify` prints for an intact export.
@@ -371,11 +310,11 @@ async fn dataset(db: &TestDb) -> (Arc<dyn Store>, Arc<AuditKey>) {
 async fn the_python_verifier_reaches_the_rust_verdict_on_the_same_line() {
     let db = TestDb::new().await;
     let (store, key) = dataset(&db).await;
-    let bytes = export_bytes(&store, &key, "contoso", None, None, Actor::operator()).await;
-    let other = export_bytes(&store, &key, "fabrikam", None, None, Actor::operator()).await;
+    let bytes = export_bytes(&store, &key, "contoso", Format::Jsonl, None, None).await;
+    let other = export_bytes(&store, &key, "fabrikam", Format::Jsonl, None, None).await;
     // A later export of the same customer: its entries continue this export's chain.
     events(&store, "contoso", 1).await;
-    let later = export_bytes(&store, &key, "contoso", None, None, Actor::operator()).await;
+    let later = export_bytes(&store, &key, "contoso", Format::Jsonl, None, None).await;
 
     let dir = db.dir.path();
     let public = key.public_key();
@@ -947,10 +886,11 @@ async fn the_worked_example_in_the_doc_is_what_the_code_writes() {
             .unwrap();
     }
     let now = chrono::Utc::now();
-    let written = export_bytes(
+    let written = export_bytes_by(
         &store,
         &key,
         "contoso",
+        Format::Jsonl,
         Some(Timestamp::from_datetime(now - chrono::Duration::hours(1))),
         Some(Timestamp::from_datetime(now + chrono::Duration::hours(1))),
         alice(),

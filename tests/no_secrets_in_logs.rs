@@ -7,13 +7,9 @@ mod common;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::TestApp;
-use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
-use killswitch::audit::event::Actor;
-use killswitch::auth::{Role, Scope, mfa};
-use killswitch::customers::{Customer, Policy};
-use killswitch::domain::TenantId;
-use secrecy::ExposeSecret;
+use common::entra::{self, CLIENT_SECRET, CONTOSO};
+use killswitch::auth::Role;
+use killswitch::customers::Policy;
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -52,42 +48,14 @@ async fn a_full_session_logged_at_debug_level_leaks_no_secret() {
         .init();
 
     let fake = entra::fake_entra().await;
-    let base = fake.base_url();
-    let app = TestApp::spawn_with(&[
-        ("entra.authority_url", &base),
-        ("entra.graph_url", &base),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", CLIENT_SECRET),
-        ("log.level", "debug"),
-    ])
-    .await;
-    let customer = Customer {
-        slug: "contoso".parse().unwrap(),
-        name: "Contoso".into(),
-        domain: "contoso.onmicrosoft.com".into(),
-        tenant_id: TenantId::new(CONTOSO),
-        policy: Policy::default(),
-        created_at: killswitch::time::Timestamp::now(),
-        connection: None,
-    };
-    app.store
-        .add_customer(&customer, &Actor::operator())
-        .await
-        .unwrap();
-    let enrolled = app
-        .auth
-        .enroll(
-            "night@provider.example",
-            None,
-            Role::Analyst,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
-    let token = enrolled.token.expose_secret().to_owned();
-    let uri = enrolled.otpauth_uri.expose_secret().to_owned();
-    let totp_secret = uri
+    let app = entra::spawn_app(&fake, &[("log.level", "debug")]).await;
+    entra::add_customer(&app.store, "contoso", CONTOSO, Policy::default()).await;
+    let analyst = app
+        .enroll("night@provider.example", Role::Analyst, "all")
+        .await;
+    let token = analyst.token.clone();
+    let totp_secret = analyst
+        .otpauth_uri
         .split("secret=")
         .nth(1)
         .unwrap()
@@ -95,19 +63,7 @@ async fn a_full_session_logged_at_debug_level_leaks_no_secret() {
         .next()
         .unwrap()
         .to_owned();
-    let record = app
-        .store
-        .analyst(enrolled.analyst.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let secret = app
-        .auth
-        .totp_secret(&record)
-        .unwrap()
-        .expose_secret()
-        .to_vec();
-    let code = mfa::code_at(&secret, chrono::Utc::now().timestamp() as u64).unwrap();
+    let code = analyst.code();
     let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 7) % 1_000_000);
 
     let act = |account: &'static str, otp: String| {

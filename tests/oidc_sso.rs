@@ -15,8 +15,6 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestApp;
-use futures::TryStreamExt;
-use killswitch::audit::Entry;
 use killswitch::audit::event::{Actor, AuditEvent};
 use killswitch::auth::{Role, Scope};
 use reqwest::cookie::{CookieStore, Jar};
@@ -225,10 +223,7 @@ async fn problem_type(response: Response) -> (StatusCode, String) {
 }
 
 async fn system_events(rig: &Rig) -> Vec<AuditEvent> {
-    let rows: Vec<_> = rig.app.store.entries("system").try_collect().await.unwrap();
-    rows.iter()
-        .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
-        .collect()
+    common::events(&rig.app.store, "system").await
 }
 
 /// The provider's ID token for `login`, by running the authorization-code flow (with PKCE)

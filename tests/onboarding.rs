@@ -9,14 +9,12 @@ use common::TestApp;
 use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
 use fake_entra::{ConsentOutcome, Endpoint, FakeEntra, Fault, Tenant};
 use futures::TryStreamExt;
-use killswitch::audit::Entry;
-use killswitch::audit::event::{Actor, AuditEvent};
-use killswitch::auth::{Role, Scope, mfa};
+use killswitch::audit::event::AuditEvent;
+use killswitch::auth::Role;
+use killswitch::customers::Policy;
 use killswitch::customers::discovery;
-use killswitch::customers::{Customer, Policy};
 use killswitch::domain::TenantId;
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -39,55 +37,24 @@ async fn rig(overrides: &[(&str, &str)]) -> Rig {
         consented: false,
         granted_roles: vec![],
     });
-    let base = fake.base_url();
-    let mut settings = vec![
-        ("entra.authority_url", base.as_str()),
-        ("entra.graph_url", base.as_str()),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", CLIENT_SECRET),
-        ("graph.deadline_secs", "2"),
-    ];
+    let mut settings = vec![("graph.deadline_secs", "2")];
     settings.extend_from_slice(overrides);
-    let app = TestApp::spawn_with(&settings).await;
+    let app = entra::spawn_app(&fake, &settings).await;
     for (slug, tenant) in [
         ("contoso", CONTOSO),
         ("fabrikam", FABRIKAM),
         ("newco", NEWCO),
     ] {
-        add_customer(&app, slug, tenant).await;
+        entra::add_customer(&app.store, slug, tenant, Policy::default()).await;
     }
     let admin = app
-        .auth
-        .enroll(
-            "admin@provider.example",
-            None,
-            Role::Admin,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
+        .enroll("admin@provider.example", Role::Admin, "all")
+        .await;
     Rig {
-        admin_token: admin.token.expose_secret().to_owned(),
+        admin_token: admin.token,
         app,
         fake,
     }
-}
-
-async fn add_customer(app: &TestApp, slug: &str, tenant: Uuid) {
-    let customer = Customer {
-        slug: slug.parse().unwrap(),
-        name: format!("{slug} Ltd"),
-        domain: format!("{slug}.onmicrosoft.com"),
-        tenant_id: TenantId::new(tenant),
-        policy: Policy::default(),
-        created_at: killswitch::time::Timestamp::now(),
-        connection: None,
-    };
-    app.store
-        .add_customer(&customer, &Actor::operator())
-        .await
-        .unwrap();
 }
 
 impl Rig {
@@ -95,25 +62,8 @@ impl Rig {
     /// admin each time: a code is good for one action).
     async fn consent_link(&self, customer: &str) -> String {
         let email = format!("admin-{}@provider.example", Uuid::new_v4().simple());
-        let admin = self
-            .app
-            .auth
-            .enroll(&email, None, Role::Admin, Scope::All, &Actor::operator())
-            .await
-            .unwrap();
-        let record = self
-            .app
-            .store
-            .analyst(admin.analyst.id)
-            .await
-            .unwrap()
-            .unwrap();
-        let secret = self.app.auth.totp_secret(&record).unwrap();
-        let code = mfa::code_at(
-            secret.expose_secret(),
-            chrono::Utc::now().timestamp() as u64,
-        )
-        .unwrap();
+        let admin = self.app.enroll(&email, Role::Admin, "all").await;
+        let code = admin.code();
         let response = self
             .app
             .client
@@ -121,7 +71,7 @@ impl Rig {
                 self.app
                     .url(&format!("/api/v1/customers/{customer}/consent-link")),
             )
-            .bearer_auth(admin.token.expose_secret())
+            .bearer_auth(&admin.token)
             .header("X-Killswitch-OTP", code)
             .send()
             .await
@@ -159,10 +109,7 @@ impl Rig {
     }
 
     async fn events(&self, chain: &str) -> Vec<AuditEvent> {
-        let rows: Vec<_> = self.app.store.entries(chain).try_collect().await.unwrap();
-        rows.iter()
-            .map(|r| serde_json::from_str::<Entry>(&r.entry).unwrap().event)
-            .collect()
+        common::events(&self.app.store, chain).await
     }
 
     async fn last_consent_event(&self, chain: &str) -> AuditEvent {
@@ -180,13 +127,7 @@ impl Rig {
     }
 
     async fn verify(&self, chain: &str) {
-        let keys = killswitch::audit::check::keyring(self.app.store.as_ref(), [])
-            .await
-            .unwrap();
-        killswitch::audit::check::check_chain(self.app.store.as_ref(), &keys, chain)
-            .await
-            .unwrap()
-            .unwrap();
+        common::verify_chain(&self.app.store, chain).await;
     }
 
     async fn test_connection(&self, customer: &str) -> Value {
@@ -456,36 +397,15 @@ async fn the_connection_test_answers_ready_or_the_exact_reason_and_keeps_the_las
 #[tokio::test]
 async fn a_rejected_app_secret_is_reported_as_such() {
     let fake = entra::fake_entra().await;
-    let base = fake.base_url();
-    let app = TestApp::spawn_with(&[
-        ("entra.authority_url", &base),
-        ("entra.graph_url", &base),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", "not-the-secret"),
-    ])
-    .await;
-    add_customer(&app, "contoso", CONTOSO).await;
-    let customer = app
-        .store
-        .customer(&"contoso".parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let app = entra::spawn_app(&fake, &[("entra.client_secret", "not-the-secret")]).await;
+    entra::add_customer(&app.store, "contoso", CONTOSO, Policy::default()).await;
     let admin = app
-        .auth
-        .enroll(
-            "admin@provider.example",
-            None,
-            Role::Admin,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
+        .enroll("admin@provider.example", Role::Admin, "all")
+        .await;
     let result: Value = app
         .client
         .post(app.url("/api/v1/customers/contoso/test"))
-        .bearer_auth(admin.token.expose_secret())
+        .bearer_auth(&admin.token)
         .send()
         .await
         .unwrap()
@@ -501,7 +421,6 @@ async fn a_rejected_app_secret_is_reported_as_such() {
         "{result}"
     );
     assert!(!result.to_string().contains("not-the-secret"));
-    let _ = customer;
 }
 
 #[tokio::test]
@@ -509,24 +428,8 @@ async fn a_lead_replaces_the_policy_with_a_code_and_the_change_is_audited() {
     let rig = rig(&[]).await;
     let lead = rig
         .app
-        .auth
-        .enroll(
-            "lead@provider.example",
-            None,
-            Role::Lead,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
-    let record = rig
-        .app
-        .store
-        .analyst(lead.analyst.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let secret = rig.app.auth.totp_secret(&record).unwrap();
+        .enroll("lead@provider.example", Role::Lead, "all")
+        .await;
     let policy = serde_json::json!({
         "protected": ["breakglass@contoso.onmicrosoft.com"],
         "max_actions_per_hour": 5,
@@ -539,7 +442,7 @@ async fn a_lead_replaces_the_policy_with_a_code_and_the_change_is_audited() {
             .app
             .client
             .put(rig.app.url("/api/v1/customers/contoso/policy"))
-            .bearer_auth(lead.token.expose_secret())
+            .bearer_auth(&lead.token)
             .json(&policy);
         if let Some(code) = code {
             request = request.header("X-Killswitch-OTP", code);
@@ -551,11 +454,7 @@ async fn a_lead_replaces_the_policy_with_a_code_and_the_change_is_audited() {
         401,
         "a policy change needs a code"
     );
-    let code = mfa::code_at(
-        secret.expose_secret(),
-        chrono::Utc::now().timestamp() as u64,
-    )
-    .unwrap();
+    let code = lead.code();
     let saved: Value = put(Some(code)).await.unwrap().json().await.unwrap();
     assert_eq!(saved["contact"], "soc@contoso.example");
     let read: Value = rig

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fake_entra::{AppCredential, FakeEntra, Tenant, User};
-use futures::TryStreamExt;
 use killswitch::audit::event::{AuditEvent, Operation};
 use killswitch::audit::verify::ChainSummary;
-use killswitch::audit::{Actor, AuditKey, Entry};
+use killswitch::audit::{Actor, AuditKey};
 use killswitch::customers::{Customer, Policy};
 use killswitch::domain::{CustomerSlug, TenantId};
 use killswitch::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
@@ -17,7 +16,7 @@ use killswitch::remediation::{ActionRequest, RemediationSettings, Remediator};
 use killswitch::store::Store;
 use uuid::Uuid;
 
-use super::TestDb;
+use super::{TestApp, TestDb};
 
 pub const CLIENT_ID: &str = "5d1f2c6e-8a47-4b36-9a0e-6c1f0b2d7e41";
 pub const CLIENT_SECRET: &str = "test-secret-for-the-fake-only";
@@ -80,6 +79,48 @@ pub fn add_tenant(fake: &FakeEntra, id: Uuid, name: &str) {
     fake.add_user(id, user(DAVE, &format!("dave@{domain}"), false));
 }
 
+/// An app whose remediation app is registered at `fake`; `overrides` come after (and so win
+/// over) the four entra.* settings.
+pub async fn spawn_app(fake: &FakeEntra, overrides: &[(&str, &str)]) -> TestApp {
+    let base = fake.base_url();
+    let mut settings = vec![
+        ("entra.authority_url", base.as_str()),
+        ("entra.graph_url", base.as_str()),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", CLIENT_SECRET),
+    ];
+    settings.extend_from_slice(overrides);
+    TestApp::spawn_with(&settings).await
+}
+
+/// Customer `slug` ("{slug} Ltd", domain `{slug}.onmicrosoft.com`) on `tenant`.
+pub fn customer(slug: &str, tenant: Uuid, policy: Policy) -> Customer {
+    Customer {
+        slug: slug.parse().unwrap(),
+        name: format!("{slug} Ltd"),
+        domain: format!("{slug}.onmicrosoft.com"),
+        tenant_id: TenantId::new(tenant),
+        policy,
+        created_at: killswitch::time::Timestamp::now(),
+        connection: None,
+    }
+}
+
+/// Adds [`customer`] to `store` as the operator, and returns it.
+pub async fn add_customer(
+    store: &Arc<dyn Store>,
+    slug: &str,
+    tenant: Uuid,
+    policy: Policy,
+) -> Customer {
+    let customer = customer(slug, tenant, policy);
+    store
+        .add_customer(&customer, &Actor::operator())
+        .await
+        .unwrap();
+    customer
+}
+
 pub fn graph_client(fake: &FakeEntra, credential: ClientCredential) -> GraphClient {
     let base = url::Url::parse(&fake.base_url()).unwrap();
     GraphClient::new(GraphSettings {
@@ -121,6 +162,7 @@ impl Rig {
         let settings = RemediationSettings {
             deadline,
             lease_margin: Duration::ZERO,
+            ..RemediationSettings::default()
         };
         let remediator = Arc::new(Remediator::new(
             store.clone(),
@@ -150,19 +192,7 @@ impl Rig {
     }
 
     pub async fn add_customer(&self, slug: &str, tenant: Uuid, policy: Policy) {
-        let customer = Customer {
-            slug: slug.parse().unwrap(),
-            name: format!("{slug} Ltd"),
-            domain: format!("{slug}.onmicrosoft.com"),
-            tenant_id: TenantId::new(tenant),
-            policy,
-            created_at: killswitch::time::Timestamp::now(),
-            connection: None,
-        };
-        self.store
-            .add_customer(&customer, &Actor::operator())
-            .await
-            .unwrap();
+        add_customer(&self.store, slug, tenant, policy).await;
     }
 
     pub async fn set_policy(&self, slug: &str, policy: Policy) {
@@ -180,9 +210,9 @@ impl Rig {
 
     /// Every audit entry of the customer's chain that concerns `action`.
     pub async fn entries_for(&self, customer: &str, action: &str) -> Vec<AuditEvent> {
-        let rows: Vec<_> = self.store.entries(customer).try_collect().await.unwrap();
-        rows.iter()
-            .map(|row| serde_json::from_str::<Entry>(&row.entry).unwrap().event)
+        super::events(&self.store, customer)
+            .await
+            .into_iter()
             .filter(|event| match event {
                 AuditEvent::ActionRequested { action_id, .. }
                 | AuditEvent::ActionOutcome { action_id, .. } => action_id.to_string() == action,
@@ -192,13 +222,7 @@ impl Rig {
     }
 
     pub async fn verify(&self, customer: &str) -> ChainSummary {
-        let keys = killswitch::audit::check::keyring(self.store.as_ref(), [self.key.public_key()])
-            .await
-            .unwrap();
-        killswitch::audit::check::check_chain(self.store.as_ref(), &keys, customer)
-            .await
-            .unwrap()
-            .unwrap()
+        super::verify_chain(&self.store, customer).await
     }
 }
 

@@ -3,18 +3,25 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod entra;
+pub mod export;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use futures::TryStreamExt;
 use killswitch::app::{Application, Services};
-use killswitch::audit::AuditKey;
 use killswitch::audit::append::Sealer;
+use killswitch::audit::event::{Actor, AuditEvent};
+use killswitch::audit::verify::ChainSummary;
+use killswitch::audit::{AuditKey, Entry};
+use killswitch::auth::{Role, Scope, mfa};
 use killswitch::config::{DEFAULT_TOML, Settings};
 use killswitch::store::{self, Backend, Store, StoreOptions};
+use secrecy::ExposeSecret;
 use sqlx::Connection;
+use uuid::Uuid;
 
 /// Set to a PostgreSQL server URL (for example postgres://postgres@127.0.0.1:5432/test) to run
 /// the suite against PostgreSQL; each test then creates its own database there.
@@ -156,6 +163,39 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// Enrols `email` with `role` over `scope` (such as "all" or "contoso"), as an operator.
+    pub async fn enroll(&self, email: &str, role: Role, scope: &str) -> Analyst {
+        let enrolled = self
+            .auth
+            .enroll(
+                email,
+                None,
+                role,
+                scope.parse::<Scope>().unwrap(),
+                &Actor::operator(),
+            )
+            .await
+            .unwrap();
+        let record = self
+            .store
+            .analyst(enrolled.analyst.id)
+            .await
+            .unwrap()
+            .unwrap();
+        Analyst {
+            id: enrolled.analyst.id,
+            email: email.to_owned(),
+            token: enrolled.token.expose_secret().to_owned(),
+            totp: self
+                .auth
+                .totp_secret(&record)
+                .unwrap()
+                .expose_secret()
+                .to_vec(),
+            otpauth_uri: enrolled.otpauth_uri.expose_secret().to_owned(),
+        }
+    }
+
     /// Stops the server the way SIGTERM does and waits for it; the database stays for reading.
     pub async fn stop(&mut self) -> killswitch::Result<()> {
         if let Some(tx) = self.shutdown.take() {
@@ -166,4 +206,57 @@ impl TestApp {
             None => Ok(()),
         }
     }
+}
+
+/// An enrolled analyst: their API token and TOTP secret, as the enrolment handed them out.
+pub struct Analyst {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+    pub totp: Vec<u8>,
+    /// The enrolment link, carrying the secret in base32.
+    pub otpauth_uri: String,
+}
+
+impl Analyst {
+    /// The current one-time code.
+    pub fn code(&self) -> String {
+        mfa::code_at(&self.totp, chrono::Utc::now().timestamp() as u64).unwrap()
+    }
+
+    /// A code that is not the current one.
+    pub fn wrong_code(&self) -> String {
+        let right: u32 = self.code().parse().unwrap();
+        format!("{:06}", (right + 1) % 1_000_000)
+    }
+}
+
+/// Every entry of `chain`, in order.
+pub async fn entries(store: &Arc<dyn Store>, chain: &str) -> Vec<Entry> {
+    store
+        .entries(chain)
+        .map_ok(|row| serde_json::from_str::<Entry>(&row.entry).unwrap())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// The event of every entry of `chain`, in order.
+pub async fn events(store: &Arc<dyn Store>, chain: &str) -> Vec<AuditEvent> {
+    entries(store, chain)
+        .await
+        .into_iter()
+        .map(|entry| entry.event)
+        .collect()
+}
+
+/// Verifies `chain` with the store's registered signing keys; panics with the break if broken.
+pub async fn verify_chain(store: &Arc<dyn Store>, chain: &str) -> ChainSummary {
+    let keys = killswitch::audit::check::keyring(store.as_ref(), [])
+        .await
+        .unwrap();
+    killswitch::audit::check::check_chain(store.as_ref(), &keys, chain)
+        .await
+        .unwrap()
+        .unwrap_or_else(|broken| panic!("chain {chain} is broken: {broken:?}"))
 }
