@@ -105,10 +105,6 @@ impl TenantId {
     pub fn new(id: uuid::Uuid) -> TenantId {
         TenantId(id)
     }
-
-    pub fn as_uuid(&self) -> uuid::Uuid {
-        self.0
-    }
 }
 
 impl FromStr for TenantId {

@@ -23,6 +23,15 @@ impl Timestamp {
     pub fn as_datetime(&self) -> DateTime<Utc> {
         self.0
     }
+
+    /// This time plus `by`; a span past the end of the calendar ends at its last instant.
+    pub fn after(&self, by: std::time::Duration) -> Timestamp {
+        let later = chrono::Duration::from_std(by)
+            .ok()
+            .and_then(|by| self.0.checked_add_signed(by))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Timestamp::from_datetime(later)
+    }
 }
 
 impl fmt::Display for Timestamp {
@@ -57,6 +66,21 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_adds_and_saturates_at_the_end_of_the_calendar() {
+        let t: Timestamp = "2026-11-27T09:00:00.000000Z"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            t.after(std::time::Duration::from_millis(1500)).to_string(),
+            "2026-11-27T09:00:01.500000Z"
+        );
+        assert_eq!(
+            t.after(std::time::Duration::MAX).as_datetime(),
+            DateTime::<Utc>::MAX_UTC.trunc_subsecs(6)
+        );
+    }
 
     #[test]
     fn prints_utc_with_six_fractional_digits_and_round_trips() {

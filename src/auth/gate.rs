@@ -106,11 +106,7 @@ impl Authenticator {
         let unix = now.as_datetime().timestamp().max(0) as u64;
         match mfa::matching_step(secret.expose_secret(), code, unix) {
             None => {
-                let lock_until = Timestamp::from_datetime(
-                    now.as_datetime()
-                        + chrono::Duration::from_std(self.policy.lockout)
-                            .unwrap_or(chrono::Duration::MAX),
-                );
+                let lock_until = now.after(self.policy.lockout);
                 let (failures, locked_until) = self
                     .store
                     .record_otp_failure(

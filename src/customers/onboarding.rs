@@ -75,14 +75,12 @@ pub struct IssuedSecret {
     pub url: String,
     pub secret: SecretString,
     pub header: String,
-    pub rotated: bool,
+    /// Set when the secret replaced one, which stays valid until then.
     pub previous_valid_until: Option<Timestamp>,
 }
 
 fn later(by: Duration) -> Timestamp {
-    Timestamp::from_datetime(
-        chrono::Utc::now() + chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX),
-    )
+    Timestamp::now().after(by)
 }
 
 pub fn webhook_context(customer: &str, id: &str) -> String {
@@ -387,7 +385,6 @@ impl Onboarding {
             ),
             secret: SecretString::from(secret),
             header: self.settings.signature_header.clone(),
-            rotated,
             previous_valid_until: rotated.then_some(grace_until),
         })
     }

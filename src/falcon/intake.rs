@@ -13,9 +13,9 @@ use super::payload::{Detection, Severity};
 use super::records::{DetectionRecord, DetectionState};
 use super::signature::{Assurance, Rejection, Verifier};
 use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
-use crate::customers::Customer;
 use crate::customers::onboarding::webhook_context;
-use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey};
+use crate::customers::{AutoDisable, Customer};
+use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason};
 use crate::error::{Error, Result};
 use crate::graph::GraphError;
 use crate::remediation::{ActionRequest, Executed, Remediator};
@@ -248,7 +248,7 @@ impl Intake {
             && detection.assurance == Assurance::Signed.as_str();
         let waiting_because = pending_reason.clone().or_else(|| {
             (!automatic).then(|| {
-                if policy.as_str() == "off" {
+                if policy == AutoDisable::Off {
                     "the customer has not opted in to automatic disabling".to_owned()
                 } else if detection.assurance != Assurance::Signed.as_str() {
                     "delivered with a bearer token only: never disabled automatically".to_owned()
@@ -442,7 +442,11 @@ impl Intake {
             customer: customer.slug.clone(),
             operation: Operation::Disable,
             account: target_id.parse::<AccountRef>()?,
-            reason: reason.chars().take(500).collect::<String>().parse()?,
+            reason: reason
+                .chars()
+                .take(Reason::MAX_CHARS)
+                .collect::<String>()
+                .parse()?,
             ticket: None,
             revoke_sessions: None,
             idempotency_key: Some(idempotency_key(&detection.composite_id)?),

@@ -90,10 +90,6 @@ impl Certificate {
         })
     }
 
-    pub fn thumbprint(&self) -> &str {
-        &self.thumbprint
-    }
-
     /// A signed client assertion for `token_url`.
     pub fn assertion(
         &self,

@@ -1,5 +1,6 @@
 //! `/api/v1`: an account's live state, disable and enable (TOTP-gated), and actions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -17,8 +18,7 @@ use super::views::{
 };
 use crate::audit::event::Operation;
 use crate::auth::Permission;
-use crate::customers::Customer;
-use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
+use crate::domain::{AccountRef, IdempotencyKey, Reason, Ticket};
 use crate::graph::GraphError;
 use crate::remediation::action::ActionRecord;
 use crate::remediation::engine::fingerprint;
@@ -27,46 +27,12 @@ use crate::store::ActionFilter;
 
 type ApiResult<T = Response> = Result<T, Problem>;
 
-fn problem(e: crate::Error) -> Problem {
-    Problem::from(&e)
-}
-
-fn invalid(e: crate::Error) -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-input",
-        "Invalid input",
-    )
-    .detail(e.to_string())
-}
-
-fn remediator(state: &AppState) -> ApiResult<&Remediator> {
-    state.remediator.as_deref().ok_or_else(|| {
+fn remediator(state: &AppState) -> ApiResult<Arc<Remediator>> {
+    state.remediator.clone().ok_or_else(|| {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "remediation-unavailable", "Remediation is not configured").detail(
             "the remediation app's credentials are not set (see /readyz); nothing was sent to Entra",
         )
     })
-}
-
-/// The customer named in the path, after the caller's scope was checked.
-async fn customer_in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
-    let slug: CustomerSlug = slug.parse().map_err(|_| unknown_customer(slug))?;
-    caller.require_customer(&slug)?;
-    state
-        .store
-        .customer(&slug)
-        .await
-        .map_err(problem)?
-        .ok_or_else(|| unknown_customer(slug.as_str()))
-}
-
-fn unknown_customer(slug: &str) -> Problem {
-    Problem::new(
-        StatusCode::NOT_FOUND,
-        "customer-not-found",
-        "Unknown customer",
-    )
-    .detail(format!("there is no customer `{slug}`"))
 }
 
 fn graph_problem(error: &GraphError, account: &AccountRef) -> Problem {
@@ -111,8 +77,8 @@ pub async fn get_account(
     Path((customer, account)): Path<(String, String)>,
 ) -> ApiResult {
     caller.require(Permission::ReadAccounts)?;
-    let customer = customer_in_scope(&state, &caller, &customer).await?;
-    let account: AccountRef = account.parse().map_err(invalid)?;
+    let customer = super::customers::in_scope(&state, &caller, &customer).await?;
+    let account: AccountRef = account.parse().map_err(Problem::invalid_input)?;
     let engine = remediator(&state)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let user = engine
@@ -247,16 +213,16 @@ async fn act(
     ticket: Option<String>,
     revoke_sessions: Option<bool>,
 ) -> ApiResult {
-    let customer = customer_in_scope(&state, &caller, &customer).await?;
+    let customer = super::customers::in_scope(&state, &caller, &customer).await?;
     let request = ActionRequest {
         customer: customer.slug.clone(),
         operation,
-        account: account.parse().map_err(invalid)?,
-        reason: reason.parse::<Reason>().map_err(invalid)?,
+        account: account.parse().map_err(Problem::invalid_input)?,
+        reason: reason.parse::<Reason>().map_err(Problem::invalid_input)?,
         ticket: ticket
             .map(|t| t.parse::<Ticket>())
             .transpose()
-            .map_err(invalid)?,
+            .map_err(Problem::invalid_input)?,
         revoke_sessions,
         idempotency_key: headers
             .get("idempotency-key")
@@ -266,10 +232,10 @@ async fn act(
                 })
             })
             .transpose()
-            .map_err(invalid)?
+            .map_err(Problem::invalid_input)?
             .map(|k| k.parse::<IdempotencyKey>())
             .transpose()
-            .map_err(invalid)?,
+            .map_err(Problem::invalid_input)?,
         actor: caller.actor(),
         mfa: None,
         context: Some(caller.context.clone()),
@@ -283,9 +249,9 @@ async fn act(
             .store
             .action_by_key(&customer.slug, key.as_str())
             .await
-            .map_err(problem)?
+            .map_err(Problem::from)?
     {
-        if existing.request_hash != fingerprint(&request).map_err(problem)? {
+        if existing.request_hash != fingerprint(&request).map_err(Problem::from)? {
             return Err(idempotency_conflict());
         }
         return respond(&existing);
@@ -302,26 +268,16 @@ async fn act(
             return respond(&record);
         }
         Err(crate::Error::Conflict(_)) => return Err(idempotency_conflict()),
-        Err(e) => return Err(problem(e)),
+        Err(e) => return Err(Problem::from(e)),
     };
     let admitted = pending.record().clone();
     // The action runs to its outcome even if the client goes away; the client waits for it
     // until shortly before its own request would time out, then gets 202 and polls.
-    let engine = state
-        .remediator
-        .clone()
-        .ok_or_else(|| problem(crate::Error::Internal("remediator vanished".into())))?;
     let running = tokio::spawn(async move { engine.complete(pending).await });
-    let wait = state
-        .settings
-        .server
-        .request_timeout
-        .saturating_sub(Duration::from_secs(2))
-        .max(Duration::from_secs(1));
-    match tokio::time::timeout(wait, running).await {
+    match tokio::time::timeout(super::answer_within(&state), running).await {
         Ok(Ok(Ok(record))) => respond(&record),
-        Ok(Ok(Err(e))) => Err(problem(e)),
-        Ok(Err(join)) => Err(problem(crate::Error::Internal(format!(
+        Ok(Ok(Err(e))) => Err(Problem::from(e)),
+        Ok(Err(join)) => Err(Problem::from(crate::Error::Internal(format!(
             "action task failed: {join}"
         )))),
         Err(_) => respond(&admitted),
@@ -405,15 +361,11 @@ pub async fn get_action(
         .store
         .action(id)
         .await
-        .map_err(problem)?
+        .map_err(Problem::from)?
         .ok_or_else(not_found)?;
     // Another customer's action is reported as absent, not as forbidden: its existence is
     // itself that customer's information.
-    let in_scope = record
-        .customer
-        .parse::<CustomerSlug>()
-        .is_ok_and(|c| caller.analyst.customers.covers(&c));
-    if !in_scope {
+    if !caller.sees(&record.customer) {
         return Err(not_found());
     }
     Ok(Json(ActionView::from(&record)).into_response())
@@ -439,15 +391,7 @@ pub async fn list_actions(
     Query(query): Query<ActionsQuery>,
 ) -> ApiResult {
     caller.require(Permission::ReadActions)?;
-    let customers = match (&query.customer, &caller.analyst.customers) {
-        (Some(slug), _) => {
-            let slug: CustomerSlug = slug.parse().map_err(invalid)?;
-            caller.require_customer(&slug)?;
-            Some(vec![slug])
-        }
-        (None, crate::auth::Scope::All) => None,
-        (None, crate::auth::Scope::Customers(set)) => Some(set.iter().cloned().collect()),
-    };
+    let customers = caller.customer_filter(query.customer.as_deref())?;
     let filter = ActionFilter {
         customers,
         state: query
@@ -455,10 +399,10 @@ pub async fn list_actions(
             .as_deref()
             .map(str::parse)
             .transpose()
-            .map_err(invalid)?,
+            .map_err(Problem::invalid_input)?,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let records = state.store.actions(&filter).await.map_err(problem)?;
+    let records = state.store.actions(&filter).await.map_err(Problem::from)?;
     Ok(Json(ActionList {
         actions: records.iter().map(ActionView::from).collect(),
     })

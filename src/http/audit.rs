@@ -4,14 +4,14 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::caller::Caller;
-use super::customers::{in_scope, problem};
+use super::customers::in_scope;
 use super::problem::Problem;
 use crate::audit::export::{self, ExportRequest, Format};
 use crate::auth::Permission;
@@ -28,15 +28,6 @@ pub struct ExportQuery {
     pub to: Option<String>,
     /// `jsonl` (default, verifiable), `csv`, `ocsf` or `html`.
     pub format: Option<String>,
-}
-
-fn invalid(e: crate::Error) -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-input",
-        "Invalid input",
-    )
-    .detail(e.to_string())
 }
 
 #[utoipa::path(get, path = "/api/v1/customers/{customer}/audit/export", tag = "audit",
@@ -58,20 +49,13 @@ pub async fn export(
 ) -> ApiResult {
     caller.require(Permission::ExportAudit)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    let Query(query) = query.map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Invalid input",
-        )
-        .detail(e.body_text())
-    })?;
+    let Query(query) = query.map_err(|e| Problem::invalid_input(e.body_text()))?;
     let format: Format = query
         .format
         .as_deref()
         .unwrap_or("jsonl")
         .parse()
-        .map_err(invalid)?;
+        .map_err(Problem::invalid_input)?;
     let request = ExportRequest {
         customer: customer.slug.clone(),
         from: query
@@ -79,19 +63,19 @@ pub async fn export(
             .as_deref()
             .map(export::parse_bound)
             .transpose()
-            .map_err(invalid)?,
+            .map_err(Problem::invalid_input)?,
         to: query
             .to
             .as_deref()
             .map(export::parse_bound)
             .transpose()
-            .map_err(invalid)?,
+            .map_err(Problem::invalid_input)?,
         format,
         actor: caller.actor(),
     };
     let started = export::start(state.store.clone(), state.audit_key.clone(), request)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     let filename = format!(
         "killswitch-audit-{}-{}.{}",
         customer.slug,
@@ -140,7 +124,7 @@ pub async fn public_key(State(state): State<AppState>) -> ApiResult {
         key_id: key.key_id.to_string(),
         algorithm: "Ed25519".to_owned(),
         public_key: key.to_base64(),
-        pem: key.to_pem().map_err(problem)?,
+        pem: key.to_pem().map_err(Problem::from)?,
     })
     .into_response())
 }

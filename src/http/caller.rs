@@ -79,6 +79,32 @@ impl Caller {
         )))
     }
 
+    /// Whether the stored customer slug `customer` is in the analyst's scope; a record of any
+    /// other customer is reported as absent, not forbidden (its existence is that customer's
+    /// information).
+    pub fn sees(&self, customer: &str) -> bool {
+        customer
+            .parse::<CustomerSlug>()
+            .is_ok_and(|c| self.analyst.customers.covers(&c))
+    }
+
+    /// The customers a list may show: the one asked for (403 outside the scope), else the
+    /// whole scope (`None`: every customer).
+    pub fn customer_filter(
+        &self,
+        asked: Option<&str>,
+    ) -> Result<Option<Vec<CustomerSlug>>, Problem> {
+        match (asked, &self.analyst.customers) {
+            (Some(slug), _) => {
+                let slug: CustomerSlug = slug.parse().map_err(Problem::invalid_input)?;
+                self.require_customer(&slug)?;
+                Ok(Some(vec![slug]))
+            }
+            (None, crate::auth::Scope::All) => Ok(None),
+            (None, crate::auth::Scope::Customers(set)) => Ok(Some(set.iter().cloned().collect())),
+        }
+    }
+
     /// 403 unless the customer is in the analyst's scope.
     pub fn require_customer(&self, customer: &CustomerSlug) -> Result<(), Problem> {
         if self.analyst.customers.covers(customer) {

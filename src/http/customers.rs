@@ -13,7 +13,7 @@ use super::AppState;
 use super::caller::Caller;
 use super::problem::Problem;
 use crate::audit::event::Actor;
-use crate::auth::{Permission, Scope};
+use crate::auth::Permission;
 use crate::customers::onboarding::{CallbackParams, ConsentResult};
 use crate::customers::{AutoDisable, Customer, Policy};
 use crate::domain::{AccountRef, CustomerSlug};
@@ -141,10 +141,6 @@ pub struct ConsentLinkView {
     pub expires_at: String,
 }
 
-pub(super) fn problem(e: crate::Error) -> Problem {
-    Problem::from(&e)
-}
-
 pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
     let unknown = || {
         Problem::new(
@@ -160,7 +156,7 @@ pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> A
         .store
         .customer(&parsed)
         .await
-        .map_err(problem)?
+        .map_err(Problem::from)?
         .ok_or_else(unknown)
 }
 
@@ -168,13 +164,10 @@ pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> A
     responses((status = 200, body = CustomerList), (status = 401, body = Problem, description = "unauthenticated")),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult {
-    let customers = state.store.customers().await.map_err(problem)?;
+    let customers = state.store.customers().await.map_err(Problem::from)?;
     let visible = customers
         .iter()
-        .filter(|c| match &caller.analyst.customers {
-            Scope::All => true,
-            Scope::Customers(set) => set.contains(&c.slug),
-        })
+        .filter(|c| caller.analyst.customers.covers(&c.slug))
         .map(CustomerView::from)
         .collect();
     Ok(Json(CustomerList { customers: visible }).into_response())
@@ -214,7 +207,7 @@ pub async fn consent_link(
         .onboarding
         .consent_link(&customer)
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(Json(ConsentLinkView {
         customer: link.customer,
         url: link.url,
@@ -242,7 +235,7 @@ pub async fn test(
             .onboarding
             .test_connection(&customer)
             .await
-            .map_err(problem)?,
+            .map_err(Problem::from)?,
     );
     Ok(Json(CustomerView::from(&customer)).into_response())
 }
@@ -278,29 +271,15 @@ pub async fn put_policy(
 ) -> ApiResult {
     caller.require(Permission::ManagePolicy)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    let Json(body) = body.map_err(|r| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "Invalid request body",
-        )
-        .detail(r.body_text())
-    })?;
-    let policy = body.parse().map_err(|e| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Invalid input",
-        )
-        .detail(e.to_string())
-    })?;
+    let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
+    let policy = body.parse().map_err(Problem::invalid_input)?;
     caller.second_factor(&state, &headers).await?;
     if policy != customer.policy {
         state
             .store
             .update_policy(&customer, &policy, &caller.actor())
             .await
-            .map_err(problem)?;
+            .map_err(Problem::from)?;
     }
     Ok(Json(PolicyView::from(&policy)).into_response())
 }
@@ -345,20 +324,13 @@ pub async fn callback(
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\
          <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{t}</h1><p>{m}</p></body></html>",
-        t = escape(title),
-        m = escape(message)
+        t = crate::html::escape(title),
+        m = crate::html::escape(message)
     );
     (
         status,

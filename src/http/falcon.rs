@@ -1,7 +1,5 @@
 //! Falcon's webhook, and the detection queue analysts work from.
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::rejection::JsonRejection;
@@ -15,8 +13,8 @@ use super::AppState;
 use super::caller::Caller;
 use super::problem::Problem;
 use super::views::ActionView;
-use crate::auth::{Permission, Scope};
-use crate::domain::{CustomerSlug, Reason};
+use crate::auth::Permission;
+use crate::domain::Reason;
 use crate::falcon::intake::Refusal;
 use crate::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
 
@@ -24,10 +22,6 @@ type ApiResult<T = Response> = Result<T, Problem>;
 
 /// The largest webhook body accepted, whatever `server.body_limit_bytes` says.
 pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
-
-fn problem(e: crate::Error) -> Problem {
-    Problem::from(&e)
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DetectionList {
@@ -112,7 +106,7 @@ pub async fn webhook(
             .detail(detail)
             .into_response();
         }
-        Err(Refusal::Failed(e)) => return problem(e).into_response(),
+        Err(Refusal::Failed(e)) => return Problem::from(e).into_response(),
     };
     if !received.new {
         return (StatusCode::OK, Json(received.detection)).into_response();
@@ -122,13 +116,7 @@ pub async fn webhook(
     let intake = state.intake.clone();
     let detection = received.detection.clone();
     let processing = tokio::spawn(async move { intake.process(&received).await });
-    let wait = state
-        .settings
-        .server
-        .request_timeout
-        .saturating_sub(Duration::from_secs(2))
-        .max(Duration::from_secs(1));
-    let current = match tokio::time::timeout(wait, processing).await {
+    let current = match tokio::time::timeout(super::answer_within(&state), processing).await {
         Ok(Ok(Ok(processed))) => processed,
         Ok(Ok(Err(e))) => {
             tracing::error!(error = %e, detection = %detection.id, "processing a detection failed; it stays pending");
@@ -139,29 +127,23 @@ pub async fn webhook(
     (StatusCode::ACCEPTED, Json(current)).into_response()
 }
 
-fn scoped(caller: &Caller, customer: &str) -> bool {
-    customer
-        .parse::<CustomerSlug>()
-        .is_ok_and(|c| caller.analyst.customers.covers(&c))
-}
-
 async fn detection_in_scope(
     state: &AppState,
     caller: &Caller,
     id: &str,
-) -> ApiResult<DetectionRecord> {
+) -> ApiResult<(uuid::Uuid, DetectionRecord)> {
     let not_found = || Problem::not_found().detail(format!("there is no detection {id}"));
     let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
     let detection = state
         .store
         .detection(id)
         .await
-        .map_err(problem)?
+        .map_err(Problem::from)?
         .ok_or_else(not_found)?;
-    if !scoped(caller, &detection.customer) {
+    if !caller.sees(&detection.customer) {
         return Err(not_found());
     }
-    Ok(detection)
+    Ok((id, detection))
 }
 
 #[utoipa::path(get, path = "/api/v1/detections", tag = "falcon", summary = "Detections within the caller's customers, newest first",
@@ -175,29 +157,11 @@ pub async fn list(
     Query(query): Query<DetectionsQuery>,
 ) -> ApiResult {
     caller.require(Permission::ReadDetections)?;
-    let invalid = |detail: String| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Invalid input",
-        )
-        .detail(detail)
-    };
-    let customers = match (&query.customer, &caller.analyst.customers) {
-        (Some(slug), _) => {
-            let slug: CustomerSlug = slug
-                .parse()
-                .map_err(|e: crate::Error| invalid(e.to_string()))?;
-            caller.require_customer(&slug)?;
-            Some(vec![slug])
-        }
-        (None, Scope::All) => None,
-        (None, Scope::Customers(set)) => Some(set.iter().cloned().collect()),
-    };
+    let customers = caller.customer_filter(query.customer.as_deref())?;
     let state_filter = match query.state.as_deref() {
         None => None,
         Some(text) => Some(DetectionState::parse(text).ok_or_else(|| {
-            invalid(format!(
+            Problem::invalid_input(format!(
                 "`{text}` is not pending, auto_remediated, approved or dismissed"
             ))
         })?),
@@ -207,7 +171,11 @@ pub async fn list(
         state: state_filter,
         limit: query.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let detections = state.store.detections(&filter).await.map_err(problem)?;
+    let detections = state
+        .store
+        .detections(&filter)
+        .await
+        .map_err(Problem::from)?;
     Ok(Json(DetectionList { detections }).into_response())
 }
 
@@ -222,7 +190,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult {
     caller.require(Permission::ReadDetections)?;
-    Ok(Json(detection_in_scope(&state, &caller, &id).await?).into_response())
+    let (_, detection) = detection_in_scope(&state, &caller, &id).await?;
+    Ok(Json(detection).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/detections/{id}/approve", tag = "falcon",
@@ -240,20 +209,19 @@ pub async fn approve(
     headers: HeaderMap,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
-    let detection = detection_in_scope(&state, &caller, &id).await?;
+    let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
     if detection.state != DetectionState::Pending.as_str() {
-        return Err(problem(crate::Error::Conflict(format!(
+        return Err(Problem::from(crate::Error::Conflict(format!(
             "the detection is {} already",
             detection.state
         ))));
     }
     let mfa = caller.second_factor(&state, &headers).await?;
-    let id = uuid::Uuid::parse_str(&detection.id).map_err(|_| Problem::not_found())?;
     let approved = state
         .intake
         .approve(id, caller.actor(), mfa, caller.context.clone())
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(Json(ApprovedView {
         action: ActionView::from(approved.action.record()),
         detection: approved.detection,
@@ -276,28 +244,16 @@ pub async fn dismiss(
     body: Result<Json<DismissRequest>, JsonRejection>,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
-    let detection = detection_in_scope(&state, &caller, &id).await?;
-    let Json(body) = body.map_err(|r| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "Invalid request body",
-        )
-        .detail(r.body_text())
-    })?;
-    let reason: Reason = body.reason.parse().map_err(|e: crate::Error| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Invalid input",
-        )
-        .detail(e.to_string())
-    })?;
-    let id = uuid::Uuid::parse_str(&detection.id).map_err(|_| Problem::not_found())?;
+    let (id, _) = detection_in_scope(&state, &caller, &id).await?;
+    let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
+    let reason: Reason = body
+        .reason
+        .parse()
+        .map_err(|e: crate::Error| Problem::invalid_input(e))?;
     let dismissed = state
         .intake
         .dismiss(id, caller.actor(), reason.as_str())
         .await
-        .map_err(problem)?;
+        .map_err(Problem::from)?;
     Ok(Json(dismissed).into_response())
 }

@@ -52,6 +52,18 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
+/// How long a handler waits for work that runs on to its end regardless (a disable, a
+/// detection's processing) before answering 202: shortly before the client's own request
+/// would time out.
+fn answer_within(state: &AppState) -> std::time::Duration {
+    state
+        .settings
+        .server
+        .request_timeout
+        .saturating_sub(std::time::Duration::from_secs(2))
+        .max(std::time::Duration::from_secs(1))
+}
+
 pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     Router::new()

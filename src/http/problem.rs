@@ -62,6 +62,32 @@ impl Problem {
     pub fn not_found() -> Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
     }
+
+    /// 422: a value in the request is not acceptable; the detail says which and why.
+    pub fn invalid_input(detail: impl std::fmt::Display) -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Invalid input",
+        )
+        .detail(detail.to_string())
+    }
+
+    /// 422: the request body is not the JSON document the route takes.
+    pub fn invalid_body(detail: impl std::fmt::Display) -> Problem {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "Invalid request body",
+        )
+        .detail(detail.to_string())
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(error: Error) -> Problem {
+        Problem::from(&error)
+    }
 }
 
 impl IntoResponse for Problem {
@@ -84,12 +110,7 @@ impl IntoResponse for Problem {
 impl From<&Error> for Problem {
     fn from(error: &Error) -> Problem {
         match error {
-            Error::InvalidInput(msg) => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-input",
-                "Invalid input",
-            )
-            .detail(msg),
+            Error::InvalidInput(msg) => Problem::invalid_input(msg),
             Error::NotFound(what) => Problem::not_found().detail(format!("{what} not found")),
             Error::Conflict(msg) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(msg)

@@ -153,8 +153,7 @@ where
 {
     let chain = ChainId::Customer(decision.customer.clone());
     conn.lock_chain(&chain).await?;
-    let actor =
-        serde_json::to_string(&decision.actor).map_err(|e| Error::Internal(e.to_string()))?;
+    let actor = super::domain_sql::json(&decision.actor)?;
     let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
         "UPDATE detections SET state = $2, action_id = COALESCE($3, action_id), decided_by = $4, decided_at = $5, \
          decision_reason = $6 WHERE id = $1 AND state = 'pending' RETURNING id",

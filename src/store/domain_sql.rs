@@ -101,7 +101,7 @@ pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy,
 pub const SELECT_CUSTOMERS: &str = "SELECT slug, name, domain, tenant_id, policy, created_at, connection_ready, \
      connection_detail, connection_checked_at, connection_ok_at FROM customers ORDER BY slug";
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String> {
+pub(super) fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::Internal(format!("cannot serialise: {e}")))
 }
 

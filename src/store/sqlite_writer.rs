@@ -168,9 +168,7 @@ fn deliver<T>(
 }
 
 struct AppendJob {
-    chain: ChainId,
-    actor: Actor,
-    event: AuditEvent,
+    request: AppendRequest,
     sealed: Option<Appended>,
     reply: oneshot::Sender<Result<Appended>>,
 }
@@ -226,9 +224,11 @@ impl Writer {
     ) -> Result<Appended> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Append(Box::new(AppendJob {
-            chain,
-            actor,
-            event,
+            request: AppendRequest {
+                chain,
+                actor,
+                event,
+            },
             sealed: None,
             reply,
         })))
@@ -363,17 +363,13 @@ impl WriterState {
         for job in batch.iter_mut() {
             match job {
                 Job::Append(append) => {
-                    let plan = self
-                        .plan(&mut tx, &append.chain, &append.actor, &append.event)
-                        .await?;
+                    let plan = self.plan(&mut tx, &append.request).await?;
                     append.sealed = Some(plan.appended.clone());
                     pending.plans.push(plan);
                 }
                 Job::Single(single) => {
                     if let Some(request) = single.run(&mut tx).await? {
-                        let plan = self
-                            .plan(&mut tx, &request.chain, &request.actor, &request.event)
-                            .await?;
+                        let plan = self.plan(&mut tx, &request).await?;
                         pending.plans.push(plan);
                     }
                 }
@@ -400,10 +396,13 @@ impl WriterState {
     async fn plan(
         &mut self,
         conn: &mut SqliteConnection,
-        chain: &ChainId,
-        actor: &Actor,
-        event: &AuditEvent,
+        request: &AppendRequest,
     ) -> Result<AppendPlan> {
+        let AppendRequest {
+            chain,
+            actor,
+            event,
+        } = request;
         let sealer = self
             .sealer
             .clone()

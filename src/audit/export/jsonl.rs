@@ -9,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use super::{Sink, Window};
 use crate::audit::AuditKey;
-use crate::audit::hash::Hash;
 use crate::audit::records::CheckpointRecord;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -171,12 +170,7 @@ pub(super) async fn write(
         sink.maybe_flush().await?;
         next = entries.try_next().await?;
     }
-    if count
-        != window
-            .seqs
-            .map(|(first, last)| (last - first + 1) as u64)
-            .unwrap_or(0)
-    {
+    if count != window.entry_count() {
         return Err(Error::AuditUnavailable(format!(
             "the stored chain has gaps in the exported range ({count} entries read); run `killswitch audit check`"
         )));
@@ -213,9 +207,4 @@ fn checkpoint_line(cp: &CheckpointRecord) -> Result<CheckpointLine> {
         key_id: cp.key_id.clone(),
         signature: cp.signature.clone(),
     })
-}
-
-/// The genesis value, re-exported for verifiers of a whole chain.
-pub fn genesis(chain: &str) -> Hash {
-    Hash::genesis(chain)
 }

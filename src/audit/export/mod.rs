@@ -153,9 +153,9 @@ pub async fn start(
     let from = request
         .from
         .unwrap_or_else(|| Timestamp::from_datetime(chrono::DateTime::UNIX_EPOCH));
-    let to = request.to.unwrap_or_else(|| {
-        Timestamp::from_datetime(exported_at.as_datetime() + chrono::Duration::seconds(1))
-    });
+    let to = request
+        .to
+        .unwrap_or_else(|| exported_at.after(std::time::Duration::from_secs(1)));
     let seqs = match (request.from, request.to) {
         // The whole log: the head says where it ends, no need to look at times.
         (None, None) => store
@@ -174,21 +174,6 @@ pub async fn start(
             .collect(),
         None => Vec::new(),
     };
-    let event = AuditEvent::AuditExported {
-        format: request.format.as_str().to_owned(),
-        from: request.from,
-        to: request.to,
-        entries: seqs
-            .map(|(first, last)| u64::try_from(last - first + 1).unwrap_or(0))
-            .unwrap_or(0),
-    };
-    store
-        .append(
-            &ChainId::Customer(request.customer.clone()),
-            &request.actor,
-            &event,
-        )
-        .await?;
     let window = Window {
         chain,
         customer_name: customer.name,
@@ -198,6 +183,19 @@ pub async fn start(
         checkpoints,
         exported_at,
     };
+    let event = AuditEvent::AuditExported {
+        format: request.format.as_str().to_owned(),
+        from: request.from,
+        to: request.to,
+        entries: window.entry_count(),
+    };
+    store
+        .append(
+            &ChainId::Customer(request.customer.clone()),
+            &request.actor,
+            &event,
+        )
+        .await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
     let producer_window = window.clone();
     let format = request.format;
