@@ -85,6 +85,7 @@ impl Services {
         let remediator = graph.clone().map(|graph| {
             let remediation = RemediationSettings {
                 deadline: settings.graph.deadline,
+                give_up_after: settings.remediation.reconcile_give_up,
                 ..RemediationSettings::default()
             };
             Arc::new(Remediator::new(store.clone(), graph, remediation))

@@ -126,6 +126,8 @@ pub struct FalconSettings {
 #[derive(Debug, Clone)]
 pub struct RemediationConfig {
     pub reconcile_interval: Duration,
+    /// After this long, an action Entra will not show is finished as failed, effect unknown.
+    pub reconcile_give_up: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +321,10 @@ impl Settings {
             reconcile_interval: Duration::from_secs(
                 r.number("remediation.reconcile_interval_secs", 1, 86_400)
                     .unwrap_or(30),
+            ),
+            reconcile_give_up: Duration::from_secs(
+                r.number("remediation.reconcile_give_up_secs", 60, 30 * 86_400)
+                    .unwrap_or(3600),
             ),
         };
         let onboarding = OnboardingConfig {

@@ -210,6 +210,47 @@ async fn the_documented_least_privilege_role_can_append_but_not_rewrite_on_postg
         .unwrap();
     assert_eq!(appended.seq, 5);
 
+    // And for the service's own records: every table the migrations create is readable and
+    // writable by the role, the audit tables append-only.
+    let tables: Vec<(String, bool, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT table_name::text, \
+                has_table_privilege('{role}', table_name::text, 'SELECT,INSERT'), \
+                has_table_privilege('{role}', table_name::text, 'UPDATE') \
+         FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'"
+    )))
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(tables.len() >= 11, "{tables:?}");
+    for (table, reads_and_inserts, updates) in &tables {
+        let append_only = APPEND_ONLY.contains(&table.as_str());
+        assert!(
+            reads_and_inserts,
+            "{role} cannot read or insert into {table}"
+        );
+        assert_eq!(*updates, !append_only, "{role} UPDATE privilege on {table}");
+    }
+    let customer = killswitch::customers::Customer {
+        slug: "fabrikam".parse().unwrap(),
+        name: "Fabrikam".into(),
+        domain: "fabrikam.onmicrosoft.com".into(),
+        tenant_id: killswitch::domain::TenantId::new(uuid::Uuid::new_v4()),
+        policy: killswitch::customers::Policy::default(),
+        created_at: killswitch::time::Timestamp::now(),
+        connection: None,
+    };
+    store
+        .add_customer(&customer, &Actor::Service)
+        .await
+        .unwrap();
+    let mut policy = customer.policy.clone();
+    policy.max_actions_per_hour = 7;
+    store
+        .update_policy(&customer, &policy, &Actor::Service)
+        .await
+        .unwrap();
+
     let mut app = app_db.raw().await;
     for sql in [
         "UPDATE audit_entries SET hash = 'x'",

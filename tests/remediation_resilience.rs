@@ -58,16 +58,7 @@ async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 #[tokio::test]
 async fn when_the_audit_log_cannot_be_written_nothing_is_sent_to_graph() {
     let rig = Rig::new(Duration::from_secs(10)).await;
-    if rig.db.is_postgres() {
-        exec(
-            &rig,
-            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$; \
-             CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();",
-        )
-        .await;
-    } else {
-        exec(&rig, "CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
-    }
+    audit_down(&rig).await;
     let error = rig
         .remediator
         .execute(request("contoso", Operation::Disable, ALICE_UPN))
@@ -85,15 +76,7 @@ async fn when_the_audit_log_cannot_be_written_nothing_is_sent_to_graph() {
     );
     assert!(rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
 
-    exec(
-        &rig,
-        if rig.db.is_postgres() {
-            "DROP TRIGGER audit_down ON audit_entries"
-        } else {
-            "DROP TRIGGER audit_down"
-        },
-    )
-    .await;
+    audit_up(&rig).await;
     let record = rig
         .remediator
         .execute(request("contoso", Operation::Disable, ALICE_UPN))
@@ -346,4 +329,112 @@ async fn a_second_outcome_for_the_same_action_is_refused_and_leaves_no_entry() {
             .state,
         "succeeded"
     );
+}
+
+#[tokio::test]
+async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation_gives_up() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::GetUser).await;
+    rig.fake.release_hung();
+    // Entra stops answering for the tenant (consent withdrawn, tenant gone, an outage).
+    rig.fake
+        .fail_always(Endpoint::GetUser, Some(Fault::Status(403)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Within the give-up time the action waits for the next round.
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 0);
+    assert_eq!(
+        rig.store.action(id).await.unwrap().unwrap().state,
+        "requested"
+    );
+    // That round held the action for one lease.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let giving_up = std::sync::Arc::new(killswitch::remediation::Remediator::new(
+        rig.store.clone(),
+        std::sync::Arc::new(entra::graph_client(&rig.fake, entra::secret())),
+        killswitch::remediation::RemediationSettings {
+            give_up_after: Duration::ZERO,
+            ..rig.settings.clone()
+        },
+    ));
+    assert_eq!(giving_up.reconcile().await.unwrap(), 1);
+    assert_eq!(giving_up.reconcile().await.unwrap(), 0, "ended once only");
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, "failed");
+    assert!(
+        record
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("unknown"),
+        "{:?}",
+        record.detail
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &id.to_string()).await,
+        [Outcome::Failed]
+    );
+    rig.verify("contoso").await;
+}
+
+/// Blocks every audit append until [`audit_up`], as a full disk would.
+async fn audit_down(rig: &Rig) {
+    if rig.db.is_postgres() {
+        exec(
+            rig,
+            "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$; \
+             CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();",
+        )
+        .await;
+    } else {
+        exec(rig, "CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;").await;
+    }
+}
+
+async fn audit_up(rig: &Rig) {
+    let sql = if rig.db.is_postgres() {
+        "DROP TRIGGER audit_down ON audit_entries"
+    } else {
+        "DROP TRIGGER audit_down"
+    };
+    exec(rig, sql).await;
+}
+
+#[tokio::test]
+async fn when_the_outcome_cannot_be_written_the_caller_hears_requested_and_reconciliation_ends_it()
+{
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    rig.fake.fail_next(Endpoint::PatchUser, 1, Fault::Hang);
+    let remediator = rig.remediator.clone();
+    let running = tokio::spawn(async move {
+        remediator
+            .execute(request("contoso", Operation::Disable, ALICE_UPN))
+            .await
+    });
+    wait_until("the PATCH hangs", || rig.fake.hung_count() == 1).await;
+    audit_down(&rig).await;
+    rig.fake.release_hung();
+
+    // Entra changed the account, so the caller must not hear "nothing was done".
+    let executed = running.await.unwrap().unwrap();
+    assert_eq!(executed.record().state, "requested");
+    assert!(!rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
+
+    audit_up(&rig).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
+    let id = &executed.record().id;
+    assert_eq!(
+        rig.store
+            .action(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "succeeded"
+    );
+    assert_eq!(outcomes_of(&rig, "contoso", id).await, [Outcome::Succeeded]);
+    rig.verify("contoso").await;
 }

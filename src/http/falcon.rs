@@ -197,7 +197,8 @@ pub async fn get(
 #[utoipa::path(post, path = "/api/v1/detections/{id}/approve", tag = "falcon",
     summary = "Approve a pending detection: disable its account (role analyst or lead; one-time code required)",
     params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
-    responses((status = 200, body = ApprovedView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+    responses((status = 200, body = ApprovedView), (status = 202, body = DetectionRecord, description = "still running: poll the detection (Location)"),
+        (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
         (status = 409, body = Problem, description = "conflict: decided already, or the account cannot be found"),
         (status = 502, body = Problem, description = "upstream: the remediation app is not configured")),
@@ -217,11 +218,28 @@ pub async fn approve(
         ))));
     }
     let mfa = caller.second_factor(&state, &headers).await?;
-    let approved = state
-        .intake
-        .approve(id, caller.actor(), mfa, caller.context.clone())
-        .await
-        .map_err(Problem::from)?;
+    // The disable runs to its outcome even if the request times out; the analyst is answered
+    // shortly before that, with the detection to poll if it is still running.
+    let intake = state.intake.clone();
+    let (actor, context) = (caller.actor(), caller.context.clone());
+    let running = tokio::spawn(async move { intake.approve(id, actor, mfa, context).await });
+    let approved = match tokio::time::timeout(super::answer_within(&state), running).await {
+        Ok(Ok(approved)) => approved.map_err(Problem::from)?,
+        Ok(Err(join)) => {
+            return Err(Problem::from(crate::Error::Internal(format!(
+                "approval task failed: {join}"
+            ))));
+        }
+        Err(_) => {
+            let href = format!("/api/v1/detections/{}", detection.id);
+            return Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, href)],
+                Json(detection),
+            )
+                .into_response());
+        }
+    };
     Ok(Json(ApprovedView {
         action: ActionView::from(approved.action.record()),
         detection: approved.detection,

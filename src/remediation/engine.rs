@@ -24,6 +24,10 @@ pub struct RemediationSettings {
     pub deadline: Duration,
     /// Added to the deadline for the lease: only after it may another process reconcile.
     pub lease_margin: Duration,
+    /// An interrupted action whose account Entra still will not show this long after it was
+    /// requested (consent withdrawn, tenant gone) is finished as failed, its effect unknown:
+    /// every action ends.
+    pub give_up_after: Duration,
 }
 
 impl Default for RemediationSettings {
@@ -31,6 +35,7 @@ impl Default for RemediationSettings {
         RemediationSettings {
             deadline: Duration::from_secs(30),
             lease_margin: Duration::from_secs(30),
+            give_up_after: Duration::from_secs(3600),
         }
     }
 }
@@ -135,7 +140,7 @@ impl Remediator {
     pub async fn execute(&self, request: ActionRequest) -> Result<Executed> {
         match self.admit(request).await? {
             Decision::Done(done) => Ok(done),
-            Decision::Pending(pending) => self.complete(pending).await.map(Executed::Ran),
+            Decision::Pending(pending) => Ok(Executed::Ran(self.complete(pending).await)),
         }
     }
 
@@ -150,7 +155,7 @@ impl Remediator {
             Decision::Done(done) => Ok(done),
             Decision::Pending(mut pending) => {
                 pending.received = Some(received);
-                self.complete(pending).await.map(Executed::Ran)
+                Ok(Executed::Ran(self.complete(pending).await))
             }
         }
     }
@@ -211,30 +216,32 @@ impl Remediator {
     }
 
     /// The second half: Graph, then the outcome. Returns the action as stored afterwards.
-    pub async fn complete(&self, pending: Pending) -> Result<ActionRecord> {
+    ///
+    /// It cannot fail: once admitted, Graph may have been changed, so a caller must never hear
+    /// "nothing was done". When the outcome cannot be written, the action is returned as
+    /// admitted (`requested`) and reconciliation records its outcome from Entra's state.
+    pub async fn complete(&self, pending: Pending) -> ActionRecord {
         let finish = self
             .run(&pending.customer, &pending.new, pending.received)
             .await;
-        if !self
-            .store
-            .finish_action(&finish)
-            .await
-            .map_err(audit_unavailable)?
-        {
-            tracing::warn!(action = %pending.new.id, "outcome already recorded by reconciliation");
+        match self.store.finish_action(&finish).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(action = %pending.new.id, "outcome already recorded by reconciliation")
+            }
+            Err(e) => {
+                tracing::error!(action = %pending.new.id, error = %e, "the outcome could not be recorded; reconciliation will record it");
+                return pending.record;
+            }
         }
-        Ok(self
-            .store
-            .action(pending.new.id)
-            .await?
-            .unwrap_or(pending.record))
+        match self.store.action(pending.new.id).await {
+            Ok(Some(record)) => record,
+            Ok(None) | Err(_) => pending.record,
+        }
     }
 
     fn lease_from(&self, now: Timestamp) -> Timestamp {
-        let lease = self.settings.deadline + self.settings.lease_margin;
-        Timestamp::from_datetime(
-            now.as_datetime() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
-        )
+        now.after(self.settings.deadline + self.settings.lease_margin)
     }
 
     /// The Graph part: read, change unless already so, revoke if asked, read again.
@@ -245,7 +252,13 @@ impl Remediator {
         received: Option<std::time::Instant>,
     ) -> Finish {
         let started = Instant::now();
-        let deadline = started + self.settings.deadline;
+        // Graph is done with before the lease ends, however long admission took: after it,
+        // another process may reconcile the action and record its outcome.
+        let lease_left = (new.lease_until.as_datetime() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(self.settings.lease_margin);
+        let deadline = started + self.settings.deadline.min(lease_left);
         let tenant = customer.tenant_id;
         let desired = new.operation.target_enabled();
         let mut finish = Finish {
@@ -444,37 +457,42 @@ impl Remediator {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again")
-                }
+                Err(e) => match self.given_up(&record, &e) {
+                    Some(finish) => {
+                        if self.store.finish_action(&finish).await? {
+                            reconciled += 1;
+                            tracing::error!(action = %record.id, error = %e, "gave up reconciling an interrupted action; recorded as failed, its effect unknown");
+                        }
+                    }
+                    None => {
+                        tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again")
+                    }
+                },
             }
         }
         Ok(reconciled)
     }
 
+    /// The failed outcome of an action that could not be reconciled for
+    /// [`give_up_after`](RemediationSettings::give_up_after), or `None` while there is time
+    /// (or when the stored action itself cannot be read).
+    fn given_up(&self, record: &ActionRecord, error: &Error) -> Option<Finish> {
+        let mut finish = interrupted(record).ok()?;
+        let waited = Duration::from_millis(finish.duration_ms);
+        if waited < self.settings.give_up_after {
+            return None;
+        }
+        finish.detail = Some(format!(
+            "interrupted, and still not reconciled after {} min ({error}); whether the change reached Entra is unknown: check the account",
+            waited.as_secs() / 60
+        ));
+        Some(finish)
+    }
+
     async fn reconcile_one(&self, record: &ActionRecord) -> Result<Option<Finish>> {
-        let id = record.id()?;
-        let operation = record.operation()?;
-        let customer_slug: CustomerSlug = record.customer.parse()?;
-        let desired = operation.target_enabled();
-        let started = chrono::Utc::now();
-        let mut finish = Finish {
-            id,
-            customer: customer_slug.clone(),
-            outcome: Outcome::Failed,
-            detail: None,
-            warnings: Vec::new(),
-            target_id: None,
-            before: None,
-            after: None,
-            graph: None,
-            duration_ms: record
-                .created_at
-                .parse::<Timestamp>()
-                .map(|t| (started - t.as_datetime()).num_milliseconds().max(0) as u64)
-                .unwrap_or(0),
-            actor: Actor::Service,
-        };
+        let mut finish = interrupted(record)?;
+        let desired = record.operation()?.target_enabled();
+        let customer_slug = finish.customer.clone();
         let Some(customer) = self.store.customer(&customer_slug).await? else {
             finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
             return Ok(Some(finish));
@@ -521,6 +539,29 @@ impl Remediator {
             ))),
         }
     }
+}
+
+/// A failed outcome for an interrupted action, to be filled in by what reconciliation learns;
+/// its duration runs from the request to now.
+fn interrupted(record: &ActionRecord) -> Result<Finish> {
+    let started = chrono::Utc::now();
+    Ok(Finish {
+        id: record.id()?,
+        customer: record.customer.parse()?,
+        outcome: Outcome::Failed,
+        detail: None,
+        warnings: Vec::new(),
+        target_id: None,
+        before: None,
+        after: None,
+        graph: None,
+        duration_ms: record
+            .created_at
+            .parse::<Timestamp>()
+            .map(|t| (started - t.as_datetime()).num_milliseconds().max(0) as u64)
+            .unwrap_or(0),
+        actor: Actor::Service,
+    })
 }
 
 fn audit_unavailable(e: Error) -> Error {
