@@ -96,7 +96,11 @@ async fn app(
         .unwrap();
     let secret = services
         .onboarding
-        .issue_webhook_secret(&customer, false, &Actor::Service)
+        .issue_webhook_secret(
+            &customer,
+            killswitch::customers::onboarding::SecretIssue::First,
+            &Actor::Service,
+        )
         .await
         .unwrap();
     let application = Application::with_services(settings, services)

@@ -223,25 +223,47 @@ impl FromStr for Reason {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let text = s.trim();
-        if text.is_empty() {
+        if s.trim().is_empty() {
             return Err(Error::InvalidInput(
-                "a reason is required: say why this account is being changed".to_owned(),
+                "`reason` is required: say why this account is being changed".to_owned(),
             ));
         }
-        if text.chars().count() > Reason::MAX_CHARS {
-            return Err(Error::InvalidInput(format!(
-                "the reason is longer than {} characters",
-                Reason::MAX_CHARS
-            )));
-        }
-        if text.chars().any(char::is_control) {
-            return Err(Error::InvalidInput(
-                "the reason must be one line of text without control characters".to_owned(),
-            ));
-        }
-        Ok(Reason(text.to_owned()))
+        one_line_text("reason", s, Reason::MAX_CHARS).map(Reason)
     }
+}
+
+/// Why a character may not appear in text that people will read later, if it may not.
+fn forbidden(c: char) -> Option<&'static str> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    match c.general_category() {
+        GeneralCategory::Control => Some("control characters (such as line breaks)"),
+        // Bidi overrides and isolates (U+202A–U+202E, U+2066–U+2069), zero-width and other
+        // invisible characters: they make the text read differently from what it is.
+        GeneralCategory::Format => Some("Unicode format characters (such as bidi overrides)"),
+        GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => {
+            Some("Unicode line or paragraph separators")
+        }
+        _ => None,
+    }
+}
+
+/// One line of free text for the audit log, a page or a report: trimmed, at most `max_chars`,
+/// without control, format or line/paragraph-separator characters, which could hide or
+/// reorder what a reader sees. The error names `field`.
+pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<String, Error> {
+    let text = value.trim();
+    if text.chars().count() > max_chars {
+        return Err(Error::InvalidInput(format!(
+            "`{field}` is longer than {max_chars} characters"
+        )));
+    }
+    if let Some((c, why)) = text.chars().find_map(|c| forbidden(c).map(|why| (c, why))) {
+        return Err(Error::InvalidInput(format!(
+            "`{field}` must be one line of plain text: it contains U+{:04X}, and {why} are not accepted",
+            u32::from(c)
+        )));
+    }
+    Ok(text.to_owned())
 }
 
 /// A reference to the provider's or customer's ticket: at most 100 printable characters.
@@ -259,24 +281,46 @@ impl FromStr for Ticket {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let text = s.trim();
-        if text.is_empty() || text.chars().count() > 100 || text.chars().any(char::is_control) {
+        if s.trim().is_empty() {
             return Err(Error::InvalidInput(
-                "a ticket is 1 to 100 printable characters".to_owned(),
+                "`ticket` is 1 to 100 printable characters".to_owned(),
             ));
         }
-        Ok(Ticket(text.to_owned()))
+        one_line_text("ticket", s, 100).map(Ticket)
     }
 }
 
-/// A client-chosen `Idempotency-Key`: 1 to 255 visible ASCII characters.
+/// An `Idempotency-Key`: 1 to 255 visible ASCII characters as a client sends it; stored scoped
+/// to the analyst who sent it (see [`IdempotencyKey::scoped_to`]), or derived by the service
+/// from a detection (`falcon-…`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
+    /// Keys the service derives from Falcon detections start with this; no caller may use it,
+    /// so nobody can take a detection's action before the detection arrives.
+    pub const RESERVED_PREFIX: &'static str = "falcon-";
+
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A key from a request's `Idempotency-Key` header: the reserved prefix is refused.
+    pub fn from_client(text: &str) -> Result<IdempotencyKey, Error> {
+        if text.starts_with(Self::RESERVED_PREFIX) {
+            return Err(Error::InvalidInput(format!(
+                "`Idempotency-Key`: keys starting with `{}` are reserved for actions the service derives from detections",
+                Self::RESERVED_PREFIX
+            )));
+        }
+        text.parse()
+    }
+
+    /// The key as stored for `analyst`: two analysts' keys never meet, so one can neither
+    /// replay nor block another's request.
+    pub fn scoped_to(&self, analyst: uuid::Uuid) -> IdempotencyKey {
+        IdempotencyKey(format!("{}/{}", analyst.hyphenated(), self.0))
     }
 }
 
@@ -286,7 +330,7 @@ impl FromStr for IdempotencyKey {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Error::InvalidInput(
-                "an Idempotency-Key is 1 to 255 visible ASCII characters".to_owned(),
+                "`Idempotency-Key` is 1 to 255 visible ASCII characters".to_owned(),
             ));
         }
         Ok(IdempotencyKey(s.to_owned()))
@@ -357,6 +401,28 @@ mod tests {
         assert!("two\nlines".parse::<Reason>().is_err());
         assert!("x".repeat(501).parse::<Reason>().is_err());
         assert!("é".repeat(500).parse::<Reason>().is_ok());
+    }
+
+    #[test]
+    fn text_that_reads_differently_from_what_it_is_is_refused_naming_the_field() {
+        for c in [
+            '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}',
+            '\u{2068}', '\u{2069}', '\u{2028}', '\u{2029}', '\u{200B}', '\u{FEFF}', '\n', '\u{1b}',
+        ] {
+            let text = format!("disable {c}evil");
+            let reason = text.parse::<Reason>().err().map(|e| e.to_string());
+            assert!(reason.is_some_and(|e| e.contains("`reason`")), "{c:?}");
+            let ticket = text.parse::<Ticket>().err().map(|e| e.to_string());
+            assert!(ticket.is_some_and(|e| e.contains("`ticket`")), "{c:?}");
+        }
+        for fine in [
+            "Falcon ITP: impossible travel",
+            "Überprüfung – Ticket № 7",
+            "日本語の理由",
+            "a\u{00A0}b",
+        ] {
+            assert!(fine.parse::<Reason>().is_ok(), "{fine}");
+        }
     }
 
     #[test]

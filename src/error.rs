@@ -58,6 +58,11 @@ pub enum Error {
     #[error("{0}")]
     Upstream(String),
 
+    /// A detection was decided (approved, dismissed, or disabled automatically) before this
+    /// decision; nothing was done.
+    #[error("the detection is {} already", .0.as_str())]
+    DetectionDecided(crate::falcon::records::DetectionState),
+
     /// Another process recorded this action's outcome first; nothing was written.
     #[error("the outcome was already recorded")]
     Superseded,

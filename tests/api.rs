@@ -551,7 +551,13 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_action_without_a_new_
     let retry = send(None, "stolen laptop").await.unwrap();
     assert_eq!(retry.status(), 200);
     assert_eq!(retry.json::<Value>().await.unwrap()["id"], first["id"]);
-    let different = send(Some(who.code()), "another reason").await.unwrap();
+    // A different request under the key is answered only after a fresh code.
+    let unproven = send(None, "another reason").await.unwrap();
+    assert_eq!(
+        problem_type(unproven).await,
+        (StatusCode::UNAUTHORIZED, "/problems/otp-required".into())
+    );
+    let different = send(Some(who.next_code()), "another reason").await.unwrap();
     assert_eq!(
         problem_type(different).await,
         (
@@ -887,7 +893,11 @@ async fn no_token_secret_or_one_time_code_reaches_any_export_format() {
     let webhook = rig
         .app
         .onboarding
-        .issue_webhook_secret(&customer, false, &Actor::operator())
+        .issue_webhook_secret(
+            &customer,
+            killswitch::customers::onboarding::SecretIssue::First,
+            &Actor::operator(),
+        )
         .await
         .unwrap();
     let mut secrets = vec![

@@ -40,7 +40,11 @@ async fn rig(policy: Policy) -> Rig {
         let customer = entra::add_customer(&app.store, slug, tenant, policy.clone()).await;
         let issued = app
             .onboarding
-            .issue_webhook_secret(&customer, false, &Actor::operator())
+            .issue_webhook_secret(
+                &customer,
+                killswitch::customers::onboarding::SecretIssue::First,
+                &Actor::operator(),
+            )
             .await
             .unwrap();
         secrets.push(issued.secret.expose_secret().to_owned());
@@ -709,11 +713,23 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         "/api/v1/detections/{}/dismiss",
         detection["id"].as_str().unwrap()
     );
+    // A bare token cannot dismiss: a stolen one would otherwise suppress remediation.
+    let without_code = rig
+        .app
+        .client
+        .post(rig.app.url(&dismiss))
+        .bearer_auth(&lead.token)
+        .json(&json!({"reason": "known penetration test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_code.status(), StatusCode::UNAUTHORIZED);
     let dismissed: Value = rig
         .app
         .client
         .post(rig.app.url(&dismiss))
         .bearer_auth(&lead.token)
+        .header("X-Killswitch-OTP", lead.code())
         .json(&json!({"reason": "known penetration test"}))
         .send()
         .await
@@ -738,6 +754,11 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         .await
         .unwrap();
     assert_eq!(late.status(), StatusCode::CONFLICT);
+    let late: Value = late.json().await.unwrap();
+    assert_eq!(
+        (late["type"].as_str(), late["state"].as_str()),
+        (Some("/problems/detection-decided"), Some("dismissed"))
+    );
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
     let auditor = rig.analyst(Role::Auditor).await.token;
     let forbidden = rig

@@ -130,11 +130,15 @@ impl Rig {
         common::verify_chain(&self.app.store, chain).await;
     }
 
+    /// The connection test through the API, by a fresh admin with a code.
     async fn test_connection(&self, customer: &str) -> Value {
+        let email = format!("admin-{}@provider.example", Uuid::new_v4().simple());
+        let admin = self.app.enroll(&email, Role::Admin, "all").await;
         self.app
             .client
             .post(self.app.url(&format!("/api/v1/customers/{customer}/test")))
-            .bearer_auth(&self.admin_token)
+            .bearer_auth(&admin.token)
+            .header("X-Killswitch-OTP", admin.code())
             .send()
             .await
             .unwrap()
@@ -402,10 +406,19 @@ async fn a_rejected_app_secret_is_reported_as_such() {
     let admin = app
         .enroll("admin@provider.example", Role::Admin, "all")
         .await;
+    let without_code = app
+        .client
+        .post(app.url("/api/v1/customers/contoso/test"))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_code.status(), 401, "a connection test needs a code");
     let result: Value = app
         .client
         .post(app.url("/api/v1/customers/contoso/test"))
         .bearer_auth(&admin.token)
+        .header("X-Killswitch-OTP", admin.code())
         .send()
         .await
         .unwrap()

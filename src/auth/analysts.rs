@@ -130,10 +130,9 @@ pub fn normalize_email(email: &str) -> Result<String> {
 /// What checking a one-time code against the store concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OtpFailure {
-    /// Wrong code; `locked_until` is set when this failure locked the analyst out.
+    /// Wrong code; `failures` in a row so far.
     Wrong {
         failures: i64,
-        locked_until: Option<Timestamp>,
     },
     /// The code's time step was already used.
     Reused,

@@ -11,11 +11,20 @@ use super::analysts::{AnalystRecord, AnalystStatus, OtpFailure, normalize_email}
 use super::roles::{Role, Scope};
 use super::{Analyst, mfa, tokens};
 use crate::audit::event::{Actor, MfaEvidence, RequestContext};
+use crate::domain::CustomerSlug;
 use crate::error::Result;
 use crate::secrets::SecretCipher;
 use crate::store::Store;
-use crate::store::analysts_sql::AnalystChange;
+use crate::store::analysts_sql::{AnalystChange, OtpFailureRecord, refusal_chains};
 use crate::time::Timestamp;
+
+/// Who presents a one-time code, from where, and aimed at which customer's account.
+#[derive(Debug, Clone, Copy)]
+pub struct OtpAttempt<'a> {
+    pub actor: &'a Actor,
+    pub request: Option<&'a RequestContext>,
+    pub customer: Option<&'a CustomerSlug>,
+}
 
 #[derive(Debug, Clone)]
 pub struct MfaPolicy {
@@ -80,94 +89,76 @@ impl Authenticator {
     }
 
     /// Checks `code` for the analyst and consumes its time step. `Ok(Err(_))` is a refusal to
-    /// answer 401; `Err(_)` a storage failure.
+    /// answer 401; `Err(_)` a storage failure. Every refusal is recorded in the system chain and
+    /// in the chain of the customer the request was aimed at.
     pub async fn verify_otp(
         &self,
         record: &AnalystRecord,
-        actor: &Actor,
         code: &str,
-        request: Option<&RequestContext>,
+        attempt: &OtpAttempt<'_>,
     ) -> Result<std::result::Result<MfaEvidence, OtpFailure>> {
         let analyst = record.analyst()?;
         let now = Timestamp::now();
         if let Some(until) = record.locked_until().filter(|until| *until > now) {
-            self.audit_refusal(
-                analyst.id,
-                actor,
-                "one-time code refused: locked out",
-                request,
-            )
-            .await?;
+            self.audit_refusal(analyst.id, "one-time code refused: locked out", attempt)
+                .await?;
             return Ok(Err(OtpFailure::Locked { until }));
         }
         let secret = self
             .cipher
             .open(&record.totp_secret, &totp_context(&record.id))?;
         let unix = now.as_datetime().timestamp().max(0) as u64;
-        match mfa::matching_step(secret.expose_secret(), code, unix) {
-            None => {
-                let lock_until = now.after(self.policy.lockout);
-                let (failures, locked_until) = self
-                    .store
-                    .record_otp_failure(
-                        analyst.id,
-                        self.policy.max_failures,
-                        lock_until,
-                        actor,
-                        request,
-                    )
-                    .await?;
-                Ok(Err(match locked_until {
-                    Some(until) => OtpFailure::Locked { until },
-                    None => OtpFailure::Wrong {
-                        failures,
-                        locked_until,
-                    },
-                }))
-            }
-            Some(step) => {
-                if self.store.consume_otp_step(analyst.id, step, now).await? {
-                    return Ok(Ok(MfaEvidence {
-                        method: "totp".to_owned(),
-                        time_step: step,
-                        verified_at: now,
-                    }));
-                }
-                // Lost the race to a lock set meanwhile, or the step was used before.
-                let fresh = self.store.analyst(analyst.id).await?;
-                if let Some(until) = fresh
-                    .and_then(|r| r.locked_until())
-                    .filter(|until| *until > now)
-                {
-                    return Ok(Err(OtpFailure::Locked { until }));
-                }
-                self.audit_refusal(
-                    analyst.id,
-                    actor,
-                    "one-time code refused: already used",
-                    request,
-                )
+        let Some(step) = mfa::matching_step(secret.expose_secret(), code, unix) else {
+            let counted = self
+                .store
+                .record_otp_failure(&OtpFailureRecord {
+                    analyst: analyst.id,
+                    max_failures: self.policy.max_failures,
+                    now,
+                    lock_until: now.after(self.policy.lockout),
+                    actor: attempt.actor.clone(),
+                    request: attempt.request.cloned(),
+                    customer: attempt.customer.cloned(),
+                })
                 .await?;
-                Ok(Err(OtpFailure::Reused))
-            }
+            return Ok(Err(match counted.locked_until {
+                Some(until) => OtpFailure::Locked { until },
+                None => OtpFailure::Wrong {
+                    failures: counted.failures,
+                },
+            }));
+        };
+        if self.store.consume_otp_step(analyst.id, step, now).await? {
+            return Ok(Ok(MfaEvidence {
+                method: "totp".to_owned(),
+                time_step: step,
+                verified_at: now,
+            }));
         }
+        // Lost the race to a lock set meanwhile, or the step was used before.
+        let fresh = self.store.analyst(analyst.id).await?;
+        if let Some(until) = fresh
+            .and_then(|r| r.locked_until())
+            .filter(|until| *until > now)
+        {
+            self.audit_refusal(analyst.id, "one-time code refused: locked out", attempt)
+                .await?;
+            return Ok(Err(OtpFailure::Locked { until }));
+        }
+        self.audit_refusal(analyst.id, "one-time code refused: already used", attempt)
+            .await?;
+        Ok(Err(OtpFailure::Reused))
     }
 
-    async fn audit_refusal(
-        &self,
-        id: Uuid,
-        actor: &Actor,
-        reason: &str,
-        request: Option<&RequestContext>,
-    ) -> Result<()> {
+    async fn audit_refusal(&self, id: Uuid, reason: &str, attempt: &OtpAttempt<'_>) -> Result<()> {
         let event = crate::audit::AuditEvent::AuthenticationFailed {
             analyst_id: Some(id),
             reason: reason.to_owned(),
-            request: request.cloned(),
+            request: attempt.request.cloned(),
         };
-        self.store
-            .append(&crate::domain::ChainId::System, actor, &event)
-            .await?;
+        for chain in refusal_chains(attempt.customer) {
+            self.store.append(&chain, attempt.actor, &event).await?;
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::app::Services;
 use crate::audit::Actor;
 use crate::config::Settings;
+use crate::customers::onboarding::SecretIssue;
 use crate::customers::{AutoDisable, Customer, Policy, discovery};
 use crate::domain::{AccountRef, CustomerSlug, TenantId};
 use crate::error::{Error, Result};
@@ -49,9 +50,13 @@ pub enum CustomerCommand {
     /// Issue the secret Falcon signs webhooks with, and print what to paste into Falcon.
     WebhookSecret {
         slug: String,
-        /// Replace the current secret; it keeps working for falcon.secret_grace_hours.
+        /// Replace the current secret; it keeps working for falcon.secret_grace_hours, and any
+        /// secret older than it stops now.
         #[arg(long)]
         rotate: bool,
+        /// Replace the current secret and stop every earlier one at once (a leaked secret).
+        #[arg(long)]
+        revoke: bool,
         #[arg(long)]
         json: bool,
     },
@@ -89,11 +94,9 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
             json,
         } => {
             let slug: CustomerSlug = slug.parse()?;
-            let name = name.trim().to_owned();
-            if name.is_empty() || name.chars().any(char::is_control) {
-                return Err(Error::InvalidInput(
-                    "the name must be one line of text".to_owned(),
-                ));
+            let name = crate::domain::one_line_text("--name", &name, 200)?;
+            if name.is_empty() {
+                return Err(Error::InvalidInput("--name is required".to_owned()));
             }
             let domain = discovery::primary_domain(&domain)?;
             let tenant_id: TenantId = match tenant_id {
@@ -191,11 +194,17 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
                 return Ok(ExitCode::FAILURE);
             }
         }
-        CustomerCommand::WebhookSecret { slug, rotate, json } => {
+        CustomerCommand::WebhookSecret {
+            slug,
+            rotate,
+            revoke,
+            json,
+        } => {
             let customer = find(&services, &slug).await?;
+            let issue = SecretIssue::from_flags(rotate, revoke);
             let issued = services
                 .onboarding
-                .issue_webhook_secret(&customer, rotate, &Actor::operator())
+                .issue_webhook_secret(&customer, issue, &Actor::operator())
                 .await?;
             if json {
                 println!(
@@ -220,11 +229,20 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
                 );
                 println!("  Signature header:  {}", issued.header);
                 println!("  Algorithm:         hmac-sha256");
-                if let Some(until) = issued.previous_valid_until {
-                    println!();
-                    println!(
-                        "The previous secret keeps working until {until}; update the Falcon workflow before then."
-                    );
+                match (issue, issued.previous_valid_until) {
+                    (SecretIssue::Revoke, Some(_)) => {
+                        println!();
+                        println!(
+                            "Every earlier secret stopped working now; update the Falcon workflow at once."
+                        );
+                    }
+                    (_, Some(until)) => {
+                        println!();
+                        println!(
+                            "The previous secret keeps working until {until}; update the Falcon workflow before then."
+                        );
+                    }
+                    (_, None) => {}
                 }
                 println!();
                 println!(

@@ -19,6 +19,7 @@ use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, TokenError};
 use crate::secrets::{SecretCipher, random_bytes};
 use crate::store::Store;
+use crate::store::onboarding_sql::NewWebhookSecret;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]
@@ -70,12 +71,35 @@ pub struct CallbackParams {
     pub error_description: Option<String>,
 }
 
+/// How a webhook secret is issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretIssue {
+    /// The customer's first secret (refused when one exists).
+    First,
+    /// Replaces the current secret, which keeps working for the grace period.
+    Rotate,
+    /// Replaces the current secret; every earlier one stops at once.
+    Revoke,
+}
+
+impl SecretIssue {
+    /// From the `--rotate` and `--revoke` flags (revoking is the stronger, and wins).
+    pub fn from_flags(rotate: bool, revoke: bool) -> SecretIssue {
+        match (rotate, revoke) {
+            (_, true) => SecretIssue::Revoke,
+            (true, false) => SecretIssue::Rotate,
+            (false, false) => SecretIssue::First,
+        }
+    }
+}
+
 /// A freshly issued webhook secret and where it goes in the Falcon Store Webhook app.
 pub struct IssuedSecret {
     pub url: String,
     pub secret: SecretString,
     pub header: String,
-    /// Set when the secret replaced one, which stays valid until then.
+    /// Set when the secret replaced one: until when it stays valid (rotation), or when it
+    /// stopped (revocation).
     pub previous_valid_until: Option<Timestamp>,
 }
 
@@ -349,19 +373,21 @@ impl Onboarding {
         })
     }
 
-    /// Generates a webhook secret (64 characters); with `rotate`, the current one keeps working
-    /// for the grace period so the Falcon workflow can be updated without losing detections.
+    /// Generates a webhook secret (64 characters). The first one needs no flag; replacing one
+    /// takes `Rotate` (the replaced secret keeps working for the grace period so the Falcon
+    /// workflow can be updated without losing detections; any older one stops now) or `Revoke`
+    /// (every earlier secret stops now).
     pub async fn issue_webhook_secret(
         &self,
         customer: &Customer,
-        rotate: bool,
+        issue: SecretIssue,
         actor: &Actor,
     ) -> Result<IssuedSecret> {
         let now = Timestamp::now();
         let existing = self.store.webhook_secrets(&customer.slug, now).await?;
-        if !existing.is_empty() && !rotate {
+        if !existing.is_empty() && issue == SecretIssue::First {
             return Err(Error::Conflict(format!(
-                "customer `{}` already has a webhook secret; use --rotate to replace it (the old one stays valid for {} hours)",
+                "customer `{}` already has a webhook secret; replace it with --rotate (`rotate` over the API: the old one keeps working for {} hours) or --revoke (`revoke`: the old one stops at once)",
                 customer.slug,
                 self.settings.webhook_grace.as_secs() / 3600
             )));
@@ -372,10 +398,20 @@ impl Onboarding {
             secret.as_bytes(),
             &webhook_context(customer.slug.as_str(), &id),
         )?;
-        let grace_until = later(self.settings.webhook_grace);
-        let rotated = self
+        let previous_until = match issue {
+            SecretIssue::Revoke => now,
+            SecretIssue::First | SecretIssue::Rotate => later(self.settings.webhook_grace),
+        };
+        let replaced = self
             .store
-            .add_webhook_secret(&customer.slug, &id, &sealed, grace_until, actor)
+            .add_webhook_secret(&NewWebhookSecret {
+                customer: customer.slug.clone(),
+                id,
+                sealed,
+                now,
+                previous_until,
+                actor: actor.clone(),
+            })
             .await?;
         Ok(IssuedSecret {
             url: format!(
@@ -385,7 +421,7 @@ impl Onboarding {
             ),
             secret: SecretString::from(secret),
             header: self.settings.signature_header.clone(),
-            previous_valid_until: rotated.then_some(grace_until),
+            previous_valid_until: replaced.then_some(previous_until),
         })
     }
 }

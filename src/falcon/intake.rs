@@ -18,6 +18,7 @@ use crate::customers::{AutoDisable, Customer};
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason};
 use crate::error::{Error, Result};
 use crate::graph::GraphError;
+use crate::remediation::action::DetectionClaim;
 use crate::remediation::{ActionRequest, Executed, Remediator};
 use crate::secrets::SecretCipher;
 use crate::store::Store;
@@ -35,20 +36,14 @@ pub struct Intake {
     cipher: Arc<SecretCipher>,
     remediator: Option<Arc<Remediator>>,
     settings: IntakeSettings,
-    /// The customer and its decrypted secrets, reused for a second: a burst of detections
-    /// would otherwise read and decrypt them for every delivery. A signature that fails against
-    /// the cached secrets is checked again against fresh ones, so a new secret works at once.
-    keys: std::sync::Mutex<std::collections::HashMap<CustomerSlug, CachedKeys>>,
 }
 
-#[derive(Clone)]
-struct CachedKeys {
-    loaded: Instant,
+/// A customer as it is now, and its webhook secrets valid now (decrypted). Read for every
+/// delivery, never cached: a revoked secret stops, and a policy change applies, at once.
+struct Keys {
     customer: Customer,
-    secrets: Arc<Vec<Vec<u8>>>,
+    secrets: Vec<Vec<u8>>,
 }
-
-const KEYS_TTL: Duration = Duration::from_secs(1);
 
 /// Why a webhook was not accepted.
 #[derive(Debug)]
@@ -108,7 +103,6 @@ impl Intake {
             cipher,
             remediator,
             settings,
-            keys: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -125,25 +119,10 @@ impl Intake {
         let Ok(slug) = customer.parse::<CustomerSlug>() else {
             return Err(Refusal::Rejected(Rejection::UnknownCustomer));
         };
-        let cached = {
-            let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-            keys.get(&slug)
-                .filter(|k| k.loaded.elapsed() < KEYS_TTL)
-                .cloned()
-        };
-        let (keys, fresh) = match cached {
-            Some(keys) => (keys, false),
-            None => (self.load_keys(&slug, now).await?, true),
-        };
-        let assurance = match self.verify(&keys, headers, body, now) {
-            Ok(assurance) => assurance,
-            Err(_) if !fresh => {
-                let keys = self.load_keys(&slug, now).await?;
-                self.verify(&keys, headers, body, now)
-                    .map_err(Refusal::Rejected)?
-            }
-            Err(rejection) => return Err(Refusal::Rejected(rejection)),
-        };
+        let keys = self.load_keys(&slug, now).await?;
+        let assurance = self
+            .verify(&keys, headers, body, now)
+            .map_err(Refusal::Rejected)?;
         let customer = keys.customer;
         let detail = Detection::parse(body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         let record = DetectionRecord {
@@ -190,7 +169,7 @@ impl Intake {
         &self,
         slug: &CustomerSlug,
         now: Timestamp,
-    ) -> std::result::Result<CachedKeys, Refusal> {
+    ) -> std::result::Result<Keys, Refusal> {
         let (customer, records) = tokio::try_join!(
             self.store.customer(slug),
             self.store.webhook_secrets(slug, now)
@@ -205,21 +184,12 @@ impl Intake {
                 .open(&record.secret, &webhook_context(slug.as_str(), &record.id))?;
             secrets.push(secret.expose_secret().to_vec());
         }
-        let keys = CachedKeys {
-            loaded: Instant::now(),
-            customer,
-            secrets: Arc::new(secrets),
-        };
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(slug.clone(), keys.clone());
-        Ok(keys)
+        Ok(Keys { customer, secrets })
     }
 
     fn verify(
         &self,
-        keys: &CachedKeys,
+        keys: &Keys,
         headers: &HeaderMap,
         body: &[u8],
         now: Timestamp,
@@ -237,11 +207,14 @@ impl Intake {
     /// Finds the account and applies the customer's auto-disable policy.
     pub async fn process(&self, received: &Received) -> Result<DetectionRecord> {
         let detection = &received.detection;
-        let customer = &received.customer;
-        let (target, pending_reason) = match self.resolve(customer, &received.detail).await {
-            Ok(target) => (Some(target), None),
-            Err(reason) => (None, Some(reason)),
-        };
+        let (target, pending_reason) =
+            match self.resolve(&received.customer, &received.detail).await {
+                Ok(target) => (Some(target), None),
+                Err(reason) => (None, Some(reason)),
+            };
+        // The policy as it is now, after the look-up: a change that returned before this point
+        // applies to this detection.
+        let customer = &self.customer(detection).await?;
         let policy = customer.policy.auto_disable;
         let automatic = target.is_some()
             && policy.covers(received.detail.severity)
@@ -283,29 +256,33 @@ impl Intake {
             &id,
             falcon_actor(&rule),
             None,
-            None,
             "disabled automatically",
         )?;
-        let remediator = self.remediator()?;
-        let executed = remediator.execute_received(request, received.at).await?;
-        metrics::counter!("killswitch_detections_auto_remediated_total").increment(1);
-        let decision = Decision {
-            id: detection.id.clone(),
-            customer: customer.slug.clone(),
-            state: DetectionState::AutoRemediated,
-            action_id: Some(executed.record().id.clone()),
+        let claim = DetectionClaim {
+            detection: record_id(detection)?,
+            decision: DetectionState::AutoRemediated,
             reason: Some(format!(
                 "severity {} reaches the customer's threshold ({})",
                 detection.severity,
                 policy.as_str()
             )),
-            actor: falcon_actor(&rule),
         };
-        self.store.decide_detection(&decision).await?;
+        let remediator = self.remediator()?;
+        match remediator
+            .execute_deciding(request, claim, Some(received.at))
+            .await
+        {
+            Ok(_) => metrics::counter!("killswitch_detections_auto_remediated_total").increment(1),
+            // An analyst decided it first: their decision stands.
+            Err(Error::DetectionDecided(_)) => {}
+            Err(e) => return Err(e),
+        }
         self.reload(&detection.id).await
     }
 
     /// An analyst approves a pending detection (with a one-time code, checked by the caller).
+    /// The approval is decided when the disable is admitted, in one transaction: if the
+    /// detection was dismissed (or otherwise decided) first, nothing is sent to Graph.
     pub async fn approve(
         &self,
         id: uuid::Uuid,
@@ -326,32 +303,32 @@ impl Intake {
                 target
             }
         };
-        let request = self.disable_request(
+        let mut request = self.disable_request(
             &customer,
             &detection,
             &target,
-            actor.clone(),
+            actor,
             Some(mfa),
-            Some(context),
             "approved by an analyst",
         )?;
-        let action = self.remediator()?.execute(request).await?;
-        let decision = Decision {
-            id: detection.id.clone(),
-            customer: customer.slug.clone(),
-            state: DetectionState::Approved,
-            action_id: Some(action.record().id.clone()),
+        request.context = Some(context);
+        let claim = DetectionClaim {
+            detection: id,
+            decision: DetectionState::Approved,
             reason: None,
-            actor,
         };
-        self.store.decide_detection(&decision).await?;
+        let action = self
+            .remediator()?
+            .execute_deciding(request, claim, None)
+            .await?;
         Ok(Approved {
             detection: self.reload(&detection.id).await?,
             action,
         })
     }
 
-    /// An analyst dismisses a pending detection; nothing is sent to Entra.
+    /// An analyst dismisses a pending detection; nothing is sent to Entra. Decided by
+    /// compare-and-set: a detection approved or disabled meanwhile stays so.
     pub async fn dismiss(
         &self,
         id: uuid::Uuid,
@@ -368,8 +345,9 @@ impl Intake {
             actor,
         };
         if !self.store.decide_detection(&decision).await? {
-            return Err(Error::Conflict(
-                "the detection was decided meanwhile".to_owned(),
+            let now = self.reload(&detection.id).await?;
+            return Err(Error::DetectionDecided(
+                DetectionState::parse(&now.state).unwrap_or(DetectionState::Pending),
             ));
         }
         self.reload(&detection.id).await
@@ -381,13 +359,14 @@ impl Intake {
             .detection(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("detection {id}")))?;
-        if detection.state != DetectionState::Pending.as_str() {
-            return Err(Error::Conflict(format!(
-                "the detection is {} already",
+        match DetectionState::parse(&detection.state) {
+            Some(DetectionState::Pending) => Ok(detection),
+            Some(decided) => Err(Error::DetectionDecided(decided)),
+            None => Err(Error::Internal(format!(
+                "detection {id} has the unknown state `{}`",
                 detection.state
-            )));
+            ))),
         }
-        Ok(detection)
     }
 
     async fn customer(&self, detection: &DetectionRecord) -> Result<Customer> {
@@ -415,7 +394,6 @@ impl Intake {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn disable_request(
         &self,
         customer: &Customer,
@@ -423,7 +401,6 @@ impl Intake {
         target_id: &str,
         actor: Actor,
         mfa: Option<MfaEvidence>,
-        context: Option<RequestContext>,
         how: &str,
     ) -> Result<ActionRequest> {
         let technique = [detection.tactic.as_deref(), detection.technique.as_deref()]
@@ -452,7 +429,7 @@ impl Intake {
             idempotency_key: Some(idempotency_key(&detection.composite_id)?),
             actor,
             mfa,
-            context,
+            context: None,
         })
     }
 
@@ -497,6 +474,11 @@ impl Intake {
             Err(e) => Err(describe(e)),
         }
     }
+}
+
+fn record_id(detection: &DetectionRecord) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(&detection.id)
+        .map_err(|_| Error::Internal(format!("detection id {}", detection.id)))
 }
 
 /// The detection's account fields as a [`Detection`] again, to retry the lookup on approval.

@@ -99,15 +99,10 @@ pub struct Detection {
 }
 
 fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>> {
-    match value.map(|v| v.trim().to_owned()) {
+    match value {
         None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
-        Some(v) if v.chars().count() > max || v.chars().any(char::is_control) => {
-            Err(Error::InvalidInput(format!(
-                "`{field}` must be one line of at most {max} characters"
-            )))
-        }
-        Some(v) => Ok(Some(v)),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => crate::domain::one_line_text(field, &v, max).map(Some),
     }
 }
 

@@ -129,18 +129,15 @@ pub async fn disable(
 ) -> ApiResult {
     caller.require(Permission::Disable)?;
     let Json(body) = body.map_err(bad_body)?;
-    act(
-        state,
-        caller,
-        Operation::Disable,
+    let asked = Asked {
+        operation: Operation::Disable,
         customer,
         account,
-        headers,
-        body.reason,
-        body.ticket,
-        body.revoke_sessions,
-    )
-    .await
+        reason: body.reason,
+        ticket: body.ticket,
+        revoke_sessions: body.revoke_sessions,
+    };
+    act(state, caller, asked, headers).await
 }
 
 #[utoipa::path(
@@ -178,18 +175,15 @@ pub async fn enable(
 ) -> ApiResult {
     caller.require(Permission::Enable)?;
     let Json(body) = body.map_err(bad_body)?;
-    act(
-        state,
-        caller,
-        Operation::Enable,
+    let asked = Asked {
+        operation: Operation::Enable,
         customer,
         account,
-        headers,
-        body.reason,
-        body.ticket,
-        None,
-    )
-    .await
+        reason: body.reason,
+        ticket: body.ticket,
+        revoke_sessions: None,
+    };
+    act(state, caller, asked, headers).await
 }
 
 fn bad_body(rejection: JsonRejection) -> Problem {
@@ -201,49 +195,54 @@ fn bad_body(rejection: JsonRejection) -> Problem {
     Problem::new(status, "invalid-body", "Invalid request body").detail(rejection.body_text())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn act(
-    state: AppState,
-    caller: Caller,
+/// What a disable or enable request asks, as sent.
+struct Asked {
     operation: Operation,
     customer: String,
     account: String,
-    headers: HeaderMap,
     reason: String,
     ticket: Option<String>,
     revoke_sessions: Option<bool>,
-) -> ApiResult {
-    let customer = super::customers::in_scope(&state, &caller, &customer).await?;
+}
+
+/// The request's `Idempotency-Key`, validated, and scoped to the caller.
+fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> ApiResult<Option<IdempotencyKey>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        Problem::invalid_input("`Idempotency-Key` is 1 to 255 visible ASCII characters")
+    })?;
+    let key = IdempotencyKey::from_client(text).map_err(Problem::invalid_input)?;
+    Ok(Some(key.scoped_to(caller.analyst.id)))
+}
+
+async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) -> ApiResult {
+    let customer = super::customers::in_scope(&state, &caller, &asked.customer).await?;
     let request = ActionRequest {
         customer: customer.slug.clone(),
-        operation,
-        account: account.parse().map_err(Problem::invalid_input)?,
-        reason: reason.parse::<Reason>().map_err(Problem::invalid_input)?,
-        ticket: ticket
+        operation: asked.operation,
+        account: asked.account.parse().map_err(Problem::invalid_input)?,
+        reason: asked
+            .reason
+            .parse::<Reason>()
+            .map_err(Problem::invalid_input)?,
+        ticket: asked
+            .ticket
             .map(|t| t.parse::<Ticket>())
             .transpose()
             .map_err(Problem::invalid_input)?,
-        revoke_sessions,
-        idempotency_key: headers
-            .get("idempotency-key")
-            .map(|v| {
-                v.to_str().map_err(|_| {
-                    crate::Error::InvalidInput("the Idempotency-Key must be ASCII".into())
-                })
-            })
-            .transpose()
-            .map_err(Problem::invalid_input)?
-            .map(|k| k.parse::<IdempotencyKey>())
-            .transpose()
-            .map_err(Problem::invalid_input)?,
+        revoke_sessions: asked.revoke_sessions,
+        idempotency_key: idempotency_key(&headers, &caller)?,
         actor: caller.actor(),
         mfa: None,
         context: Some(caller.context.clone()),
     };
     let engine = remediator(&state)?;
 
-    // A retry of the same request (same key) gets the recorded action without a new code: the
-    // code it was sent with has been used already, and nothing new is done.
+    // A retry of the same request (same key, same analyst) gets the recorded action without a
+    // new code: the code it was sent with has been used already, and nothing new is done. A
+    // different request under the key is answered only after a fresh code.
     if let Some(key) = &request.idempotency_key
         && let Some(existing) = state
             .store
@@ -251,13 +250,18 @@ async fn act(
             .await
             .map_err(Problem::from)?
     {
-        if existing.request_hash != fingerprint(&request).map_err(Problem::from)? {
-            return Err(idempotency_conflict());
+        if existing.request_hash == fingerprint(&request).map_err(Problem::from)? {
+            return respond(&existing);
         }
-        return respond(&existing);
+        caller
+            .second_factor(&state, &headers, Some(&customer.slug))
+            .await?;
+        return Err(idempotency_conflict());
     }
 
-    let mfa = caller.second_factor(&state, &headers).await?;
+    let mfa = caller
+        .second_factor(&state, &headers, Some(&customer.slug))
+        .await?;
     let request = ActionRequest {
         mfa: Some(mfa),
         ..request

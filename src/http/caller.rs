@@ -14,6 +14,7 @@ use super::problem::Problem;
 use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, AuthMethod, MfaEvidence, RequestContext};
 use crate::auth::analysts::{AnalystRecord, OtpFailure};
+use crate::auth::gate::OtpAttempt;
 use crate::auth::{Analyst, Permission};
 use crate::domain::{ChainId, CustomerSlug};
 
@@ -118,11 +119,14 @@ impl Caller {
         .detail(format!("you are not assigned to customer `{customer}`")))
     }
 
-    /// Checks and consumes the `X-Killswitch-OTP` code; every refusal is a 401 with its own type.
+    /// Checks and consumes the `X-Killswitch-OTP` code for a change to `customer` (or to the
+    /// service itself); every refusal is a 401 with its own type, recorded in the system chain
+    /// and in that customer's.
     pub async fn second_factor(
         &self,
         state: &AppState,
         headers: &HeaderMap,
+        customer: Option<&CustomerSlug>,
     ) -> Result<MfaEvidence, Problem> {
         let Some(code) = headers
             .get(OTP_HEADER)
@@ -138,9 +142,15 @@ impl Caller {
                 "send the current code from your authenticator app in the X-Killswitch-OTP header",
             ));
         };
+        let actor = self.actor();
+        let attempt = OtpAttempt {
+            actor: &actor,
+            request: Some(&self.context),
+            customer,
+        };
         let verdict = state
             .auth
-            .verify_otp(&self.record, &self.actor(), code, Some(&self.context))
+            .verify_otp(&self.record, code, &attempt)
             .await
             .map_err(|e| Problem::from(&e))?;
         let failure = match verdict {

@@ -14,7 +14,7 @@ use super::caller::Caller;
 use super::problem::Problem;
 use crate::audit::event::Actor;
 use crate::auth::Permission;
-use crate::customers::onboarding::{CallbackParams, ConsentResult};
+use crate::customers::onboarding::{CallbackParams, ConsentResult, SecretIssue};
 use crate::customers::{AutoDisable, Customer, Policy};
 use crate::domain::{AccountRef, CustomerSlug};
 
@@ -202,7 +202,9 @@ pub async fn consent_link(
 ) -> ApiResult {
     caller.require(Permission::ManageCustomers)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    caller.second_factor(&state, &headers).await?;
+    caller
+        .second_factor(&state, &headers, Some(&customer.slug))
+        .await?;
     let link = state
         .onboarding
         .consent_link(&customer)
@@ -217,19 +219,23 @@ pub async fn consent_link(
 }
 
 #[utoipa::path(post, path = "/api/v1/customers/{customer}/test", tag = "customers",
-    summary = "Test the connection: token, permissions, one Graph read (role admin)",
-    params(("customer" = String, Path, description = "customer slug")),
+    summary = "Test the connection: token, permissions, one Graph read (role admin; one-time code required)",
+    params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
     responses((status = 200, body = CustomerView, description = "the customer with the new result; `ready` says whether it passed"),
-        (status = 401, body = Problem, description = "unauthenticated"), (status = 403, body = Problem, description = "forbidden, out-of-scope"),
+        (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"), (status = 403, body = Problem, description = "forbidden, out-of-scope"),
         (status = 404, body = Problem, description = "customer-not-found")),
     security(("bearer" = [])))]
 pub async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(customer): Path<String>,
+    headers: HeaderMap,
 ) -> ApiResult {
     caller.require(Permission::ManageCustomers)?;
     let mut customer = in_scope(&state, &caller, &customer).await?;
+    caller
+        .second_factor(&state, &headers, Some(&customer.slug))
+        .await?;
     customer.connection = Some(
         state
             .onboarding
@@ -273,7 +279,9 @@ pub async fn put_policy(
     let customer = in_scope(&state, &caller, &customer).await?;
     let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
     let policy = body.parse().map_err(Problem::invalid_input)?;
-    caller.second_factor(&state, &headers).await?;
+    caller
+        .second_factor(&state, &headers, Some(&customer.slug))
+        .await?;
     if policy != customer.policy {
         state
             .store
@@ -282,6 +290,78 @@ pub async fn put_policy(
             .map_err(Problem::from)?;
     }
     Ok(Json(PolicyView::from(&policy)).into_response())
+}
+
+/// Body of `POST /api/v1/customers/{customer}/webhook-secret`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSecretRequest {
+    /// Replace the current secret; it keeps working for `falcon.secret_grace_hours`, and every
+    /// secret before it stops at once.
+    #[serde(default)]
+    pub rotate: bool,
+    /// Replace the current secret and stop every earlier one at once (a leaked secret).
+    #[serde(default)]
+    pub revoke: bool,
+}
+
+/// A freshly issued webhook secret, shown once, and where it goes in the Falcon Webhook app.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookSecretView {
+    pub customer: String,
+    /// The webhook URL to configure in Falcon.
+    pub url: String,
+    /// The HMAC secret; it is never shown again.
+    pub secret: String,
+    /// The header Falcon signs in.
+    pub header: String,
+    pub algorithm: String,
+    /// Until when the replaced secret keeps working (rotation), or when it stopped (revocation).
+    pub previous_valid_until: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/customers/{customer}/webhook-secret", tag = "customers",
+    summary = "Issue, rotate or revoke the customer's Falcon webhook secret (role admin; one-time code required)",
+    params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
+    request_body(content = Option<WebhookSecretRequest>, description = "empty for the first secret"),
+    responses((status = 200, body = WebhookSecretView, description = "the new secret, shown once"),
+        (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+        (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 404, body = Problem, description = "customer-not-found"),
+        (status = 409, body = Problem, description = "conflict: a secret exists; rotate or revoke it"),
+        (status = 422, body = Problem, description = "invalid-body")),
+    security(("bearer" = [])))]
+pub async fn webhook_secret(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    caller.require(Permission::ManageCustomers)?;
+    let customer = in_scope(&state, &caller, &customer).await?;
+    let asked: WebhookSecretRequest = if body.is_empty() {
+        WebhookSecretRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(Problem::invalid_body)?
+    };
+    let issue = SecretIssue::from_flags(asked.rotate, asked.revoke);
+    caller
+        .second_factor(&state, &headers, Some(&customer.slug))
+        .await?;
+    let issued = state
+        .onboarding
+        .issue_webhook_secret(&customer, issue, &caller.actor())
+        .await
+        .map_err(Problem::from)?;
+    Ok(Json(WebhookSecretView {
+        customer: customer.slug.to_string(),
+        url: issued.url,
+        secret: secrecy::ExposeSecret::expose_secret(&issued.secret).to_owned(),
+        header: issued.header,
+        algorithm: "hmac-sha256".to_owned(),
+        previous_valid_until: issued.previous_valid_until.map(|t| t.to_string()),
+    })
+    .into_response())
 }
 
 /// Where Entra sends the customer's administrator after the consent prompt.

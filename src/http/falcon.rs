@@ -200,7 +200,7 @@ pub async fn get(
     responses((status = 200, body = ApprovedView), (status = 202, body = DetectionRecord, description = "still running: poll the detection (Location)"),
         (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
-        (status = 409, body = Problem, description = "conflict: decided already, or the account cannot be found"),
+        (status = 409, body = Problem, description = "detection-decided (with its `state`): approved, dismissed or disabled automatically already; conflict: the account cannot be found"),
         (status = 502, body = Problem, description = "upstream: the remediation app is not configured")),
     security(("bearer" = [])))]
 pub async fn approve(
@@ -211,13 +211,10 @@ pub async fn approve(
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
     let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
-    if detection.state != DetectionState::Pending.as_str() {
-        return Err(Problem::from(crate::Error::Conflict(format!(
-            "the detection is {} already",
-            detection.state
-        ))));
-    }
-    let mfa = caller.second_factor(&state, &headers).await?;
+    let customer = still_pending(&detection)?;
+    let mfa = caller
+        .second_factor(&state, &headers, Some(&customer))
+        .await?;
     // The disable runs to its outcome even if the request times out; the analyst is answered
     // shortly before that, with the detection to poll if it is still running.
     let intake = state.intake.clone();
@@ -247,27 +244,44 @@ pub async fn approve(
     .into_response())
 }
 
+/// The detection's customer while it is pending; 409 with its state once it is decided.
+fn still_pending(detection: &DetectionRecord) -> ApiResult<crate::domain::CustomerSlug> {
+    match DetectionState::parse(&detection.state) {
+        Some(DetectionState::Pending) | None => {}
+        Some(decided) => return Err(Problem::from(crate::Error::DetectionDecided(decided))),
+    }
+    detection
+        .customer
+        .parse()
+        .map_err(|e: crate::Error| Problem::from(crate::Error::Internal(e.to_string())))
+}
+
 #[utoipa::path(post, path = "/api/v1/detections/{id}/dismiss", tag = "falcon",
-    summary = "Dismiss a pending detection: nothing is sent to Entra (role analyst or lead)",
-    params(("id" = String, Path, description = "detection id")),
+    summary = "Dismiss a pending detection: nothing is sent to Entra (role analyst or lead; one-time code required)",
+    params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
     request_body = DismissRequest,
-    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
-        (status = 409, body = Problem, description = "conflict: decided already"), (status = 422, body = Problem, description = "invalid-input, invalid-body")),
+        (status = 409, body = Problem, description = "detection-decided (with its `state`): decided already"), (status = 422, body = Problem, description = "invalid-input, invalid-body")),
     security(("bearer" = [])))]
 pub async fn dismiss(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<DismissRequest>, JsonRejection>,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
-    let (id, _) = detection_in_scope(&state, &caller, &id).await?;
+    let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
     let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
     let reason: Reason = body
         .reason
         .parse()
         .map_err(|e: crate::Error| Problem::invalid_input(e))?;
+    let customer = still_pending(&detection)?;
+    caller
+        .second_factor(&state, &headers, Some(&customer))
+        .await?;
     let dismissed = state
         .intake
         .dismiss(id, caller.actor(), reason.as_str())

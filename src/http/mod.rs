@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/consent-link", post(customers::consent_link))
         .route("/api/v1/customers/{customer}/test", post(customers::test))
         .route("/api/v1/customers/{customer}/policy", get(customers::get_policy).put(customers::put_policy))
+        .route("/api/v1/customers/{customer}/webhook-secret", post(customers::webhook_secret))
         .route("/consent/callback", get(customers::callback))
         .route("/api/v1/webhooks/falcon/{customer}", post(falcon::webhook))
         .route("/api/v1/detections", get(falcon::list))

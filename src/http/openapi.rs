@@ -26,6 +26,7 @@ use super::{actions, audit, customers, falcon};
         customers::test,
         customers::get_policy,
         customers::put_policy,
+        customers::webhook_secret,
         falcon::webhook,
         falcon::list,
         falcon::get,

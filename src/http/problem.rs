@@ -115,6 +115,13 @@ impl From<&Error> for Problem {
             Error::Conflict(msg) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(msg)
             }
+            Error::DetectionDecided(state) => Problem::new(
+                StatusCode::CONFLICT,
+                "detection-decided",
+                "Detection already decided",
+            )
+            .detail(error.to_string())
+            .with("state", state.as_str()),
             Error::AuditUnavailable(_)
             | Error::DatabaseUnavailable(_)
             | Error::SchemaBehind { .. } => Problem::new(

@@ -10,6 +10,7 @@ use crate::audit::event::{
 };
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
 use crate::error::{Error, Result};
+use crate::falcon::records::DetectionState;
 use crate::time::Timestamp;
 
 /// Where an action is: `requested` until its one outcome is recorded.
@@ -164,6 +165,19 @@ pub struct NewAction {
     pub created_at: Timestamp,
     /// Until then nobody else may reconcile the action: the executing process owns it.
     pub lease_until: Timestamp,
+    /// The pending detection this action decides, if any.
+    pub claim: Option<DetectionClaim>,
+}
+
+/// A pending detection an action decides: the action is admitted only while the detection is
+/// still pending, and the detection moves to `decision` in the same transaction.
+#[derive(Debug, Clone)]
+pub struct DetectionClaim {
+    pub detection: Uuid,
+    /// `Approved` or `AutoRemediated`.
+    pub decision: DetectionState,
+    /// Why, for the audit entry (the auto-disable rule that applied).
+    pub reason: Option<String>,
 }
 
 /// The guard rails admission enforces inside the transaction that records the request.
@@ -185,6 +199,8 @@ pub enum Admission {
     KeyConflict(ActionRecord),
     /// Recorded as requested and denied (protected account or rate limit).
     Denied(ActionRecord),
+    /// The detection the action was to decide was decided first; nothing was recorded.
+    AlreadyDecided(DetectionState),
 }
 
 /// The one outcome of an action.

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::action::{ActionRecord, Admission, Finish, Guard, NewAction};
+use super::action::{ActionRecord, Admission, DetectionClaim, Finish, Guard, NewAction};
 use crate::audit::event::{AccountState, Actor, MfaEvidence, Operation, Outcome, RequestContext};
 use crate::customers::Customer;
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
@@ -144,17 +144,21 @@ impl Remediator {
         }
     }
 
-    /// [`execute`](Self::execute) for an action an event triggered at `received` (a Falcon
-    /// detection): the time from its receipt to the Graph PATCH is measured.
-    pub async fn execute_received(
+    /// [`execute`](Self::execute) for the action that decides a pending detection: the
+    /// detection moves to `claim.decision` in the same transaction that records the request, so
+    /// a concurrent dismissal and this action cannot both win ([`Error::DetectionDecided`] when
+    /// the detection was decided first; nothing is sent to Graph then). `received` is when the
+    /// triggering event arrived, to time its receipt to the Graph PATCH.
+    pub async fn execute_deciding(
         &self,
         request: ActionRequest,
-        received: std::time::Instant,
+        claim: DetectionClaim,
+        received: Option<std::time::Instant>,
     ) -> Result<Executed> {
-        match self.admit(request).await? {
+        match self.admit_with(request, Some(claim)).await? {
             Decision::Done(done) => Ok(done),
             Decision::Pending(mut pending) => {
-                pending.received = Some(received);
+                pending.received = received;
                 Ok(Executed::Ran(self.complete(pending).await))
             }
         }
@@ -164,6 +168,14 @@ impl Remediator {
     /// Graph unless that write committed) and applies the guard rails. A [`Pending`] action
     /// must then be [`complete`](Self::complete)d; until it is, its lease keeps others off it.
     pub async fn admit(&self, request: ActionRequest) -> Result<Decision> {
+        self.admit_with(request, None).await
+    }
+
+    async fn admit_with(
+        &self,
+        request: ActionRequest,
+        claim: Option<DetectionClaim>,
+    ) -> Result<Decision> {
         let customer = self
             .store
             .customer(&request.customer)
@@ -190,6 +202,7 @@ impl Remediator {
             request: request.context.clone(),
             created_at: now,
             lease_until: self.lease_from(now),
+            claim,
         };
         let guard = Guard {
             max_actions_per_hour: customer.policy.max_actions_per_hour,
@@ -212,6 +225,7 @@ impl Remediator {
             Admission::KeyConflict(_) => Err(Error::Conflict(
                 "this Idempotency-Key was already used for a different request".to_owned(),
             )),
+            Admission::AlreadyDecided(state) => Err(Error::DetectionDecided(state)),
         }
     }
 

@@ -8,7 +8,7 @@ use super::domain_sql::ChainTx;
 use crate::audit::append::Sealer;
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
 use crate::auth::analysts::{AnalystRecord, AnalystStatus};
-use crate::domain::ChainId;
+use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -162,17 +162,48 @@ where
     Ok(accepted.is_some())
 }
 
-/// Counts a wrong code, locking the analyst out at `max_failures`; audited (never the code).
-#[allow(clippy::too_many_arguments)]
+/// A wrong one-time code to count against an analyst.
+#[derive(Debug, Clone)]
+pub struct OtpFailureRecord {
+    pub analyst: Uuid,
+    pub max_failures: u32,
+    pub now: Timestamp,
+    /// The end of the lockout this failure starts, if it starts one.
+    pub lock_until: Timestamp,
+    pub actor: Actor,
+    pub request: Option<RequestContext>,
+    /// The customer whose account the request was aimed at: its chain records the failure too.
+    pub customer: Option<CustomerSlug>,
+}
+
+/// What counting a wrong code concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtpFailureCount {
+    /// Wrong codes in a row, this one included.
+    pub failures: i64,
+    /// The lockout in force after this failure, if any.
+    pub locked_until: Option<Timestamp>,
+    /// Whether this failure started that lockout (also a new one after an earlier one ended).
+    pub newly_locked: bool,
+}
+
+/// The chains an analyst's authentication event is recorded in: the system chain, and the
+/// customer's when the request was aimed at one of its accounts (system first, the one lock
+/// order every writer of both keeps).
+pub fn refusal_chains(customer: Option<&CustomerSlug>) -> Vec<ChainId> {
+    std::iter::once(ChainId::System)
+        .chain(customer.map(|c| ChainId::Customer(c.clone())))
+        .collect()
+}
+
+/// Counts a wrong code, locking the analyst out once `max_failures` are reached and no lockout
+/// is in force (the count is cleared only by a right code, so after a lockout ends the next
+/// wrong code locks again). Audited, never with the code.
 pub async fn otp_failed<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
-    id: Uuid,
-    max_failures: u32,
-    lock_until: Timestamp,
-    actor: &Actor,
-    request: Option<&RequestContext>,
-) -> Result<(i64, Option<Timestamp>)>
+    failure: &OtpFailureRecord,
+) -> Result<OtpFailureCount>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -182,45 +213,46 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'r> (i64, Option<String>): FromRow<'r, DB::Row>,
 {
+    let id = failure.analyst;
+    let lock_until = failure.lock_until.to_string();
     let row: Option<(i64, Option<String>)> = sqlx::query_as::<DB, (i64, Option<String>)>(
         "UPDATE analysts SET failed_otp = failed_otp + 1, \
-         locked_until = CASE WHEN failed_otp + 1 >= $2 THEN $3 ELSE locked_until END \
+         locked_until = CASE WHEN failed_otp + 1 >= $2 AND (locked_until IS NULL OR locked_until <= $4) \
+         THEN $3 ELSE locked_until END \
          WHERE id = $1 RETURNING failed_otp, locked_until",
     )
     .bind(id.to_string())
-    .bind(i64::from(max_failures))
-    .bind(lock_until.to_string())
+    .bind(i64::from(failure.max_failures))
+    .bind(lock_until.clone())
+    .bind(failure.now.to_string())
     .fetch_optional(&mut *conn)
     .await?;
     let Some((failures, locked)) = row else {
         return Err(Error::NotFound(format!("analyst {id}")));
     };
+    let newly_locked = locked.as_deref() == Some(lock_until.as_str());
+    let locked_until = locked
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .filter(|until| *until > failure.now);
     let failed = AuditEvent::AuthenticationFailed {
         analyst_id: Some(id),
         reason: format!("wrong one-time code ({failures} in a row)"),
-        request: request.cloned(),
+        request: failure.request.clone(),
     };
-    conn.append(sealer, &ChainId::System, actor, &failed)
-        .await?;
-    let newly_locked = failures == i64::from(max_failures);
-    if newly_locked {
-        conn.append(
-            sealer,
-            &ChainId::System,
-            actor,
-            &AuditEvent::AnalystLockedOut {
-                analyst_id: id,
-                until: lock_until,
-            },
-        )
-        .await?;
-    }
-    Ok((
-        failures,
+    let locked_out = AuditEvent::AnalystLockedOut {
+        analyst_id: id,
+        until: failure.lock_until,
+    };
+    for chain in refusal_chains(failure.customer.as_ref()) {
+        conn.append(sealer, &chain, &failure.actor, &failed).await?;
         if newly_locked {
-            locked.and_then(|t| t.parse().ok())
-        } else {
-            None
-        },
-    ))
+            conn.append(sealer, &chain, &failure.actor, &locked_out)
+                .await?;
+        }
+    }
+    Ok(OtpFailureCount {
+        failures,
+        locked_until,
+        newly_locked,
+    })
 }

@@ -9,6 +9,7 @@ use crate::audit::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::falcon::records::{DETECTION_COLUMNS, DetectionRecord, DetectionState};
+use crate::remediation::action::DetectionClaim;
 use crate::time::Timestamp;
 
 fn uuid(id: &str) -> Result<uuid::Uuid> {
@@ -136,6 +137,8 @@ pub struct Decision {
     pub actor: Actor,
 }
 
+/// Decides a pending detection (compare-and-set from `pending`), audited in the customer's
+/// chain, whose head the caller holds. `Ok(false)` when it was decided already.
 pub async fn decide<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
@@ -177,6 +180,67 @@ where
     };
     conn.append(sealer, &chain, &decision.actor, &event).await?;
     Ok(true)
+}
+
+/// Moves a pending detection to the claim's decision for action `action_id`, in the
+/// transaction that admits that action (the customer's chain is held). `Some(state)`, with
+/// nothing written, when the detection was no longer pending.
+pub async fn claim<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    claim: &DetectionClaim,
+    action_id: &str,
+    actor: &Actor,
+) -> Result<Option<DetectionState>>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let id = claim.detection.to_string();
+    let row: Option<(String,)> =
+        sqlx::query_as::<DB, (String,)>("SELECT customer FROM detections WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((customer,)) = row else {
+        return Err(Error::NotFound(format!("detection {id}")));
+    };
+    let decision = Decision {
+        id,
+        customer: customer.parse()?,
+        state: claim.decision,
+        action_id: Some(action_id.to_owned()),
+        reason: claim.reason.clone(),
+        actor: actor.clone(),
+    };
+    if decide::<DB>(conn, sealer, &decision).await? {
+        return Ok(None);
+    }
+    Ok(Some(current_state::<DB>(conn, &decision.id).await?))
+}
+
+/// The state a detection is in now.
+pub async fn current_state<DB>(conn: &mut DB::Connection, id: &str) -> Result<DetectionState>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let (state,): (String,) =
+        sqlx::query_as::<DB, (String,)>("SELECT state FROM detections WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    DetectionState::parse(&state)
+        .ok_or_else(|| Error::Internal(format!("detection {id} has the unknown state `{state}`")))
 }
 
 pub const SET_TARGET: &str =

@@ -203,7 +203,8 @@ where
 
 /// Records a request (and, when a guard rail stops it, its denial) or finds the action an
 /// idempotency key already names. Runs with the customer's chain locked, so two requests cannot
-/// both slip under the hourly limit.
+/// both slip under the hourly limit, and a detection the action decides cannot be decided
+/// otherwise meanwhile.
 pub async fn admit<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
@@ -223,50 +224,33 @@ where
     for<'t> bool: Encode<'t, DB> + Type<DB>,
     for<'r> ActionRecord: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
 {
     let chain = ChainId::Customer(new.customer.clone());
     conn.lock_chain(&chain).await?;
 
-    if let Some(key) = &new.idempotency_key {
-        let sql = format!(
-            "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
-        );
-        let existing: Option<ActionRecord> =
-            sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
-                .bind(new.customer.as_str())
-                .bind(key.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(existing) = existing {
-            return Ok(if existing.request_hash == new.request_hash {
-                Admission::Replayed(existing)
-            } else {
-                Admission::KeyConflict(existing)
-            });
+    if let Some(existing) = by_idempotency_key::<DB>(conn, new).await? {
+        if existing.request_hash != new.request_hash {
+            return Ok(Admission::KeyConflict(existing));
         }
+        if let Some(claim) = &new.claim
+            && let Some(state) =
+                super::detections_sql::claim::<DB>(conn, sealer, claim, &existing.id, &new.actor)
+                    .await?
+        {
+            return Ok(Admission::AlreadyDecided(state));
+        }
+        return Ok(Admission::Replayed(existing));
+    }
+    if let Some(claim) = &new.claim
+        && let Some(state) =
+            super::detections_sql::claim::<DB>(conn, sealer, claim, &new.id.to_string(), &new.actor)
+                .await?
+    {
+        return Ok(Admission::AlreadyDecided(state));
     }
 
-    let denial = if guard.protected {
-        Some("the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned())
-    } else {
-        let since =
-            Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1))
-                .to_string();
-        let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
-            "SELECT COUNT(*) FROM actions WHERE customer = $1 AND created_at > $2 AND state <> 'denied'",
-        )
-        .bind(new.customer.as_str())
-        .bind(since)
-        .fetch_one(&mut *conn)
-        .await?;
-        (recent >= i64::from(guard.max_actions_per_hour)).then(|| {
-            format!(
-                "rate limit: {recent} actions in the last hour for this customer, the policy allows {}; nothing was sent to Entra",
-                guard.max_actions_per_hour
-            )
-        })
-    };
-
+    let denial = denial::<DB>(conn, new, guard).await?;
     let requested = AuditEvent::ActionRequested {
         action_id: new.id,
         operation: new.operation,
@@ -281,7 +265,94 @@ where
         .append(sealer, &chain, &new.actor, &requested)
         .await?
         .seq;
-    let mut record = ActionRecord {
+    let mut record = requested_record(new, requested_seq)?;
+    if let Some(detail) = &denial {
+        let outcome = AuditEvent::ActionOutcome {
+            action_id: new.id,
+            outcome: Outcome::Denied,
+            detail: Some(detail.clone()),
+            warnings: vec![],
+            before: None,
+            after: None,
+            graph: None,
+            duration_ms: 0,
+        };
+        let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
+        record.state = ActionState::Denied.as_str().to_owned();
+        record.detail = Some(detail.clone());
+        record.outcome_seq = Some(i64::try_from(seq).unwrap_or(i64::MAX));
+        record.finished_at = Some(new.created_at.to_string());
+        record.duration_ms = Some(0);
+    }
+    insert_action::<DB>(conn, &record).await?;
+    Ok(match denial {
+        Some(_) => Admission::Denied(record),
+        None => Admission::Admitted(record),
+    })
+}
+
+/// The action the request's idempotency key already names for its customer, if any.
+async fn by_idempotency_key<DB>(
+    conn: &mut DB::Connection,
+    new: &NewAction,
+) -> Result<Option<ActionRecord>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> ActionRecord: FromRow<'r, DB::Row>,
+{
+    let Some(key) = &new.idempotency_key else {
+        return Ok(None);
+    };
+    let sql = format!(
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
+    );
+    Ok(sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
+        .bind(new.customer.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *conn)
+        .await?)
+}
+
+/// Why a guard rail stops the request (protected account, hourly limit), if one does.
+async fn denial<DB>(
+    conn: &mut DB::Connection,
+    new: &NewAction,
+    guard: Guard,
+) -> Result<Option<String>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'r> (i64,): FromRow<'r, DB::Row>,
+{
+    if guard.protected {
+        return Ok(Some("the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned()));
+    }
+    let since = Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1))
+        .to_string();
+    let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
+        "SELECT COUNT(*) FROM actions WHERE customer = $1 AND created_at > $2 AND state <> 'denied'",
+    )
+    .bind(new.customer.as_str())
+    .bind(since)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((recent >= i64::from(guard.max_actions_per_hour)).then(|| {
+        format!(
+            "rate limit: {recent} actions in the last hour for this customer, the policy allows {}; nothing was sent to Entra",
+            guard.max_actions_per_hour
+        )
+    }))
+}
+
+/// The row of a request just recorded as `requested` at `requested_seq`.
+fn requested_record(new: &NewAction, requested_seq: u64) -> Result<ActionRecord> {
+    Ok(ActionRecord {
         id: new.id.to_string(),
         customer: new.customer.to_string(),
         operation: new.operation.as_str().to_owned(),
@@ -305,29 +376,6 @@ where
         lease_until: new.lease_until.to_string(),
         finished_at: None,
         duration_ms: None,
-    };
-    if let Some(detail) = &denial {
-        let outcome = AuditEvent::ActionOutcome {
-            action_id: new.id,
-            outcome: Outcome::Denied,
-            detail: Some(detail.clone()),
-            warnings: vec![],
-            before: None,
-            after: None,
-            graph: None,
-            duration_ms: 0,
-        };
-        let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
-        record.state = ActionState::Denied.as_str().to_owned();
-        record.detail = Some(detail.clone());
-        record.outcome_seq = Some(i64::try_from(seq).unwrap_or(i64::MAX));
-        record.finished_at = Some(new.created_at.to_string());
-        record.duration_ms = Some(0);
-    }
-    insert_action::<DB>(conn, &record).await?;
-    Ok(match denial {
-        Some(_) => Admission::Denied(record),
-        None => Admission::Admitted(record),
     })
 }
 

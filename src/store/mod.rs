@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::RequestContext;
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::audit::{Actor, AuditEvent};
@@ -199,15 +198,8 @@ pub trait Store: Send + Sync + 'static {
         detail: &str,
         now: Timestamp,
     ) -> Result<()>;
-    /// Issues a webhook secret (sealed); the previous one stays valid until `grace_until`.
-    async fn add_webhook_secret(
-        &self,
-        customer: &CustomerSlug,
-        id: &str,
-        sealed: &str,
-        grace_until: Timestamp,
-        actor: &Actor,
-    ) -> Result<bool>;
+    /// Issues a webhook secret (sealed); see `onboarding_sql::add_webhook_secret`.
+    async fn add_webhook_secret(&self, new: &onboarding_sql::NewWebhookSecret) -> Result<bool>;
     /// The customer's webhook secrets valid at `now`, newest first.
     async fn webhook_secrets(
         &self,
@@ -247,16 +239,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Accepts TOTP `step` for the analyst at most once (see `analysts_sql::consume_step`).
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool>;
-    /// Counts a wrong code (audited), locking at `max_failures`; returns the count and the lock
-    /// end when this failure locked the analyst.
+    /// Counts a wrong code (audited in the system chain and the target customer's), locking at
+    /// `max_failures` (see `analysts_sql::otp_failed`).
     async fn record_otp_failure(
         &self,
-        id: uuid::Uuid,
-        max_failures: u32,
-        lock_until: Timestamp,
-        actor: &Actor,
-        request: Option<&RequestContext>,
-    ) -> Result<(i64, Option<Timestamp>)>;
+        failure: &analysts_sql::OtpFailureRecord,
+    ) -> Result<analysts_sql::OtpFailureCount>;
 }
 
 /// A console session: whose it is, its CSRF token, and when it ends.

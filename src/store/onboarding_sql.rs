@@ -38,17 +38,34 @@ pub const RECORD_CONNECTION: &str = "UPDATE customers SET connection_ready = $2,
 pub const VALID_WEBHOOK_SECRETS: &str = "SELECT id, customer, secret, created_at, expires_at FROM webhook_secrets \
      WHERE customer = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC";
 
-/// Stores a new webhook secret; the current one (if any) stays valid until `grace_until`.
+/// A webhook secret to store (sealed).
+#[derive(Clone)]
+pub struct NewWebhookSecret {
+    pub customer: CustomerSlug,
+    pub id: String,
+    pub sealed: String,
+    pub now: Timestamp,
+    /// Until when the secret it replaces stays valid (`now` to revoke it at once).
+    pub previous_until: Timestamp,
+    pub actor: Actor,
+}
+
+impl std::fmt::Debug for NewWebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewWebhookSecret")
+            .field("customer", &self.customer)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores a new webhook secret. The current one (if any) stays valid until `previous_until`;
+/// any older one still in its grace period stops now, so at most two secrets are ever valid.
 /// Audited without the secret. Returns whether a previous secret was replaced.
-#[allow(clippy::too_many_arguments)]
 pub async fn add_webhook_secret<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
-    customer: &CustomerSlug,
-    id: &str,
-    sealed: &str,
-    grace_until: Timestamp,
-    actor: &Actor,
+    new: &NewWebhookSecret,
 ) -> Result<bool>
 where
     DB: Database,
@@ -59,29 +76,37 @@ where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let chain = ChainId::Customer(customer.clone());
+    let chain = ChainId::Customer(new.customer.clone());
     conn.lock_chain(&chain).await?;
+    let now = new.now.to_string();
+    sqlx::query::<DB>(
+        "UPDATE webhook_secrets SET expires_at = $2 WHERE customer = $1 AND expires_at IS NOT NULL AND expires_at > $2",
+    )
+    .bind(new.customer.as_str())
+    .bind(now.clone())
+    .execute(&mut *conn)
+    .await?;
     let replaced: Vec<(String,)> = sqlx::query_as::<DB, (String,)>(
         "UPDATE webhook_secrets SET expires_at = $2 WHERE customer = $1 AND expires_at IS NULL RETURNING id",
     )
-    .bind(customer.as_str())
-    .bind(grace_until.to_string())
+    .bind(new.customer.as_str())
+    .bind(new.previous_until.to_string())
     .fetch_all(&mut *conn)
     .await?;
     sqlx::query::<DB>(
         "INSERT INTO webhook_secrets (id, customer, secret, created_at) VALUES ($1, $2, $3, $4)",
     )
-    .bind(id)
-    .bind(customer.as_str())
-    .bind(sealed)
-    .bind(Timestamp::now().to_string())
+    .bind(new.id.as_str())
+    .bind(new.customer.as_str())
+    .bind(new.sealed.as_str())
+    .bind(now)
     .execute(&mut *conn)
     .await?;
     let rotated = !replaced.is_empty();
     let event = AuditEvent::WebhookSecretIssued {
-        secret_id: id.to_owned(),
-        previous_valid_until: rotated.then_some(grace_until),
+        secret_id: new.id.clone(),
+        previous_valid_until: rotated.then_some(new.previous_until),
     };
-    conn.append(sealer, &chain, actor, &event).await?;
+    conn.append(sealer, &chain, &new.actor, &event).await?;
     Ok(rotated)
 }

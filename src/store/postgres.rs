@@ -12,12 +12,12 @@ use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
-use super::onboarding_sql::{self, WebhookSecretRecord};
+use super::onboarding_sql::{self, NewWebhookSecret, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent, RequestContext};
+use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::auth::analysts::AnalystRecord;
@@ -401,26 +401,10 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn add_webhook_secret(
-        &self,
-        customer: &CustomerSlug,
-        id: &str,
-        sealed: &str,
-        grace_until: Timestamp,
-        actor: &Actor,
-    ) -> Result<bool> {
+    async fn add_webhook_secret(&self, new: &NewWebhookSecret) -> Result<bool> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
-        let rotated = onboarding_sql::add_webhook_secret::<Postgres>(
-            &mut tx,
-            &sealer,
-            customer,
-            id,
-            sealed,
-            grace_until,
-            actor,
-        )
-        .await?;
+        let rotated = onboarding_sql::add_webhook_secret::<Postgres>(&mut tx, &sealer, new).await?;
         tx.commit().await?;
         Ok(rotated)
     }
@@ -514,24 +498,11 @@ impl Store for PgStore {
 
     async fn record_otp_failure(
         &self,
-        id: uuid::Uuid,
-        max_failures: u32,
-        lock_until: Timestamp,
-        actor: &Actor,
-        request: Option<&RequestContext>,
-    ) -> Result<(i64, Option<Timestamp>)> {
+        failure: &analysts_sql::OtpFailureRecord,
+    ) -> Result<analysts_sql::OtpFailureCount> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
-        let counted = analysts_sql::otp_failed::<Postgres>(
-            &mut tx,
-            &sealer,
-            id,
-            max_failures,
-            lock_until,
-            actor,
-            request,
-        )
-        .await?;
+        let counted = analysts_sql::otp_failed::<Postgres>(&mut tx, &sealer, failure).await?;
         tx.commit().await?;
         Ok(counted)
     }

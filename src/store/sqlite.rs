@@ -15,13 +15,13 @@ use super::analysts_sql::{self, AnalystChange};
 use super::audit_sql as sql;
 use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
-use super::onboarding_sql::{self, WebhookSecretRecord};
+use super::onboarding_sql::{self, NewWebhookSecret, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
 use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{ActionFilter, SessionRecord};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent, RequestContext};
+use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::auth::analysts::AnalystRecord;
@@ -467,33 +467,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn add_webhook_secret(
-        &self,
-        customer: &CustomerSlug,
-        id: &str,
-        sealed: &str,
-        grace_until: Timestamp,
-        actor: &Actor,
-    ) -> Result<bool> {
+    async fn add_webhook_secret(&self, new: &NewWebhookSecret) -> Result<bool> {
         let sealer = self.sealer()?;
-        let (customer, id, sealed, actor) = (
-            customer.clone(),
-            id.to_owned(),
-            sealed.to_owned(),
-            actor.clone(),
-        );
+        let new = new.clone();
         self.write(move |conn| {
             Box::pin(async move {
-                onboarding_sql::add_webhook_secret::<Sqlite>(
-                    conn,
-                    &sealer,
-                    &customer,
-                    &id,
-                    &sealed,
-                    grace_until,
-                    &actor,
-                )
-                .await
+                onboarding_sql::add_webhook_secret::<Sqlite>(conn, &sealer, &new).await
             })
         })
         .await
@@ -635,27 +614,14 @@ impl Store for SqliteStore {
 
     async fn record_otp_failure(
         &self,
-        id: uuid::Uuid,
-        max_failures: u32,
-        lock_until: Timestamp,
-        actor: &Actor,
-        request: Option<&RequestContext>,
-    ) -> Result<(i64, Option<Timestamp>)> {
+        failure: &analysts_sql::OtpFailureRecord,
+    ) -> Result<analysts_sql::OtpFailureCount> {
         let sealer = self.sealer()?;
-        let (actor, request) = (actor.clone(), request.cloned());
+        let failure = failure.clone();
         self.write(move |conn| {
-            Box::pin(async move {
-                analysts_sql::otp_failed::<Sqlite>(
-                    conn,
-                    &sealer,
-                    id,
-                    max_failures,
-                    lock_until,
-                    &actor,
-                    request.as_ref(),
-                )
-                .await
-            })
+            Box::pin(
+                async move { analysts_sql::otp_failed::<Sqlite>(conn, &sealer, &failure).await },
+            )
         })
         .await
     }

@@ -224,6 +224,16 @@ impl Analyst {
         mfa::code_at(&self.totp, chrono::Utc::now().timestamp() as u64).unwrap()
     }
 
+    /// The code of the next time step: accepted now too (the window takes the step after),
+    /// and not yet used when the current step's code was.
+    pub fn next_code(&self) -> String {
+        mfa::code_at(
+            &self.totp,
+            chrono::Utc::now().timestamp() as u64 + mfa::STEP_SECS,
+        )
+        .unwrap()
+    }
+
     /// A code that is not the current one.
     pub fn wrong_code(&self) -> String {
         let right: u32 = self.code().parse().unwrap();
