@@ -34,6 +34,8 @@ pub struct Services {
     pub remediator: Option<Arc<Remediator>>,
     pub onboarding: Arc<Onboarding>,
     pub intake: Arc<Intake>,
+    /// Seals secrets at rest and state that leaves the server (the sign-in cookie).
+    pub cipher: Arc<SecretCipher>,
 }
 
 impl Services {
@@ -101,7 +103,7 @@ impl Services {
         ));
         let onboarding = Arc::new(Onboarding::new(
             store.clone(),
-            cipher,
+            cipher.clone(),
             graph,
             OnboardingSettings {
                 authority_url: settings.entra.authority_url.clone(),
@@ -120,6 +122,7 @@ impl Services {
             remediator,
             onboarding,
             intake,
+            cipher,
         })
     }
 }
@@ -195,6 +198,7 @@ impl Application {
             remediator: services.remediator,
             onboarding: services.onboarding,
             intake: services.intake,
+            cipher: services.cipher,
             metrics: crate::telemetry::metrics(),
         };
         Ok(Application { listener, state })

@@ -48,6 +48,13 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub body_limit_bytes: usize,
     pub shutdown_grace: Duration,
+    /// A connection whose request headers do not arrive within this is closed; so is a
+    /// keep-alive connection idle this long.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the real client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +118,8 @@ pub struct GraphLimits {
 #[derive(Debug, Clone)]
 pub struct OnboardingConfig {
     pub consent_link_ttl: Duration,
+    /// Consent callbacks one client may make per minute.
+    pub callbacks_per_minute: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +143,9 @@ pub struct RemediationConfig {
 pub struct MfaSettings {
     /// 32 bytes when configured; otherwise generated into the data folder on first start.
     pub encryption_key: Option<SecretBytes>,
+    /// Keys secrets were sealed with before a rotation: they still open them; only the current
+    /// key seals (`killswitch secrets reseal` moves everything to it).
+    pub previous_encryption_keys: Vec<SecretBytes>,
     pub max_failures: u32,
     pub lockout: Duration,
 }
@@ -166,6 +178,10 @@ pub struct OidcSettings {
     pub client_secret: Option<SecretString>,
     /// Another `aud` value accepted in bearer JWTs, besides the client id.
     pub audience: Option<String>,
+    /// The claim that names the analyst. `email` (the default) counts only with
+    /// `email_verified: true`; another claim (such as Entra's `preferred_username`) is trusted
+    /// as the provider sends it.
+    pub identity_claim: String,
     /// How long a console session lasts after single sign-on.
     pub session_ttl: Duration,
 }
@@ -230,6 +246,14 @@ impl Settings {
                 r.number("server.shutdown_grace_secs", 0, 3600)
                     .unwrap_or(20),
             ),
+            header_read_timeout: Duration::from_secs(
+                r.number("server.header_read_timeout_secs", 1, 600)
+                    .unwrap_or(10),
+            ),
+            max_connections: r
+                .number("server.max_connections", 1, 1_000_000)
+                .unwrap_or(1024) as usize,
+            trusted_proxies: r.networks("server.trusted_proxies"),
         };
 
         let log = LogSettings {
@@ -332,6 +356,9 @@ impl Settings {
                 r.number("onboarding.consent_link_secs", 1, 90 * 86_400)
                     .unwrap_or(7 * 86_400),
             ),
+            callbacks_per_minute: r
+                .number("onboarding.callbacks_per_minute", 1, 10_000)
+                .unwrap_or(10) as u32,
         };
         let falcon = FalconSettings {
             signature_header: {
@@ -358,21 +385,14 @@ impl Settings {
         };
 
         let mfa = MfaSettings {
-            encryption_key: r.secret("mfa.encryption_key").and_then(|key| {
-                match BASE64.decode(key.expose_secret().trim()) {
-                    Ok(bytes) if bytes.len() == 32 => Some(SecretBytes(std::sync::Arc::new(
-                        secrecy::SecretSlice::from(bytes),
-                    ))),
-                    // Never echo the value: it is a secret even when malformed.
-                    _ => {
-                        r.problem(
-                            "mfa.encryption_key",
-                            "must be the base64 encoding of exactly 32 bytes".to_owned(),
-                        );
-                        None
-                    }
-                }
-            }),
+            encryption_key: r
+                .secret("mfa.encryption_key")
+                .and_then(|key| r.key_bytes("mfa.encryption_key", key.expose_secret())),
+            previous_encryption_keys: r
+                .secret_list("mfa.previous_encryption_keys")
+                .iter()
+                .filter_map(|key| r.key_bytes("mfa.previous_encryption_keys", key.expose_secret()))
+                .collect(),
             max_failures: r.number("mfa.max_failures", 1, 100).unwrap_or(5) as u32,
             lockout: Duration::from_secs(r.number("mfa.lockout_secs", 1, 86_400).unwrap_or(900)),
         };
@@ -391,6 +411,9 @@ impl Settings {
             client_id: r.string("oidc.client_id"),
             client_secret: r.secret("oidc.client_secret"),
             audience: r.string("oidc.audience"),
+            identity_claim: r
+                .string("oidc.identity_claim")
+                .unwrap_or_else(|| "email".to_owned()),
             session_ttl: Duration::from_secs(
                 r.number("oidc.session_hours", 1, 168).unwrap_or(12) * 3600,
             ),
@@ -600,6 +623,93 @@ impl Reader<'_> {
                 }
             },
             (None, None) => None,
+        }
+    }
+
+    /// A list: a TOML array, or (from the environment) one string of comma-separated items.
+    fn list(&mut self, key: &str) -> Vec<String> {
+        let Some(value) = self.value(key) else {
+            return Vec::new();
+        };
+        let items: Option<Vec<String>> = match &value {
+            Value::String(_, s) => Some(s.split(',').map(str::to_owned).collect()),
+            Value::Array(_, values) => values
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => None,
+        };
+        match items {
+            Some(items) => items
+                .into_iter()
+                .map(|i| i.trim().to_owned())
+                .filter(|i| !i.is_empty())
+                .collect(),
+            None => {
+                let found = value.to_actual().to_string();
+                self.problem(key, format!("expected a list of text, found {found}"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Networks in CIDR notation (a bare address is a network of one).
+    fn networks(&mut self, key: &str) -> Vec<ipnet::IpNet> {
+        let mut networks = Vec::new();
+        for item in self.list(key) {
+            let parsed = item
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(network) => networks.push(network.trunc()),
+                Err(_) => self.problem(
+                    key,
+                    format!("`{item}` is not an address or a network such as 10.0.0.0/8"),
+                ),
+            }
+        }
+        networks
+    }
+
+    /// A list of secrets given directly or, with `<key>_file`, one per line of a file.
+    fn secret_list(&mut self, key: &str) -> Vec<SecretString> {
+        let file_key = format!("{key}_file");
+        let direct = self.list(key);
+        match (direct.is_empty(), self.string(&file_key)) {
+            (false, Some(_)) => {
+                self.problem(key, format!("set either `{key}` or `{file_key}`, not both"));
+                Vec::new()
+            }
+            (_, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(|line| SecretString::from(line.to_owned()))
+                    .collect(),
+                Err(e) => {
+                    self.problem(&file_key, format!("cannot read {path}: {e}"));
+                    Vec::new()
+                }
+            },
+            (_, None) => direct.into_iter().map(SecretString::from).collect(),
+        }
+    }
+
+    /// An AES key given as base64 of 32 bytes; a malformed one is reported without its value.
+    fn key_bytes(&mut self, key: &str, text: &str) -> Option<SecretBytes> {
+        match BASE64.decode(text.trim()) {
+            Ok(bytes) if bytes.len() == 32 => Some(SecretBytes(std::sync::Arc::new(
+                secrecy::SecretSlice::from(bytes),
+            ))),
+            // Never echo the value: it is a secret even when malformed.
+            _ => {
+                self.problem(
+                    key,
+                    "must be the base64 encoding of exactly 32 bytes".to_owned(),
+                );
+                None
+            }
         }
     }
 

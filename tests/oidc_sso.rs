@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestApp;
@@ -113,6 +115,11 @@ struct Rig {
 
 /// killswitch with single sign-on against a fresh provider; `night.shift@…` is enrolled.
 async fn rig() -> Rig {
+    rig_with(&[]).await
+}
+
+/// [`rig`] with more settings.
+async fn rig_with(overrides: &[(&str, &str)]) -> Rig {
     // The provider must know killswitch's callback before killswitch starts, so pick the port
     // first (bind, note, release).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -122,14 +129,15 @@ async fn rig() -> Rig {
     let base = format!("http://127.0.0.1:{port}");
     let provider = Provider::start(&format!("{base}/auth/callback"));
     let listen = format!("127.0.0.1:{port}");
-    let app = TestApp::spawn_with(&[
+    let mut settings = vec![
         ("server.listen", listen.as_str()),
         ("server.public_url", base.as_str()),
         ("oidc.issuer_url", provider.issuer.as_str()),
         ("oidc.client_id", CLIENT_ID),
         ("oidc.client_secret", CLIENT_SECRET),
-    ])
-    .await;
+    ];
+    settings.extend_from_slice(overrides);
+    let app = TestApp::spawn_with(&settings).await;
     assert_eq!(app.base, base);
     app.auth
         .enroll(
@@ -258,7 +266,7 @@ async fn id_token_from_provider(rig: &Rig, login: &str) -> String {
         [
             ("client_id", CLIENT_ID),
             ("response_type", "code"),
-            ("scope", "openid email"),
+            ("scope", "openid email profile"),
             ("redirect_uri", redirect_uri.as_str()),
             ("state", "test-state"),
             ("nonce", "test-nonce"),
@@ -516,21 +524,24 @@ async fn a_provider_error_and_a_replayed_or_foreign_callback_are_explained_not_o
     let first = stopping.get(rig.app.url("/login")).send().await.unwrap();
     let back = through_provider(&stopping, first, "night.shift").await;
     let callback = back.headers()["location"].to_str().unwrap().to_owned();
-    let used = stopping.get(&callback).send().await.unwrap();
-    assert_eq!((used.status(), used.url().path()), (StatusCode::OK, "/"));
-    assert!(cookie_value(&jar, &rig.app.base, "ks_session").is_some());
-    // The binding cookie is cleared on use; send it again by hand to reach the state check.
+    // The sign-in travels sealed in the binding cookie: not the state itself, not readable.
+    let binding = cookie_value(&jar, &callback, "ks_login").expect("a binding cookie");
     let state = Url::parse(&callback)
         .unwrap()
         .query_pairs()
         .find(|(k, _)| k == "state")
         .map(|(_, v)| v.into_owned())
         .unwrap();
+    assert!(!binding.contains(&state), "{binding}");
+    let used = stopping.get(&callback).send().await.unwrap();
+    assert_eq!((used.status(), used.url().path()), (StatusCode::OK, "/"));
+    assert!(cookie_value(&jar, &rig.app.base, "ks_session").is_some());
+    // The binding cookie is cleared on use; send it again by hand to reach the replay check.
     let replayed = rig
         .app
         .client
         .get(&callback)
-        .header("cookie", format!("ks_login={state}"))
+        .header("cookie", format!("ks_login={binding}"))
         .send()
         .await
         .unwrap();
@@ -561,4 +572,127 @@ async fn the_console_page_offers_sign_in() {
     );
     let page = response.text().await.unwrap();
     assert!(page.contains(r#"<a href="/login">Sign in</a>"#), "{page}");
+}
+
+/// Enrolls `email` as an analyst, so only the identity rules can refuse them.
+async fn enroll(rig: &Rig, email: &str) {
+    rig.app
+        .auth
+        .enroll(email, None, Role::Analyst, Scope::All, &Actor::operator())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn only_a_verified_email_names_an_analyst_never_a_missing_flag_or_the_subject() {
+    let rig = rig().await;
+    for email in [
+        "no.flag@provider.example",
+        "sub.only@provider.example",
+        "unverified@provider.example",
+    ] {
+        enroll(&rig, email).await;
+    }
+    for (login, why) in [
+        ("no-flag", "no `email_verified` claim"),
+        ("unverified", "not verified"),
+        ("sub-only", "no `email` claim"),
+    ] {
+        let (client, jar) = browser();
+        let landed = sign_in(&rig, &client, login).await;
+        assert_eq!(landed.status(), StatusCode::FORBIDDEN, "{login}");
+        assert_eq!(
+            cookie_value(&jar, &rig.app.base, "ks_session"),
+            None,
+            "{login}"
+        );
+        let events = system_events(&rig).await;
+        assert!(
+            events.iter().any(|e| matches!(e,
+                AuditEvent::AuthenticationFailed { reason, .. } if reason.contains(why))),
+            "{login}: {events:?}"
+        );
+        // The provider's own ID token for them is refused on the API too.
+        let token = id_token_from_provider(&rig, login).await;
+        assert_eq!(
+            actions_with_bearer(&rig, &token).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "{login}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_provider_without_email_verified_is_used_through_another_trusted_claim() {
+    let rig = rig_with(&[("oidc.identity_claim", "preferred_username")]).await;
+    enroll(&rig, "entra.style@provider.example").await;
+    let (client, jar) = browser();
+    let landed = sign_in(&rig, &client, "entra-style").await;
+    assert_eq!(landed.status(), StatusCode::OK);
+    assert!(cookie_value(&jar, &rig.app.base, "ks_session").is_some());
+    let token = id_token_from_provider(&rig, "entra-style").await;
+    assert_eq!(
+        actions_with_bearer(&rig, &token).await.status(),
+        StatusCode::OK
+    );
+    // With that setting an e-mail is no identity at all.
+    let night_shift = id_token_from_provider(&rig, "night.shift").await;
+    assert_eq!(
+        actions_with_bearer(&rig, &night_shift).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_token_for_several_audiences_counts_only_when_issued_to_killswitch() {
+    let rig = rig().await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |azp: Option<&str>| {
+        let mut claims = json!({
+            "iss": rig.provider.issuer, "aud": ["another-app", CLIENT_ID], "sub": "a7c1e0d2-0001",
+            "email": NIGHT_SHIFT, "email_verified": true, "iat": now, "exp": now + 300,
+        });
+        if let Some(azp) = azp {
+            claims["azp"] = json!(azp);
+        }
+        claims
+    };
+    for (azp, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("another-app"), StatusCode::UNAUTHORIZED),
+        (Some(CLIENT_ID), StatusCode::OK),
+    ] {
+        let token = signed_by_provider_key(&claims(azp));
+        assert_eq!(
+            actions_with_bearer(&rig, &token).await.status(),
+            expected,
+            "azp {azp:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ten_thousand_abandoned_sign_ins_do_not_keep_anyone_out() {
+    let rig = rig().await;
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut started = futures::stream::iter(0..10_000)
+        .map(|_| no_redirects.get(rig.app.url("/login")).send())
+        .buffer_unordered(32);
+    let mut redirected = 0;
+    while let Some(response) = started.next().await {
+        if response.unwrap().status() == StatusCode::SEE_OTHER {
+            redirected += 1;
+        }
+    }
+    assert_eq!(redirected, 10_000, "every anonymous sign-in was started");
+    let (client, jar) = browser();
+    let landed = sign_in(&rig, &client, "night.shift").await;
+    assert_eq!(
+        (landed.status(), landed.url().path()),
+        (StatusCode::OK, "/")
+    );
+    assert!(cookie_value(&jar, &rig.app.base, "ks_session").is_some());
 }

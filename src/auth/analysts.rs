@@ -101,6 +101,10 @@ impl AnalystRecord {
         })
     }
 
+    pub fn is_active(&self) -> bool {
+        self.status == AnalystStatus::Active.as_str()
+    }
+
     pub fn locked_until(&self) -> Option<Timestamp> {
         self.locked_until.as_deref().and_then(|t| t.parse().ok())
     }

@@ -62,7 +62,8 @@ impl Authenticator {
         }
     }
 
-    /// The active analyst an API token belongs to.
+    /// The analyst an API token belongs to, active or not (a disabled analyst's token is
+    /// refused, but the refusal can be attributed).
     pub async fn by_token(&self, token: &str) -> Result<Option<AnalystRecord>> {
         if !tokens::looks_like_api_token(token) {
             return Ok(None);
@@ -71,21 +72,15 @@ impl Authenticator {
         let found = self.store.analyst_by_token(&hash).await?;
         // The lookup matched on the hash already; the constant-time comparison keeps the check
         // itself free of timing differences whatever the database does.
-        Ok(found.filter(|r| {
-            bool::from(r.token_hash.as_bytes().ct_eq(hash.as_bytes())) && r.status == "active"
-        }))
+        Ok(found.filter(|r| bool::from(r.token_hash.as_bytes().ct_eq(hash.as_bytes()))))
     }
 
-    /// The active analyst with this (verified) e-mail, for single sign-on.
+    /// The analyst with this (verified) e-mail, active or not, for single sign-on.
     pub async fn by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
         let Ok(email) = normalize_email(email) else {
             return Ok(None);
         };
-        Ok(self
-            .store
-            .analyst_by_email(&email)
-            .await?
-            .filter(|r| r.status == "active"))
+        self.store.analyst_by_email(&email).await
     }
 
     /// Checks `code` for the analyst and consumes its time step. `Ok(Err(_))` is a refusal to

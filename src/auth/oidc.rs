@@ -10,6 +10,15 @@
 //!
 //! The provider may be unreachable when killswitch starts: discovery is then retried on first
 //! use (at most every few seconds), and the service runs meanwhile.
+//!
+//! Who a token names is one claim, `oidc.identity_claim`: `email` (the default) only when the
+//! provider marks it `email_verified: true`, or another claim the provider vouches for as it
+//! sends it (Entra: `preferred_username`). The subject is never taken for an e-mail address. A
+//! token meant for several audiences must name killswitch as its authorized party (`azp`).
+//!
+//! A sign-in in progress (state, nonce, PKCE verifier) is not kept here: the caller seals it
+//! into the browser's `ks_login` cookie, so anonymous `/login` requests cannot fill memory.
+//! Only sign-ins that completed are remembered, to refuse a replayed callback.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,8 +52,6 @@ pub const LEEWAY_SECS: u64 = 60;
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
 /// The key set is fetched again for an unknown `kid` at most this often.
 const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
-/// Sign-ins in progress kept in memory; beyond this, new ones are refused until some finish.
-const MAX_PENDING: usize = 10_000;
 /// Largest discovery document, key set or token response read from the provider.
 const MAX_BODY: usize = 1024 * 1024;
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,40 +65,34 @@ pub enum OidcError {
     /// The `state` is unknown, expired or was already used.
     #[error("this sign-in has expired or was already used; start again")]
     UnknownState,
-    /// Too many sign-ins are in progress.
-    #[error("too many sign-ins are in progress; try again in a few minutes")]
-    Busy,
     /// The provider refused the code, or its ID token failed a check.
     #[error("{0}")]
     Refused(String),
 }
 
-/// Who the provider vouched for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedIdentity {
-    pub subject: String,
-    /// Present when the provider sent an e-mail that is not marked unverified.
-    pub email: Option<String>,
-}
-
-impl VerifiedIdentity {
-    /// The e-mail when there is one, else the subject: what analysts are looked up by.
-    pub fn identity(&self) -> &str {
-        self.email.as_deref().unwrap_or(&self.subject)
-    }
-}
-
-/// Where to send the browser to sign in, and the `state` it will bring back.
+/// Where to send the browser to sign in, and what the callback needs to finish: the caller
+/// keeps `pending` (sealed in a cookie) until then.
 pub struct LoginRedirect {
     pub url: Url,
-    pub state: String,
+    pub pending: PendingLogin,
 }
 
-/// A sign-in in progress, kept server-side under its `state` until the callback (single use).
-struct PendingLogin {
-    nonce: Nonce,
-    verifier: PkceCodeVerifier,
-    created: Instant,
+/// A sign-in in progress: its state, nonce and PKCE verifier, and when it started (Unix
+/// seconds). Secret until the callback: seal it before it leaves the server.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct PendingLogin {
+    pub state: String,
+    nonce: String,
+    verifier: String,
+    pub started: i64,
+}
+
+impl PendingLogin {
+    /// Whether the sign-in is older than [`LOGIN_TTL`] (or from the future).
+    pub fn expired(&self, now: i64) -> bool {
+        let age = now - self.started;
+        !(0..=LOGIN_TTL.as_secs() as i64).contains(&age)
+    }
 }
 
 type Client = CoreClient<
@@ -144,8 +145,11 @@ pub struct OidcProvider {
     discovered: RwLock<Option<Arc<Discovered>>>,
     /// When discovery last failed; held while discovering so only one request tries.
     discovery_failed: tokio::sync::Mutex<Option<Instant>>,
-    pending: Mutex<HashMap<String, PendingLogin>>,
+    /// States of sign-ins that completed, until they expire: a replayed callback is refused
+    /// before the code is tried. Bounded by the sign-ins that reached the provider and back.
+    completed: Mutex<HashMap<String, Instant>>,
     jwks_min_refresh: Duration,
+    identity_claim: String,
 }
 
 /// `{public_url}/auth/callback`, keeping any path prefix of the public URL.
@@ -231,8 +235,9 @@ impl OidcProvider {
             http: Http(http),
             discovered: RwLock::new(None),
             discovery_failed: tokio::sync::Mutex::new(None),
-            pending: Mutex::new(HashMap::new()),
+            completed: Mutex::new(HashMap::new()),
             jwks_min_refresh: JWKS_MIN_REFRESH,
+            identity_claim: settings.identity_claim.clone(),
         })
     }
 
@@ -246,58 +251,42 @@ impl OidcProvider {
         &self.redirect_url
     }
 
-    /// Starts a sign-in: the provider's authorization URL (code flow, PKCE S256, nonce). The
-    /// state, nonce and PKCE verifier stay here, for ten minutes and one callback.
+    /// Starts a sign-in: the provider's authorization URL (code flow, PKCE S256, nonce), and
+    /// the sign-in to keep until the callback.
     pub async fn login(&self) -> Result<LoginRedirect, OidcError> {
         let found = self.discovered().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let (url, state, nonce) = found
+        let mut request = found
             .client
             .authorize_url(
                 CoreAuthenticationFlow::AuthorizationCode,
                 CsrfToken::new_random,
                 Nonce::new_random,
             )
-            .add_scope(Scope::new("email".to_owned()))
-            .set_pkce_challenge(challenge)
-            .url();
-        let state = state.secret().clone();
-        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.retain(|_, login| login.created.elapsed() < LOGIN_TTL);
-        if pending.len() >= MAX_PENDING {
-            return Err(OidcError::Busy);
+            .add_scope(Scope::new("email".to_owned()));
+        if self.identity_claim != "email" {
+            request = request.add_scope(Scope::new("profile".to_owned()));
         }
-        pending.insert(
-            state.clone(),
-            PendingLogin {
-                nonce,
-                verifier,
-                created: Instant::now(),
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        Ok(LoginRedirect {
+            url,
+            pending: PendingLogin {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                verifier: verifier.secret().clone(),
+                started: chrono::Utc::now().timestamp(),
             },
-        );
-        Ok(LoginRedirect { url, state })
+        })
     }
 
-    /// Forgets a sign-in in progress (the provider answered with an error, or the callback
-    /// came from another browser).
-    pub fn abandon(&self, state: &str) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(state);
-    }
-
-    /// Completes a sign-in: exchanges the code (with the PKCE verifier and the client secret)
-    /// and verifies the ID token: signature by a published key, issuer, audience, expiry and
-    /// the nonce of this sign-in.
-    pub async fn finish(&self, code: &str, state: &str) -> Result<VerifiedIdentity, OidcError> {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(state)
-            .filter(|login| login.created.elapsed() < LOGIN_TTL)
-            .ok_or(OidcError::UnknownState)?;
+    /// Completes a sign-in the caller kept: exchanges the code (with the PKCE verifier and the
+    /// client secret) and verifies the ID token: signature by a published key, issuer,
+    /// audience and authorized party, expiry, the nonce of this sign-in, and the identity claim.
+    /// The caller has checked that `pending` is this browser's and not expired.
+    pub async fn finish(&self, code: &str, pending: PendingLogin) -> Result<String, OidcError> {
+        if self.completed_before(&pending.state) {
+            return Err(OidcError::UnknownState);
+        }
         let found = self.discovered().await?;
         let response = found
             .client
@@ -305,7 +294,7 @@ impl OidcProvider {
             .map_err(|_| {
                 OidcError::Unavailable("the provider advertises no token endpoint".to_owned())
             })?
-            .set_pkce_verifier(pending.verifier)
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
             .request_async(&self.http)
             .await
             .map_err(|e| match e {
@@ -319,15 +308,17 @@ impl OidcProvider {
                 }
                 RequestTokenError::Other(e) => OidcError::Unavailable(e),
             })?;
+        self.remember_completed(pending.state);
         let id_token = response.id_token().ok_or_else(|| {
             OidcError::Refused("the provider's token response has no ID token".to_owned())
         })?;
+        let nonce = Nonce::new(pending.nonce);
         let mut keys = found.keys();
         let mut refetched = false;
-        let claims = loop {
+        loop {
             let verifier = self.id_token_verifier(&found, &keys);
-            match id_token.claims(&verifier, &pending.nonce) {
-                Ok(claims) => break claims.clone(),
+            match id_token.claims(&verifier, &nonce) {
+                Ok(_) => break,
                 Err(ClaimsVerificationError::SignatureVerification(
                     SignatureVerificationError::NoMatchingKey,
                 )) if !refetched => {
@@ -341,19 +332,33 @@ impl OidcProvider {
                     return Err(OidcError::Refused(format!("the ID token was refused: {e}")));
                 }
             }
-        };
-        identity(
-            claims.email().map(|e| e.as_str()),
-            claims.email_verified(),
-            Some(claims.subject().as_str()),
-        )
-        .map_err(OidcError::Refused)
+        }
+        // Verified above; read again as plain JSON for the claims the checks below name.
+        let claims = payload_claims(&id_token.to_string()).map_err(OidcError::Refused)?;
+        authorized_party(&claims, &self.client_id).map_err(OidcError::Refused)?;
+        identity(&claims, &self.identity_claim).map_err(OidcError::Refused)
     }
 
-    /// The e-mail (or else the subject) of a bearer JWT this provider issued for killswitch:
-    /// signed by a key it publishes (the key set is fetched again, rate-limited, for an unknown
-    /// `kid`), `iss` the provider, `aud` the client id or `oidc.audience`, and within `exp` and
-    /// `nbf` give or take a minute.
+    fn completed_before(&self, state: &str) -> bool {
+        self.completed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(state)
+    }
+
+    fn remember_completed(&self, state: String) {
+        let mut completed = self
+            .completed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        completed.retain(|_, at| at.elapsed() < LOGIN_TTL);
+        completed.insert(state, Instant::now());
+    }
+
+    /// The identity (see the module documentation) of a bearer JWT this provider issued for
+    /// killswitch: signed by a key it publishes (the key set is fetched again, rate-limited, for
+    /// an unknown `kid`), `iss` the provider, `aud` the client id or `oidc.audience` (and with
+    /// several audiences, `azp` the client id), and within `exp` and `nbf` give or take a minute.
     pub async fn verify_bearer(&self, token: &str) -> Result<String, String> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| format!("not a signed JWT: {e}"))?;
@@ -386,15 +391,10 @@ impl OidcProvider {
             header.kid.as_deref().unwrap_or("absent")
         );
         for key in candidates(&keys, &header) {
-            match jsonwebtoken::decode::<BearerClaims>(token, key, &validation) {
+            match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 Ok(data) => {
-                    let claims = data.claims;
-                    return identity(
-                        claims.email.as_deref(),
-                        claims.email_verified.as_ref().and_then(truthy),
-                        Some(&claims.sub),
-                    )
-                    .map(|who| who.identity().to_owned());
+                    authorized_party(&data.claims, &self.client_id)?;
+                    return identity(&data.claims, &self.identity_claim);
                 }
                 // Without a `kid`, several keys may fit; try the next.
                 Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature => {
@@ -533,15 +533,20 @@ impl OidcProvider {
     }
 }
 
-/// The claims of a bearer JWT that matter here.
-#[derive(serde::Deserialize)]
-struct BearerClaims {
-    sub: String,
-    #[serde(default)]
-    email: Option<String>,
-    /// A boolean, or (some providers) the string "true"/"false".
-    #[serde(default)]
-    email_verified: Option<serde_json::Value>,
+/// A verified token's claims, as JSON.
+type Claims = serde_json::Map<String, serde_json::Value>;
+
+/// The claims of a JWT whose signature has been verified already.
+fn payload_claims(jwt: &str) -> Result<Claims, String> {
+    use base64::Engine;
+    let payload = jwt
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| "the ID token is not a JWT".to_owned())?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| "the ID token's claims cannot be read".to_owned())?;
+    serde_json::from_slice(&bytes).map_err(|_| "the ID token's claims cannot be read".to_owned())
 }
 
 fn truthy(value: &serde_json::Value) -> Option<bool> {
@@ -553,27 +558,47 @@ fn truthy(value: &serde_json::Value) -> Option<bool> {
     }
 }
 
-/// The identity a token vouches for: its e-mail, refused when marked unverified; without an
-/// e-mail, its subject.
-fn identity(
-    email: Option<&str>,
-    email_verified: Option<bool>,
-    subject: Option<&str>,
-) -> Result<VerifiedIdentity, String> {
-    let subject = subject
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| "the token has no subject".to_owned())?
-        .to_owned();
-    let email = email.map(str::trim).filter(|e| !e.is_empty());
-    match (email, email_verified) {
-        (Some(email), Some(false)) => Err(format!(
-            "the provider has not verified the e-mail address {email}"
-        )),
-        (email, _) => Ok(VerifiedIdentity {
-            subject,
-            email: email.map(str::to_owned),
-        }),
+/// A token meant for several audiences must have been issued to killswitch (`azp`), or any of
+/// those audiences could replay it here (OpenID Connect Core 3.1.3.7, steps 4 and 5).
+fn authorized_party(claims: &Claims, client_id: &str) -> Result<(), String> {
+    let several = matches!(claims.get("aud"), Some(serde_json::Value::Array(a)) if a.len() > 1);
+    if !several {
+        return Ok(());
     }
+    match claims.get("azp").and_then(serde_json::Value::as_str) {
+        Some(azp) if azp == client_id => Ok(()),
+        Some(_) => Err(
+            "the token is meant for several audiences and was issued to another party (azp)"
+                .to_owned(),
+        ),
+        None => Err(
+            "the token is meant for several audiences and names no authorized party (azp)"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Who a verified token names: the `identity_claim`; `email` only when `email_verified` is
+/// true. Never the subject in its place. Refusal reasons do not repeat the claim's value.
+fn identity(claims: &Claims, identity_claim: &str) -> Result<String, String> {
+    let value = claims
+        .get(identity_claim)
+        .and_then(serde_json::Value::as_str)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("the token has no `{identity_claim}` claim"))?;
+    if identity_claim == "email" {
+        match claims.get("email_verified").and_then(truthy) {
+            Some(true) => {}
+            Some(false) => {
+                return Err("the provider has not verified the e-mail address".to_owned());
+            }
+            None => {
+                return Err("the e-mail address is not verified: the token has no `email_verified` claim (for a provider that never sends it, such as Entra, set oidc.identity_claim to preferred_username)".to_owned());
+            }
+        }
+    }
+    Ok(value.to_owned())
 }
 
 fn asymmetric(alg: Algorithm) -> bool {
@@ -820,6 +845,7 @@ mod tests {
             client_id: Some(CLIENT.to_owned()),
             client_secret: Some(SecretString::from("s3cret")),
             audience: audience.map(str::to_owned),
+            identity_claim: "email".to_owned(),
             session_ttl: Duration::from_secs(3600),
         }
     }
@@ -842,7 +868,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_token_signed_by_a_published_key_yields_its_email() {
+    async fn a_token_signed_by_a_published_key_yields_its_verified_email_and_never_the_subject() {
         let stub = stub(json!({"keys": [jwk(PEM, "k1")]})).await;
         let oidc = provider(&stub.issuer, None).await;
         let token = sign(&claims_for(&stub), "k1", PEM);
@@ -850,11 +876,48 @@ mod tests {
             oidc.verify_bearer(&token).await,
             Ok("night.shift@provider.example".to_owned())
         );
-        // Without an e-mail, the subject.
+        // Without an e-mail, nothing: an e-mail-shaped subject is not taken for one.
         let mut claims = claims_for(&stub);
         claims.as_object_mut().map(|c| c.remove("email"));
-        let token = sign(&claims, "k1", PEM);
-        assert_eq!(oidc.verify_bearer(&token).await, Ok("subject-1".to_owned()));
+        claims["sub"] = json!("night.shift@provider.example");
+        let refused = oidc.verify_bearer(&sign(&claims, "k1", PEM)).await;
+        assert!(refused.is_err_and(|r| r.contains("`email`")));
+        // Without `email_verified`, the e-mail is not taken either.
+        let mut claims = claims_for(&stub);
+        claims.as_object_mut().map(|c| c.remove("email_verified"));
+        let refused = oidc.verify_bearer(&sign(&claims, "k1", PEM)).await;
+        assert!(refused.is_err_and(|r| r.contains("not verified")));
+    }
+
+    #[tokio::test]
+    async fn another_identity_claim_is_trusted_as_the_provider_sends_it() {
+        let stub = stub(json!({"keys": [jwk(PEM, "k1")]})).await;
+        let mut settings = settings(&stub.issuer, None);
+        settings.identity_claim = "preferred_username".to_owned();
+        let public = Url::parse("https://killswitch.example").unwrap_or_else(|e| panic!("{e}"));
+        let oidc = OidcProvider::discover(&settings, &public, Duration::from_secs(3600))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut claims = claims_for(&stub);
+        let object = claims
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("an object"));
+        object.remove("email");
+        object.remove("email_verified");
+        object.insert(
+            "preferred_username".into(),
+            json!("night.shift@provider.example"),
+        );
+        assert_eq!(
+            oidc.verify_bearer(&sign(&claims, "k1", PEM)).await,
+            Ok("night.shift@provider.example".to_owned())
+        );
+        object_without(&mut claims, "preferred_username");
+        assert!(oidc.verify_bearer(&sign(&claims, "k1", PEM)).await.is_err());
+    }
+
+    fn object_without(claims: &mut Value, name: &str) {
+        claims.as_object_mut().map(|c| c.remove(name));
     }
 
     #[tokio::test]
@@ -889,11 +952,20 @@ mod tests {
             refused(oidc.verify_bearer(&with("aud", json!("other-app"))).await)
                 .contains("audience")
         );
-        assert!(
+        // Several audiences: only when killswitch is the authorized party.
+        let refused_azp = |r: Result<String, String>| r.is_err_and(|e| e.contains("azp"));
+        assert!(refused_azp(
             oidc.verify_bearer(&with("aud", json!(["other-app", CLIENT])))
                 .await
-                .is_ok()
-        );
+        ));
+        let mut several = claims_for(&stub);
+        several["aud"] = json!(["other-app", CLIENT]);
+        several["azp"] = json!("other-app");
+        assert!(refused_azp(
+            oidc.verify_bearer(&sign(&several, "k1", PEM)).await
+        ));
+        several["azp"] = json!(CLIENT);
+        assert!(oidc.verify_bearer(&sign(&several, "k1", PEM)).await.is_ok());
         assert!(
             oidc.verify_bearer(&with("aud", json!("api://killswitch")))
                 .await
@@ -1011,7 +1083,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_sign_in_is_single_use_and_carries_pkce_and_a_nonce() {
+    async fn a_sign_in_carries_pkce_and_a_nonce_and_keeps_nothing_here() {
         let stub = stub(json!({"keys": [jwk(PEM, "k1")]})).await;
         let oidc = provider(&stub.issuer, None).await;
         let login = oidc.login().await.unwrap_or_else(|e| panic!("{e}"));
@@ -1021,8 +1093,9 @@ mod tests {
             query.get("code_challenge_method").map(String::as_str),
             Some("S256")
         );
-        assert!(query.contains_key("code_challenge") && query.contains_key("nonce"));
-        assert_eq!(query.get("state"), Some(&login.state));
+        assert_eq!(query.get("nonce"), Some(&login.pending.nonce));
+        assert!(query.contains_key("code_challenge"));
+        assert_eq!(query.get("state"), Some(&login.pending.state));
         assert_eq!(
             query.get("redirect_uri").map(String::as_str),
             Some("https://killswitch.example/auth/callback")
@@ -1032,29 +1105,54 @@ mod tests {
                 .get("scope")
                 .is_some_and(|s| s.contains("openid") && s.contains("email"))
         );
-        oidc.abandon(&login.state);
-        assert!(matches!(
-            oidc.finish("code", &login.state).await,
-            Err(OidcError::UnknownState)
-        ));
-        assert!(matches!(
-            oidc.finish("code", "never-issued").await,
-            Err(OidcError::UnknownState)
-        ));
+        // Ten thousand sign-ins started and never finished leave nothing behind.
+        for _ in 0..10_000 {
+            let _ = oidc.login().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(
+            oidc.completed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+        );
+        assert!(!login.pending.expired(login.pending.started + 599));
+        assert!(login.pending.expired(login.pending.started + 601));
     }
 
     #[test]
-    fn an_unverified_email_is_refused_and_a_missing_one_falls_back_to_the_subject() {
+    fn the_identity_is_the_configured_claim_and_a_verified_email_at_that() {
+        let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let verified = claims(json!({"sub": "s", "email": "a@b.example", "email_verified": true}));
+        assert_eq!(identity(&verified, "email"), Ok("a@b.example".to_owned()));
+        for unverified in [
+            json!({"sub": "s", "email": "a@b.example", "email_verified": false}),
+            json!({"sub": "s", "email": "a@b.example"}),
+            json!({"sub": "a@b.example"}),
+        ] {
+            assert!(identity(&claims(unverified), "email").is_err());
+        }
+        let entra = claims(json!({"sub": "s", "preferred_username": "a@b.example"}));
         assert_eq!(
-            identity(Some("a@b.example"), None, Some("s")).map(|i| i.identity().to_owned()),
+            identity(&entra, "preferred_username"),
             Ok("a@b.example".to_owned())
         );
-        assert!(identity(Some("a@b.example"), Some(false), Some("s")).is_err());
-        assert_eq!(
-            identity(None, None, Some("s")).map(|i| i.identity().to_owned()),
-            Ok("s".to_owned())
+        let several = |azp: Option<&str>| {
+            let mut c = claims(json!({"aud": ["killswitch", "other"]}));
+            if let Some(azp) = azp {
+                c.insert("azp".into(), json!(azp));
+            }
+            authorized_party(&c, "killswitch")
+        };
+        assert!(several(None).is_err());
+        assert!(several(Some("other")).is_err());
+        assert!(several(Some("killswitch")).is_ok());
+        assert!(
+            authorized_party(
+                &claims(json!({"aud": "killswitch", "azp": "cli"})),
+                "killswitch"
+            )
+            .is_ok()
         );
-        assert!(identity(None, None, None).is_err());
     }
 
     #[test]

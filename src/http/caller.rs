@@ -1,22 +1,18 @@
-//! Who is calling: the `Authorization: Bearer` token (an API token, or a JWT from the
-//! configured OpenID provider) resolved to an active analyst, plus where the request came from.
-//! And the second factor: the `X-Killswitch-OTP` code every state-changing action needs.
+//! Who is calling (an active analyst, established by `authn`), what they may do, and the
+//! second factor: the `X-Killswitch-OTP` code every state-changing request needs.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::{AUTHORIZATION, USER_AGENT};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 
 use super::AppState;
+use super::limiter::FailureKey;
 use super::problem::Problem;
-use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, AuthMethod, MfaEvidence, RequestContext};
 use crate::auth::analysts::{AnalystRecord, OtpFailure};
 use crate::auth::gate::OtpAttempt;
 use crate::auth::{Analyst, Permission};
-use crate::domain::{ChainId, CustomerSlug};
+use crate::domain::CustomerSlug;
 
 pub const OTP_HEADER: &str = "x-killswitch-otp";
 /// The console's session cookie (set after single sign-on; HttpOnly, SameSite=Lax).
@@ -43,6 +39,9 @@ pub struct Caller {
     pub method: AuthMethod,
     pub context: RequestContext,
     pub client: Option<IpAddr>,
+    /// What this caller's failures (wrong or reused codes) count against: the credential it
+    /// presented, so one analyst's mistakes never slow another down.
+    pub credential: FailureKey,
 }
 
 pub fn unauthenticated(detail: &str) -> Problem {
@@ -157,9 +156,7 @@ impl Caller {
             Ok(evidence) => return Ok(evidence),
             Err(failure) => failure,
         };
-        if let Some(ip) = self.client {
-            state.failures.record_failure(ip);
-        }
+        state.failures.record_failure(self.credential);
         Err(match failure {
             OtpFailure::Wrong { .. } => Problem::new(
                 StatusCode::UNAUTHORIZED,
@@ -183,162 +180,4 @@ impl Caller {
             }
         })
     }
-}
-
-fn client_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-}
-
-fn context(parts: &Parts, client: Option<IpAddr>) -> RequestContext {
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    RequestContext {
-        request_id: header(super::REQUEST_ID.as_str()),
-        client_ip: client.map(|ip| ip.to_string()),
-        user_agent: header(USER_AGENT.as_str()).map(|ua| ua.chars().take(200).collect()),
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, Problem> {
-        let client = client_ip(parts);
-        if let Some(secs) = client.and_then(|ip| state.failures.blocked(ip)) {
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-failures",
-                "Too many failed authentications",
-            )
-            .detail("this client failed to authenticate too often; wait before trying again")
-            .retry_after(secs));
-        }
-        let context = context(parts, client);
-        let bearer = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let Some(token) = bearer.filter(|t| !t.is_empty()) else {
-            if let Some(session) = cookie(&parts.headers, SESSION_COOKIE) {
-                return from_session(parts, state, session, context, client).await;
-            }
-            return Err(unauthenticated(
-                "send `Authorization: Bearer <API token or single sign-on token>`",
-            ));
-        };
-        let found = if crate::auth::tokens::looks_like_api_token(token) {
-            state
-                .auth
-                .by_token(token)
-                .await
-                .map_err(|e| Problem::from(&e))?
-                .map(|r| (r, AuthMethod::ApiToken))
-        } else if let Some(oidc) = &state.oidc {
-            match oidc.verify_bearer(token).await {
-                Ok(email) => state
-                    .auth
-                    .by_email(&email)
-                    .await
-                    .map_err(|e| Problem::from(&e))?
-                    .map(|r| (r, AuthMethod::Oidc)),
-                Err(reason) => {
-                    tracing::info!(%reason, "bearer JWT refused");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let Some((record, method)) = found else {
-            if let Some(ip) = client {
-                state.failures.record_failure(ip);
-            }
-            let event = AuditEvent::AuthenticationFailed {
-                analyst_id: None,
-                reason: "unknown, expired or revoked bearer token".to_owned(),
-                request: Some(context.clone()),
-            };
-            let actor = Actor::Unauthenticated {
-                client_ip: context.client_ip.clone(),
-            };
-            if let Err(e) = state.store.append(&ChainId::System, &actor, &event).await {
-                tracing::error!(error = %e, "cannot record a failed authentication");
-            }
-            return Err(unauthenticated("the token is unknown, expired or revoked"));
-        };
-        let analyst = record.analyst().map_err(|e| Problem::from(&e))?;
-        Ok(Caller {
-            analyst,
-            record,
-            method,
-            context,
-            client,
-        })
-    }
-}
-
-/// The analyst of a console session; a state-changing request must also carry the session's
-/// CSRF token in a header, which a cross-site form cannot set.
-async fn from_session(
-    parts: &Parts,
-    state: &AppState,
-    value: &str,
-    context: RequestContext,
-    client: Option<IpAddr>,
-) -> Result<Caller, Problem> {
-    use subtle::ConstantTimeEq;
-    let expired = || unauthenticated("the session has ended; sign in again at /login");
-    let now = crate::time::Timestamp::now();
-    let session = state
-        .store
-        .session(&crate::auth::tokens::hash(value), now)
-        .await
-        .map_err(|e| Problem::from(&e))?
-        .ok_or_else(expired)?;
-    let safe = matches!(
-        parts.method,
-        axum::http::Method::GET | axum::http::Method::HEAD
-    );
-    if !safe {
-        let sent = parts
-            .headers
-            .get(CSRF_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
-            return Err(
-                Problem::new(StatusCode::FORBIDDEN, "csrf", "Missing or wrong CSRF token").detail(
-                    "requests made with the console session must carry the X-CSRF-Token header",
-                ),
-            );
-        }
-    }
-    let id = uuid::Uuid::parse_str(&session.analyst_id).map_err(|_| expired())?;
-    let record = state
-        .store
-        .analyst(id)
-        .await
-        .map_err(|e| Problem::from(&e))?
-        .filter(|r| r.status == "active")
-        .ok_or_else(expired)?;
-    Ok(Caller {
-        analyst: record.analyst().map_err(|e| Problem::from(&e))?,
-        record,
-        method: AuthMethod::Oidc,
-        context,
-        client,
-    })
 }

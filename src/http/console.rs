@@ -2,18 +2,19 @@
 //! `/auth/callback` turns the provider's answer into a console session (cookie `ks_session`,
 //! HttpOnly, SameSite=Lax), `/logout` ends it, and `/` is a minimal, script-free console page.
 //!
-//! A sign-in is bound to the browser that started it: `/login` sets a short-lived `ks_login`
-//! cookie holding the `state`, and the callback must bring the same one back, so nobody can
-//! plant their own sign-in in someone else's browser.
+//! A sign-in is bound to the browser that started it: `/login` seals the sign-in (state, nonce,
+//! PKCE verifier, start time) into a short-lived, HttpOnly `ks_login` cookie, and the callback
+//! must bring it back with the same `state`, so nobody can plant their own sign-in in someone
+//! else's browser, and no server memory is spent on sign-ins that never finish.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, SET_COOKIE,
-    USER_AGENT, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -21,16 +22,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::caller::{CSRF_HEADER, SESSION_COOKIE, cookie};
+use super::limiter::FailureKey;
 use super::problem::Problem;
 use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, RequestContext};
 use crate::auth::analysts::AnalystRecord;
-use crate::auth::oidc::{LOGIN_TTL, OidcError};
+use crate::auth::oidc::{LOGIN_TTL, OidcError, PendingLogin};
 use crate::auth::tokens;
 use crate::domain::ChainId;
 use crate::error::Error;
@@ -63,26 +66,12 @@ impl FromRequestParts<AppState> for Visitor {
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _: &AppState,
+        state: &AppState,
     ) -> Result<Visitor, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let ip = super::client::client_ip(parts, &state.settings.server.trusted_proxies);
         Ok(Visitor {
             ip,
-            context: RequestContext {
-                request_id: header(super::REQUEST_ID.as_str()),
-                client_ip: ip.map(|ip| ip.to_string()),
-                user_agent: header(USER_AGENT.as_str()).map(|ua| ua.chars().take(200).collect()),
-            },
+            context: super::authn::request_context(parts, ip),
         })
     }
 }
@@ -147,30 +136,39 @@ async fn current_session(
         .store
         .analyst(id)
         .await?
-        .filter(|r| r.status == "active")
+        .filter(AnalystRecord::is_active)
         .map(|analyst| (session, analyst)))
 }
 
-/// Sends the browser to the provider (303), remembering the sign-in's `state` in a cookie.
+/// What the sealed sign-in cookie is bound to, so it opens nowhere else.
+const LOGIN_SEAL_CONTEXT: &str = "oidc-login";
+
+/// Sends the browser to the provider (303), with the sign-in sealed into a cookie.
 async fn login(State(state): State<AppState>) -> Response {
     let Some(oidc) = &state.oidc else {
         return not_configured();
     };
-    match oidc.login().await {
-        Ok(redirect) => {
-            let mut response = see_other(redirect.url.as_str());
-            let binding = set_cookie(
-                &state,
-                LOGIN_COOKIE,
-                &redirect.state,
-                CALLBACK_PATH,
-                LOGIN_TTL.as_secs(),
-            );
-            append_cookie(&mut response, &binding);
-            response
-        }
-        Err(e) => sign_in_failed(&e),
-    }
+    let redirect = match oidc.login().await {
+        Ok(redirect) => redirect,
+        Err(e) => return sign_in_failed(&e),
+    };
+    let sealed = serde_json::to_vec(&redirect.pending)
+        .map_err(|e| Error::Internal(format!("sign-in state: {e}")))
+        .and_then(|json| state.cipher.seal(&json, LOGIN_SEAL_CONTEXT));
+    let sealed = match sealed {
+        Ok(sealed) => sealed,
+        Err(e) => return e.into_response(),
+    };
+    let mut response = see_other(redirect.url.as_str());
+    let binding = set_cookie(
+        &state,
+        LOGIN_COOKIE,
+        &sealed,
+        CALLBACK_PATH,
+        LOGIN_TTL.as_secs(),
+    );
+    append_cookie(&mut response, &binding);
+    response
 }
 
 #[derive(Deserialize)]
@@ -191,7 +189,10 @@ async fn callback(
     let Some(oidc) = state.oidc.clone() else {
         return not_configured();
     };
-    if let Some(secs) = visitor.ip.and_then(|ip| state.failures.blocked(ip)) {
+    if let Some(secs) = visitor
+        .ip
+        .and_then(|ip| state.failures.blocked(FailureKey::Client(ip)))
+    {
         let mut response = message(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed sign-ins",
@@ -204,39 +205,15 @@ async fn callback(
         }
         return response;
     }
-    let with_cleared_binding = |mut response: Response| {
+    let cleared = |mut response: Response| {
         append_cookie(
             &mut response,
             &clear_cookie(&state, LOGIN_COOKIE, CALLBACK_PATH),
         );
         response
     };
-
     if let Some(error) = params.error.as_deref() {
-        if let Some(s) = params.state.as_deref() {
-            oidc.abandon(s);
-        }
-        let detail = match params.error_description.as_deref() {
-            Some(description) => format!(
-                "The identity provider did not sign you in: {} ({}).",
-                escape(description),
-                escape(error)
-            ),
-            None => format!(
-                "The identity provider did not sign you in: {}.",
-                escape(error)
-            ),
-        };
-        let status = if error == "access_denied" {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        return with_cleared_binding(message_html(
-            status,
-            "Sign-in failed",
-            &format!(r#"<p>{detail}</p><p><a href="/login">Try again</a>.</p>"#),
-        ));
+        return cleared(provider_error(error, params.error_description.as_deref()));
     }
     let (Some(code), Some(sign_in)) = (params.code.as_deref(), params.state.as_deref()) else {
         return message(
@@ -245,19 +222,12 @@ async fn callback(
             "The identity provider's answer has no code or no state. Start again at /login.",
         );
     };
-    let bound = cookie(&headers, LOGIN_COOKIE)
-        .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(sign_in.as_bytes())));
-    if !bound {
-        oidc.abandon(sign_in);
-        return with_cleared_binding(message_html(
-            StatusCode::BAD_REQUEST,
-            "Sign-in failed",
-            r#"<p>This sign-in was not started in this browser, or took too long. Please start again.</p><p><a href="/login">Sign in</a></p>"#,
-        ));
-    }
-
-    let identity = match oidc.finish(code, sign_in).await {
-        Ok(identity) => identity,
+    let pending = match bound_sign_in(&state, &headers, sign_in) {
+        Ok(pending) => pending,
+        Err(unbound) => return cleared(unbound.page()),
+    };
+    let who = match oidc.finish(code, pending).await {
+        Ok(who) => who,
         Err(OidcError::Refused(reason)) => {
             refuse(
                 &state,
@@ -265,42 +235,117 @@ async fn callback(
                 format!("single sign-on refused: {reason}"),
             )
             .await;
-            return with_cleared_binding(message(
+            return cleared(message(
                 StatusCode::FORBIDDEN,
                 "Sign-in refused",
                 "The identity provider's answer did not pass killswitch's checks, so you are not signed in.",
             ));
         }
-        Err(e) => return with_cleared_binding(sign_in_failed(&e)),
+        Err(e) => return cleared(sign_in_failed(&e)),
     };
-    let who = identity.identity().to_owned();
-    let analyst = match state.auth.by_email(&who).await {
-        Ok(found) => found,
+    cleared(start_session(&state, &visitor, &headers, &who, oidc.session_ttl()).await)
+}
+
+/// The page for an error the provider sent back (the person cancelled, the provider failed).
+fn provider_error(error: &str, description: Option<&str>) -> Response {
+    let detail = match description {
+        Some(description) => format!(
+            "The identity provider did not sign you in: {} ({}).",
+            escape(description),
+            escape(error)
+        ),
+        None => format!(
+            "The identity provider did not sign you in: {}.",
+            escape(error)
+        ),
+    };
+    let status = if error == "access_denied" {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    message_html(
+        status,
+        "Sign-in failed",
+        &format!(r#"<p>{detail}</p><p><a href="/login">Try again</a>.</p>"#),
+    )
+}
+
+/// Why a callback's sign-in is not this browser's to finish.
+enum Unbound {
+    /// No sealed sign-in, one that does not open, or another sign-in's.
+    Foreign,
+    Expired,
+}
+
+impl Unbound {
+    fn page(self) -> Response {
+        match self {
+            Unbound::Foreign => message_html(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                r#"<p>This sign-in was not started in this browser, or took too long. Please start again.</p><p><a href="/login">Sign in</a></p>"#,
+            ),
+            Unbound::Expired => sign_in_failed(&OidcError::UnknownState),
+        }
+    }
+}
+
+/// The sign-in this browser started, from its sealed cookie, if it is the one the provider
+/// answered (`state`) and not expired.
+fn bound_sign_in(
+    state: &AppState,
+    headers: &HeaderMap,
+    sign_in: &str,
+) -> Result<PendingLogin, Unbound> {
+    let pending: PendingLogin = cookie(headers, LOGIN_COOKIE)
+        .and_then(|sealed| state.cipher.open(sealed, LOGIN_SEAL_CONTEXT).ok())
+        .and_then(|json| serde_json::from_slice(json.expose_secret()).ok())
+        .ok_or(Unbound::Foreign)?;
+    if !bool::from(pending.state.as_bytes().ct_eq(sign_in.as_bytes())) {
+        return Err(Unbound::Foreign);
+    }
+    if pending.expired(chrono::Utc::now().timestamp()) {
+        return Err(Unbound::Expired);
+    }
+    Ok(pending)
+}
+
+/// Starts a console session for the analyst the provider vouched for (`who`), or refuses and
+/// records why.
+async fn start_session(
+    state: &AppState,
+    visitor: &Visitor,
+    headers: &HeaderMap,
+    who: &str,
+    ttl: std::time::Duration,
+) -> Response {
+    let analyst = match state.auth.by_email(who).await {
+        Ok(found) => found.filter(AnalystRecord::is_active),
         Err(e) => return e.into_response(),
     };
     let Some(analyst) = analyst else {
+        let shown = super::authn::shown_identity(who);
         refuse(
-            &state,
-            &visitor,
-            format!("single sign-on for an unknown or disabled analyst: {who}"),
+            state,
+            visitor,
+            format!("single sign-on for an unknown or disabled analyst: {shown}"),
         )
         .await;
-        return with_cleared_binding(message(
+        return message(
             StatusCode::FORBIDDEN,
             "Not a killswitch analyst",
             &format!(
-                "The identity provider signed you in as {who}, but no active killswitch analyst has that e-mail address. Ask a killswitch administrator to enroll you."
+                "The identity provider signed you in as {shown}, but no active killswitch analyst has that e-mail address. Ask a killswitch administrator to enroll you."
             ),
-        ));
+        );
     };
-
     // A fresh session id on every sign-in; a session this browser had before ends.
-    if let Some(old) = cookie(&headers, SESSION_COOKIE)
+    if let Some(old) = cookie(headers, SESSION_COOKIE)
         && let Err(e) = state.store.delete_session(&tokens::hash(old)).await
     {
         tracing::warn!(error = %e, "cannot end the previous console session");
     }
-    let ttl = oidc.session_ttl();
     let (id, session) = match new_session(&analyst, ttl) {
         Ok(made) => made,
         Err(e) => return e.into_response(),
@@ -309,10 +354,10 @@ async fn callback(
         return e.into_response();
     }
     tracing::info!(analyst = %analyst.id, "console session started after single sign-on");
-    let mut response = with_cleared_binding(see_other("/"));
+    let mut response = see_other("/");
     append_cookie(
         &mut response,
-        &set_cookie(&state, SESSION_COOKIE, &id, "/", ttl.as_secs()),
+        &set_cookie(state, SESSION_COOKIE, &id, "/", ttl.as_secs()),
     );
     response
 }
@@ -376,9 +421,9 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
 
 /// Audits a refused sign-in in the system chain and counts it against the client address.
 async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
-    tracing::info!(%reason, "single sign-on refused");
+    tracing::info!(reason = ?reason, "single sign-on refused");
     if let Some(ip) = visitor.ip {
-        state.failures.record_failure(ip);
+        state.failures.record_failure(FailureKey::Client(ip));
     }
     let event = AuditEvent::AuthenticationFailed {
         analyst_id: None,
@@ -405,10 +450,6 @@ fn sign_in_failed(error: &OidcError) -> Response {
         OidcError::UnknownState => (
             StatusCode::BAD_REQUEST,
             "This sign-in has expired or was already used. Please start again.",
-        ),
-        OidcError::Busy => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many sign-ins are in progress. Try again in a few minutes.",
         ),
         OidcError::Refused(_) => (
             StatusCode::FORBIDDEN,

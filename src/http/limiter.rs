@@ -1,15 +1,45 @@
-//! A per-client ceiling on failed authentications, so a stolen token cannot be used to guess
-//! codes and a scanner cannot flood the audit log.
+//! Ceilings on failed authentications, kept per client address and per presented credential.
+//!
+//! A client address that keeps presenting credentials that do not resolve (unknown, expired,
+//! forged) is answered 429 for the rest of the window, which slows scanners; a credential that
+//! keeps failing (a stolen token used to guess one-time codes, a disabled analyst's token) is
+//! answered 429 whoever presents it. A working credential is never held back by other people's
+//! failures from the same address (behind a load balancer everyone shares one), and one
+//! analyst's wrong or reused codes count against that analyst's credential only.
+//!
+//! The counters live in each instance's memory. With several instances a client gets at most
+//! `instances × auth.max_failures_per_client` failures per window; what must hold across
+//! instances (the per-analyst lockout after wrong one-time codes) is kept in the database.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+
+/// What failures are counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKey {
+    Client(IpAddr),
+    /// SHA-256 of a presented credential (token, JWT or session cookie), never the credential.
+    Credential([u8; 32]),
+}
+
+impl FailureKey {
+    pub fn credential(presented: &str) -> FailureKey {
+        FailureKey::Credential(Sha256::digest(presented.as_bytes()).into())
+    }
+}
+
+/// Beyond this many tracked keys, finished windows are forgotten; if that is not enough (a
+/// flood of distinct credentials), new credentials are not tracked, so memory stays bounded.
+const MAX_TRACKED: usize = 100_000;
+
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
-    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    counts: Mutex<HashMap<FailureKey, (Instant, u32)>>,
 }
 
 impl FailureLimiter {
@@ -17,32 +47,34 @@ impl FailureLimiter {
         FailureLimiter {
             max: max.max(1),
             window,
-            clients: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Seconds until `client` may try again, when it has used up its failures.
-    pub fn blocked(&self, client: IpAddr) -> Option<u64> {
-        let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (started, failures) = clients.get(&client)?;
+    /// Seconds until `key` may try again, when it has used up its failures.
+    pub fn blocked(&self, key: FailureKey) -> Option<u64> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (started, failures) = counts.get(&key)?;
         let elapsed = started.elapsed();
         (*failures >= self.max && elapsed < self.window)
             .then(|| (self.window - elapsed).as_secs().max(1))
     }
 
-    pub fn record_failure(&self, client: IpAddr) {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if clients.len() > 100_000 {
-            // Forget finished windows rather than grow without bound under a scan.
+    pub fn record_failure(&self, key: FailureKey) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() >= MAX_TRACKED && !counts.contains_key(&key) {
             let window = self.window;
-            clients.retain(|_, (started, _)| started.elapsed() < window);
+            counts.retain(|_, (started, _)| started.elapsed() < window);
+            if counts.len() >= MAX_TRACKED && matches!(key, FailureKey::Credential(_)) {
+                return;
+            }
         }
         let now = Instant::now();
-        let entry = clients.entry(client).or_insert((now, 0));
+        let entry = counts.entry(key).or_insert((now, 0));
         if entry.0.elapsed() >= self.window {
             *entry = (now, 0);
         }
-        entry.1 += 1;
+        entry.1 = entry.1.saturating_add(1);
     }
 }
 
@@ -51,17 +83,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_after_the_ceiling_until_the_window_ends() {
+    fn blocks_after_the_ceiling_until_the_window_ends_per_key() {
         let limiter = FailureLimiter::new(3, Duration::from_millis(200));
-        let client: IpAddr = "192.0.2.7".parse().unwrap();
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let client = FailureKey::Client("192.0.2.7".parse().unwrap());
+        let other = FailureKey::Client("192.0.2.8".parse().unwrap());
+        let token = FailureKey::credential("ks_stolen");
         for _ in 0..3 {
             assert_eq!(limiter.blocked(client), None);
             limiter.record_failure(client);
         }
         assert!(limiter.blocked(client).is_some());
         assert_eq!(limiter.blocked(other), None, "per client");
+        assert_eq!(limiter.blocked(token), None, "per credential");
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(limiter.blocked(client), None);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_credentials_does_not_grow_memory_without_bound() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        for i in 0..MAX_TRACKED + 50 {
+            limiter.record_failure(FailureKey::credential(&i.to_string()));
+        }
+        let client = FailureKey::Client("192.0.2.7".parse().unwrap());
+        for _ in 0..3 {
+            limiter.record_failure(client);
+        }
+        assert!(
+            limiter.blocked(client).is_some(),
+            "addresses are still counted"
+        );
+        let tracked = limiter.counts.lock().unwrap().len();
+        assert!(tracked <= MAX_TRACKED + 1, "{tracked}");
     }
 }

@@ -3,7 +3,9 @@
 
 mod actions;
 mod audit;
+mod authn;
 pub mod caller;
+pub mod client;
 mod console;
 mod customers;
 mod falcon;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub onboarding: Arc<crate::customers::onboarding::Onboarding>,
     pub intake: Arc<crate::falcon::intake::Intake>,
+    pub cipher: Arc<crate::secrets::SecretCipher>,
     pub metrics: PrometheusHandle,
 }
 

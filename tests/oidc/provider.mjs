@@ -48,10 +48,15 @@ if (!Number.isInteger(idTokenTtl) || idTokenTtl < 1) {
 }
 
 // The login name typed into the development form selects the account.
+// Some send no `email_verified`, no `email` at all (with an e-mail-shaped subject), or only a
+// `preferred_username`, as Entra does.
 const ACCOUNTS = {
   'night.shift': { sub: 'a7c1e0d2-0001', email: 'night.shift@provider.example', email_verified: true },
   stranger: { sub: 'a7c1e0d2-0002', email: 'stranger@provider.example', email_verified: true },
   unverified: { sub: 'a7c1e0d2-0003', email: 'unverified@provider.example', email_verified: false },
+  'no-flag': { sub: 'a7c1e0d2-0004', email: 'no.flag@provider.example' },
+  'sub-only': { sub: 'sub.only@provider.example' },
+  'entra-style': { sub: 'a7c1e0d2-0006', preferred_username: 'entra.style@provider.example' },
 };
 
 // The signing key: a given RSA PEM (so a test can also sign tokens this provider's JWKS
@@ -91,8 +96,8 @@ const provider = new Provider(issuer, {
       },
     };
   },
-  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
-  scopes: ['openid', 'email'],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['preferred_username'] },
+  scopes: ['openid', 'email', 'profile'],
   responseTypes: ['code'],
   pkce: { required: () => true },
   // Put the requested e-mail claims into the ID token too, not only behind userinfo.
