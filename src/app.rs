@@ -175,6 +175,10 @@ impl Application {
             settings.auth.max_failures_per_client,
             settings.auth.failure_window,
         );
+        let callbacks = crate::http::limiter::FailureLimiter::new(
+            settings.onboarding.callbacks_per_minute,
+            Duration::from_secs(60),
+        );
         // Single sign-on, when configured; an unreachable provider is retried on first use.
         let oidc = if settings.oidc.enabled() {
             Some(Arc::new(
@@ -195,6 +199,7 @@ impl Application {
             auth: services.auth,
             oidc,
             failures: Arc::new(failures),
+            callbacks: Arc::new(callbacks),
             remediator: services.remediator,
             onboarding: services.onboarding,
             intake: services.intake,

@@ -247,6 +247,19 @@ fn forbidden(c: char) -> Option<&'static str> {
     }
 }
 
+/// Text someone else wrote (an identity provider's error description), made safe to record:
+/// its first line, characters [`one_line_text`] refuses replaced by `?`, at most `max_chars`.
+pub fn clean_line(text: &str, max_chars: usize) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .map(|c| if forbidden(c).is_some() { '?' } else { c })
+        .take(max_chars)
+        .collect()
+}
+
 /// One line of free text for the audit log, a page or a report: trimmed, at most `max_chars`,
 /// without control, format or line/paragraph-separator characters, which could hide or
 /// reorder what a reader sees. The error names `field`.

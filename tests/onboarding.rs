@@ -245,11 +245,26 @@ async fn an_error_from_entra_is_recorded_before_anything_else() {
     rig.verify("newco").await;
 }
 
+/// The consent outcomes recorded in `chain`.
+async fn consent_events(rig: &Rig, chain: &str) -> Vec<AuditEvent> {
+    rig.events(chain)
+        .await
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                AuditEvent::ConsentGranted { .. } | AuditEvent::ConsentFailed { .. }
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn forged_expired_replayed_and_misdirected_states_are_refused_and_recorded() {
+async fn forged_and_replayed_states_are_refused_unrecorded_and_a_link_s_first_use_is_recorded() {
     let rig = rig(&[("onboarding.consent_link_secs", "2")]).await;
 
-    // Forged: the signature does not match a changed payload. No customer can be named.
+    // Forged: the signature does not match a changed payload. Anyone could send that, so it is
+    // refused and counted, never written to a chain.
     let link = rig.consent_link("newco").await;
     let state = state_of(&link);
     let (payload, tag) = state.split_once('.').unwrap();
@@ -258,28 +273,30 @@ async fn forged_expired_replayed_and_misdirected_states_are_refused_and_recorded
         "admin_consent=True&tenant={NEWCO}&state={}",
         url::form_urlencoded::byte_serialize(forged.as_bytes()).collect::<String>()
     );
-    let (status, _) = rig.callback(&query).await;
+    let (status, page) = rig.callback(&query).await;
     assert_eq!(status, 400);
-    assert!(failed_because(
-        &rig.last_consent_event("system").await,
-        "forged or altered"
-    ));
+    assert!(page.contains("forged or altered"), "{page}");
+    assert!(consent_events(&rig, "system").await.is_empty());
+    assert!(consent_events(&rig, "newco").await.is_empty());
 
-    // Replayed: the same redirect twice.
+    // Replayed: the same redirect twice. Only the first use is recorded.
     let (first, _) = rig.administrator_opens(&link).await;
     assert_eq!(first, 200);
     let query = format!(
-        "admin_consent=True&tenant={NEWCO}&state={}",
+        "admin_consent=True&tenant={NEWCO}&state={}&error=access_denied&error_description=made+up",
         url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
     );
-    let (again, _) = rig.callback(&query).await;
+    let (again, page) = rig.callback(&query).await;
     assert_eq!(again, 400);
-    assert!(failed_because(
-        &rig.last_consent_event("newco").await,
-        "already used"
-    ));
+    assert!(page.contains("already used"), "{page}");
+    let recorded = consent_events(&rig, "newco").await;
+    assert!(
+        matches!(recorded.as_slice(), [AuditEvent::ConsentGranted { .. }]),
+        "{recorded:?}"
+    );
 
-    // Another customer's link completed in this customer's tenant, and a tenant nobody named.
+    // Another customer's link completed in this customer's tenant, and a tenant nobody named:
+    // genuine links on their first use, so recorded in that customer's chain.
     for (customer, tenant) in [
         ("contoso", FABRIKAM.to_string()),
         ("fabrikam", Uuid::new_v4().to_string()),
@@ -297,7 +314,7 @@ async fn forged_expired_replayed_and_misdirected_states_are_refused_and_recorded
         );
     }
 
-    // Expired: the link outlived consent_link_secs.
+    // Expired: the link outlived consent_link_secs; its first use is recorded, once.
     let link = rig.consent_link("newco").await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let (status, _) = rig.administrator_opens(&link).await;
@@ -306,6 +323,9 @@ async fn forged_expired_replayed_and_misdirected_states_are_refused_and_recorded
         &rig.last_consent_event("newco").await,
         "expired"
     ));
+    let (status, _) = rig.administrator_opens(&link).await;
+    assert_eq!(status, 400);
+    assert_eq!(consent_events(&rig, "newco").await.len(), 2);
 
     for chain in ["system", "newco", "contoso", "fabrikam"] {
         rig.verify(chain).await;

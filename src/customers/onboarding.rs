@@ -163,104 +163,83 @@ impl Onboarding {
         })
     }
 
-    /// Handles Entra's redirect: the error first, then the signed state, then the tenant, then
-    /// proof of the consent by getting a token for the tenant. Every outcome is audited.
+    /// Handles Entra's redirect. Only a callback whose signed state verifies, for an existing
+    /// customer, on the state's first use, is recorded (in that customer's chain): anything else
+    /// is anyone's request, logged and counted but never written to an audit chain. Then Entra's
+    /// error, the expiry, the tenant, and proof of the consent by getting a token for the
+    /// tenant. Every value copied into the entry is validated or shortened.
     pub async fn callback(&self, params: &CallbackParams, actor: &Actor) -> Result<ConsentResult> {
-        let tenant_param = params.tenant.clone();
-        let state = params
-            .state
-            .as_deref()
-            .and_then(|s| ConsentState::verify(s, &self.cipher));
-        let customer = match &state {
-            Some(state) => match state.c.parse::<CustomerSlug>() {
-                Ok(slug) => self.store.customer(&slug).await?,
-                Err(_) => None,
-            },
-            None => None,
-        };
-
-        if let Some(error) = &params.error {
-            let description = params.error_description.as_deref().unwrap_or_default();
-            if let (Some(state), Some(customer)) = (&state, &customer) {
-                // The link is spent either way; the administrator gets a fresh one.
-                let _ = self
-                    .store
-                    .use_consent_state(&state.n, &customer.slug, Timestamp::now())
-                    .await?;
-            }
-            let reason = format!("Entra answered `{error}`: {}", first_sentence(description));
-            let advice = if error == "access_denied"
-                || error == "permission_denied"
-                || error.contains("consent")
-            {
-                "The administrator declined the permissions. Ask the provider for a new link when ready."
-            } else {
-                "Nothing was granted. Ask the provider for a new link and try again."
-            };
-            return self
-                .failed(customer.as_ref(), tenant_param, reason, advice, actor)
-                .await;
-        }
-
-        let (Some(state), Some(customer)) = (state, customer) else {
-            return self
-                .failed(
-                    None,
-                    tenant_param,
-                    "the link's state is missing, forged or altered".to_owned(),
-                    "Use the link exactly as the provider sent it.",
-                    actor,
-                )
-                .await;
+        let error = params.error.as_deref().map(error_code);
+        let Some((state, customer)) = self.verified(params).await? else {
+            return Ok(unrecorded(
+                "unverifiable",
+                None,
+                match &error {
+                    Some(code) => format!("Entra answered `{code}`"),
+                    None => "the link's state is missing, forged or altered".to_owned(),
+                },
+                "Use the link exactly as the provider sent it.",
+            ));
         };
         let now = Timestamp::now();
-        if state.expired(now) {
-            let _ = self
-                .store
-                .use_consent_state(&state.n, &customer.slug, now)
-                .await?;
-            return self
-                .failed(
-                    Some(&customer),
-                    tenant_param,
-                    "the link has expired".to_owned(),
-                    "Ask the provider for a new link.",
-                    actor,
-                )
-                .await;
-        }
         if !self
             .store
             .use_consent_state(&state.n, &customer.slug, now)
             .await?
         {
-            return self
-                .failed(
-                    Some(&customer),
-                    tenant_param,
-                    "the link was already used".to_owned(),
-                    "Each link works once; ask the provider for a new one.",
-                    actor,
-                )
-                .await;
+            return Ok(unrecorded(
+                "spent",
+                Some(&customer),
+                "the link was already used".to_owned(),
+                "Each link works once; ask the provider for a new one.",
+            ));
         }
-        let tenant_ok = tenant_param
+        let tenant_param = params
+            .tenant
             .as_deref()
-            .and_then(|t| t.parse::<TenantId>().ok())
-            == Some(customer.tenant_id)
-            && state.t == customer.tenant_id.to_string();
-        if !tenant_ok {
+            .and_then(|t| t.parse::<TenantId>().ok());
+        let failed = |reason: String, advice: &'static str| (reason, advice);
+        let refusal = if let Some(code) = &error {
+            let description = crate::domain::clean_line(
+                params.error_description.as_deref().unwrap_or_default(),
+                300,
+            );
+            let advice = if code == "access_denied"
+                || code == "permission_denied"
+                || code.contains("consent")
+            {
+                "The administrator declined the permissions. Ask the provider for a new link when ready."
+            } else {
+                "Nothing was granted. Ask the provider for a new link and try again."
+            };
+            Some(failed(
+                format!("Entra answered `{code}`: {description}"),
+                advice,
+            ))
+        } else if state.expired(now) {
+            Some(failed(
+                "the link has expired".to_owned(),
+                "Ask the provider for a new link.",
+            ))
+        } else if tenant_param != Some(customer.tenant_id)
+            || state.t != customer.tenant_id.to_string()
+        {
+            Some(failed(
+                format!(
+                    "consent was given in another tenant than {}'s ({})",
+                    customer.name, customer.tenant_id
+                ),
+                "Sign in with an administrator account of your own organisation and use the link again (ask for a new one).",
+            ))
+        } else {
+            None
+        };
+        let tenant_param = tenant_param.map(|t| t.to_string());
+        if let Some((reason, advice)) = refusal {
             return self
-                .failed(
-                    Some(&customer),
-                    tenant_param,
-                    format!("consent was given in another tenant than {}'s ({})", customer.name, customer.tenant_id),
-                    "Sign in with an administrator account of your own organisation and use the link again (ask for a new one).",
-                    actor,
-                )
+                .failed(&customer, tenant_param, reason, advice, actor)
                 .await;
         }
-
         // Never trust the redirect alone: a token for the tenant with the right roles proves it.
         match self.fresh_token_check(customer.tenant_id).await {
             Ok(()) => {
@@ -277,30 +256,45 @@ impl Onboarding {
             }
             Err(reason) => {
                 let advice = "The permissions did not take effect. Ask the provider for a new link and accept all requested permissions.";
-                self.failed(Some(&customer), tenant_param, reason, advice, actor)
+                self.failed(&customer, tenant_param, reason, advice, actor)
                     .await
             }
         }
     }
 
+    /// The callback's signed state and its customer, when the signature verifies and the
+    /// customer exists.
+    async fn verified(&self, params: &CallbackParams) -> Result<Option<(ConsentState, Customer)>> {
+        let Some(state) = params
+            .state
+            .as_deref()
+            .and_then(|s| ConsentState::verify(s, &self.cipher))
+        else {
+            return Ok(None);
+        };
+        let Ok(slug) = state.c.parse::<CustomerSlug>() else {
+            return Ok(None);
+        };
+        Ok(self.store.customer(&slug).await?.map(|c| (state, c)))
+    }
+
     async fn failed(
         &self,
-        customer: Option<&Customer>,
+        customer: &Customer,
         tenant: Option<String>,
         reason: String,
         advice: &str,
         actor: &Actor,
     ) -> Result<ConsentResult> {
-        let chain = customer
-            .map(|c| ChainId::Customer(c.slug.clone()))
-            .unwrap_or(ChainId::System);
         let event = AuditEvent::ConsentFailed {
             tenant_id: tenant,
             reason: reason.clone(),
         };
-        self.store.append(&chain, actor, &event).await?;
+        self.store
+            .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
+            .await?;
         Ok(ConsentResult::Failed {
-            customer: customer.map(|c| c.name.clone()),
+            customer: Some(customer.name.clone()),
             reason,
             advice: advice.to_owned(),
         })
@@ -426,14 +420,34 @@ impl Onboarding {
     }
 }
 
-fn first_sentence(text: &str) -> String {
-    let line = text.lines().next().unwrap_or_default();
-    line.split("\r")
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect()
+/// A callback that is not recorded: counted by `why`, logged, and explained on the page.
+fn unrecorded(
+    why: &'static str,
+    customer: Option<&Customer>,
+    reason: String,
+    advice: &str,
+) -> ConsentResult {
+    metrics::counter!("killswitch_consent_callbacks_unrecorded_total", "reason" => why)
+        .increment(1);
+    tracing::warn!(why, customer = ?customer.map(|c| c.slug.as_str()), "consent callback not recorded");
+    ConsentResult::Failed {
+        customer: customer.map(|c| c.name.clone()),
+        reason,
+        advice: advice.to_owned(),
+    }
+}
+
+/// Entra's `error` as it may be recorded: an OAuth error code is a short word of letters,
+/// digits and underscores; anything else is replaced.
+fn error_code(text: &str) -> String {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        text.to_owned()
+    } else {
+        "invalid_error_code".to_owned()
+    }
 }
 
 /// The exact reason a tenant is not ready, in the customer's and operator's terms.

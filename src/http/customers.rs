@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::caller::Caller;
+use super::limiter::FailureKey;
 use super::problem::Problem;
 use crate::audit::event::Actor;
 use crate::auth::Permission;
@@ -364,14 +365,31 @@ pub async fn webhook_secret(
     .into_response())
 }
 
-/// Where Entra sends the customer's administrator after the consent prompt.
+/// Where Entra sends the customer's administrator after the consent prompt. Anyone can call
+/// it, so each client may call it only `onboarding.callbacks_per_minute` times a minute.
 pub async fn callback(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    visitor: ClientAddress,
     Query(params): Query<CallbackParams>,
 ) -> Response {
+    if let Some(ip) = visitor.0 {
+        let key = FailureKey::Client(ip);
+        if let Some(secs) = state.callbacks.blocked(key) {
+            metrics::counter!("killswitch_consent_callbacks_unrecorded_total", "reason" => "rate_limited").increment(1);
+            let mut response = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Please wait",
+                "Too many attempts from this address. Please use the link again in a minute.",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+            return response;
+        }
+        state.callbacks.record_failure(key);
+    }
     let actor = Actor::Unauthenticated {
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: visitor.0.map(|ip| ip.to_string()),
     };
     match state.onboarding.callback(&params, &actor).await {
         Ok(ConsentResult::Granted { customer }) => page(
@@ -401,6 +419,23 @@ pub async fn callback(
                 "The consent could not be recorded right now. Please use the link again in a few minutes.",
             )
         }
+    }
+}
+
+/// The client's address (behind trusted proxies, the one they name).
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<ClientAddress, Self::Rejection> {
+        Ok(ClientAddress(super::client::client_ip(
+            parts,
+            &state.settings.server.trusted_proxies,
+        )))
     }
 }
 

@@ -47,6 +47,8 @@ pub struct AppState {
     /// Present when single sign-on is configured.
     pub oidc: Option<Arc<crate::auth::oidc::OidcProvider>>,
     pub failures: Arc<limiter::FailureLimiter>,
+    /// Consent callbacks per client per minute (anyone can call that route).
+    pub callbacks: Arc<limiter::FailureLimiter>,
     /// Present when the remediation app is configured.
     pub remediator: Option<Arc<crate::remediation::Remediator>>,
     pub onboarding: Arc<crate::customers::onboarding::Onboarding>,
@@ -97,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { problem::Problem::not_found().into_response() })
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(checked_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
                     let request_id = request
@@ -115,6 +118,24 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::map_response(problem::normalize))
         .layer(middleware::from_fn(record_metrics))
         .with_state(state)
+}
+
+/// The longest `X-Request-Id` kept; it is logged and copied into audit entries.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Drops a client's `X-Request-Id` unless it is 1 to 128 visible ASCII characters, so the id
+/// set next (a fresh UUID) replaces it: the value ends up in logs and audit entries.
+async fn checked_request_id(mut request: Request) -> Request {
+    let acceptable = |v: &axum::http::HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID && bytes.iter().all(u8::is_ascii_graphic)
+    };
+    let values = request.headers().get_all(REQUEST_ID);
+    let keep = values.iter().count() == 1 && values.iter().all(acceptable);
+    if !keep {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Counts requests and their latency by route template (never by raw path, which would carry

@@ -184,7 +184,8 @@ pub trait Store: Send + Sync + 'static {
         customer: &CustomerSlug,
         expires: Timestamp,
     ) -> Result<()>;
-    /// Consumes a consent state; `false` when it is unknown, for another customer, used or expired.
+    /// Spends a consent state on its first use; `false` when it is unknown, for another customer,
+    /// or used already. Expiry is the caller's to check (it is signed into the state).
     async fn use_consent_state(
         &self,
         nonce: &str,

@@ -31,8 +31,10 @@ impl std::fmt::Debug for WebhookSecretRecord {
 
 pub const INSERT_CONSENT_STATE: &str =
     "INSERT INTO consent_states (nonce, customer, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+/// Spends a consent state on its first use, expired or not (the signed state carries the expiry
+/// the callback checks): only that first use may be recorded in the customer's chain.
 pub const USE_CONSENT_STATE: &str = "UPDATE consent_states SET used_at = $3 \
-     WHERE nonce = $1 AND customer = $2 AND used_at IS NULL AND expires_at > $3 RETURNING nonce";
+     WHERE nonce = $1 AND customer = $2 AND used_at IS NULL RETURNING nonce";
 pub const RECORD_CONNECTION: &str = "UPDATE customers SET connection_ready = $2, connection_detail = $3, \
      connection_checked_at = $4, connection_ok_at = CASE WHEN $2 THEN $4 ELSE connection_ok_at END WHERE slug = $1";
 pub const VALID_WEBHOOK_SECRETS: &str = "SELECT id, customer, secret, created_at, expires_at FROM webhook_secrets \
