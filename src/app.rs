@@ -42,6 +42,7 @@ impl Services {
     /// Loads (or on first start creates) the signing key, opens and migrates the database, and
     /// registers the key's public half in the system chain.
     pub async fn open(settings: &Settings) -> Result<Services> {
+        crate::files::secure_data_dir(&settings.data_dir)?;
         let (key, origin) = AuditKey::load_or_generate(&settings.audit.signing_key_file)?;
         if origin == KeyOrigin::Generated {
             tracing::warn!(
@@ -67,7 +68,14 @@ impl Services {
         store.register_signing_key(&audit_key.public_key()).await?;
         tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
         let configured = settings.mfa.encryption_key.as_ref().map(|k| k.expose());
-        let (cipher, origin) = SecretCipher::load_or_generate(configured, &settings.data_dir)?;
+        let previous: Vec<&[u8]> = settings
+            .mfa
+            .previous_encryption_keys
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        let (cipher, origin) =
+            SecretCipher::load_or_generate(configured, &previous, &settings.data_dir)?;
         if origin == KeyOrigin::Generated {
             tracing::warn!(
                 path = %settings.data_dir.join("mfa-encryption.key").display(),
@@ -246,14 +254,19 @@ impl Application {
             _ => None,
         };
         let mut server_stop = stop_rx;
-        let server = axum::serve(
+        let limits = http::serve::ConnectionLimits {
+            header_read_timeout: settings.server.header_read_timeout,
+            max_connections: settings.server.max_connections,
+        };
+        let server = http::serve::serve(
             self.listener,
-            http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = server_stop.changed().await;
-        });
-        let mut server = tokio::spawn(server.into_future());
+            http::router(state.clone()),
+            limits,
+            async move {
+                let _ = server_stop.changed().await;
+            },
+        );
+        let mut server = tokio::spawn(server);
 
         tracing::info!(listen = %local, "killswitch is serving");
         let finished_early = tokio::select! {
@@ -270,7 +283,7 @@ impl Application {
                     Err(_) => {
                         tracing::warn!("grace period over; closing the remaining connections");
                         server.abort();
-                        Ok(Ok(()))
+                        Ok(())
                     }
                 }
             }
@@ -279,9 +292,7 @@ impl Application {
             let _ = task.await;
         }
         checkpoint_all(state.store.as_ref()).await;
-        served
-            .map_err(|e| Error::Internal(format!("server task failed: {e}")))?
-            .map_err(|e| Error::io("server stopped", e))
+        served.map_err(|e| Error::Internal(format!("server task failed: {e}")))
     }
 }
 

@@ -908,6 +908,39 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_and_previous_keys_are_lists_and_bad_items_are_named() {
+        let key = BASE64.encode([7u8; 32]);
+        let s = settings(&[
+            (
+                "server.trusted_proxies",
+                "10.0.0.0/8, 192.0.2.7 ,2001:db8::/32",
+            ),
+            ("mfa.previous_encryption_keys", &format!("{key},{key}")),
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let shown: Vec<String> = s
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+        assert_eq!(s.mfa.previous_encryption_keys.len(), 2);
+        assert_eq!(s.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.oidc.identity_claim, "email");
+        let lines = problems(&[
+            ("server.trusted_proxies", "10.0.0.0/33"),
+            ("mfa.previous_encryption_keys", "hunter2"),
+        ]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("server.trusted_proxies: `10.0.0.0/33`"),
+            "{lines:?}"
+        );
+        assert!(!lines[1].contains("hunter2"), "{lines:?}");
+    }
+
+    #[test]
     fn database_url_follows_data_dir_unless_set() {
         let s = settings(&[("data_dir", "/var/lib/killswitch")]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -12,6 +12,7 @@ pub mod customers;
 pub mod domain;
 pub mod error;
 pub mod falcon;
+pub mod files;
 pub mod graph;
 pub mod html;
 pub mod http;

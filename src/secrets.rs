@@ -89,13 +89,14 @@ impl SecretCipher {
     }
 
     /// The configured key, or the one in `<data_dir>/mfa-encryption.key`, created there (mode
-    /// 0600) on first start.
+    /// 0600) on first start; `previous` keys still open what they sealed.
     pub fn load_or_generate(
         configured: Option<&[u8]>,
+        previous: &[&[u8]],
         data_dir: &Path,
     ) -> Result<(SecretCipher, KeyOrigin)> {
         if let Some(bytes) = configured {
-            return Ok((SecretCipher::new(bytes, &[])?, KeyOrigin::Loaded));
+            return Ok((SecretCipher::new(bytes, previous)?, KeyOrigin::Loaded));
         }
         let path = data_dir.join("mfa-encryption.key");
         let fail = |reason: String| {
@@ -109,11 +110,12 @@ impl SecretCipher {
                 let bytes = BASE64
                     .decode(text.trim())
                     .map_err(|_| fail("not base64".to_owned()))?;
-                Ok((SecretCipher::new(&bytes, &[])?, KeyOrigin::Loaded))
+                crate::files::secure_file(&path, "encryption key file")?;
+                Ok((SecretCipher::new(&bytes, previous)?, KeyOrigin::Loaded))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes: [u8; 32] = random_bytes()?;
-                std::fs::create_dir_all(data_dir)
+                crate::files::create_private_dir(data_dir)
                     .map_err(|e| fail(format!("cannot create the folder: {e}")))?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -131,7 +133,7 @@ impl SecretCipher {
                 )
                 .and_then(|()| file.sync_all())
                 .map_err(|e| fail(format!("cannot write: {e}")))?;
-                Ok((SecretCipher::new(&bytes, &[])?, KeyOrigin::Generated))
+                Ok((SecretCipher::new(&bytes, previous)?, KeyOrigin::Generated))
             }
             Err(e) => Err(fail(e.to_string())),
         }
@@ -139,6 +141,12 @@ impl SecretCipher {
 
     pub fn key_id(&self) -> &str {
         &self.current.id
+    }
+
+    /// Whether `sealed` was sealed with the current key (else `killswitch secrets reseal`
+    /// would move it there).
+    pub fn sealed_with_current(&self, sealed: &str) -> bool {
+        sealed.split('.').nth(1) == Some(self.current.id.as_str())
     }
 
     /// HMAC-SHA256 of `data` for `purpose` under the current key.
@@ -264,9 +272,9 @@ mod tests {
     #[test]
     fn a_generated_key_is_kept_0600_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let (first, origin) = SecretCipher::load_or_generate(None, dir.path()).unwrap();
+        let (first, origin) = SecretCipher::load_or_generate(None, &[], dir.path()).unwrap();
         assert_eq!(origin, KeyOrigin::Generated);
-        let (second, origin) = SecretCipher::load_or_generate(None, dir.path()).unwrap();
+        let (second, origin) = SecretCipher::load_or_generate(None, &[], dir.path()).unwrap();
         assert_eq!(origin, KeyOrigin::Loaded);
         assert_eq!(first.key_id(), second.key_id());
         #[cfg(unix)]

@@ -244,6 +244,14 @@ pub enum AuditEvent {
         to: Option<Timestamp>,
         entries: u64,
     },
+
+    /// The secrets kept encrypted at rest were sealed again under the current key (`key_id`),
+    /// after `mfa.encryption_key` was rotated; never the secrets themselves.
+    SecretsResealed {
+        key_id: String,
+        totp_secrets: u64,
+        webhook_secrets: u64,
+    },
 }
 
 impl AuditEvent {
@@ -270,6 +278,7 @@ impl AuditEvent {
             AuditEvent::ConnectionTested { .. } => "connection_tested",
             AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
             AuditEvent::AuditExported { .. } => "audit_exported",
+            AuditEvent::SecretsResealed { .. } => "secrets_resealed",
         }
     }
 }
@@ -382,6 +391,11 @@ pub(crate) mod tests {
                 from: None,
                 to: None,
                 entries: 0,
+            },
+            AuditEvent::SecretsResealed {
+                key_id: "k".into(),
+                totp_secrets: 0,
+                webhook_secrets: 0,
             },
         ]
     }

@@ -90,6 +90,7 @@ impl AuditKey {
                     path: path.to_owned(),
                     reason: format!("not a PKCS#8 PEM Ed25519 private key ({e})"),
                 })?;
+                crate::files::secure_file(path, "audit signing key")?;
                 Ok((AuditKey::from_signing_key(signing), KeyOrigin::Loaded))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -123,7 +124,7 @@ impl AuditKey {
             reason,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::files::create_private_dir(dir)
                 .map_err(|e| fail(format!("cannot create its folder: {e}")))?;
         }
         let pem = self

@@ -467,7 +467,7 @@ impl OidcProvider {
                 Ok(found)
             }
             Err(reason) => {
-                tracing::warn!(issuer = %self.issuer_url, %reason, "single sign-on discovery failed");
+                tracing::warn!(issuer = %self.issuer_url, reason = ?reason, "single sign-on discovery failed");
                 *failed = Some(Instant::now());
                 Err(OidcError::Unavailable(reason))
             }

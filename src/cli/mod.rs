@@ -4,6 +4,7 @@
 mod analyst;
 mod audit;
 mod customer;
+mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Inspect and verify the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Manage the secrets kept encrypted at rest.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -133,5 +137,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Analyst(command) => analyst::run(command, &settings).await,
         Command::Customer(command) => customer::run(command, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
+        Command::Secrets(command) => secrets::run(command, &settings).await,
     }
 }

@@ -441,7 +441,7 @@ async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
 fn sign_in_failed(error: &OidcError) -> Response {
     let (status, text) = match error {
         OidcError::Unavailable(reason) => {
-            tracing::warn!(%reason, "single sign-on provider unavailable");
+            tracing::warn!(reason = ?reason, "single sign-on provider unavailable");
             (
                 StatusCode::BAD_GATEWAY,
                 "The identity provider cannot be reached right now. Try again in a minute.",

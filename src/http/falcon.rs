@@ -79,7 +79,7 @@ pub async fn webhook(
 ) -> Response {
     let reject = |reason: &'static str, status: u16| {
         metrics::counter!("killswitch_webhooks_rejected_total", "reason" => reason).increment(1);
-        tracing::warn!(%customer, reason, "Falcon webhook refused");
+        tracing::warn!(customer = ?customer, reason, "Falcon webhook refused");
         refused(status).into_response()
     };
     let Ok(body) = to_bytes(body, WEBHOOK_BODY_LIMIT).await else {

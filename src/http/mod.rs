@@ -13,6 +13,7 @@ mod health;
 pub mod limiter;
 pub mod openapi;
 pub mod problem;
+pub mod serve;
 pub mod views;
 
 use std::sync::Arc;
@@ -107,7 +108,7 @@ pub fn router(state: AppState) -> Router {
                         .get(REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(), request_id)
+                    tracing::info_span!("request", method = %request.method(), path = ?request.uri().path(), request_id)
                 }))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.server.request_timeout))

@@ -201,6 +201,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     /// Issues a webhook secret (sealed); see `onboarding_sql::add_webhook_secret`.
     async fn add_webhook_secret(&self, new: &onboarding_sql::NewWebhookSecret) -> Result<bool>;
+    /// Stores secrets sealed again under the current key (see `onboarding_sql::reseal`).
+    async fn reseal(&self, reseal: &onboarding_sql::Reseal) -> Result<(u64, u64)>;
     /// The customer's webhook secrets valid at `now`, newest first.
     async fn webhook_secrets(
         &self,

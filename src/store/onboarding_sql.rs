@@ -112,3 +112,77 @@ where
     conn.append(sealer, &chain, &new.actor, &event).await?;
     Ok(rotated)
 }
+
+/// A secret sealed again under the current key; stored only if the row still holds `old`.
+#[derive(Clone)]
+pub struct Resealed {
+    pub id: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// Every secret `killswitch secrets reseal` moves to the current key, in one transaction.
+#[derive(Clone)]
+pub struct Reseal {
+    pub key_id: String,
+    pub totp: Vec<Resealed>,
+    pub webhook: Vec<Resealed>,
+    pub actor: Actor,
+}
+
+impl std::fmt::Debug for Reseal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reseal")
+            .field("key_id", &self.key_id)
+            .field("totp", &self.totp.len())
+            .field("webhook", &self.webhook.len())
+            .finish()
+    }
+}
+
+/// Stores the resealed secrets (each only if unchanged since it was read) and records how many
+/// in the system chain; returns how many TOTP and webhook secrets were replaced.
+pub async fn reseal<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    r: &Reseal,
+) -> Result<(u64, u64)>
+where
+    DB: Database,
+    DB::Connection: ChainTx,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+{
+    let mut counts = [0u64; 2];
+    let tables = [
+        (
+            "UPDATE analysts SET totp_secret = $2 WHERE id = $1 AND totp_secret = $3 RETURNING id",
+            &r.totp,
+        ),
+        (
+            "UPDATE webhook_secrets SET secret = $2 WHERE id = $1 AND secret = $3 RETURNING id",
+            &r.webhook,
+        ),
+    ];
+    for (count, (sql, secrets)) in counts.iter_mut().zip(tables) {
+        for secret in secrets {
+            let replaced: Option<(String,)> = sqlx::query_as::<DB, (String,)>(sql)
+                .bind(secret.id.as_str())
+                .bind(secret.new.as_str())
+                .bind(secret.old.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+            *count += u64::from(replaced.is_some());
+        }
+    }
+    let event = AuditEvent::SecretsResealed {
+        key_id: r.key_id.clone(),
+        totp_secrets: counts[0],
+        webhook_secrets: counts[1],
+    };
+    conn.append(sealer, &ChainId::System, &r.actor, &event)
+        .await?;
+    Ok((counts[0], counts[1]))
+}

@@ -409,6 +409,14 @@ impl Store for PgStore {
         Ok(rotated)
     }
 
+    async fn reseal(&self, reseal: &onboarding_sql::Reseal) -> Result<(u64, u64)> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let counts = onboarding_sql::reseal::<Postgres>(&mut tx, &sealer, reseal).await?;
+        tx.commit().await?;
+        Ok(counts)
+    }
+
     async fn webhook_secrets(
         &self,
         customer: &CustomerSlug,

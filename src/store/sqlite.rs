@@ -57,6 +57,9 @@ impl SqliteStore {
             .create_if_missing(options.create_if_missing);
         if options.create_if_missing {
             create_parent_dir(connect.get_filename())?;
+            if !is_memory(connect.get_filename()) {
+                crate::files::precreate_private_file(connect.get_filename())?;
+            }
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
@@ -70,6 +73,7 @@ impl SqliteStore {
             .await
             .map_err(|e| open_error(connect.get_filename(), e))?;
         super::migrate_or_check(&MIGRATOR, &write_pool, options.migrate).await?;
+        secure_database_files(connect.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -98,14 +102,35 @@ impl SqliteStore {
     }
 }
 
+fn is_memory(file: &Path) -> bool {
+    file.as_os_str().is_empty() || file.to_string_lossy().starts_with(":memory:")
+}
+
+/// The database and its WAL and shared-memory files hold the audit log and sealed secrets:
+/// private to the service's account (SQLite gives new WAL files the database file's mode).
+fn secure_database_files(file: &Path) -> Result<()> {
+    if is_memory(file) {
+        return Ok(());
+    }
+    crate::files::secure_file(file, "database")?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = file.as_os_str().to_owned();
+        companion.push(suffix);
+        crate::files::secure_file(Path::new(&companion), "database")?;
+    }
+    Ok(())
+}
+
 fn create_parent_dir(file: &Path) -> Result<()> {
     match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
-            Error::io(
-                format!("cannot create the database folder {}", dir.display()),
-                e,
-            )
-        }),
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            crate::files::create_private_dir(dir).map_err(|e| {
+                Error::io(
+                    format!("cannot create the database folder {}", dir.display()),
+                    e,
+                )
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -474,6 +499,15 @@ impl Store for SqliteStore {
             Box::pin(async move {
                 onboarding_sql::add_webhook_secret::<Sqlite>(conn, &sealer, &new).await
             })
+        })
+        .await
+    }
+
+    async fn reseal(&self, reseal: &onboarding_sql::Reseal) -> Result<(u64, u64)> {
+        let sealer = self.sealer()?;
+        let reseal = reseal.clone();
+        self.write(move |conn| {
+            Box::pin(async move { onboarding_sql::reseal::<Sqlite>(conn, &sealer, &reseal).await })
         })
         .await
     }

@@ -80,7 +80,8 @@ pub(crate) fn classify(f: &Facts) -> Class {
         | "analyst_enabled"
         | "analyst_mfa_reset"
         | "analyst_token_rotated"
-        | "detection_decided" => class(APPLICATION, API_ACTIVITY, (3, "Update")),
+        | "detection_decided"
+        | "secrets_resealed" => class(APPLICATION, API_ACTIVITY, (3, "Update")),
         _ => class(APPLICATION, API_ACTIVITY, (99, "Other")),
     }
 }
