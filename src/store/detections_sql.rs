@@ -9,7 +9,7 @@ use crate::audit::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::falcon::records::{DETECTION_COLUMNS, DetectionRecord, DetectionState};
-use crate::remediation::action::DetectionClaim;
+use crate::remediation::action::NewAction;
 use crate::time::Timestamp;
 
 fn uuid(id: &str) -> Result<uuid::Uuid> {
@@ -159,7 +159,7 @@ where
     let actor = super::domain_sql::json(&decision.actor)?;
     let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
         "UPDATE detections SET state = $2, action_id = COALESCE($3, action_id), decided_by = $4, decided_at = $5, \
-         decision_reason = $6 WHERE id = $1 AND state = 'pending' RETURNING id",
+         decision_reason = $6 WHERE id = $1 AND customer = $7 AND state = 'pending' RETURNING id",
     )
     .bind(decision.id.as_str())
     .bind(decision.state.as_str())
@@ -167,6 +167,7 @@ where
     .bind(actor)
     .bind(Timestamp::now().to_string())
     .bind(decision.reason.as_deref())
+    .bind(decision.customer.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     if updated.is_none() {
@@ -182,15 +183,14 @@ where
     Ok(true)
 }
 
-/// Moves a pending detection to the claim's decision for action `action_id`, in the
-/// transaction that admits that action (the customer's chain is held). `Some(state)`, with
-/// nothing written, when the detection was no longer pending.
+/// When `new` decides a detection: moves it from pending to the claimed decision for action
+/// `action_id`, in the transaction that admits the action (the customer's chain is held).
+/// `Some(state)`, with nothing written, when the detection was no longer pending.
 pub async fn claim<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
-    claim: &DetectionClaim,
+    new: &NewAction,
     action_id: &str,
-    actor: &Actor,
 ) -> Result<Option<DetectionState>>
 where
     DB: Database,
@@ -202,22 +202,16 @@ where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let id = claim.detection.to_string();
-    let row: Option<(String,)> =
-        sqlx::query_as::<DB, (String,)>("SELECT customer FROM detections WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((customer,)) = row else {
-        return Err(Error::NotFound(format!("detection {id}")));
+    let Some(claim) = &new.claim else {
+        return Ok(None);
     };
     let decision = Decision {
-        id,
-        customer: customer.parse()?,
+        id: claim.detection.to_string(),
+        customer: new.customer.clone(),
         state: claim.decision,
         action_id: Some(action_id.to_owned()),
         reason: claim.reason.clone(),
-        actor: actor.clone(),
+        actor: new.actor.clone(),
     };
     if decide::<DB>(conn, sealer, &decision).await? {
         return Ok(None);

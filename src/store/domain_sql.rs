@@ -233,19 +233,15 @@ where
         if existing.request_hash != new.request_hash {
             return Ok(Admission::KeyConflict(existing));
         }
-        if let Some(claim) = &new.claim
-            && let Some(state) =
-                super::detections_sql::claim::<DB>(conn, sealer, claim, &existing.id, &new.actor)
-                    .await?
+        if let Some(state) =
+            super::detections_sql::claim::<DB>(conn, sealer, new, &existing.id).await?
         {
             return Ok(Admission::AlreadyDecided(state));
         }
         return Ok(Admission::Replayed(existing));
     }
-    if let Some(claim) = &new.claim
-        && let Some(state) =
-            super::detections_sql::claim::<DB>(conn, sealer, claim, &new.id.to_string(), &new.actor)
-                .await?
+    if let Some(state) =
+        super::detections_sql::claim::<DB>(conn, sealer, new, &new.id.to_string()).await?
     {
         return Ok(Admission::AlreadyDecided(state));
     }
