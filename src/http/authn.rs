@@ -67,7 +67,7 @@ enum Resolved {
 
 /// Where a request came from, for audit entries: the client address (behind trusted proxies,
 /// the one they name), the request id (already checked by the request-id middleware) and the
-/// user agent, shortened.
+/// user agent, one clean line of at most 200 characters.
 pub fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestContext {
     let header = |name: &str| {
         parts
@@ -79,7 +79,7 @@ pub fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestContext 
     RequestContext {
         request_id: header(super::REQUEST_ID.as_str()),
         client_ip: client.map(|ip| ip.to_string()),
-        user_agent: header(USER_AGENT.as_str()).map(|ua| ua.chars().take(200).collect()),
+        user_agent: header(USER_AGENT.as_str()).map(|ua| crate::domain::clean_line(&ua, 200)),
     }
 }
 

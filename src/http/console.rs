@@ -425,9 +425,10 @@ async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
     if let Some(ip) = visitor.ip {
         state.failures.record_failure(FailureKey::Client(ip));
     }
+    // The reason may quote the provider's answer: one clean, bounded line in the audit log.
     let event = AuditEvent::AuthenticationFailed {
         analyst_id: None,
-        reason,
+        reason: crate::domain::clean_line(&reason, 500),
         request: Some(visitor.context.clone()),
     };
     let actor = Actor::Unauthenticated {
