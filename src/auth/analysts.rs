@@ -121,12 +121,14 @@ pub fn normalize_email(email: &str) -> Result<String> {
                 && !domain.ends_with('.')
         })
         && email.matches('@').count() == 1
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !email.chars().any(char::is_whitespace)
+        && crate::domain::one_line_text("e-mail", &email, 254).is_ok();
     if valid {
         Ok(email)
     } else {
         Err(Error::InvalidInput(format!(
-            "`{email}` is not an e-mail address"
+            "`{}` is not an e-mail address",
+            crate::domain::clean_line(&email, 100)
         )))
     }
 }

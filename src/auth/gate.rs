@@ -168,17 +168,18 @@ impl Authenticator {
         actor: &Actor,
     ) -> Result<Enrollment> {
         let email = normalize_email(email)?;
+        let display_name = display_name
+            .map(|name| crate::domain::one_line_text("display name", name, 200))
+            .transpose()?
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
         let id = Uuid::new_v4();
         let (token, token_hash) = tokens::generate()?;
         let secret = mfa::new_secret()?;
         let now = Timestamp::now().to_string();
         let record = AnalystRecord {
             id: id.to_string(),
-            display_name: display_name
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| email.split('@').next().unwrap_or_default())
-                .to_owned(),
+            display_name,
             role: role.to_string(),
             customers: serde_json::to_string(&customers)
                 .map_err(|e| crate::Error::Internal(e.to_string()))?,
