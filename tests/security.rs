@@ -985,6 +985,16 @@ async fn slow_headers_and_idle_connections_are_closed_and_connections_are_capped
     drop(holders);
 }
 
+/// A child process that is killed when the test ends, whichever way it ends.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `killswitch` with the data folder and database of `db`, and text logs.
 fn killswitch(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_killswitch"));
@@ -999,17 +1009,19 @@ fn killswitch(db: &TestDb) -> Command {
 #[tokio::test]
 async fn nothing_in_a_request_can_forge_a_log_line_or_reach_the_terminal() {
     let db = TestDb::new().await;
-    let mut child = killswitch(&db)
-        .args(["serve"])
-        .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
-        // Single sign-on at an address nobody answers: bearer JWTs are still parsed and refused.
-        .env("KILLSWITCH_OIDC__ISSUER_URL", "http://127.0.0.1:9")
-        .env("KILLSWITCH_OIDC__CLIENT_ID", "killswitch")
-        .env("KILLSWITCH_OIDC__CLIENT_SECRET", "not-used")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut child = Stopped(
+        killswitch(&db)
+            .args(["serve"])
+            .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
+            // Single sign-on at an address nobody answers: bearer JWTs are still parsed.
+            .env("KILLSWITCH_OIDC__ISSUER_URL", "http://127.0.0.1:9")
+            .env("KILLSWITCH_OIDC__CLIENT_ID", "killswitch")
+            .env("KILLSWITCH_OIDC__CLIENT_SECRET", "not-used")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
     let mut seen = String::new();
     let listen = loop {
         let mut line = String::new();
@@ -1058,12 +1070,12 @@ async fn nothing_in_a_request_can_forge_a_log_line_or_reach_the_terminal() {
     assert_eq!(answer.status(), StatusCode::OK);
 
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     let mut rest = Vec::new();
     stderr.read_to_end(&mut rest).unwrap();
-    let _ = child.wait();
+    let _ = child.0.wait();
     let logs = seen + &String::from_utf8_lossy(&rest);
     assert!(
         !logs.contains('\u{1b}'),
