@@ -170,11 +170,7 @@ impl Intake {
         slug: &CustomerSlug,
         now: Timestamp,
     ) -> std::result::Result<Keys, Refusal> {
-        let (customer, records) = tokio::try_join!(
-            self.store.customer(slug),
-            self.store.webhook_secrets(slug, now)
-        )?;
-        let Some(customer) = customer else {
+        let Some((customer, records)) = self.store.customer_with_secrets(slug, now).await? else {
             return Err(Refusal::Rejected(Rejection::UnknownCustomer));
         };
         let mut secrets = Vec::with_capacity(records.len());
@@ -207,14 +203,13 @@ impl Intake {
     /// Finds the account and applies the customer's auto-disable policy.
     pub async fn process(&self, received: &Received) -> Result<DetectionRecord> {
         let detection = &received.detection;
-        let (target, pending_reason) =
-            match self.resolve(&received.customer, &received.detail).await {
-                Ok(target) => (Some(target), None),
-                Err(reason) => (None, Some(reason)),
-            };
-        // The policy as it is now, after the look-up: a change that returned before this point
-        // applies to this detection.
-        let customer = &self.customer(detection).await?;
+        // The customer as read when this delivery arrived (never from a cache): a policy change
+        // that returned before then applies to this detection.
+        let customer = &received.customer;
+        let (target, pending_reason) = match self.resolve(customer, &received.detail).await {
+            Ok(target) => (Some(target), None),
+            Err(reason) => (None, Some(reason)),
+        };
         let policy = customer.policy.auto_disable;
         let automatic = target.is_some()
             && policy.covers(received.detail.severity)

@@ -203,6 +203,12 @@ pub trait Store: Send + Sync + 'static {
     async fn add_webhook_secret(&self, new: &onboarding_sql::NewWebhookSecret) -> Result<bool>;
     /// Stores secrets sealed again under the current key (see `onboarding_sql::reseal`).
     async fn reseal(&self, reseal: &onboarding_sql::Reseal) -> Result<(u64, u64)>;
+    /// A customer and its webhook secrets valid at `now` (newest first), in one read.
+    async fn customer_with_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Option<(Customer, Vec<onboarding_sql::WebhookSecretRecord>)>>;
     /// The customer's webhook secrets valid at `now`, newest first.
     async fn webhook_secrets(
         &self,

@@ -37,6 +37,23 @@ pub const USE_CONSENT_STATE: &str = "UPDATE consent_states SET used_at = $3 \
      WHERE nonce = $1 AND customer = $2 AND used_at IS NULL RETURNING nonce";
 pub const RECORD_CONNECTION: &str = "UPDATE customers SET connection_ready = $2, connection_detail = $3, \
      connection_checked_at = $4, connection_ok_at = CASE WHEN $2 THEN $4 ELSE connection_ok_at END WHERE slug = $1";
+/// A customer and one of its webhook secrets valid at `$2` (all NULL when it has none): one
+/// row per secret, newest first. The webhook intake reads both in one round trip per delivery.
+#[derive(sqlx::FromRow)]
+pub struct CustomerSecretRow {
+    #[sqlx(flatten)]
+    pub customer: super::domain_sql::CustomerRecord,
+    pub secret_id: Option<String>,
+    pub secret: Option<String>,
+    pub secret_created_at: Option<String>,
+    pub secret_expires_at: Option<String>,
+}
+
+pub const CUSTOMER_WITH_SECRETS: &str = "SELECT c.slug, c.name, c.domain, c.tenant_id, c.policy, c.created_at, \
+     c.connection_ready, c.connection_detail, c.connection_checked_at, c.connection_ok_at, \
+     w.id AS secret_id, w.secret AS secret, w.created_at AS secret_created_at, w.expires_at AS secret_expires_at \
+     FROM customers c LEFT JOIN webhook_secrets w ON w.customer = c.slug AND (w.expires_at IS NULL OR w.expires_at > $2) \
+     WHERE c.slug = $1 ORDER BY w.created_at DESC";
 pub const VALID_WEBHOOK_SECRETS: &str = "SELECT id, customer, secret, created_at, expires_at FROM webhook_secrets \
      WHERE customer = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY created_at DESC";
 

@@ -417,6 +417,14 @@ impl Store for PgStore {
         Ok(counts)
     }
 
+    async fn customer_with_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>> {
+        self.reads.customer_with_secrets(customer, now).await
+    }
+
     async fn webhook_secrets(
         &self,
         customer: &CustomerSlug,

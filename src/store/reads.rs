@@ -6,7 +6,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::audit_sql as sql;
 use super::domain_sql::{self, CustomerRecord};
-use super::onboarding_sql::{self, WebhookSecretRecord};
+use super::onboarding_sql::{self, CustomerSecretRow, WebhookSecretRecord};
 use super::{ActionFilter, SessionRecord};
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
@@ -38,6 +38,7 @@ where
     for<'r> EntryRecord: FromRow<'r, DB::Row>,
     for<'r> CheckpointRecord: FromRow<'r, DB::Row>,
     for<'r> CustomerRecord: FromRow<'r, DB::Row>,
+    for<'r> CustomerSecretRow: FromRow<'r, DB::Row>,
     for<'r> ActionRecord: FromRow<'r, DB::Row>,
     for<'r> AnalystRecord: FromRow<'r, DB::Row>,
     for<'r> SessionRecord: FromRow<'r, DB::Row>,
@@ -250,6 +251,37 @@ where
                 .fetch_one(&self.pool)
                 .await?;
         Ok(count)
+    }
+
+    pub async fn customer_with_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>> {
+        let rows = sqlx::query_as::<DB, CustomerSecretRow>(onboarding_sql::CUSTOMER_WITH_SECRETS)
+            .bind(customer.as_str())
+            .bind(now.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut secrets = Vec::with_capacity(rows.len());
+        let mut found = None;
+        for row in rows {
+            if let (Some(id), Some(secret), Some(created_at)) =
+                (row.secret_id, row.secret, row.secret_created_at)
+            {
+                secrets.push(WebhookSecretRecord {
+                    id,
+                    customer: row.customer.slug.clone(),
+                    secret,
+                    created_at,
+                    expires_at: row.secret_expires_at,
+                });
+            }
+            found.get_or_insert(row.customer);
+        }
+        found
+            .map(|record| Ok((record.parse()?, secrets)))
+            .transpose()
     }
 
     pub async fn webhook_secrets(
