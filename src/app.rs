@@ -257,6 +257,8 @@ impl Application {
         let limits = http::serve::ConnectionLimits {
             header_read_timeout: settings.server.header_read_timeout,
             max_connections: settings.server.max_connections,
+            max_connections_per_client: settings.server.max_connections_per_client,
+            trusted: settings.server.trusted_proxies.clone(),
         };
         let server = http::serve::serve(
             self.listener,

@@ -53,8 +53,10 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
-    /// Proxies whose `X-Forwarded-For` / `Forwarded` headers name the real client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Proxies, and the one header they name the real client in.
+    pub trusted_proxies: crate::http::client::TrustedProxies,
+    /// Connections one peer address may hold at once (trusted proxies are not limited).
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,7 +255,28 @@ impl Settings {
             max_connections: r
                 .number("server.max_connections", 1, 1_000_000)
                 .unwrap_or(1024) as usize,
-            trusted_proxies: r.networks("server.trusted_proxies"),
+            trusted_proxies: crate::http::client::TrustedProxies {
+                networks: r.networks("server.trusted_proxies"),
+                header: match r.string("server.client_address_header").as_deref() {
+                    None => crate::http::client::ForwardedHeader::XForwardedFor,
+                    Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
+                        crate::http::client::ForwardedHeader::XForwardedFor
+                    }
+                    Some(h) if h.eq_ignore_ascii_case("forwarded") => {
+                        crate::http::client::ForwardedHeader::Forwarded
+                    }
+                    Some(other) => {
+                        r.problem(
+                            "server.client_address_header",
+                            format!("`{other}` is not X-Forwarded-For or Forwarded"),
+                        );
+                        crate::http::client::ForwardedHeader::XForwardedFor
+                    }
+                },
+            },
+            max_connections_per_client: r
+                .number("server.max_connections_per_client", 1, 1_000_000)
+                .unwrap_or(64) as usize,
         };
 
         let log = LogSettings {
@@ -921,6 +944,7 @@ mod tests {
         let shown: Vec<String> = s
             .server
             .trusted_proxies
+            .networks
             .iter()
             .map(ToString::to_string)
             .collect();

@@ -1,7 +1,8 @@
 //! The files killswitch keeps secrets in, kept private to the service's own OS account: the data
 //! folder and any folder it creates (0700), the SQLite database with its WAL and shared-memory
 //! files, and the key files (0600). Modes are set at creation and, for files and the data folder
-//! that exist already with wider ones, tightened with a warning naming what was open.
+//! that exist already with wider ones, tightened with a warning naming what was open (or, when
+//! the mode is not the service's to change, only the warning).
 
 use std::path::Path;
 
@@ -70,17 +71,22 @@ fn tighten(path: &Path, mode: u32, what: &str) -> Result<()> {
     if found & !mode == 0 {
         return Ok(());
     }
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        // Not ours to change (a volume owned by another account): say so, and go on.
+        tracing::warn!(
+            path = %path.display(),
+            found = %format!("{found:04o}"),
+            error = %e,
+            "the {what} is readable or writable by other accounts, and its mode cannot be changed; restrict it to {mode:04o}"
+        );
+        return Ok(());
+    }
     tracing::warn!(
         path = %path.display(),
         found = %format!("{found:04o}"),
         "the {what} was readable or writable by other accounts; its mode is now {mode:04o}"
     );
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
-        Error::io(
-            format!("cannot restrict {} to mode {mode:04o}", path.display()),
-            e,
-        )
-    })
+    Ok(())
 }
 
 #[cfg(not(unix))]

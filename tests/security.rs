@@ -805,6 +805,16 @@ async fn failures_count_per_credential_and_per_real_client_behind_trusted_proxie
             StatusCode::UNAUTHORIZED
         );
     }
+    // A client's own `Forwarded` header does not give it a new address: the proxy writes
+    // X-Forwarded-For, and only that is believed.
+    let disguised = rig
+        .request(Method::GET, "/api/v1/actions", &forged, None)
+        .header("X-Forwarded-For", "192.0.2.66, 203.0.113.5")
+        .header("Forwarded", "for=198.51.100.77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disguised.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
         from("203.0.113.5", &forged).await.unwrap().status(),
         StatusCode::TOO_MANY_REQUESTS
@@ -962,6 +972,21 @@ async fn slow_headers_and_idle_connections_are_closed_and_connections_are_capped
     let (closed, answered) = closes(idle).await;
     assert!(closed, "an idle keep-alive connection stays open");
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+
+    // One address may hold only its share of the places: beyond it, a connection is closed.
+    let shared = TestApp::spawn_with(&[("server.max_connections_per_client", "1")]).await;
+    let _held = tokio::net::TcpStream::connect(shared.address)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut greedy = tokio::net::TcpStream::connect(shared.address)
+        .await
+        .unwrap();
+    let _ = greedy
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: killswitch\r\n\r\n")
+        .await;
+    let (closed, answered) = closes(greedy).await;
+    assert!(closed && answered.is_empty(), "{answered}");
 
     // Two silent connections hold both places; a third waits until one closes.
     let holders = [

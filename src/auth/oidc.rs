@@ -65,7 +65,12 @@ pub enum OidcError {
     /// The `state` is unknown, expired or was already used.
     #[error("this sign-in has expired or was already used; start again")]
     UnknownState,
-    /// The provider refused the code, or its ID token failed a check.
+    /// The code could not be exchanged, or the ID token failed a check: nobody is vouched for
+    /// (anyone can send a made-up code), so this is logged and counted, never audited.
+    #[error("{0}")]
+    Unverified(String),
+    /// The provider vouched for someone (a verified ID token) whom killswitch does not accept:
+    /// no verified e-mail, no identity claim, issued to another party.
     #[error("{0}")]
     Refused(String),
 }
@@ -298,7 +303,7 @@ impl OidcProvider {
             .request_async(&self.http)
             .await
             .map_err(|e| match e {
-                RequestTokenError::ServerResponse(answer) => OidcError::Refused(format!(
+                RequestTokenError::ServerResponse(answer) => OidcError::Unverified(format!(
                     "the provider refused the authorization code: {}",
                     answer.error()
                 )),
@@ -310,7 +315,7 @@ impl OidcProvider {
             })?;
         self.remember_completed(pending.state);
         let id_token = response.id_token().ok_or_else(|| {
-            OidcError::Refused("the provider's token response has no ID token".to_owned())
+            OidcError::Unverified("the provider's token response has no ID token".to_owned())
         })?;
         let nonce = Nonce::new(pending.nonce);
         let mut keys = found.keys();
@@ -329,12 +334,14 @@ impl OidcProvider {
                         .map_err(OidcError::Unavailable)?;
                 }
                 Err(e) => {
-                    return Err(OidcError::Refused(format!("the ID token was refused: {e}")));
+                    return Err(OidcError::Unverified(format!(
+                        "the ID token was refused: {e}"
+                    )));
                 }
             }
         }
         // Verified above; read again as plain JSON for the claims the checks below name.
-        let claims = payload_claims(&id_token.to_string()).map_err(OidcError::Refused)?;
+        let claims = payload_claims(&id_token.to_string()).map_err(OidcError::Unverified)?;
         authorized_party(&claims, &self.client_id).map_err(OidcError::Refused)?;
         identity(&claims, &self.identity_claim).map_err(OidcError::Refused)
     }

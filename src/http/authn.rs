@@ -284,15 +284,24 @@ async fn from_session(
         },
         None => None,
     };
-    let (Some(session), Some(record)) = (session, record.filter(AnalystRecord::is_active)) else {
-        if let Some(secs) = client_blocked(state, client).or(state.failures.blocked(credential)) {
-            return Err(too_many_failures(secs));
-        }
-        count_failure(state, client, credential, "session");
-        return Err(expired());
-    };
+    // An ended session is what every browser sends the morning after: it counts against that
+    // cookie only, never against the address others share.
     if let Some(secs) = state.failures.blocked(credential) {
         return Err(too_many_failures(secs));
+    }
+    let (Some(session), Some(record)) = (session, record) else {
+        count_failure(state, None, credential, "session");
+        return Err(expired());
+    };
+    if !record.is_active() {
+        count_failure(state, None, credential, "refused");
+        let event = AuditEvent::AuthenticationFailed {
+            analyst_id: Uuid::parse_str(&record.id).ok(),
+            reason: "console session of a disabled analyst".to_owned(),
+            request: Some(context.clone()),
+        };
+        record_refusal(state, parts, &context, &event).await;
+        return Err(expired());
     }
     let safe = matches!(
         parts.method,

@@ -1,8 +1,9 @@
 //! Who is on the other end of a request: the connection's peer, or, when the peer is one of
-//! `server.trusted_proxies`, the client the proxies name in `Forwarded` (RFC 7239) or
-//! `X-Forwarded-For`. Only the hops appended by trusted proxies are believed: the address is the
-//! right-most one that is not itself a trusted proxy, so a client cannot choose its own address
-//! by sending the header itself.
+//! `server.trusted_proxies`, the client the proxies name in the one header they are configured
+//! to write (`server.client_address_header`: `X-Forwarded-For`, or RFC 7239 `Forwarded`). The
+//! other header is ignored, since proxies pass a client's own copy of it through untouched. Only
+//! the hops appended by trusted proxies are believed: the address is the right-most one that is
+//! not itself a trusted proxy, so a client cannot choose its own address by sending the header.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -11,22 +12,42 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use ipnet::IpNet;
 
+/// The header trusted proxies record the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters.
+    Forwarded,
+}
+
+/// Which peers are proxies, and which header they write.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    pub networks: Vec<IpNet>,
+    pub header: ForwardedHeader,
+}
+
+impl TrustedProxies {
+    pub fn trusts(&self, ip: &IpAddr) -> bool {
+        self.networks.iter().any(|net| net.contains(ip))
+    }
+}
+
 /// The request's client address (see the module documentation), if the connection has one.
-pub fn client_ip(parts: &Parts, trusted: &[IpNet]) -> Option<IpAddr> {
+pub fn client_ip(parts: &Parts, proxies: &TrustedProxies) -> Option<IpAddr> {
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip())?;
-    Some(behind_proxies(peer, &parts.headers, trusted))
+    Some(behind_proxies(peer, &parts.headers, proxies))
 }
 
 /// The client address for a request from `peer` with `headers`.
-pub fn behind_proxies(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    if !is_trusted(&peer) {
+pub fn behind_proxies(peer: IpAddr, headers: &HeaderMap, proxies: &TrustedProxies) -> IpAddr {
+    if !proxies.trusts(&peer) {
         return peer;
     }
-    let Some(hops) = forwarded_hops(headers) else {
+    let Some(hops) = forwarded_hops(headers, proxies.header) else {
         return peer;
     };
     let mut client = peer;
@@ -34,16 +55,16 @@ pub fn behind_proxies(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> I
         match hop {
             // A hop no trusted proxy could have written: stop at the last address believed.
             None => return client,
-            Some(ip) if is_trusted(ip) => client = *ip,
+            Some(ip) if proxies.trusts(ip) => client = *ip,
             Some(ip) => return *ip,
         }
     }
     client
 }
 
-/// The addresses the proxies recorded, client first: `Forwarded` when present, else
-/// `X-Forwarded-For`. `None` for a hop that is not an address (`unknown`, an obfuscated name).
-fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
+/// The addresses the proxies recorded in `header`, client first. `None` for a hop that is not
+/// an address (`unknown`, an obfuscated name).
+fn forwarded_hops(headers: &HeaderMap, header: ForwardedHeader) -> Option<Vec<Option<IpAddr>>> {
     let joined = |name: &str| {
         let values: Vec<&str> = headers
             .get_all(name)
@@ -52,7 +73,8 @@ fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<Option<IpAddr>>> {
             .collect();
         (!values.is_empty()).then(|| values.join(","))
     };
-    if let Some(forwarded) = joined("forwarded") {
+    if header == ForwardedHeader::Forwarded {
+        let forwarded = joined("forwarded")?;
         let hops = forwarded
             .split(',')
             .map(|element| {
@@ -99,18 +121,27 @@ mod tests {
         text.parse().unwrap()
     }
 
+    fn proxies(header: ForwardedHeader) -> TrustedProxies {
+        TrustedProxies {
+            networks: vec!["10.0.0.0/8".parse().unwrap()],
+            header,
+        }
+    }
+
     #[test]
     fn without_trusted_proxies_the_peer_is_the_client_whatever_it_claims() {
         let claimed = headers(&[("x-forwarded-for", "203.0.113.9")]);
-        assert_eq!(
-            behind_proxies(ip("198.51.100.1"), &claimed, &[]),
-            ip("198.51.100.1")
-        );
+        let none = TrustedProxies {
+            networks: vec![],
+            header: ForwardedHeader::XForwardedFor,
+        };
+        let peer = ip("198.51.100.1");
+        assert_eq!(behind_proxies(peer, &claimed, &none), peer);
     }
 
     #[test]
     fn behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client() {
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusted = proxies(ForwardedHeader::XForwardedFor);
         let lb = ip("10.0.0.5");
         // The client put a fake address first; the proxy appended the real one.
         let forged = headers(&[("x-forwarded-for", "192.0.2.66, 203.0.113.9")]);
@@ -124,21 +155,26 @@ mod tests {
             ("x-forwarded-for", "[2001:db8::7]:443"),
         ]);
         assert_eq!(behind_proxies(lb, &split, &trusted), ip("2001:db8::7"));
-        // RFC 7239 wins over X-Forwarded-For.
-        let standard = headers(&[
+        // Only the configured header counts: proxies pass a client's own copy of the other one
+        // through untouched.
+        let both = headers(&[
             (
                 "forwarded",
                 r#"for=192.0.2.60;proto=https, for="[2001:db8:cafe::17]:4711""#,
             ),
             ("x-forwarded-for", "198.51.100.3"),
         ]);
+        assert_eq!(behind_proxies(lb, &both, &trusted), ip("198.51.100.3"));
+        let standard = proxies(ForwardedHeader::Forwarded);
         assert_eq!(
-            behind_proxies(lb, &standard, &trusted),
+            behind_proxies(lb, &both, &standard),
             ip("2001:db8:cafe::17")
         );
+        let only_forwarded = headers(&[("forwarded", "for=192.0.2.60")]);
+        assert_eq!(behind_proxies(lb, &only_forwarded, &trusted), lb);
         // No header, or a hop that is not an address: the last address believed.
         assert_eq!(behind_proxies(lb, &HeaderMap::new(), &trusted), lb);
         let unknown = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(behind_proxies(lb, &unknown, &trusted), lb);
+        assert_eq!(behind_proxies(lb, &unknown, &standard), lb);
     }
 }

@@ -160,11 +160,12 @@ async fn login(State(state): State<AppState>) -> Response {
         Err(e) => return e.into_response(),
     };
     let mut response = see_other(redirect.url.as_str());
+    // The path the browser sees, with any prefix of server.public_url.
     let binding = set_cookie(
         &state,
         LOGIN_COOKIE,
         &sealed,
-        CALLBACK_PATH,
+        oidc.redirect_uri().path(),
         LOGIN_TTL.as_secs(),
     );
     append_cookie(&mut response, &binding);
@@ -189,26 +190,10 @@ async fn callback(
     let Some(oidc) = state.oidc.clone() else {
         return not_configured();
     };
-    if let Some(secs) = visitor
-        .ip
-        .and_then(|ip| state.failures.blocked(FailureKey::Client(ip)))
-    {
-        let mut response = message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins",
-            "This address failed to authenticate too often. Wait a few minutes, then try again.",
-        );
-        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, value);
-        }
-        return response;
-    }
     let cleared = |mut response: Response| {
         append_cookie(
             &mut response,
-            &clear_cookie(&state, LOGIN_COOKIE, CALLBACK_PATH),
+            &clear_cookie(&state, LOGIN_COOKIE, oidc.redirect_uri().path()),
         );
         response
     };
@@ -229,19 +214,15 @@ async fn callback(
     let who = match oidc.finish(code, pending).await {
         Ok(who) => who,
         Err(OidcError::Refused(reason)) => {
-            refuse(
-                &state,
-                &visitor,
-                format!("single sign-on refused: {reason}"),
-            )
-            .await;
-            return cleared(message(
-                StatusCode::FORBIDDEN,
-                "Sign-in refused",
-                "The identity provider's answer did not pass killswitch's checks, so you are not signed in.",
-            ));
+            let reason = format!("single sign-on refused: {reason}");
+            return cleared(refuse(&state, &visitor, reason).await);
         }
-        Err(e) => return cleared(sign_in_failed(&e)),
+        Err(e) => {
+            metrics::counter!("killswitch_authentication_failures_total", "kind" => "sign_in")
+                .increment(1);
+            tracing::info!(reason = ?e.to_string(), "single sign-on not completed");
+            return cleared(sign_in_failed(&e));
+        }
     };
     cleared(start_session(&state, &visitor, &headers, &who, oidc.session_ttl()).await)
 }
@@ -326,12 +307,11 @@ async fn start_session(
     };
     let Some(analyst) = analyst else {
         let shown = super::authn::shown_identity(who);
-        refuse(
-            state,
-            visitor,
-            format!("single sign-on for an unknown or disabled analyst: {shown}"),
-        )
-        .await;
+        let reason = format!("single sign-on for an unknown or disabled analyst: {shown}");
+        let refused = refuse(state, visitor, reason).await;
+        if refused.status() == StatusCode::TOO_MANY_REQUESTS {
+            return refused;
+        }
         return message(
             StatusCode::FORBIDDEN,
             "Not a killswitch analyst",
@@ -419,9 +399,25 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
     response
 }
 
-/// Audits a refused sign-in in the system chain and counts it against the client address.
-async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
+/// A sign-in the provider vouched for but killswitch refuses: counted against the client
+/// address and recorded in the system chain, unless the address has used up its failures (then
+/// 429, and nothing more is written). The page to show.
+async fn refuse(state: &AppState, visitor: &Visitor, reason: String) -> Response {
     tracing::info!(reason = ?reason, "single sign-on refused");
+    if let Some(secs) = visitor
+        .ip
+        .and_then(|ip| state.failures.blocked(FailureKey::Client(ip)))
+    {
+        let mut response = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins",
+            "This address failed to sign in too often. Wait a few minutes, then try again.",
+        );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        return response;
+    }
     if let Some(ip) = visitor.ip {
         state.failures.record_failure(FailureKey::Client(ip));
     }
@@ -437,6 +433,11 @@ async fn refuse(state: &AppState, visitor: &Visitor, reason: String) {
     if let Err(e) = state.store.append(&ChainId::System, &actor, &event).await {
         tracing::error!(error = %e, "cannot record a refused sign-in");
     }
+    message(
+        StatusCode::FORBIDDEN,
+        "Sign-in refused",
+        "The identity provider's answer did not pass killswitch's checks, so you are not signed in.",
+    )
 }
 
 fn sign_in_failed(error: &OidcError) -> Response {
@@ -452,7 +453,7 @@ fn sign_in_failed(error: &OidcError) -> Response {
             StatusCode::BAD_REQUEST,
             "This sign-in has expired or was already used. Please start again.",
         ),
-        OidcError::Refused(_) => (
+        OidcError::Refused(_) | OidcError::Unverified(_) => (
             StatusCode::FORBIDDEN,
             "The identity provider's answer did not pass killswitch's checks.",
         ),

@@ -32,14 +32,21 @@ impl FailureKey {
     }
 }
 
-/// Beyond this many tracked keys, finished windows are forgotten; if that is not enough (a
-/// flood of distinct credentials), new credentials are not tracked, so memory stays bounded.
+/// Beyond this many tracked keys, finished windows are forgotten (at most once a second: the
+/// sweep holds the lock); if that is not enough (a flood of distinct credentials or addresses),
+/// new keys are not tracked until some windows end, so memory stays bounded.
 const MAX_TRACKED: usize = 100_000;
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub struct FailureLimiter {
     max: u32,
     window: Duration,
-    counts: Mutex<HashMap<FailureKey, (Instant, u32)>>,
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
+    by_key: HashMap<FailureKey, (Instant, u32)>,
+    swept: Instant,
 }
 
 impl FailureLimiter {
@@ -47,14 +54,17 @@ impl FailureLimiter {
         FailureLimiter {
             max: max.max(1),
             window,
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts {
+                by_key: HashMap::new(),
+                swept: Instant::now(),
+            }),
         }
     }
 
     /// Seconds until `key` may try again, when it has used up its failures.
     pub fn blocked(&self, key: FailureKey) -> Option<u64> {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let (started, failures) = counts.get(&key)?;
+        let (started, failures) = counts.by_key.get(&key)?;
         let elapsed = started.elapsed();
         (*failures >= self.max && elapsed < self.window)
             .then(|| (self.window - elapsed).as_secs().max(1))
@@ -62,15 +72,19 @@ impl FailureLimiter {
 
     pub fn record_failure(&self, key: FailureKey) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() >= MAX_TRACKED && !counts.contains_key(&key) {
-            let window = self.window;
-            counts.retain(|_, (started, _)| started.elapsed() < window);
-            if counts.len() >= MAX_TRACKED && matches!(key, FailureKey::Credential(_)) {
+        let Counts { by_key, swept } = &mut *counts;
+        if by_key.len() >= MAX_TRACKED && !by_key.contains_key(&key) {
+            if swept.elapsed() >= SWEEP_EVERY {
+                let window = self.window;
+                by_key.retain(|_, (started, _)| started.elapsed() < window);
+                *swept = Instant::now();
+            }
+            if by_key.len() >= MAX_TRACKED {
                 return;
             }
         }
         let now = Instant::now();
-        let entry = counts.entry(key).or_insert((now, 0));
+        let entry = by_key.entry(key).or_insert((now, 0));
         if entry.0.elapsed() >= self.window {
             *entry = (now, 0);
         }
@@ -100,20 +114,22 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_distinct_credentials_does_not_grow_memory_without_bound() {
+    fn a_flood_of_distinct_keys_does_not_grow_memory_without_bound() {
         let limiter = FailureLimiter::new(3, Duration::from_secs(60));
-        for i in 0..MAX_TRACKED + 50 {
-            limiter.record_failure(FailureKey::credential(&i.to_string()));
-        }
         let client = FailureKey::Client("192.0.2.7".parse().unwrap());
         for _ in 0..3 {
             limiter.record_failure(client);
         }
+        for i in 0..MAX_TRACKED + 50 {
+            limiter.record_failure(FailureKey::credential(&i.to_string()));
+            let address = std::net::IpAddr::from((i as u128).to_be_bytes());
+            limiter.record_failure(FailureKey::Client(address));
+        }
         assert!(
             limiter.blocked(client).is_some(),
-            "addresses are still counted"
+            "keys already tracked keep counting"
         );
-        let tracked = limiter.counts.lock().unwrap().len();
-        assert!(tracked <= MAX_TRACKED + 1, "{tracked}");
+        let tracked = limiter.counts.lock().unwrap().by_key.len();
+        assert_eq!(tracked, MAX_TRACKED);
     }
 }

@@ -1,11 +1,14 @@
 //! Accepting connections: HTTP/1.1 with a deadline for request headers (which also closes a
 //! keep-alive connection left idle that long), at most `server.max_connections` connections
-//! served at once, and a graceful stop. A client that opens connections and sends nothing, or
-//! sends its headers a byte at a time, holds a connection for the header deadline at most.
+//! served at once and `server.max_connections_per_client` from one peer address (trusted proxies
+//! excepted), and a graceful stop. A client that opens connections and sends nothing, or sends
+//! its headers a byte at a time, holds a connection for the header deadline at most, and cannot
+//! take more than its share of the places.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,12 +19,54 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::client::TrustedProxies;
 
 /// The limits a connection is served under.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// Proxies carry many clients' connections: no per-address ceiling for them.
+    pub trusted: TrustedProxies,
+}
+
+/// Open connections per peer address; a place is given back when its [`Place`] drops.
+#[derive(Default)]
+struct PerClient(Mutex<HashMap<IpAddr, usize>>);
+
+struct Place {
+    counts: Arc<PerClient>,
+    ip: IpAddr,
+}
+
+impl PerClient {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Place> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let open = counts.entry(ip).or_insert(0);
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(Place {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = counts.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets every open connection
@@ -33,10 +78,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    // Every connection holds a receiver; the sender sees them all gone once they have closed.
+    let per_client = Arc::new(PerClient::default());
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Owned here: if this future is dropped (the grace period ran out), every connection goes.
+    let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         // Beyond the ceiling, new connections wait in the kernel's backlog, not in memory.
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => permit,
@@ -56,22 +104,34 @@ pub async fn serve(
                 continue;
             }
         };
-        let (router, stop) = (router.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            serve_connection(stream, peer, router, limits, stop).await;
-            drop(permit);
+        let place = if limits.trusted.trusts(&peer.ip()) {
+            None
+        } else {
+            match per_client.take(peer.ip(), limits.max_connections_per_client) {
+                Some(place) => Some(place),
+                None => {
+                    metrics::counter!("killswitch_connections_refused_total", "reason" => "per_client").increment(1);
+                    continue;
+                }
+            }
+        };
+        let (router, stop, limits) = (router.clone(), stop_rx.clone(), limits.clone());
+        connections.spawn(async move {
+            serve_connection(stream, peer, router, &limits, stop).await;
+            drop((permit, place));
         });
     }
+    // Stop accepting at once: connecting clients are refused rather than left waiting.
+    drop(listener);
     let _ = stop_tx.send(true);
-    drop(stop_rx);
-    stop_tx.closed().await;
+    while connections.join_next().await.is_some() {}
 }
 
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
-    limits: ConnectionLimits,
+    limits: &ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let service =

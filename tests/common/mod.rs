@@ -132,21 +132,24 @@ impl TestApp {
     }
 
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
+        TestApp::try_spawn_with(overrides).await.unwrap()
+    }
+
+    /// [`spawn_with`](Self::spawn_with), for a caller that may retry (a chosen port was taken).
+    pub async fn try_spawn_with(overrides: &[(&str, &str)]) -> killswitch::Result<TestApp> {
         let db = TestDb::new().await;
         let settings = db.settings(overrides);
-        let services = Services::open(&settings).await.unwrap();
+        let services = Services::open(&settings).await?;
         let auth = services.auth.clone();
         let onboarding = services.onboarding.clone();
-        let app = Application::with_services(settings, services)
-            .await
-            .unwrap();
-        let address = app.local_addr().unwrap();
+        let app = Application::with_services(settings, services).await?;
+        let address = app.local_addr()?;
         let store = app.store();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        TestApp {
+        Ok(TestApp {
             address,
             base: format!("http://{address}"),
             client: reqwest::Client::new(),
@@ -156,7 +159,7 @@ impl TestApp {
             db,
             shutdown: Some(tx),
             server: Some(server),
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
