@@ -31,3 +31,27 @@ fn the_readme_role_matrix_is_the_enforced_one_cell_by_cell() {
         }
     }
 }
+
+#[test]
+fn the_readme_lists_every_problem_type_the_service_answers_and_no_other() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("names the case:")
+        .expect("the list of problem types");
+    let end = start
+        + readme[start..]
+            .find("\n\n##")
+            .unwrap_or(readme.len() - start);
+    let listed: std::collections::BTreeSet<&str> = readme[start..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|name| !name.contains('/'))
+        .collect();
+    let answered: std::collections::BTreeSet<&str> = killswitch::http::problem::ProblemKind::ALL
+        .iter()
+        .map(|k| k.slug())
+        .collect();
+    assert_eq!(listed, answered);
+}

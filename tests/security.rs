@@ -1273,3 +1273,91 @@ async fn the_encryption_key_rotates_and_reseal_moves_every_secret_to_the_new_one
         }
     )));
 }
+
+#[tokio::test]
+async fn the_cause_of_an_api_500_is_logged_once_with_its_request_id() {
+    let db = TestDb::new().await;
+    let enrolled = killswitch(&db)
+        .args([
+            "analyst",
+            "add",
+            "--email",
+            "night@provider.example",
+            "--role",
+            "analyst",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    let token = serde_json::from_slice::<Value>(&enrolled.stdout).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A stored analyst the service cannot read back: an internal error on every request.
+    let mut raw = db.raw().await;
+    sqlx::query("UPDATE analysts SET customers = 'not a scope'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let mut child = Stopped(
+        killswitch(&db)
+            .args(["serve"])
+            .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut logs = String::new();
+    let listen = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited: {logs}"
+        );
+        logs.push_str(&line);
+        if let Some(at) = line.find("listen=") {
+            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let answer = reqwest::Client::new()
+        .get(format!("http://{listen}/api/v1/actions"))
+        .bearer_auth(&token)
+        .header("X-Request-Id", "req-500-check")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = problem(answer).await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("/problems/internal")
+        )
+    );
+    assert!(
+        !body.to_string().contains("customer scope"),
+        "the cause stays out of the answer: {body}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let mut rest = Vec::new();
+    stderr.read_to_end(&mut rest).unwrap();
+    logs.push_str(&String::from_utf8_lossy(&rest));
+    let caused: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .collect();
+    assert_eq!(caused.len(), 1, "{logs}");
+    assert!(
+        caused[0].contains("invalid customer scope") && caused[0].contains("req-500-check"),
+        "{logs}"
+    );
+}

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::caller::Caller;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use super::views::{
     AccountView, ActionList, ActionView, ActionsQuery, DisableRequest, EnableRequest,
 };
@@ -29,7 +29,7 @@ type ApiResult<T = Response> = Result<T, Problem>;
 
 fn remediator(state: &AppState) -> ApiResult<Arc<Remediator>> {
     state.remediator.clone().ok_or_else(|| {
-        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "remediation-unavailable", "Remediation is not configured").detail(
+        Problem::of(ProblemKind::RemediationUnavailable).detail(
             "the remediation app's credentials are not set (see /readyz); nothing was sent to Entra",
         )
     })
@@ -37,21 +37,12 @@ fn remediator(state: &AppState) -> ApiResult<Arc<Remediator>> {
 
 fn graph_problem(error: &GraphError, account: &AccountRef) -> Problem {
     match error {
-        GraphError::NotFound { .. } => Problem::new(
-            StatusCode::NOT_FOUND,
-            "account-not-found",
-            "Unknown account",
-        )
-        .detail(format!(
+        GraphError::NotFound { .. } => Problem::of(ProblemKind::AccountNotFound).detail(format!(
             "there is no account {account} in the customer's tenant"
         )),
-        other => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "graph-refused",
-            "Microsoft Graph refused or failed",
-        )
-        .detail(other.to_string())
-        .with("graph", other.evidence()),
+        other => Problem::of(ProblemKind::GraphRefused)
+            .detail(other.to_string())
+            .with("graph", other.evidence()),
     }
 }
 
@@ -192,7 +183,9 @@ fn bad_body(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    Problem::new(status, "invalid-body", "Invalid request body").detail(rejection.body_text())
+    Problem::of(ProblemKind::InvalidBody)
+        .status(status)
+        .detail(rejection.body_text())
 }
 
 /// What a disable or enable request asks, as sent.
@@ -291,12 +284,8 @@ async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) 
 }
 
 fn idempotency_conflict() -> Problem {
-    Problem::new(
-        StatusCode::CONFLICT,
-        "idempotency-conflict",
-        "Idempotency-Key reused",
-    )
-    .detail("this Idempotency-Key was already used for a different request")
+    Problem::of(ProblemKind::IdempotencyConflict)
+        .detail("this Idempotency-Key was already used for a different request")
 }
 
 /// The HTTP answer for an action in its current state.
@@ -313,31 +302,16 @@ fn respond(record: &ActionRecord) -> ApiResult {
             Json(&view),
         )
             .into_response()),
-        "denied" if detail.starts_with("rate limit") => Err(with_action(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            "Customer's hourly limit reached",
-        ))
-        .retry_after(300)),
-        "denied" => Err(with_action(Problem::new(
-            StatusCode::CONFLICT,
-            "protected-account",
-            "Protected account",
-        ))),
+        "denied" if detail.starts_with("rate limit") => {
+            Err(with_action(Problem::of(ProblemKind::RateLimited)).retry_after(300))
+        }
+        "denied" => Err(with_action(Problem::of(ProblemKind::ProtectedAccount))),
         _ if record.graph().and_then(|g| g.error_code).as_deref()
             == Some("Request_ResourceNotFound") =>
         {
-            Err(with_action(Problem::new(
-                StatusCode::NOT_FOUND,
-                "account-not-found",
-                "Unknown account",
-            )))
+            Err(with_action(Problem::of(ProblemKind::AccountNotFound)))
         }
-        _ => Err(with_action(Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "graph-refused",
-            "Microsoft Graph refused or failed",
-        ))),
+        _ => Err(with_action(Problem::of(ProblemKind::GraphRefused))),
     }
 }
 

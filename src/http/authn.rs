@@ -10,7 +10,6 @@
 use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
@@ -19,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::caller::{CSRF_HEADER, Caller, SESSION_COOKIE, cookie, unauthenticated};
 use super::limiter::FailureKey;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, AuthMethod, RequestContext};
 use crate::auth::analysts::{AnalystRecord, normalize_email};
@@ -84,11 +83,7 @@ pub fn request_context(parts: &Parts, client: Option<IpAddr>) -> RequestContext 
 }
 
 fn too_many_failures(secs: u64) -> Problem {
-    Problem::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too-many-failures",
-        "Too many failed authentications",
-    )
+    Problem::of(ProblemKind::TooManyFailures)
     .detail("too many failed authentications from this client or with this credential; wait before trying again")
     .retry_after(secs)
 }
@@ -314,11 +309,9 @@ async fn from_session(
             .map(|v| v.as_bytes())
             .unwrap_or_default();
         if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
-            return Err(
-                Problem::new(StatusCode::FORBIDDEN, "csrf", "Missing or wrong CSRF token").detail(
-                    "requests made with the console session must carry the X-CSRF-Token header",
-                ),
-            );
+            return Err(Problem::of(ProblemKind::Csrf).detail(
+                "requests made with the console session must carry the X-CSRF-Token header",
+            ));
         }
     }
     Ok(Caller {

@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 
 use super::AppState;
 use super::limiter::FailureKey;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use crate::audit::event::{Actor, AuthMethod, MfaEvidence, RequestContext};
 use crate::auth::analysts::{AnalystRecord, OtpFailure};
 use crate::auth::gate::OtpAttempt;
@@ -45,12 +45,7 @@ pub struct Caller {
 }
 
 pub fn unauthenticated(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-        "Authentication required",
-    )
-    .detail(detail)
+    Problem::of(ProblemKind::Unauthenticated).detail(detail)
 }
 
 impl Caller {
@@ -67,12 +62,7 @@ impl Caller {
         if self.analyst.role.allows(permission) {
             return Ok(());
         }
-        Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "Not allowed for this role",
-        )
-        .detail(format!(
+        Err(Problem::of(ProblemKind::Forbidden).detail(format!(
             "the {} role may not {}",
             self.analyst.role,
             permission.describe()
@@ -110,12 +100,8 @@ impl Caller {
         if self.analyst.customers.covers(customer) {
             return Ok(());
         }
-        Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "out-of-scope",
-            "Customer out of scope",
-        )
-        .detail(format!("you are not assigned to customer `{customer}`")))
+        Err(Problem::of(ProblemKind::OutOfScope)
+            .detail(format!("you are not assigned to customer `{customer}`")))
     }
 
     /// Checks and consumes the `X-Killswitch-OTP` code for a change to `customer` (or to the
@@ -132,12 +118,7 @@ impl Caller {
             .and_then(|v| v.to_str().ok())
             .filter(|c| !c.trim().is_empty())
         else {
-            return Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "otp-required",
-                "One-time code required",
-            )
-            .detail(
+            return Err(Problem::of(ProblemKind::OtpRequired).detail(
                 "send the current code from your authenticator app in the X-Killswitch-OTP header",
             ));
         };
@@ -158,23 +139,16 @@ impl Caller {
         };
         state.failures.record_failure(self.credential);
         Err(match failure {
-            OtpFailure::Wrong { .. } => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "otp-invalid",
-                "Wrong one-time code",
-            )
-            .detail("the code does not match; use the current code from your authenticator app"),
-            OtpFailure::Reused => Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "otp-reused",
-                "One-time code already used",
-            )
-            .detail("each code is good for one action; wait for the next code"),
+            OtpFailure::Wrong { .. } => Problem::of(ProblemKind::OtpInvalid).detail(
+                "the code does not match; use the current code from your authenticator app",
+            ),
+            OtpFailure::Reused => Problem::of(ProblemKind::OtpReused)
+                .detail("each code is good for one action; wait for the next code"),
             OtpFailure::Locked { until } => {
                 let secs = (until.as_datetime() - chrono::Utc::now())
                     .num_seconds()
                     .max(1) as u64;
-                Problem::new(StatusCode::UNAUTHORIZED, "locked", "Locked out after repeated wrong codes")
+                Problem::of(ProblemKind::Locked)
                     .detail(format!("too many wrong one-time codes; try again after {until} or ask an admin to reset your MFA"))
                     .retry_after(secs)
             }

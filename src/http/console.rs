@@ -29,7 +29,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use super::caller::{CSRF_HEADER, SESSION_COOKIE, cookie};
 use super::limiter::FailureKey;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, RequestContext};
 use crate::auth::analysts::AnalystRecord;
@@ -382,7 +382,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
                 .or_else(|| field.map(String::into_bytes))
                 .unwrap_or_default();
             if !bool::from(sent.ct_eq(session.csrf_token.as_bytes())) {
-                return Problem::new(StatusCode::FORBIDDEN, "csrf", "Missing or wrong CSRF token")
+                return Problem::of(ProblemKind::Csrf)
                     .detail(
                         "requests made with the console session must carry the X-CSRF-Token header",
                     )

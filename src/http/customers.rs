@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::caller::Caller;
 use super::limiter::FailureKey;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use crate::audit::event::Actor;
 use crate::auth::Permission;
 use crate::customers::onboarding::{CallbackParams, ConsentResult, SecretIssue};
@@ -144,12 +144,7 @@ pub struct ConsentLinkView {
 
 pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> ApiResult<Customer> {
     let unknown = || {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "customer-not-found",
-            "Unknown customer",
-        )
-        .detail(format!("there is no customer `{slug}`"))
+        Problem::of(ProblemKind::CustomerNotFound).detail(format!("there is no customer `{slug}`"))
     };
     let parsed: CustomerSlug = slug.parse().map_err(|_| unknown())?;
     caller.require_customer(&parsed)?;

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::caller::Caller;
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use super::views::ActionView;
 use crate::auth::Permission;
 use crate::domain::Reason;
@@ -53,7 +53,7 @@ pub struct DetectionsQuery {
 fn refused(status: u16) -> Problem {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
     // No detail: the reason helps only someone probing; it is logged and counted instead.
-    Problem::new(status, "webhook-rejected", "Webhook rejected")
+    Problem::of(ProblemKind::WebhookRejected).status(status)
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/falcon/{customer}", tag = "falcon",
@@ -85,26 +85,18 @@ pub async fn webhook(
     let Ok(body) = to_bytes(body, WEBHOOK_BODY_LIMIT).await else {
         metrics::counter!("killswitch_webhooks_rejected_total", "reason" => "too_large")
             .increment(1);
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Request body too large",
-        )
-        .detail("a detection is at most 256 KiB")
-        .into_response();
+        return Problem::of(ProblemKind::BodyTooLarge)
+            .detail("a detection is at most 256 KiB")
+            .into_response();
     };
     let received = match state.intake.receive(&customer, &headers, &body).await {
         Ok(received) => received,
         Err(Refusal::Rejected(rejection)) => return reject(rejection.label(), rejection.status()),
         Err(Refusal::Invalid(detail)) => {
             metrics::counter!("killswitch_webhooks_rejected_total", "reason" => "invalid_detection").increment(1);
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-detection",
-                "Not a detection in the documented template",
-            )
-            .detail(detail)
-            .into_response();
+            return Problem::of(ProblemKind::InvalidDetection)
+                .detail(detail)
+                .into_response();
         }
         Err(Refusal::Failed(e)) => return Problem::from(e).into_response(),
     };

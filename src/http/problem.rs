@@ -10,6 +10,225 @@ use crate::error::Error;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// Every problem the service answers: its stable `type` slug, usual status and title. Handlers,
+/// the console and the README name problems from here, never as loose strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    Unauthenticated,
+    OtpRequired,
+    OtpInvalid,
+    OtpReused,
+    Locked,
+    Forbidden,
+    OutOfScope,
+    Csrf,
+    CustomerNotFound,
+    AccountNotFound,
+    NotFound,
+    ProtectedAccount,
+    IdempotencyConflict,
+    DetectionDecided,
+    Conflict,
+    RateLimited,
+    TooManyFailures,
+    GraphRefused,
+    Upstream,
+    AuditUnavailable,
+    RemediationUnavailable,
+    InvalidInput,
+    InvalidBody,
+    InvalidDetection,
+    WebhookRejected,
+    BadRequest,
+    BodyTooLarge,
+    MethodNotAllowed,
+    Timeout,
+    UnsupportedMediaType,
+    Internal,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 31] = [
+        ProblemKind::Unauthenticated,
+        ProblemKind::OtpRequired,
+        ProblemKind::OtpInvalid,
+        ProblemKind::OtpReused,
+        ProblemKind::Locked,
+        ProblemKind::Forbidden,
+        ProblemKind::OutOfScope,
+        ProblemKind::Csrf,
+        ProblemKind::CustomerNotFound,
+        ProblemKind::AccountNotFound,
+        ProblemKind::NotFound,
+        ProblemKind::ProtectedAccount,
+        ProblemKind::IdempotencyConflict,
+        ProblemKind::DetectionDecided,
+        ProblemKind::Conflict,
+        ProblemKind::RateLimited,
+        ProblemKind::TooManyFailures,
+        ProblemKind::GraphRefused,
+        ProblemKind::Upstream,
+        ProblemKind::AuditUnavailable,
+        ProblemKind::RemediationUnavailable,
+        ProblemKind::InvalidInput,
+        ProblemKind::InvalidBody,
+        ProblemKind::InvalidDetection,
+        ProblemKind::WebhookRejected,
+        ProblemKind::BadRequest,
+        ProblemKind::BodyTooLarge,
+        ProblemKind::MethodNotAllowed,
+        ProblemKind::Timeout,
+        ProblemKind::UnsupportedMediaType,
+        ProblemKind::Internal,
+    ];
+
+    /// The slug, the status it usually comes with, and the title.
+    pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
+        use ProblemKind::*;
+        match self {
+            Unauthenticated => (
+                "unauthenticated",
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+            ),
+            OtpRequired => (
+                "otp-required",
+                StatusCode::UNAUTHORIZED,
+                "One-time code required",
+            ),
+            OtpInvalid => (
+                "otp-invalid",
+                StatusCode::UNAUTHORIZED,
+                "Wrong one-time code",
+            ),
+            OtpReused => (
+                "otp-reused",
+                StatusCode::UNAUTHORIZED,
+                "One-time code already used",
+            ),
+            Locked => (
+                "locked",
+                StatusCode::UNAUTHORIZED,
+                "Locked out after repeated wrong codes",
+            ),
+            Forbidden => (
+                "forbidden",
+                StatusCode::FORBIDDEN,
+                "Not allowed for this role",
+            ),
+            OutOfScope => (
+                "out-of-scope",
+                StatusCode::FORBIDDEN,
+                "Customer out of scope",
+            ),
+            Csrf => ("csrf", StatusCode::FORBIDDEN, "Missing or wrong CSRF token"),
+            CustomerNotFound => (
+                "customer-not-found",
+                StatusCode::NOT_FOUND,
+                "Unknown customer",
+            ),
+            AccountNotFound => (
+                "account-not-found",
+                StatusCode::NOT_FOUND,
+                "Unknown account",
+            ),
+            NotFound => ("not-found", StatusCode::NOT_FOUND, "Not found"),
+            ProtectedAccount => (
+                "protected-account",
+                StatusCode::CONFLICT,
+                "Protected account",
+            ),
+            IdempotencyConflict => (
+                "idempotency-conflict",
+                StatusCode::CONFLICT,
+                "Idempotency-Key reused",
+            ),
+            DetectionDecided => (
+                "detection-decided",
+                StatusCode::CONFLICT,
+                "Detection already decided",
+            ),
+            Conflict => ("conflict", StatusCode::CONFLICT, "Conflict"),
+            RateLimited => (
+                "rate-limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Customer's hourly limit reached",
+            ),
+            TooManyFailures => (
+                "too-many-failures",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed authentications",
+            ),
+            GraphRefused => (
+                "graph-refused",
+                StatusCode::BAD_GATEWAY,
+                "Microsoft Graph refused or failed",
+            ),
+            Upstream => (
+                "upstream",
+                StatusCode::BAD_GATEWAY,
+                "Microsoft Entra failed",
+            ),
+            AuditUnavailable => (
+                "audit-unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Audit log unavailable",
+            ),
+            RemediationUnavailable => (
+                "remediation-unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Remediation is not configured",
+            ),
+            InvalidInput => (
+                "invalid-input",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid input",
+            ),
+            InvalidBody => (
+                "invalid-body",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid request body",
+            ),
+            InvalidDetection => (
+                "invalid-detection",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Not a detection in the documented template",
+            ),
+            WebhookRejected => (
+                "webhook-rejected",
+                StatusCode::UNAUTHORIZED,
+                "Webhook rejected",
+            ),
+            BadRequest => ("bad-request", StatusCode::BAD_REQUEST, "Bad request"),
+            BodyTooLarge => (
+                "body-too-large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+            MethodNotAllowed => (
+                "method-not-allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            Timeout => ("timeout", StatusCode::REQUEST_TIMEOUT, "Request timed out"),
+            UnsupportedMediaType => (
+                "unsupported-media-type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            Internal => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn slug(self) -> &'static str {
+        self.describe().0
+    }
+}
+
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier of the problem type, `/problems/<name>`.
@@ -29,8 +248,9 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// `slug` names the problem type; the `type` member is `/problems/{slug}`.
-    pub fn new(status: StatusCode, slug: &str, title: &str) -> Problem {
+    /// A problem of `kind` with its usual status; the `type` member is `/problems/{slug}`.
+    pub fn of(kind: ProblemKind) -> Problem {
+        let (slug, status, title) = kind.describe();
         Problem {
             kind: format!("/problems/{slug}"),
             title: title.to_owned(),
@@ -39,6 +259,12 @@ impl Problem {
             extensions: serde_json::Map::new(),
             retry_after: None,
         }
+    }
+
+    /// The same problem answered with another status (an invalid body is 400, 415 or 422).
+    pub fn status(mut self, status: StatusCode) -> Problem {
+        self.status = status.as_u16();
+        self
     }
 
     pub fn with(mut self, name: &str, value: impl Serialize) -> Problem {
@@ -60,27 +286,17 @@ impl Problem {
     }
 
     pub fn not_found() -> Problem {
-        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found")
+        Problem::of(ProblemKind::NotFound)
     }
 
     /// 422: a value in the request is not acceptable; the detail says which and why.
     pub fn invalid_input(detail: impl std::fmt::Display) -> Problem {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Invalid input",
-        )
-        .detail(detail.to_string())
+        Problem::of(ProblemKind::InvalidInput).detail(detail.to_string())
     }
 
     /// 422: the request body is not the JSON document the route takes.
     pub fn invalid_body(detail: impl std::fmt::Display) -> Problem {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "Invalid request body",
-        )
-        .detail(detail.to_string())
+        Problem::of(ProblemKind::InvalidBody).detail(detail.to_string())
     }
 }
 
@@ -108,51 +324,33 @@ impl IntoResponse for Problem {
 }
 
 impl From<&Error> for Problem {
+    /// The answer for an error. The cause of a 5xx is logged here, once, inside the request's
+    /// span (which carries its request id); the client gets an opaque answer.
     fn from(error: &Error) -> Problem {
-        match error {
+        let problem = match error {
             Error::InvalidInput(msg) => Problem::invalid_input(msg),
             Error::NotFound(what) => Problem::not_found().detail(format!("{what} not found")),
-            Error::Conflict(msg) => {
-                Problem::new(StatusCode::CONFLICT, "conflict", "Conflict").detail(msg)
-            }
-            Error::DetectionDecided(state) => Problem::new(
-                StatusCode::CONFLICT,
-                "detection-decided",
-                "Detection already decided",
-            )
-            .detail(error.to_string())
-            .with("state", state.as_str()),
+            Error::Conflict(msg) => Problem::of(ProblemKind::Conflict).detail(msg),
+            Error::DetectionDecided(state) => Problem::of(ProblemKind::DetectionDecided)
+                .detail(error.to_string())
+                .with("state", state.as_str()),
             Error::AuditUnavailable(_)
             | Error::DatabaseUnavailable(_)
-            | Error::SchemaBehind { .. } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit-unavailable",
-                "Audit log unavailable",
-            )
-            .detail("the audit log cannot be written, so nothing was done"),
-            Error::Upstream(msg) => Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "upstream",
-                "Microsoft Entra failed",
-            )
-            .detail(msg),
-            // The cause is logged where it happens; clients get an opaque answer.
-            _ => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
+            | Error::SchemaBehind { .. } => Problem::of(ProblemKind::AuditUnavailable)
+                .detail("the audit log cannot be written, so nothing was done"),
+            Error::Upstream(msg) => Problem::of(ProblemKind::Upstream).detail(msg),
+            _ => Problem::of(ProblemKind::Internal),
+        };
+        if problem.status >= 500 {
+            tracing::error!(error = %error, status = problem.status, "request failed");
         }
+        problem
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let problem = Problem::from(&self);
-        if problem.status >= 500 {
-            tracing::error!(error = %self, "request failed");
-        }
-        problem.into_response()
+        Problem::from(&self).into_response()
     }
 }
 
@@ -174,16 +372,16 @@ pub async fn normalize(response: Response) -> Response {
         .ok()
         .and_then(|b| String::from_utf8(b.to_vec()).ok())
         .filter(|t| !t.trim().is_empty() && !t.contains('<'));
-    let (slug, title) = match status {
-        StatusCode::NOT_FOUND => ("not-found", "Not found"),
-        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
-        StatusCode::PAYLOAD_TOO_LARGE => ("body-too-large", "Request body too large"),
-        StatusCode::REQUEST_TIMEOUT => ("timeout", "Request timed out"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
-        s if s.is_server_error() => ("internal", "Internal error"),
-        _ => ("bad-request", "Bad request"),
+    let kind = match status {
+        StatusCode::NOT_FOUND => ProblemKind::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::BodyTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ProblemKind::Timeout,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ProblemKind::UnsupportedMediaType,
+        s if s.is_server_error() => ProblemKind::Internal,
+        _ => ProblemKind::BadRequest,
     };
-    let mut problem = Problem::new(status, slug, title);
+    let mut problem = Problem::of(kind).status(status);
     if status.is_client_error() {
         problem.detail = text;
     }
