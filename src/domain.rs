@@ -1,4 +1,6 @@
-//! Domain values parsed once at the edge; the core never handles raw identifier strings.
+//! Domain values parsed once at the edge: requests, webhooks and the CLI hand the core a
+//! `CustomerSlug`, an `AccountRef`, a `Reason`, never the raw text. Stored rows still carry some
+//! of them as text until the store hands out typed values (see docs/architecture.md).
 
 use std::fmt;
 use std::str::FromStr;

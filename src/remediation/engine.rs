@@ -136,7 +136,6 @@ impl Remediator {
 
     /// Records the request (nothing reaches Graph unless that write committed), applies the
     /// guard rails, and runs the action to its outcome.
-    /// Records the request, applies the guard rails and runs the action to its outcome.
     pub async fn execute(&self, request: ActionRequest) -> Result<Executed> {
         match self.admit(request).await? {
             Decision::Done(done) => Ok(done),

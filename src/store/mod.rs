@@ -84,8 +84,11 @@ impl Default for StoreOptions {
     }
 }
 
-/// Everything killswitch keeps. Every write that changes state appends to the audit log in the
-/// same transaction, so nothing is done that is not recorded.
+/// Everything killswitch keeps. Every write that records a decision or a change someone made
+/// (customers, policies, actions, analysts, detections, webhook secrets) appends its audit entry
+/// in the same transaction, so none is done that is not recorded. Operational bookkeeping is not
+/// audited: console sessions, used one-time-code steps, a detection's matched account, a consent
+/// link's nonce, the last connection check (its outcome is, separately).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
