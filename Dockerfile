@@ -6,6 +6,8 @@ COPY src src
 COPY migrations migrations
 COPY config config
 COPY benches benches
+# A workspace member: cargo reads its manifest to load the workspace, even for one binary.
+COPY tests/fake-entra tests/fake-entra
 RUN cargo build --release --locked --bin killswitch
 
 # Runtime stage: the binary, CA certificates for Microsoft's endpoints, and an unprivileged user.
@@ -17,7 +19,8 @@ RUN apt-get update \
  && mkdir -p /var/lib/killswitch/data \
  && chown -R killswitch:killswitch /var/lib/killswitch
 COPY --from=build /src/target/release/killswitch /usr/local/bin/killswitch
-USER killswitch
+# Numeric, so a runtime that checks runAsNonRoot can tell without the image's /etc/passwd.
+USER 10001:10001
 WORKDIR /var/lib/killswitch
 ENV KILLSWITCH_SERVER__LISTEN=0.0.0.0:8080 \
     KILLSWITCH_DATA_DIR=/var/lib/killswitch/data \
