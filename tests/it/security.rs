@@ -3,9 +3,8 @@
 //! stay their owner's, revocable webhook secrets, refusals recorded for the customer they aimed
 //! at, bounded failure counting behind proxies, slow clients cut off, logs that cannot be
 //! forged, private files and rotatable encryption keys.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};

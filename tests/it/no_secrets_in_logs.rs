@@ -1,8 +1,7 @@
 //! Invariant 7: a whole session of use, logged at debug level, never shows a token, a secret or
 //! a one-time code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

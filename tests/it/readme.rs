@@ -1,5 +1,4 @@
 //! The README's promises that code can check: the role matrix is the one the service enforces.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use killswitch::auth::{Permission, Role};
 

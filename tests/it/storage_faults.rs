@@ -1,6 +1,5 @@
 //! A full disk on SQLite: the write batch that hit it fails as a whole, nothing of it is kept,
 //! and the writer goes on with a fresh connection once there is room again, the chain intact.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 

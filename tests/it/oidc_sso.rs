@@ -2,9 +2,8 @@
 //! `tests/oidc/provider.mjs` (install it once with `npm ci --prefix tests/oidc`). The browser
 //! side is driven with reqwest and a cookie jar, submitting the provider's development login
 //! and consent forms the way a person would.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,7 @@
 //! The running service: health, readiness, metrics, request ids, problem+json errors, limits,
 //! and the checkpoint it signs when it stops.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use killswitch::audit::{Actor, AuditEvent};

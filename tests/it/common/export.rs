@@ -1,5 +1,5 @@
-//! Helpers for the audit export tests (tests/export.rs and tests/independent_verifier.rs).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Helpers for the audit export tests (tests/it/export.rs and tests/it/independent_verifier.rs).
+#![allow(dead_code)]
 
 use std::sync::Arc;
 

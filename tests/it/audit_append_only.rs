@@ -1,8 +1,7 @@
 //! Invariant 2: the audit tables reject UPDATE and DELETE (and TRUNCATE on PostgreSQL, even with
 //! `session_replication_role = replica`), and a chain head only ever advances by one.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use killswitch::audit::{Actor, AuditEvent};

@@ -1,8 +1,7 @@
 //! The remediation API as an analyst uses it: tokens, roles, customer scope, the one-time code
 //! on every change, and the documented status codes and problem types.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

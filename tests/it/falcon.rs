@@ -1,9 +1,8 @@
 //! Falcon detections by webhook, on SQLite and PostgreSQL, against the fake Entra: every way of
 //! authenticating and of failing to, strict parsing, dedupe under replays, bursts, the
 //! auto-disable policy, and the approval queue.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

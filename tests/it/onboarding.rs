@@ -1,9 +1,8 @@
 //! Onboarding against the fake Entra, on SQLite and PostgreSQL: tenant discovery, the admin-consent
 //! round trip and every way it can go wrong, and the connection test's answers. Every outcome is
 //! in the customer's (or, when no customer can be named, the system) audit chain.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::TestApp;
 use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};

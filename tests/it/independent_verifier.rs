@@ -3,9 +3,8 @@
 //! exports and, for every tampering tried here, refuses them on the same line as
 //! `killswitch audit verify`. The document's worked example is regenerated from the code with
 //! its published key, so the two cannot drift apart.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -36,7 +35,7 @@ const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-format.md");
 
 // ---------------------------------------------------------------------------------------------
-// Small helpers (the ones shared with tests/export.rs are in tests/common/export.rs).
+// Small helpers (the ones shared with tests/it/export.rs are in tests/it/common/export.rs).
 
 fn customer(slug: &str, name: &str, domain: &str, tenant: Uuid) -> Customer {
     Customer {

@@ -1,6 +1,6 @@
 //! Shared test helpers: an isolated database per test (SQLite file, or a fresh PostgreSQL
 //! database when `TEST_DATABASE_URL` names a server), stores opened on it, and a running app.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code)]
 
 pub mod entra;
 pub mod export;

@@ -1,9 +1,8 @@
 //! Per-customer audit exports: the JSON Lines export verifies, and every way of tampering with
 //! it is caught on the line where it happened; no format ever carries another customer's rows;
 //! CSV cells cannot run as spreadsheet formulas.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

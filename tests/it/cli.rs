@@ -1,8 +1,7 @@
 //! The `killswitch` binary as an operator uses it: start and stop, clear one-line failures,
 //! `audit check`, `audit public-key`, `migrate`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -1,8 +1,7 @@
 //! The remediation pipeline against a fake Entra, on SQLite and on PostgreSQL: every documented
 //! outcome, exactly one outcome entry per request, and a chain that verifies afterwards.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,9 +4,8 @@
 //! made behind the application's back (triggers dropped inside a transaction, as someone with the
 //! database owner's rights could) and the stored rows are verified inside that transaction, which
 //! is then rolled back. The seed is printed; set `TAMPER_SEED` to replay a run.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::TestDb;
 use killswitch::audit::check::verify_records;

@@ -1,8 +1,7 @@
 //! Invariant 3 under load: concurrent writers never fork or gap a chain (PostgreSQL: 16 × 1,000
 //! appends to one customer; SQLite: 8 × 500), and chains of different customers stay apart.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

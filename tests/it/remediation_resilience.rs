@@ -1,8 +1,7 @@
 //! Invariants 1 and 4 under failure: nothing reaches Graph unless its intent is durably recorded,
 //! and every recorded intent ends with exactly one outcome, also across crashes and under load.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,0 +1,23 @@
+//! The integration tests, as one binary (one link instead of one per file): each module is
+//! one area, all of them on SQLite, and on PostgreSQL when `TEST_DATABASE_URL` names a server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod api;
+mod audit_append_only;
+mod audit_concurrency;
+mod audit_tamper;
+mod cli;
+mod export;
+mod falcon;
+mod http_service;
+mod independent_verifier;
+mod no_secrets_in_logs;
+mod oidc_sso;
+mod onboarding;
+mod readme;
+mod remediation;
+mod remediation_resilience;
+mod security;
+mod storage_faults;
