@@ -10,6 +10,7 @@
 //! `BENCH_DATABASE_URL=postgres://…` for PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use killswitch::remediation::action::ActionState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,7 +308,7 @@ async fn main() {
     let in_flight = 100usize;
     let actions = customers * USERS_PER_TENANT;
     let started = Instant::now();
-    let finished: Vec<String> = futures::stream::iter(0..actions)
+    let finished: Vec<ActionState> = futures::stream::iter(0..actions)
         .map(|n| {
             let remediator = remediator.clone();
             async move {
@@ -315,14 +316,14 @@ async fn main() {
                     .execute(disable(n % customers, n / customers, Operation::Disable))
                     .await
                     .unwrap();
-                done.record().state.clone()
+                done.record().state
             }
         })
         .buffer_unordered(in_flight)
         .collect()
         .await;
     let secs = started.elapsed().as_secs_f64();
-    assert!(finished.iter().all(|s| s == "succeeded"));
+    assert!(finished.iter().all(|s| *s == ActionState::Succeeded));
     let rate = actions as f64 / secs;
     let ideal = in_flight as f64 / (3.0 * latency.as_secs_f64());
     println!(

@@ -20,7 +20,7 @@ use crate::audit::event::Operation;
 use crate::auth::Permission;
 use crate::domain::{AccountRef, IdempotencyKey, Reason, Ticket};
 use crate::graph::GraphError;
-use crate::remediation::action::ActionRecord;
+use crate::remediation::action::{ActionRecord, ActionState, Denial};
 use crate::remediation::engine::fingerprint;
 use crate::remediation::{ActionRequest, Decision, Executed, Remediator};
 use crate::store::ActionFilter;
@@ -294,25 +294,29 @@ fn respond(record: &ActionRecord) -> ApiResult {
     let href = view.href.clone();
     let detail = record.detail.clone().unwrap_or_default();
     let with_action = |p: Problem| p.detail(detail.clone()).with("action", &view);
-    match record.state.as_str() {
-        "succeeded" | "noop" => Ok((StatusCode::OK, Json(&view)).into_response()),
-        "requested" => Ok((
+    match (record.state, record.denial) {
+        (ActionState::Succeeded | ActionState::Noop, _) => {
+            Ok((StatusCode::OK, Json(&view)).into_response())
+        }
+        (ActionState::Requested, _) => Ok((
             StatusCode::ACCEPTED,
             [(header::LOCATION, href)],
             Json(&view),
         )
             .into_response()),
-        "denied" if detail.starts_with("rate limit") => {
+        (ActionState::Denied, Some(Denial::HourlyLimit)) => {
             Err(with_action(Problem::of(ProblemKind::RateLimited)).retry_after(300))
         }
-        "denied" => Err(with_action(Problem::of(ProblemKind::ProtectedAccount))),
-        _ if record.graph().and_then(|g| g.error_code).as_deref()
-            == Some("Request_ResourceNotFound") =>
-        {
+        (ActionState::Denied, _) => Err(with_action(Problem::of(ProblemKind::ProtectedAccount))),
+        (ActionState::Failed, _) if graph_says_not_found(record) => {
             Err(with_action(Problem::of(ProblemKind::AccountNotFound)))
         }
-        _ => Err(with_action(Problem::of(ProblemKind::GraphRefused))),
+        (ActionState::Failed, _) => Err(with_action(Problem::of(ProblemKind::GraphRefused))),
     }
+}
+
+fn graph_says_not_found(record: &ActionRecord) -> bool {
+    record.graph.as_ref().and_then(|g| g.error_code.as_deref()) == Some("Request_ResourceNotFound")
 }
 
 #[utoipa::path(
@@ -345,7 +349,7 @@ pub async fn get_action(
         .ok_or_else(not_found)?;
     // Another customer's action is reported as absent, not as forbidden: its existence is
     // itself that customer's information.
-    if !caller.sees(&record.customer) {
+    if !caller.sees(record.customer.as_str()) {
         return Err(not_found());
     }
     Ok(Json(ActionView::from(&record)).into_response())

@@ -70,79 +70,99 @@ impl FromStr for ActionState {
     }
 }
 
-/// An action row, columns as stored (JSON columns as text).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// Why a guard rail refused an action before anything was sent to Entra. The numbers behind
+/// an hourly-limit denial are in the action's detail, the words people read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The account is on the customer's protected list (break-glass or service account).
+    ProtectedAccount,
+    /// The customer's policy allows no more actions this hour.
+    HourlyLimit,
+}
+
+impl Denial {
+    /// The stored kind (the `denial` column).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Denial::ProtectedAccount => "protected_account",
+            Denial::HourlyLimit => "hourly_limit",
+        }
+    }
+}
+
+/// An action as the features see it: typed, read from its row at the store's edge.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActionRecord {
-    pub id: String,
-    pub customer: String,
-    pub operation: String,
+    pub id: Uuid,
+    pub customer: CustomerSlug,
+    pub operation: Operation,
+    /// The account as requested (UPN or object id).
     pub account: String,
+    /// The Entra object id, once Graph has named it.
     pub target_id: Option<String>,
-    pub state: String,
+    pub state: ActionState,
+    /// Why it was denied, when it was.
+    pub denial: Option<Denial>,
     pub reason: String,
     pub ticket: Option<String>,
     pub revoke_sessions: bool,
     pub idempotency_key: Option<String>,
     pub request_hash: String,
-    pub actor: String,
+    pub actor: Actor,
     pub detail: Option<String>,
-    pub warnings: Option<String>,
-    pub graph: Option<String>,
-    pub before_state: Option<String>,
-    pub after_state: Option<String>,
-    pub requested_seq: i64,
-    pub outcome_seq: Option<i64>,
-    pub created_at: String,
-    pub lease_until: String,
-    pub finished_at: Option<String>,
-    pub duration_ms: Option<i64>,
+    pub warnings: Vec<String>,
+    pub graph: Option<GraphEvidence>,
+    pub before: Option<AccountState>,
+    pub after: Option<AccountState>,
+    pub requested_seq: u64,
+    pub outcome_seq: Option<u64>,
+    pub created_at: Timestamp,
+    pub lease_until: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
 }
 
 impl ActionRecord {
-    pub fn state(&self) -> Result<ActionState> {
-        self.state.parse()
-    }
-
-    pub fn id(&self) -> Result<Uuid> {
-        Uuid::parse_str(&self.id)
-            .map_err(|_| Error::Internal(format!("stored action id `{}` is not a UUID", self.id)))
-    }
-
-    pub fn operation(&self) -> Result<Operation> {
-        match self.operation.as_str() {
-            "disable" => Ok(Operation::Disable),
-            "enable" => Ok(Operation::Enable),
-            other => Err(Error::Internal(format!("stored operation `{other}`"))),
+    /// The record of a request just admitted as `requested` at `requested_seq`.
+    pub fn requested(new: &NewAction, requested_seq: u64) -> ActionRecord {
+        ActionRecord {
+            id: new.id,
+            customer: new.customer.clone(),
+            operation: new.operation,
+            account: new.account.to_string(),
+            target_id: None,
+            state: ActionState::Requested,
+            denial: None,
+            reason: new.reason.as_str().to_owned(),
+            ticket: new.ticket.as_ref().map(|t| t.as_str().to_owned()),
+            revoke_sessions: new.revoke_sessions,
+            idempotency_key: new.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            request_hash: new.request_hash.clone(),
+            actor: new.actor.clone(),
+            detail: None,
+            warnings: Vec::new(),
+            graph: None,
+            before: None,
+            after: None,
+            requested_seq,
+            outcome_seq: None,
+            created_at: new.created_at,
+            lease_until: new.lease_until,
+            finished_at: None,
+            duration_ms: None,
         }
     }
 
-    pub fn warnings(&self) -> Vec<String> {
-        self.warnings
-            .as_deref()
-            .and_then(|w| serde_json::from_str(w).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn graph(&self) -> Option<GraphEvidence> {
-        self.graph
-            .as_deref()
-            .and_then(|g| serde_json::from_str(g).ok())
-    }
-
-    pub fn before(&self) -> Option<AccountState> {
-        self.before_state
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-    }
-
-    pub fn after(&self) -> Option<AccountState> {
-        self.after_state
-            .as_deref()
-            .and_then(|s| serde_json::from_str(s).ok())
-    }
-
-    pub fn actor(&self) -> Option<Actor> {
-        serde_json::from_str(&self.actor).ok()
+    /// The same record, denied by `denial` (told in `detail`) with its outcome entry at
+    /// `outcome_seq`.
+    pub fn denied(mut self, denial: Denial, detail: String, outcome_seq: u64) -> ActionRecord {
+        self.state = ActionState::Denied;
+        self.denial = Some(denial);
+        self.detail = Some(detail);
+        self.outcome_seq = Some(outcome_seq);
+        self.finished_at = Some(self.created_at);
+        self.duration_ms = Some(0);
+        self
     }
 }
 

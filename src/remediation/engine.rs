@@ -487,10 +487,9 @@ impl Remediator {
     }
 
     /// The failed outcome of an action that could not be reconciled for
-    /// [`give_up_after`](RemediationSettings::give_up_after), or `None` while there is time
-    /// (or when the stored action itself cannot be read).
+    /// [`give_up_after`](RemediationSettings::give_up_after), or `None` while there is time.
     fn given_up(&self, record: &ActionRecord, error: &Error) -> Option<Finish> {
-        let mut finish = interrupted(record).ok()?;
+        let mut finish = interrupted(record);
         let waited = Duration::from_millis(finish.duration_ms);
         if waited < self.settings.give_up_after {
             return None;
@@ -503,8 +502,8 @@ impl Remediator {
     }
 
     async fn reconcile_one(&self, record: &ActionRecord) -> Result<Option<Finish>> {
-        let mut finish = interrupted(record)?;
-        let desired = record.operation()?.target_enabled();
+        let mut finish = interrupted(record);
+        let desired = record.operation.target_enabled();
         let customer_slug = finish.customer.clone();
         let Some(customer) = self.store.customer(&customer_slug).await? else {
             finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
@@ -556,11 +555,11 @@ impl Remediator {
 
 /// A failed outcome for an interrupted action, to be filled in by what reconciliation learns;
 /// its duration runs from the request to now.
-fn interrupted(record: &ActionRecord) -> Result<Finish> {
-    let started = chrono::Utc::now();
-    Ok(Finish {
-        id: record.id()?,
-        customer: record.customer.parse()?,
+fn interrupted(record: &ActionRecord) -> Finish {
+    let waited = chrono::Utc::now() - record.created_at.as_datetime();
+    Finish {
+        id: record.id,
+        customer: record.customer.clone(),
         outcome: Outcome::Failed,
         detail: None,
         warnings: Vec::new(),
@@ -568,13 +567,9 @@ fn interrupted(record: &ActionRecord) -> Result<Finish> {
         before: None,
         after: None,
         graph: None,
-        duration_ms: record
-            .created_at
-            .parse::<Timestamp>()
-            .map(|t| (started - t.as_datetime()).num_milliseconds().max(0) as u64)
-            .unwrap_or(0),
+        duration_ms: u64::try_from(waited.num_milliseconds()).unwrap_or(0),
         actor: Actor::Service,
-    })
+    }
 }
 
 fn audit_unavailable(e: Error) -> Error {

@@ -13,7 +13,9 @@ use crate::audit::event::{Actor, AuditEvent, Outcome};
 use crate::customers::{Connection, Customer, Policy};
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
-use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
+use crate::remediation::action::{
+    ActionRecord, ActionState, Admission, Denial, Finish, Guard, NewAction,
+};
 use crate::time::Timestamp;
 
 /// What a backend's transaction offers the shared code: serialising writers of one chain, and
@@ -31,9 +33,8 @@ pub trait ChainTx: Send {
     ) -> BoxFuture<'a, Result<Appended>>;
 }
 
-pub const ACTION_COLUMNS: &str = "id, customer, operation, account, target_id, state, reason, ticket, revoke_sessions, \
-     idempotency_key, request_hash, actor, detail, warnings, graph, before_state, after_state, requested_seq, \
-     outcome_seq, created_at, lease_until, finished_at, duration_ms";
+pub use super::action_rows::ACTION_COLUMNS;
+use super::action_rows::ActionRow;
 
 /// A customer row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -222,7 +223,7 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'r> ActionRecord: FromRow<'r, DB::Row>,
+    for<'r> ActionRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
@@ -234,7 +235,7 @@ where
             return Ok(Admission::KeyConflict(existing));
         }
         if let Some(state) =
-            super::detections_sql::claim::<DB>(conn, sealer, new, &existing.id).await?
+            super::detections_sql::claim::<DB>(conn, sealer, new, &existing.id.to_string()).await?
         {
             return Ok(Admission::AlreadyDecided(state));
         }
@@ -261,30 +262,25 @@ where
         .append(sealer, &chain, &new.actor, &requested)
         .await?
         .seq;
-    let mut record = requested_record(new, requested_seq)?;
-    if let Some(detail) = &denial {
-        let outcome = AuditEvent::ActionOutcome {
-            action_id: new.id,
-            outcome: Outcome::Denied,
-            detail: Some(detail.clone()),
-            warnings: vec![],
-            before: None,
-            after: None,
-            graph: None,
-            duration_ms: 0,
-        };
-        let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
-        record.state = ActionState::Denied.as_str().to_owned();
-        record.detail = Some(detail.clone());
-        record.outcome_seq = Some(i64::try_from(seq).unwrap_or(i64::MAX));
-        record.finished_at = Some(new.created_at.to_string());
-        record.duration_ms = Some(0);
-    }
+    let record = ActionRecord::requested(new, requested_seq);
+    let Some((denial, detail)) = denial else {
+        insert_action::<DB>(conn, &record).await?;
+        return Ok(Admission::Admitted(record));
+    };
+    let outcome = AuditEvent::ActionOutcome {
+        action_id: new.id,
+        outcome: Outcome::Denied,
+        detail: Some(detail.clone()),
+        warnings: vec![],
+        before: None,
+        after: None,
+        graph: None,
+        duration_ms: 0,
+    };
+    let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
+    let record = record.denied(denial, detail, seq);
     insert_action::<DB>(conn, &record).await?;
-    Ok(match denial {
-        Some(_) => Admission::Denied(record),
-        None => Admission::Admitted(record),
-    })
+    Ok(Admission::Denied(record))
 }
 
 /// The action the request's idempotency key already names for its customer, if any.
@@ -297,7 +293,7 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'r> ActionRecord: FromRow<'r, DB::Row>,
+    for<'r> ActionRow: FromRow<'r, DB::Row>,
 {
     let Some(key) = &new.idempotency_key else {
         return Ok(None);
@@ -305,19 +301,22 @@ where
     let sql = format!(
         "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
     );
-    Ok(sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
+    sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(sql))
         .bind(new.customer.as_str())
         .bind(key.as_str())
         .fetch_optional(&mut *conn)
-        .await?)
+        .await?
+        .map(ActionRecord::try_from)
+        .transpose()
 }
 
-/// Why a guard rail stops the request (protected account, hourly limit), if one does.
+/// Why a guard rail stops the request (protected account, hourly limit), if one does, and the
+/// words recorded for it.
 async fn denial<DB>(
     conn: &mut DB::Connection,
     new: &NewAction,
     guard: Guard,
-) -> Result<Option<String>>
+) -> Result<Option<(Denial, String)>>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -327,7 +326,7 @@ where
     for<'r> (i64,): FromRow<'r, DB::Row>,
 {
     if guard.protected {
-        return Ok(Some("the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned()));
+        return Ok(Some((Denial::ProtectedAccount, "the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned())));
     }
     let since = Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1))
         .to_string();
@@ -339,43 +338,14 @@ where
     .fetch_one(&mut *conn)
     .await?;
     Ok((recent >= i64::from(guard.max_actions_per_hour)).then(|| {
-        format!(
+        (Denial::HourlyLimit, format!(
             "rate limit: {recent} actions in the last hour for this customer, the policy allows {}; nothing was sent to Entra",
             guard.max_actions_per_hour
-        )
+        ))
     }))
 }
 
-/// The row of a request just recorded as `requested` at `requested_seq`.
-fn requested_record(new: &NewAction, requested_seq: u64) -> Result<ActionRecord> {
-    Ok(ActionRecord {
-        id: new.id.to_string(),
-        customer: new.customer.to_string(),
-        operation: new.operation.as_str().to_owned(),
-        account: new.account.to_string(),
-        target_id: None,
-        state: ActionState::Requested.as_str().to_owned(),
-        reason: new.reason.as_str().to_owned(),
-        ticket: new.ticket.as_ref().map(|t| t.as_str().to_owned()),
-        revoke_sessions: new.revoke_sessions,
-        idempotency_key: new.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-        request_hash: new.request_hash.clone(),
-        actor: json(&new.actor)?,
-        detail: None,
-        warnings: None,
-        graph: None,
-        before_state: None,
-        after_state: None,
-        requested_seq: i64::try_from(requested_seq).unwrap_or(i64::MAX),
-        outcome_seq: None,
-        created_at: new.created_at.to_string(),
-        lease_until: new.lease_until.to_string(),
-        finished_at: None,
-        duration_ms: None,
-    })
-}
-
-async fn insert_action<DB>(conn: &mut DB::Connection, r: &ActionRecord) -> Result<()>
+async fn insert_action<DB>(conn: &mut DB::Connection, record: &ActionRecord) -> Result<()>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -388,8 +358,9 @@ where
 {
     let sql = format!(
         "INSERT INTO actions ({ACTION_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
     );
+    let r = ActionRow::try_from(record)?;
     let inserted = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
         .bind(r.id.as_str())
         .bind(r.customer.as_str())
@@ -414,6 +385,7 @@ where
         .bind(r.lease_until.as_str())
         .bind(r.finished_at.as_deref())
         .bind(r.duration_ms)
+        .bind(r.denial.as_deref())
         .execute(&mut *conn)
         .await;
     match inserted {

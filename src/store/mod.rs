@@ -1,6 +1,7 @@
 //! Storage: one `Store` trait, a SQLite backend (the embedded default) and a PostgreSQL backend
 //! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
 
+mod action_rows;
 pub mod analysts_sql;
 pub mod audit_sql;
 pub mod detections_sql;

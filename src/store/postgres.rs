@@ -304,8 +304,8 @@ impl Store for PgStore {
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
         let done = sqlx::query(domain_sql::CLAIM_ACTION)
-            .bind(action.id.as_str())
-            .bind(action.lease_until.as_str())
+            .bind(action.id.to_string())
+            .bind(action.lease_until.to_string())
             .bind(lease_until.to_string())
             .execute(&self.pool)
             .await?;

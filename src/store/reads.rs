@@ -4,6 +4,7 @@
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use super::action_rows::ActionRow;
 use super::audit_sql as sql;
 use super::domain_sql::{self, CustomerRecord};
 use super::onboarding_sql::{self, CustomerSecretRow, WebhookSecretRecord};
@@ -39,7 +40,7 @@ where
     for<'r> CheckpointRecord: FromRow<'r, DB::Row>,
     for<'r> CustomerRecord: FromRow<'r, DB::Row>,
     for<'r> CustomerSecretRow: FromRow<'r, DB::Row>,
-    for<'r> ActionRecord: FromRow<'r, DB::Row>,
+    for<'r> ActionRow: FromRow<'r, DB::Row>,
     for<'r> AnalystRecord: FromRow<'r, DB::Row>,
     for<'r> SessionRecord: FromRow<'r, DB::Row>,
     for<'r> WebhookSecretRecord: FromRow<'r, DB::Row>,
@@ -141,25 +142,24 @@ where
     }
 
     pub async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
-        Ok(
-            sqlx::query_as::<DB, ActionRecord>(
-                sqlx::AssertSqlSafe(domain_sql::select_action_sql()),
-            )
+        sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(domain_sql::select_action_sql()))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
-            .await?,
-        )
+            .await?
+            .map(ActionRecord::try_from)
+            .transpose()
     }
 
     pub async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
-        let mut query = sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(filter.sql()));
+        let mut query = sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(filter.sql()));
         for value in filter.binds() {
             query = query.bind(value);
         }
-        Ok(query
+        let rows = query
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        rows.into_iter().map(ActionRecord::try_from).collect()
     }
 
     pub async fn action_by_key(
@@ -171,22 +171,22 @@ where
             "SELECT {} FROM actions WHERE customer = $1 AND idempotency_key = $2",
             domain_sql::ACTION_COLUMNS
         );
-        Ok(sqlx::query_as::<DB, ActionRecord>(sqlx::AssertSqlSafe(sql))
+        sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(sql))
             .bind(customer.as_str())
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?
+            .map(ActionRecord::try_from)
+            .transpose()
     }
 
     pub async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
-        Ok(
-            sqlx::query_as::<DB, ActionRecord>(
-                sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()),
-            )
-            .bind(now.to_string())
-            .fetch_all(&self.pool)
-            .await?,
-        )
+        let rows =
+            sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(domain_sql::stale_actions_sql()))
+                .bind(now.to_string())
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(ActionRecord::try_from).collect()
     }
 
     /// The analyst whose `column` (id, email or token_hash) equals `value`.

@@ -364,7 +364,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
-        let (id, old) = (action.id.clone(), action.lease_until.clone());
+        let (id, old) = (action.id.to_string(), action.lease_until.to_string());
         self.write(move |conn| {
             Box::pin(async move {
                 let done = sqlx::query(domain_sql::CLAIM_ACTION)

@@ -3,6 +3,7 @@
 //! auto-disable policy, and the approval queue.
 
 use crate::common;
+use killswitch::remediation::action::ActionState;
 
 use std::sync::Arc;
 
@@ -574,12 +575,10 @@ async fn a_signed_detection_at_the_threshold_disables_the_account_at_once() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(action.state, "succeeded");
+    assert_eq!(action.state, ActionState::Succeeded);
+    assert!(matches!(&action.actor, Actor::Falcon { policy } if policy == "auto-disable at high"));
     assert!(
-        matches!(action.actor(), Some(Actor::Falcon { policy }) if policy == "auto-disable at high")
-    );
-    assert!(
-        action.warnings().iter().any(|w| w.contains("on-premises")),
+        action.warnings.iter().any(|w| w.contains("on-premises")),
         "bob is synced from AD"
     );
     let events = rig.contoso_events().await;

@@ -13,6 +13,7 @@ mod export;
 mod falcon;
 mod http_service;
 mod independent_verifier;
+mod migrations;
 mod no_secrets_in_logs;
 mod oidc_sso;
 mod onboarding;

@@ -10,7 +10,7 @@ use fake_entra::{Endpoint, Fault};
 use killswitch::audit::event::{AuditEvent, Operation, Outcome};
 use killswitch::customers::Policy;
 use killswitch::remediation::Executed;
-use killswitch::remediation::action::ActionRecord;
+use killswitch::remediation::action::{ActionRecord, ActionState};
 
 const ALICE_UPN: &str = "alice@contoso.onmicrosoft.com";
 
@@ -28,7 +28,7 @@ async fn run(rig: &Rig, operation: Operation, account: &str) -> ActionRecord {
 
 /// The action has one `action_requested` and then exactly one `action_outcome` with `outcome`.
 async fn assert_one_outcome(rig: &Rig, record: &ActionRecord, outcome: Outcome) {
-    let events = rig.entries_for("contoso", &record.id).await;
+    let events = rig.entries_for("contoso", &record.id.to_string()).await;
     assert_eq!(events.len(), 2, "{events:?}");
     assert!(
         matches!(events[0], AuditEvent::ActionRequested { .. }),
@@ -40,7 +40,7 @@ async fn assert_one_outcome(rig: &Rig, record: &ActionRecord, outcome: Outcome) 
         } => assert_eq!(recorded, &outcome),
         other => panic!("second entry is {other:?}"),
     }
-    assert_eq!(record.state, outcome.as_str());
+    assert_eq!(record.state, ActionState::from(outcome));
     assert!(record.finished_at.is_some() && record.outcome_seq.is_some());
     rig.verify("contoso").await;
 }
@@ -56,9 +56,9 @@ async fn disable_switches_the_account_off_and_records_graphs_evidence() {
         record.target_id.as_deref(),
         Some(ALICE.to_string().as_str())
     );
-    assert_eq!(record.before().unwrap().account_enabled, Some(true));
-    assert_eq!(record.after().unwrap().account_enabled, Some(false));
-    let graph = record.graph().unwrap();
+    assert_eq!(record.before.clone().unwrap().account_enabled, Some(true));
+    assert_eq!(record.after.clone().unwrap().account_enabled, Some(false));
+    let graph = record.graph.clone().unwrap();
     assert!(
         graph.request_id.is_some() && graph.date.is_some(),
         "{graph:?}"
@@ -102,7 +102,7 @@ async fn an_unknown_account_fails_with_graphs_not_found() {
     let record = run(&rig, Operation::Disable, "mallory@contoso.onmicrosoft.com").await;
     assert_one_outcome(&rig, &record, Outcome::Failed).await;
     assert_eq!(
-        record.graph().unwrap().error_code.as_deref(),
+        record.graph.clone().unwrap().error_code.as_deref(),
         Some("Request_ResourceNotFound")
     );
     assert!(
@@ -125,7 +125,7 @@ async fn a_privileged_account_fails_once_with_the_role_the_customer_must_grant()
     .await;
     assert_one_outcome(&rig, &record, Outcome::Failed).await;
     assert_eq!(
-        record.graph().unwrap().error_code.as_deref(),
+        record.graph.clone().unwrap().error_code.as_deref(),
         Some("Authorization_RequestDenied")
     );
     assert!(
@@ -149,7 +149,8 @@ async fn a_privileged_account_fails_once_with_the_role_the_customer_must_grant()
     )
     .await;
     assert_eq!(
-        record.state, "succeeded",
+        record.state,
+        ActionState::Succeeded,
         "once the customer grants the role, it works"
     );
 }
@@ -213,7 +214,7 @@ async fn the_hourly_limit_denies_further_actions_without_calling_entra() {
     ] {
         assert_eq!(
             run(&rig, Operation::Disable, account).await.state,
-            "succeeded"
+            ActionState::Succeeded
         );
     }
     let calls_before = rig.fake.calls().len();
@@ -270,7 +271,7 @@ async fn server_errors_until_the_deadline_end_as_failed() {
         record.detail
     );
     assert_eq!(
-        record.graph().unwrap().error_code.as_deref(),
+        record.graph.clone().unwrap().error_code.as_deref(),
         Some("serviceNotAvailable")
     );
     assert!(
@@ -295,7 +296,7 @@ async fn a_synced_account_succeeds_with_the_on_premises_warning() {
     let rig = Rig::new(Duration::from_secs(10)).await;
     let record = run(&rig, Operation::Disable, &BOB.to_string()).await;
     assert_one_outcome(&rig, &record, Outcome::Succeeded).await;
-    let warnings = record.warnings();
+    let warnings = record.warnings.clone();
     assert!(
         warnings
             .iter()
@@ -316,10 +317,10 @@ async fn sessions_are_revoked_when_asked() {
         .unwrap()
         .record()
         .clone();
-    assert_eq!(record.state, "succeeded");
+    assert_eq!(record.state, ActionState::Succeeded);
     assert!(record.revoke_sessions);
     assert_eq!(rig.fake.revocations(CONTOSO, ALICE_UPN), 1);
-    assert!(record.warnings().is_empty(), "{:?}", record.warnings());
+    assert!(record.warnings.is_empty(), "{:?}", record.warnings);
 }
 
 #[tokio::test]
@@ -352,7 +353,7 @@ async fn the_certificate_credential_gets_tokens_too() {
         .execute(request("contoso", Operation::Disable, ALICE_UPN))
         .await
         .unwrap();
-    assert_eq!(record.record().state, "succeeded");
+    assert_eq!(record.record().state, ActionState::Succeeded);
 }
 
 #[tokio::test]
@@ -414,7 +415,7 @@ async fn a_hundred_actions_on_one_tenant_fetch_exactly_one_token() {
         .collect();
     for task in tasks {
         let done = task.await.unwrap();
-        assert_ne!(done.record().state, "requested");
+        assert_ne!(done.record().state, ActionState::Requested);
     }
     assert_eq!(rig.fake.count(Endpoint::Token), 1);
     assert_eq!(

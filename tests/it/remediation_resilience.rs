@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::entra::{self, ALICE, CONTOSO, Rig, request};
 use fake_entra::{Endpoint, Fault};
 use killswitch::audit::event::{AuditEvent, Operation, Outcome};
-use killswitch::remediation::action::ActionRecord;
+use killswitch::remediation::action::{ActionRecord, ActionState};
 use killswitch::store::ActionFilter;
 use uuid::Uuid;
 
@@ -83,7 +83,7 @@ async fn when_the_audit_log_cannot_be_written_nothing_is_sent_to_graph() {
         .unwrap();
     assert_eq!(
         record.record().state,
-        "succeeded",
+        ActionState::Succeeded,
         "service resumes once the log is writable"
     );
 }
@@ -104,10 +104,11 @@ async fn crash_during(rig: &Rig, endpoint: Endpoint) -> Uuid {
     let actions = all_actions(rig).await;
     assert_eq!(actions.len(), 1);
     assert_eq!(
-        actions[0].state, "requested",
+        actions[0].state,
+        ActionState::Requested,
         "the intent is recorded, its outcome is not"
     );
-    actions[0].id().unwrap()
+    actions[0].id
 }
 
 #[tokio::test]
@@ -125,7 +126,7 @@ async fn a_crash_before_the_graph_write_is_reconciled_as_failed_after_restart() 
         "reconciled once only"
     );
     let record = rig.store.action(id).await.unwrap().unwrap();
-    assert_eq!(record.state, "failed");
+    assert_eq!(record.state, ActionState::Failed);
     assert!(
         record
             .detail
@@ -159,8 +160,8 @@ async fn a_crash_after_the_graph_write_is_reconciled_as_succeeded_after_restart(
     let restarted = rig.restart();
     assert_eq!(restarted.reconcile().await.unwrap(), 1);
     let record = rig.store.action(id).await.unwrap().unwrap();
-    assert_eq!(record.state, "succeeded");
-    assert_eq!(record.after().unwrap().account_enabled, Some(false));
+    assert_eq!(record.state, ActionState::Succeeded);
+    assert_eq!(record.after.clone().unwrap().account_enabled, Some(false));
     assert_eq!(
         outcomes_of(&rig, "contoso", &id.to_string()).await,
         [Outcome::Succeeded]
@@ -184,9 +185,9 @@ async fn reconciliation_leaves_an_action_alone_while_its_owner_still_holds_the_l
     assert_eq!(rig.restart().reconcile().await.unwrap(), 0);
     rig.fake.release_hung();
     let record = running.await.unwrap().unwrap();
-    assert_eq!(record.record().state, "succeeded");
+    assert_eq!(record.record().state, ActionState::Succeeded);
     assert_eq!(
-        outcomes_of(&rig, "contoso", &record.record().id).await,
+        outcomes_of(&rig, "contoso", &record.record().id.to_string()).await,
         [Outcome::Succeeded]
     );
 }
@@ -249,10 +250,13 @@ async fn two_hundred_concurrent_disables_across_twenty_customers_all_end_once() 
 
     let actions = all_actions(&rig).await;
     assert_eq!(actions.len(), 200, "one action per idempotency key");
-    let unfinished: Vec<_> = actions.iter().filter(|a| a.state == "requested").collect();
+    let unfinished: Vec<_> = actions
+        .iter()
+        .filter(|a| a.state == ActionState::Requested)
+        .collect();
     assert!(unfinished.is_empty(), "{unfinished:?}");
     assert!(
-        actions.iter().all(|a| a.state == "succeeded"),
+        actions.iter().all(|a| a.state == ActionState::Succeeded),
         "{:?}",
         actions.iter().map(|a| &a.state).collect::<Vec<_>>()
     );
@@ -296,7 +300,7 @@ async fn a_second_outcome_for_the_same_action_is_refused_and_leaves_no_entry() {
         .unwrap();
     let record = done.record();
     let late = killswitch::remediation::action::Finish {
-        id: record.id().unwrap(),
+        id: record.id,
         customer: "contoso".parse().unwrap(),
         outcome: Outcome::Failed,
         detail: Some("a late reconciler".into()),
@@ -316,17 +320,12 @@ async fn a_second_outcome_for_the_same_action_is_refused_and_leaves_no_entry() {
         "the late entry was rolled back"
     );
     assert_eq!(
-        outcomes_of(&rig, "contoso", &record.id).await,
+        outcomes_of(&rig, "contoso", &record.id.to_string()).await,
         [Outcome::Succeeded]
     );
     assert_eq!(
-        rig.store
-            .action(record.id().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        "succeeded"
+        rig.store.action(record.id).await.unwrap().unwrap().state,
+        ActionState::Succeeded
     );
 }
 
@@ -344,7 +343,7 @@ async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation
     assert_eq!(rig.restart().reconcile().await.unwrap(), 0);
     assert_eq!(
         rig.store.action(id).await.unwrap().unwrap().state,
-        "requested"
+        ActionState::Requested
     );
     // That round held the action for one lease.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -360,7 +359,7 @@ async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation
     assert_eq!(giving_up.reconcile().await.unwrap(), 1);
     assert_eq!(giving_up.reconcile().await.unwrap(), 0, "ended once only");
     let record = rig.store.action(id).await.unwrap().unwrap();
-    assert_eq!(record.state, "failed");
+    assert_eq!(record.state, ActionState::Failed);
     assert!(
         record
             .detail
@@ -418,7 +417,7 @@ async fn when_the_outcome_cannot_be_written_the_caller_hears_requested_and_recon
 
     // Entra changed the account, so the caller must not hear "nothing was done".
     let executed = running.await.unwrap().unwrap();
-    assert_eq!(executed.record().state, "requested");
+    assert_eq!(executed.record().state, ActionState::Requested);
     assert!(!rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
 
     audit_up(&rig).await;
@@ -426,14 +425,12 @@ async fn when_the_outcome_cannot_be_written_the_caller_hears_requested_and_recon
     assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
     let id = &executed.record().id;
     assert_eq!(
-        rig.store
-            .action(id.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        "succeeded"
+        rig.store.action(*id).await.unwrap().unwrap().state,
+        ActionState::Succeeded
     );
-    assert_eq!(outcomes_of(&rig, "contoso", id).await, [Outcome::Succeeded]);
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &id.to_string()).await,
+        [Outcome::Succeeded]
+    );
     rig.verify("contoso").await;
 }
