@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use super::payload::{Detection, Severity};
+use super::payload::Detection;
 use super::records::{DetectionRecord, DetectionState};
 use super::signature::{Assurance, Rejection, Verifier};
 use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
@@ -126,11 +126,11 @@ impl Intake {
         let customer = keys.customer;
         let detail = Detection::parse(body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         let record = DetectionRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            customer: slug.to_string(),
+            id: uuid::Uuid::new_v4(),
+            customer: slug.clone(),
             composite_id: detail.composite_id.clone(),
             detection_id: detail.detection_id.clone(),
-            severity: detail.severity.as_str().to_owned(),
+            severity: detail.severity,
             tactic: detail.tactic.clone(),
             technique: detail.technique.clone(),
             account_upn: detail.account_upn.as_ref().map(ToString::to_string),
@@ -139,8 +139,8 @@ impl Intake {
             falcon_host_link: detail.falcon_host_link.clone(),
             cid: detail.cid.clone(),
             falcon_time: detail.timestamp.clone(),
-            assurance: assurance.as_str().to_owned(),
-            state: DetectionState::Pending.as_str().to_owned(),
+            assurance,
+            state: DetectionState::Pending,
             target_id: None,
             target_upn: None,
             pending_reason: None,
@@ -148,7 +148,7 @@ impl Intake {
             decided_by: None,
             decided_at: None,
             decision_reason: None,
-            received_at: now.to_string(),
+            received_at: now,
         };
         let (detection, new) = self
             .store
@@ -213,17 +213,17 @@ impl Intake {
         let policy = customer.policy.auto_disable;
         let automatic = target.is_some()
             && policy.covers(received.detail.severity)
-            && detection.assurance == Assurance::Signed.as_str();
+            && detection.assurance == Assurance::Signed;
         let waiting_because = pending_reason.clone().or_else(|| {
             (!automatic).then(|| {
                 if policy == AutoDisable::Off {
                     "the customer has not opted in to automatic disabling".to_owned()
-                } else if detection.assurance != Assurance::Signed.as_str() {
+                } else if detection.assurance != Assurance::Signed {
                     "delivered with a bearer token only: never disabled automatically".to_owned()
                 } else {
                     format!(
                         "severity {} is below the customer's automatic threshold ({})",
-                        detection.severity,
+                        detection.severity.as_str(),
                         policy.as_str()
                     )
                 }
@@ -232,17 +232,17 @@ impl Intake {
         let (target_id, target_upn) = target.clone().unzip();
         self.store
             .set_detection_target(
-                &detection.id,
+                detection.id,
                 target_id.as_deref(),
                 target_upn.as_deref(),
                 waiting_because.as_deref(),
             )
             .await?;
         if !automatic {
-            return self.reload(&detection.id).await;
+            return self.reload(detection.id).await;
         }
         let Some((id, _)) = target else {
-            return self.reload(&detection.id).await;
+            return self.reload(detection.id).await;
         };
         let rule = format!("auto-disable at {}", policy.as_str());
         let request = self.disable_request(
@@ -254,11 +254,11 @@ impl Intake {
             "disabled automatically",
         )?;
         let claim = DetectionClaim {
-            detection: record_id(detection)?,
+            detection: detection.id,
             decision: DetectionState::AutoRemediated,
             reason: Some(format!(
                 "severity {} reaches the customer's threshold ({})",
-                detection.severity,
+                detection.severity.as_str(),
                 policy.as_str()
             )),
         };
@@ -272,7 +272,7 @@ impl Intake {
             Err(Error::DetectionDecided(_)) => {}
             Err(e) => return Err(e),
         }
-        self.reload(&detection.id).await
+        self.reload(detection.id).await
     }
 
     /// An analyst approves a pending detection (with a one-time code, checked by the caller).
@@ -317,7 +317,7 @@ impl Intake {
             .execute_deciding(request, claim, None)
             .await?;
         Ok(Approved {
-            detection: self.reload(&detection.id).await?,
+            detection: self.reload(detection.id).await?,
             action,
         })
     }
@@ -332,20 +332,18 @@ impl Intake {
     ) -> Result<DetectionRecord> {
         let detection = self.pending(id).await?;
         let decision = Decision {
-            id: detection.id.clone(),
-            customer: detection.customer.parse()?,
+            id: detection.id,
+            customer: detection.customer.clone(),
             state: DetectionState::Dismissed,
             action_id: None,
             reason: Some(reason.to_owned()),
             actor,
         };
         if !self.store.decide_detection(&decision).await? {
-            let now = self.reload(&detection.id).await?;
-            return Err(Error::DetectionDecided(
-                DetectionState::parse(&now.state).unwrap_or(DetectionState::Pending),
-            ));
+            let now = self.reload(detection.id).await?;
+            return Err(Error::DetectionDecided(now.state));
         }
-        self.reload(&detection.id).await
+        self.reload(detection.id).await
     }
 
     async fn pending(&self, id: uuid::Uuid) -> Result<DetectionRecord> {
@@ -354,27 +352,21 @@ impl Intake {
             .detection(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("detection {id}")))?;
-        match DetectionState::parse(&detection.state) {
-            Some(DetectionState::Pending) => Ok(detection),
-            Some(decided) => Err(Error::DetectionDecided(decided)),
-            None => Err(Error::Internal(format!(
-                "detection {id} has the unknown state `{}`",
-                detection.state
-            ))),
+        match detection.state {
+            DetectionState::Pending => Ok(detection),
+            decided => Err(Error::DetectionDecided(decided)),
         }
     }
 
     async fn customer(&self, detection: &DetectionRecord) -> Result<Customer> {
-        let slug: CustomerSlug = detection.customer.parse()?;
+        let slug = &detection.customer;
         self.store
-            .customer(&slug)
+            .customer(slug)
             .await?
             .ok_or_else(|| Error::NotFound(format!("customer `{slug}`")))
     }
 
-    async fn reload(&self, id: &str) -> Result<DetectionRecord> {
-        let id =
-            uuid::Uuid::parse_str(id).map_err(|_| Error::Internal(format!("detection id {id}")))?;
+    async fn reload(&self, id: uuid::Uuid) -> Result<DetectionRecord> {
         self.store
             .detection(id)
             .await?
@@ -406,7 +398,7 @@ impl Intake {
         let reason = format!(
             "Falcon detection {} ({} severity{}{}), {how}",
             detection.composite_id.chars().take(120).collect::<String>(),
-            detection.severity,
+            detection.severity.as_str(),
             if technique.is_empty() { "" } else { ", " },
             technique.chars().take(200).collect::<String>()
         );
@@ -471,17 +463,12 @@ impl Intake {
     }
 }
 
-fn record_id(detection: &DetectionRecord) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(&detection.id)
-        .map_err(|_| Error::Internal(format!("detection id {}", detection.id)))
-}
-
 /// The detection's account fields as a [`Detection`] again, to retry the lookup on approval.
 fn reparse(record: &DetectionRecord) -> Detection {
     Detection {
         composite_id: record.composite_id.clone(),
         detection_id: record.detection_id.clone(),
-        severity: Severity::parse_stored(&record.severity).unwrap_or(Severity::Low),
+        severity: record.severity,
         tactic: record.tactic.clone(),
         technique: record.technique.clone(),
         account_upn: record.account_upn.as_deref().and_then(|u| u.parse().ok()),

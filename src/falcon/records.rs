@@ -1,6 +1,13 @@
 //! Detections as stored.
 
 use serde::Serialize;
+use uuid::Uuid;
+
+use super::payload::Severity;
+use super::signature::Assurance;
+use crate::domain::CustomerSlug;
+pub use crate::store::DETECTION_COLUMNS;
+use crate::time::Timestamp;
 
 /// Where a detection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -37,14 +44,15 @@ impl DetectionState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+/// A detection as the features see it: typed, read from its row at the store's edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetectionRecord {
-    pub id: String,
-    pub customer: String,
+    pub id: Uuid,
+    pub customer: CustomerSlug,
+    /// Falcon's id for the detection; a repeated one is the same detection.
     pub composite_id: String,
     pub detection_id: Option<String>,
-    /// `low`, `medium`, `high` or `critical`.
-    pub severity: String,
+    pub severity: Severity,
     pub tactic: Option<String>,
     pub technique: Option<String>,
     pub account_upn: Option<String>,
@@ -52,27 +60,23 @@ pub struct DetectionRecord {
     pub account_domain: Option<String>,
     pub falcon_host_link: Option<String>,
     pub cid: Option<String>,
+    /// Falcon's time for the detection, as Falcon wrote it.
     pub falcon_time: Option<String>,
-    /// `signed` (HMAC with a fresh timestamp) or `bearer` (static secret: never auto-disables).
-    pub assurance: String,
-    /// `pending`, `auto_remediated`, `approved` or `dismissed`.
-    pub state: String,
+    pub assurance: Assurance,
+    pub state: DetectionState,
     /// The Entra account it was matched to (object id and UPN).
     pub target_id: Option<String>,
     pub target_upn: Option<String>,
     /// Why it waits (no opt-in, below the threshold, bearer only, account not found…).
     pub pending_reason: Option<String>,
     /// The remediation action, once there is one.
-    pub action_id: Option<String>,
+    pub action_id: Option<Uuid>,
+    /// Who decided it (an actor, as JSON).
     pub decided_by: Option<String>,
-    pub decided_at: Option<String>,
+    pub decided_at: Option<Timestamp>,
     pub decision_reason: Option<String>,
-    pub received_at: String,
+    pub received_at: Timestamp,
 }
-
-pub const DETECTION_COLUMNS: &str = "id, customer, composite_id, detection_id, severity, tactic, technique, account_upn, \
-     account_sid, account_domain, falcon_host_link, cid, falcon_time, assurance, state, target_id, target_upn, \
-     pending_reason, action_id, decided_by, decided_at, decision_reason, received_at";
 
 /// Which detections to list, newest first.
 #[derive(Debug, Clone, Default)]

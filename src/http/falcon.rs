@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::caller::Caller;
 use super::problem::{Problem, ProblemKind};
-use super::views::ActionView;
+use super::views::{ActionView, DetectionView};
 use crate::auth::Permission;
 use crate::domain::Reason;
 use crate::falcon::intake::Refusal;
@@ -25,12 +25,12 @@ pub const WEBHOOK_BODY_LIMIT: usize = 256 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DetectionList {
-    pub detections: Vec<DetectionRecord>,
+    pub detections: Vec<DetectionView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApprovedView {
-    pub detection: DetectionRecord,
+    pub detection: DetectionView,
     pub action: ActionView,
 }
 
@@ -64,8 +64,8 @@ fn refused(status: u16) -> Problem {
         The body follows the template in docs/falcon.md.",
     params(("customer" = String, Path, description = "customer slug")),
     responses(
-        (status = 200, body = DetectionRecord, description = "a detection already received (same composite_id): nothing else was done"),
-        (status = 202, body = DetectionRecord, description = "accepted: stored, and disabled at once when the customer's policy allows"),
+        (status = 200, body = DetectionView, description = "a detection already received (same composite_id): nothing else was done"),
+        (status = 202, body = DetectionView, description = "accepted: stored, and disabled at once when the customer's policy allows"),
         (status = 400, body = Problem, description = "webhook-rejected: malformed timestamp"),
         (status = 401, body = Problem, description = "webhook-rejected: missing, wrong or stale signature"),
         (status = 413, body = Problem, description = "body-too-large (256 KiB)"),
@@ -101,7 +101,11 @@ pub async fn webhook(
         Err(Refusal::Failed(e)) => return Problem::from(e).into_response(),
     };
     if !received.new {
-        return (StatusCode::OK, Json(received.detection)).into_response();
+        return (
+            StatusCode::OK,
+            Json(DetectionView::from(&received.detection)),
+        )
+            .into_response();
     }
     // Look-up and policy run to the end even if Falcon hangs up; Falcon hears back when they
     // are done or shortly before its request would time out.
@@ -116,7 +120,7 @@ pub async fn webhook(
         }
         Ok(Err(_)) | Err(_) => detection,
     };
-    (StatusCode::ACCEPTED, Json(current)).into_response()
+    (StatusCode::ACCEPTED, Json(DetectionView::from(&current))).into_response()
 }
 
 async fn detection_in_scope(
@@ -132,7 +136,7 @@ async fn detection_in_scope(
         .await
         .map_err(Problem::from)?
         .ok_or_else(not_found)?;
-    if !caller.sees(&detection.customer) {
+    if !caller.sees(detection.customer.as_str()) {
         return Err(not_found());
     }
     Ok((id, detection))
@@ -168,12 +172,13 @@ pub async fn list(
         .detections(&filter)
         .await
         .map_err(Problem::from)?;
+    let detections = detections.iter().map(DetectionView::from).collect();
     Ok(Json(DetectionList { detections }).into_response())
 }
 
 #[utoipa::path(get, path = "/api/v1/detections/{id}", tag = "falcon", summary = "One detection",
     params(("id" = String, Path, description = "detection id")),
-    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = DetectionView), (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found (also out of scope)")),
     security(("bearer" = [])))]
 pub async fn get(
@@ -183,13 +188,13 @@ pub async fn get(
 ) -> ApiResult {
     caller.require(Permission::ReadDetections)?;
     let (_, detection) = detection_in_scope(&state, &caller, &id).await?;
-    Ok(Json(detection).into_response())
+    Ok(Json(DetectionView::from(&detection)).into_response())
 }
 
 #[utoipa::path(post, path = "/api/v1/detections/{id}/approve", tag = "falcon",
     summary = "Approve a pending detection: disable its account (role analyst or lead; one-time code required)",
     params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
-    responses((status = 200, body = ApprovedView), (status = 202, body = DetectionRecord, description = "still running: poll the detection (Location)"),
+    responses((status = 200, body = ApprovedView), (status = 202, body = DetectionView, description = "still running: poll the detection (Location)"),
         (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
         (status = 409, body = Problem, description = "detection-decided (with its `state`): approved, dismissed or disabled automatically already; conflict: the account cannot be found"),
@@ -224,35 +229,31 @@ pub async fn approve(
             return Ok((
                 StatusCode::ACCEPTED,
                 [(axum::http::header::LOCATION, href)],
-                Json(detection),
+                Json(DetectionView::from(&detection)),
             )
                 .into_response());
         }
     };
     Ok(Json(ApprovedView {
         action: ActionView::from(approved.action.record()),
-        detection: approved.detection,
+        detection: DetectionView::from(&approved.detection),
     })
     .into_response())
 }
 
 /// The detection's customer while it is pending; 409 with its state once it is decided.
 fn still_pending(detection: &DetectionRecord) -> ApiResult<crate::domain::CustomerSlug> {
-    match DetectionState::parse(&detection.state) {
-        Some(DetectionState::Pending) | None => {}
-        Some(decided) => return Err(Problem::from(crate::Error::DetectionDecided(decided))),
+    match detection.state {
+        DetectionState::Pending => Ok(detection.customer.clone()),
+        decided => Err(Problem::from(crate::Error::DetectionDecided(decided))),
     }
-    detection
-        .customer
-        .parse()
-        .map_err(|e: crate::Error| Problem::from(crate::Error::Internal(e.to_string())))
 }
 
 #[utoipa::path(post, path = "/api/v1/detections/{id}/dismiss", tag = "falcon",
     summary = "Dismiss a pending detection: nothing is sent to Entra (role analyst or lead; one-time code required)",
     params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
     request_body = DismissRequest,
-    responses((status = 200, body = DetectionRecord), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+    responses((status = 200, body = DetectionView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
         (status = 409, body = Problem, description = "detection-decided (with its `state`): decided already"), (status = 422, body = Problem, description = "invalid-input, invalid-body")),
     security(("bearer" = [])))]
@@ -279,5 +280,5 @@ pub async fn dismiss(
         .dismiss(id, caller.actor(), reason.as_str())
         .await
         .map_err(Problem::from)?;
-    Ok(Json(dismissed).into_response())
+    Ok(Json(DetectionView::from(&dismissed)).into_response())
 }

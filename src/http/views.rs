@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::event::{AccountState, GraphEvidence};
+use crate::falcon::records::DetectionRecord;
 use crate::graph::GraphUser;
 use crate::remediation::action::ActionRecord;
 
@@ -162,4 +163,69 @@ pub struct ActionsQuery {
     pub state: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
     pub limit: Option<u32>,
+}
+
+/// A detection as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = DetectionRecord)]
+pub struct DetectionView {
+    pub id: String,
+    pub customer: String,
+    pub composite_id: String,
+    pub detection_id: Option<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    pub tactic: Option<String>,
+    pub technique: Option<String>,
+    pub account_upn: Option<String>,
+    pub account_sid: Option<String>,
+    pub account_domain: Option<String>,
+    pub falcon_host_link: Option<String>,
+    pub cid: Option<String>,
+    pub falcon_time: Option<String>,
+    /// `signed` (HMAC with a fresh timestamp) or `bearer` (static secret: never auto-disables).
+    pub assurance: String,
+    /// `pending`, `auto_remediated`, `approved` or `dismissed`.
+    pub state: String,
+    /// The Entra account it was matched to (object id and UPN).
+    pub target_id: Option<String>,
+    pub target_upn: Option<String>,
+    /// Why it waits (no opt-in, below the threshold, bearer only, account not found…).
+    pub pending_reason: Option<String>,
+    /// The remediation action, once there is one.
+    pub action_id: Option<String>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub decision_reason: Option<String>,
+    pub received_at: String,
+}
+
+impl From<&DetectionRecord> for DetectionView {
+    fn from(d: &DetectionRecord) -> Self {
+        DetectionView {
+            id: d.id.to_string(),
+            customer: d.customer.to_string(),
+            composite_id: d.composite_id.clone(),
+            detection_id: d.detection_id.clone(),
+            severity: d.severity.as_str().to_owned(),
+            tactic: d.tactic.clone(),
+            technique: d.technique.clone(),
+            account_upn: d.account_upn.clone(),
+            account_sid: d.account_sid.clone(),
+            account_domain: d.account_domain.clone(),
+            falcon_host_link: d.falcon_host_link.clone(),
+            cid: d.cid.clone(),
+            falcon_time: d.falcon_time.clone(),
+            assurance: d.assurance.as_str().to_owned(),
+            state: d.state.as_str().to_owned(),
+            target_id: d.target_id.clone(),
+            target_upn: d.target_upn.clone(),
+            pending_reason: d.pending_reason.clone(),
+            action_id: d.action_id.map(|id| id.to_string()),
+            decided_by: d.decided_by.clone(),
+            decided_at: d.decided_at.map(|t| t.to_string()),
+            decision_reason: d.decision_reason.clone(),
+            received_at: d.received_at.to_string(),
+        }
+    }
 }

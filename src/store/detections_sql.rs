@@ -3,37 +3,32 @@
 
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
+use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::ChainTx;
 use crate::audit::append::Sealer;
 use crate::audit::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
-use crate::falcon::records::{DETECTION_COLUMNS, DetectionRecord, DetectionState};
+use crate::falcon::records::{DetectionRecord, DetectionState};
 use crate::remediation::action::NewAction;
 use crate::time::Timestamp;
 
-fn uuid(id: &str) -> Result<uuid::Uuid> {
-    uuid::Uuid::parse_str(id)
-        .map_err(|_| Error::Internal(format!("detection id `{id}` is not a UUID")))
-}
-
 /// The chain a detection is audited in and the entry that records its arrival. Built before
 /// anything is written, so nothing can fail between storing the row and auditing it.
-pub fn received(d: &DetectionRecord) -> Result<(ChainId, AuditEvent)> {
-    let customer: CustomerSlug = d.customer.parse()?;
+pub fn received(d: &DetectionRecord) -> (ChainId, AuditEvent) {
     let event = AuditEvent::DetectionReceived {
-        detection_id: uuid(&d.id)?,
+        detection_id: d.id,
         composite_id: d.composite_id.clone(),
-        severity: d.severity.clone(),
+        severity: d.severity.as_str().to_owned(),
         account: d.account_upn.clone().or_else(|| d.account_sid.clone()),
-        assurance: d.assurance.clone(),
+        assurance: d.assurance.as_str().to_owned(),
     };
-    Ok((ChainId::Customer(customer), event))
+    (ChainId::Customer(d.customer.clone()), event)
 }
 
 /// Inserts the detection unless its `composite_id` is known for the customer; `true` when it
 /// was inserted. One statement, so a failure leaves nothing behind.
-pub async fn insert_new<DB>(conn: &mut DB::Connection, d: &DetectionRecord) -> Result<bool>
+pub async fn insert_new<DB>(conn: &mut DB::Connection, record: &DetectionRecord) -> Result<bool>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -47,6 +42,7 @@ where
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
          ON CONFLICT (customer, composite_id) DO NOTHING RETURNING id"
     );
+    let d = DetectionRow::from(record);
     let inserted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(sql))
         .bind(d.id.as_str())
         .bind(d.customer.as_str())
@@ -83,18 +79,17 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+    for<'r> DetectionRow: FromRow<'r, DB::Row>,
 {
     let sql = format!(
         "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
     );
-    Ok(
-        sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
-            .bind(d.customer.as_str())
-            .bind(d.composite_id.as_str())
-            .fetch_one(&mut *conn)
-            .await?,
-    )
+    sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(sql))
+        .bind(d.customer.as_str())
+        .bind(d.composite_id.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_into()
 }
 
 /// Stores a detection unless its `composite_id` is known for the customer; returns the stored
@@ -112,10 +107,10 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+    for<'r> DetectionRow: FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let (chain, event) = received(d)?;
+    let (chain, event) = received(d);
     // The chain is held first, so a concurrent delivery of the same detection waits and then
     // finds this one.
     conn.lock_chain(&chain).await?;
@@ -129,10 +124,10 @@ where
 /// The decision about a pending detection; `false` (nothing written) when it was decided already.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    pub id: String,
+    pub id: uuid::Uuid,
     pub customer: CustomerSlug,
     pub state: DetectionState,
-    pub action_id: Option<String>,
+    pub action_id: Option<uuid::Uuid>,
     pub reason: Option<String>,
     pub actor: Actor,
 }
@@ -157,13 +152,14 @@ where
     let chain = ChainId::Customer(decision.customer.clone());
     conn.lock_chain(&chain).await?;
     let actor = super::domain_sql::json(&decision.actor)?;
+    let action_id = decision.action_id.map(|id| id.to_string());
     let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
         "UPDATE detections SET state = $2, action_id = COALESCE($3, action_id), decided_by = $4, decided_at = $5, \
          decision_reason = $6 WHERE id = $1 AND customer = $7 AND state = 'pending' RETURNING id",
     )
-    .bind(decision.id.as_str())
+    .bind(decision.id.to_string())
     .bind(decision.state.as_str())
-    .bind(decision.action_id.as_deref())
+    .bind(action_id.as_deref())
     .bind(actor)
     .bind(Timestamp::now().to_string())
     .bind(decision.reason.as_deref())
@@ -174,10 +170,10 @@ where
         return Ok(false);
     }
     let event = AuditEvent::DetectionDecided {
-        detection_id: uuid(&decision.id)?,
+        detection_id: decision.id,
         decision: decision.state.as_str().to_owned(),
         reason: decision.reason.clone(),
-        action_id: decision.action_id.as_deref().map(uuid).transpose()?,
+        action_id: decision.action_id,
     };
     conn.append(sealer, &chain, &decision.actor, &event).await?;
     Ok(true)
@@ -190,7 +186,7 @@ pub async fn claim<DB>(
     conn: &mut DB::Connection,
     sealer: &Sealer,
     new: &NewAction,
-    action_id: &str,
+    action_id: uuid::Uuid,
 ) -> Result<Option<DetectionState>>
 where
     DB: Database,
@@ -206,17 +202,19 @@ where
         return Ok(None);
     };
     let decision = Decision {
-        id: claim.detection.to_string(),
+        id: claim.detection,
         customer: new.customer.clone(),
         state: claim.decision,
-        action_id: Some(action_id.to_owned()),
+        action_id: Some(action_id),
         reason: claim.reason.clone(),
         actor: new.actor.clone(),
     };
     if decide::<DB>(conn, sealer, &decision).await? {
         return Ok(None);
     }
-    Ok(Some(current_state::<DB>(conn, &decision.id).await?))
+    Ok(Some(
+        current_state::<DB>(conn, &decision.id.to_string()).await?,
+    ))
 }
 
 /// The state a detection is in now.

@@ -235,15 +235,13 @@ where
             return Ok(Admission::KeyConflict(existing));
         }
         if let Some(state) =
-            super::detections_sql::claim::<DB>(conn, sealer, new, &existing.id.to_string()).await?
+            super::detections_sql::claim::<DB>(conn, sealer, new, existing.id).await?
         {
             return Ok(Admission::AlreadyDecided(state));
         }
         return Ok(Admission::Replayed(existing));
     }
-    if let Some(state) =
-        super::detections_sql::claim::<DB>(conn, sealer, new, &new.id.to_string()).await?
-    {
+    if let Some(state) = super::detections_sql::claim::<DB>(conn, sealer, new, new.id).await? {
         return Ok(Admission::AlreadyDecided(state));
     }
 

@@ -4,6 +4,7 @@
 mod action_rows;
 pub mod analysts_sql;
 pub mod audit_sql;
+mod detection_rows;
 pub mod detections_sql;
 pub mod domain_sql;
 pub mod onboarding_sql;
@@ -29,6 +30,7 @@ use crate::falcon::records::{DetectionFilter, DetectionRecord};
 use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
 use crate::time::Timestamp;
 use analysts_sql::AnalystChange;
+pub use detection_rows::DETECTION_COLUMNS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -231,7 +233,7 @@ pub trait Store: Send + Sync + 'static {
     /// The Entra account a detection was matched to, or why it waits.
     async fn set_detection_target(
         &self,
-        id: &str,
+        id: uuid::Uuid,
         target_id: Option<&str>,
         target_upn: Option<&str>,
         pending_reason: Option<&str>,

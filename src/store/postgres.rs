@@ -448,13 +448,13 @@ impl Store for PgStore {
 
     async fn set_detection_target(
         &self,
-        id: &str,
+        id: uuid::Uuid,
         target_id: Option<&str>,
         target_upn: Option<&str>,
         pending_reason: Option<&str>,
     ) -> Result<()> {
         sqlx::query(detections_sql::SET_TARGET)
-            .bind(id)
+            .bind(id.to_string())
             .bind(target_id)
             .bind(target_upn)
             .bind(pending_reason)

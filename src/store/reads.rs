@@ -6,6 +6,7 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::action_rows::ActionRow;
 use super::audit_sql as sql;
+use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::{self, CustomerRecord};
 use super::onboarding_sql::{self, CustomerSecretRow, WebhookSecretRecord};
 use super::{ActionFilter, SessionRecord};
@@ -15,7 +16,7 @@ use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord};
 use crate::customers::Customer;
 use crate::domain::CustomerSlug;
 use crate::error::{Error, Result};
-use crate::falcon::records::{DETECTION_COLUMNS, DetectionFilter, DetectionRecord};
+use crate::falcon::records::{DetectionFilter, DetectionRecord};
 use crate::remediation::action::ActionRecord;
 use crate::time::Timestamp;
 
@@ -44,7 +45,7 @@ where
     for<'r> AnalystRecord: FromRow<'r, DB::Row>,
     for<'r> SessionRecord: FromRow<'r, DB::Row>,
     for<'r> WebhookSecretRecord: FromRow<'r, DB::Row>,
-    for<'r> DetectionRecord: FromRow<'r, DB::Row>,
+    for<'r> DetectionRow: FromRow<'r, DB::Row>,
 {
     pub fn new(pool: Pool<DB>) -> Reads<DB> {
         Reads { pool }
@@ -226,23 +227,24 @@ where
 
     pub async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>> {
         let sql = format!("SELECT {DETECTION_COLUMNS} FROM detections WHERE id = $1");
-        Ok(
-            sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(sql))
-                .bind(id.to_string())
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(DetectionRecord::try_from)
+            .transpose()
     }
 
     pub async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
-        let mut query = sqlx::query_as::<DB, DetectionRecord>(sqlx::AssertSqlSafe(filter.sql()));
+        let mut query = sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(filter.sql()));
         for value in filter.binds() {
             query = query.bind(value);
         }
-        Ok(query
+        let rows = query
             .bind(i64::from(filter.limit))
             .fetch_all(&self.pool)
-            .await?)
+            .await?;
+        rows.into_iter().map(DetectionRecord::try_from).collect()
     }
 
     pub async fn pending_detections(&self) -> Result<i64> {

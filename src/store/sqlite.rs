@@ -534,7 +534,7 @@ impl Store for SqliteStore {
         actor: &Actor,
     ) -> Result<(DetectionRecord, bool)> {
         self.sealer()?;
-        let (chain, event) = detections_sql::received(detection)?;
+        let (chain, event) = detections_sql::received(detection);
         let (detection, actor) = (detection.clone(), actor.clone());
         // One statement and an entry sealed with the batch's other appends: a burst of
         // detections costs a statement each, not a savepoint and five statements each.
@@ -561,13 +561,13 @@ impl Store for SqliteStore {
 
     async fn set_detection_target(
         &self,
-        id: &str,
+        id: uuid::Uuid,
         target_id: Option<&str>,
         target_upn: Option<&str>,
         pending_reason: Option<&str>,
     ) -> Result<()> {
         let values = (
-            id.to_owned(),
+            id.to_string(),
             target_id.map(str::to_owned),
             target_upn.map(str::to_owned),
             pending_reason.map(str::to_owned),

@@ -15,6 +15,7 @@ use killswitch::audit::Entry;
 use killswitch::audit::event::{Actor, AuditEvent};
 use killswitch::auth::Role;
 use killswitch::customers::{AutoDisable, Policy};
+use killswitch::falcon::records::DetectionState;
 use killswitch::falcon::signature::{SignedString, sign_crowdstrike, sign_standard};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -468,7 +469,8 @@ async fn a_thousand_replays_of_one_detection_make_one_detection_and_one_action()
         .unwrap();
     assert_eq!(detections.len(), 1);
     assert_eq!(
-        detections[0].state, "auto_remediated",
+        detections[0].state,
+        DetectionState::AutoRemediated,
         "{:?}",
         detections[0]
     );
@@ -794,11 +796,11 @@ async fn an_account_entra_does_not_know_leaves_the_detection_pending_with_the_re
 
 fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records::DetectionRecord {
     killswitch::falcon::records::DetectionRecord {
-        id: id.to_string(),
-        customer: "contoso".into(),
+        id,
+        customer: "contoso".parse().unwrap(),
         composite_id: composite_id.into(),
         detection_id: None,
-        severity: "high".into(),
+        severity: killswitch::falcon::payload::Severity::High,
         tactic: None,
         technique: None,
         account_upn: Some("bob@contoso.onmicrosoft.com".into()),
@@ -807,8 +809,8 @@ fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records
         falcon_host_link: None,
         cid: None,
         falcon_time: None,
-        assurance: "signed".into(),
-        state: "pending".into(),
+        assurance: killswitch::falcon::signature::Assurance::Signed,
+        state: DetectionState::Pending,
         target_id: None,
         target_upn: None,
         pending_reason: None,
@@ -816,7 +818,7 @@ fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records
         decided_by: None,
         decided_at: None,
         decision_reason: None,
-        received_at: killswitch::time::Timestamp::now().to_string(),
+        received_at: killswitch::time::Timestamp::now(),
     }
 }
 
