@@ -9,6 +9,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::audit::AuditKey;
 use crate::audit::append::Sealer;
@@ -43,46 +44,9 @@ impl Services {
     /// registers the key's public half in the system chain.
     pub async fn open(settings: &Settings) -> Result<Services> {
         crate::files::secure_data_dir(&settings.data_dir)?;
-        let (key, origin) = AuditKey::load_or_generate(&settings.audit.signing_key_file)?;
-        if origin == KeyOrigin::Generated {
-            tracing::warn!(
-                path = %settings.audit.signing_key_file.display(),
-                key_id = %key.key_id(),
-                "generated a new audit signing key; back it up, and publish `killswitch audit public-key` to customers"
-            );
-        }
-        let audit_key = Arc::new(key);
-        let sealer = Sealer::new(audit_key.clone(), settings.audit.checkpoint_every);
-        let url = settings.database.url.expose_secret();
-        let store = store::open(
-            url,
-            StoreOptions {
-                max_connections: settings.database.max_connections,
-                acquire_timeout: settings.database.acquire_timeout,
-                create_if_missing: true,
-                migrate: true,
-                sealer: Some(Arc::new(sealer)),
-            },
-        )
-        .await?;
-        store.register_signing_key(&audit_key.public_key()).await?;
-        tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
-        let configured = settings.mfa.encryption_key.as_ref().map(|k| k.expose());
-        let previous: Vec<&[u8]> = settings
-            .mfa
-            .previous_encryption_keys
-            .iter()
-            .map(|k| k.expose())
-            .collect();
-        let (cipher, origin) =
-            SecretCipher::load_or_generate(configured, &previous, &settings.data_dir)?;
-        if origin == KeyOrigin::Generated {
-            tracing::warn!(
-                path = %settings.data_dir.join("mfa-encryption.key").display(),
-                "generated a new key for secrets at rest; back it up with the database, or set mfa.encryption_key"
-            );
-        }
-        let cipher = Arc::new(cipher);
+        let audit_key = load_audit_key(settings)?;
+        let store = open_store(settings, &audit_key).await?;
+        let cipher = load_cipher(settings)?;
         let auth = Arc::new(Authenticator::new(
             store.clone(),
             cipher.clone(),
@@ -92,37 +56,11 @@ impl Services {
             },
         ));
         let graph = graph_client(settings)?;
-        let remediator = graph.clone().map(|graph| {
-            let remediation = RemediationSettings {
-                deadline: settings.graph.deadline,
-                give_up_after: settings.remediation.reconcile_give_up,
-                ..RemediationSettings::default()
-            };
-            Arc::new(Remediator::new(store.clone(), graph, remediation))
-        });
-        let intake = Arc::new(Intake::new(
-            store.clone(),
-            cipher.clone(),
-            remediator.clone(),
-            IntakeSettings {
-                signature_header: settings.falcon.signature_header.to_ascii_lowercase(),
-                tolerance: settings.falcon.timestamp_tolerance,
-            },
-        ));
-        let onboarding = Arc::new(Onboarding::new(
-            store.clone(),
-            cipher.clone(),
-            graph,
-            OnboardingSettings {
-                authority_url: settings.entra.authority_url.clone(),
-                client_id: settings.entra.client_id.clone(),
-                public_url: settings.server.public_url.clone(),
-                consent_link_ttl: settings.onboarding.consent_link_ttl,
-                webhook_grace: settings.falcon.secret_grace,
-                signature_header: settings.falcon.signature_header.clone(),
-                check_deadline: settings.graph.deadline,
-            },
-        ));
+        let remediator = graph
+            .clone()
+            .map(|graph| remediator(settings, &store, graph));
+        let intake = intake(settings, &store, &cipher, remediator.clone());
+        let onboarding = onboarding(settings, &store, &cipher, graph);
         Ok(Services {
             store,
             audit_key,
@@ -133,6 +71,113 @@ impl Services {
             cipher,
         })
     }
+}
+
+fn load_audit_key(settings: &Settings) -> Result<Arc<AuditKey>> {
+    let path = &settings.audit.signing_key_file;
+    let (key, origin) = AuditKey::load_or_generate(path)?;
+    if origin == KeyOrigin::Generated {
+        // Losing this key makes the history unverifiable from here on, so say so loudly.
+        tracing::warn!(
+            path = %path.display(),
+            key_id = %key.key_id(),
+            "generated a new audit signing key; back it up, and publish `killswitch audit public-key` to customers"
+        );
+    }
+    Ok(Arc::new(key))
+}
+
+/// Opens and migrates the database, with every audit write sealed by `audit_key`.
+async fn open_store(settings: &Settings, audit_key: &Arc<AuditKey>) -> Result<Arc<dyn Store>> {
+    let sealer = Sealer::new(audit_key.clone(), settings.audit.checkpoint_every);
+    let url = settings.database.url.expose_secret();
+    let store = store::open(
+        url,
+        StoreOptions {
+            max_connections: settings.database.max_connections,
+            acquire_timeout: settings.database.acquire_timeout,
+            create_if_missing: true,
+            migrate: true,
+            sealer: Some(Arc::new(sealer)),
+        },
+    )
+    .await?;
+    store.register_signing_key(&audit_key.public_key()).await?;
+    tracing::info!(database = %store::redact_url(url), backend = store.backend().name(), "database ready");
+    Ok(store)
+}
+
+/// The cipher for secrets at rest: the configured key (or one generated into the data folder),
+/// plus the keys it replaced, which still open what they sealed.
+fn load_cipher(settings: &Settings) -> Result<Arc<SecretCipher>> {
+    let configured = settings.mfa.encryption_key.as_ref().map(|k| k.expose());
+    let previous: Vec<&[u8]> = settings
+        .mfa
+        .previous_encryption_keys
+        .iter()
+        .map(|k| k.expose())
+        .collect();
+    let (cipher, origin) =
+        SecretCipher::load_or_generate(configured, &previous, &settings.data_dir)?;
+    if origin == KeyOrigin::Generated {
+        tracing::warn!(
+            path = %settings.data_dir.join("mfa-encryption.key").display(),
+            "generated a new key for secrets at rest; back it up with the database, or set mfa.encryption_key"
+        );
+    }
+    Ok(Arc::new(cipher))
+}
+
+fn remediator(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    graph: Arc<GraphClient>,
+) -> Arc<Remediator> {
+    let remediation = RemediationSettings {
+        deadline: settings.graph.deadline,
+        give_up_after: settings.remediation.reconcile_give_up,
+        ..RemediationSettings::default()
+    };
+    Arc::new(Remediator::new(store.clone(), graph, remediation))
+}
+
+fn intake(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    cipher: &Arc<SecretCipher>,
+    remediator: Option<Arc<Remediator>>,
+) -> Arc<Intake> {
+    Arc::new(Intake::new(
+        store.clone(),
+        cipher.clone(),
+        remediator,
+        IntakeSettings {
+            signature_header: settings.falcon.signature_header.to_ascii_lowercase(),
+            tolerance: settings.falcon.timestamp_tolerance,
+        },
+    ))
+}
+
+fn onboarding(
+    settings: &Settings,
+    store: &Arc<dyn Store>,
+    cipher: &Arc<SecretCipher>,
+    graph: Option<Arc<GraphClient>>,
+) -> Arc<Onboarding> {
+    Arc::new(Onboarding::new(
+        store.clone(),
+        cipher.clone(),
+        graph,
+        OnboardingSettings {
+            authority_url: settings.entra.authority_url.clone(),
+            client_id: settings.entra.client_id.clone(),
+            public_url: settings.server.public_url.clone(),
+            consent_link_ttl: settings.onboarding.consent_link_ttl,
+            webhook_grace: settings.falcon.secret_grace,
+            signature_header: settings.falcon.signature_header.clone(),
+            check_deadline: settings.graph.deadline,
+        },
+    ))
 }
 
 /// The Graph client of the remediation app, when its client id and a credential are configured.
@@ -234,67 +279,91 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let state = self.state.clone();
-        let settings = state.settings.clone();
         let local = self.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let checkpoints = settings.audit.checkpoint_interval.map(|every| {
-            tokio::spawn(checkpoint_timer(
-                state.store.clone(),
-                every,
-                stop_rx.clone(),
-            ))
-        });
-
-        let reconciler = match (&state.remediator, settings.remediation.reconcile_interval) {
-            (Some(remediator), every) => Some(tokio::spawn(reconcile_timer(
-                remediator.clone(),
-                every,
-                stop_rx.clone(),
-            ))),
-            _ => None,
-        };
-        let mut server_stop = stop_rx;
-        let limits = http::serve::ConnectionLimits {
-            header_read_timeout: settings.server.header_read_timeout,
-            max_connections: settings.server.max_connections,
-            max_connections_per_client: settings.server.max_connections_per_client,
-            trusted: settings.server.trusted_proxies.clone(),
-        };
-        let server = http::serve::serve(
-            self.listener,
-            http::router(state.clone()),
-            limits,
-            async move {
-                let _ = server_stop.changed().await;
-            },
-        );
-        let mut server = tokio::spawn(server);
-
+        let timers = spawn_timers(&state, &stop_rx);
+        let server = spawn_server(self.listener, &state, stop_rx);
         tracing::info!(listen = %local, "killswitch is serving");
-        let finished_early = tokio::select! {
-            result = &mut server => Some(result),
-            () = shutdown => None,
-        };
-        let _ = stop_tx.send(true);
-        let served = match finished_early {
-            Some(result) => result,
-            None => {
-                tracing::info!(grace = ?settings.server.shutdown_grace, "shutting down");
-                match tokio::time::timeout(settings.server.shutdown_grace, &mut server).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        tracing::warn!("grace period over; closing the remaining connections");
-                        server.abort();
-                        Ok(())
-                    }
-                }
-            }
-        };
-        for task in [checkpoints, reconciler].into_iter().flatten() {
+        let served = stop_after(
+            server,
+            shutdown,
+            stop_tx,
+            state.settings.server.shutdown_grace,
+        )
+        .await;
+        for task in timers {
             let _ = task.await;
         }
         checkpoint_all(state.store.as_ref()).await;
         served.map_err(|e| Error::Internal(format!("server task failed: {e}")))
+    }
+}
+
+/// The periodic checkpoints (unless turned off) and, with remediation configured, the
+/// reconciler; both end when `stop` changes.
+fn spawn_timers(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let settings = &state.settings;
+    let checkpoints = settings
+        .audit
+        .checkpoint_interval
+        .map(|every| tokio::spawn(checkpoint_timer(state.store.clone(), every, stop.clone())));
+    let reconciler = state.remediator.as_ref().map(|remediator| {
+        tokio::spawn(reconcile_timer(
+            remediator.clone(),
+            settings.remediation.reconcile_interval,
+            stop.clone(),
+        ))
+    });
+    [checkpoints, reconciler].into_iter().flatten().collect()
+}
+
+/// The HTTP server, accepting connections until `stop` changes.
+fn spawn_server(
+    listener: TcpListener,
+    state: &AppState,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let server = &state.settings.server;
+    let limits = http::serve::ConnectionLimits {
+        header_read_timeout: server.header_read_timeout,
+        max_connections: server.max_connections,
+        max_connections_per_client: server.max_connections_per_client,
+        trusted: server.trusted_proxies.clone(),
+    };
+    tokio::spawn(http::serve::serve(
+        listener,
+        http::router(state.clone()),
+        limits,
+        async move {
+            let _ = stop.changed().await;
+        },
+    ))
+}
+
+/// Waits for `shutdown` (or for the server to end on its own), tells everything to stop, and
+/// gives in-flight requests `grace` to finish before closing what remains.
+async fn stop_after(
+    mut server: JoinHandle<()>,
+    shutdown: impl Future<Output = ()>,
+    stop: watch::Sender<bool>,
+    grace: Duration,
+) -> std::result::Result<(), JoinError> {
+    let finished_early = tokio::select! {
+        result = &mut server => Some(result),
+        () = shutdown => None,
+    };
+    let _ = stop.send(true);
+    if let Some(result) = finished_early {
+        return result;
+    }
+    tracing::info!(grace = ?grace, "shutting down");
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            server.abort();
+            Ok(())
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! variables `KILLSWITCH_<SECTION>__<KEY>`; every secret may instead be read from `<key>_file`.
 //!
 //! Values are read key by key so that every problem becomes one line naming the key and where
-//! its value came from, and every key nobody reads is reported as unknown.
+//! its value came from, and every key nobody reads is reported as unknown. Defaults live only in
+//! `config/default.toml`, which is always layered first: a key it sets is read as required, and
+//! a key it leaves out (a secret, single sign-on) is optional because unset means off or derived.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::http::client::{ForwardedHeader, TrustedProxies};
 
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "KILLSWITCH_";
@@ -54,7 +57,7 @@ pub struct ServerSettings {
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
     /// Proxies, and the one header they name the real client in.
-    pub trusted_proxies: crate::http::client::TrustedProxies,
+    pub trusted_proxies: TrustedProxies,
     /// Connections one peer address may hold at once (trusted proxies are not limited).
     pub max_connections_per_client: usize,
 }
@@ -221,231 +224,325 @@ impl Settings {
         let all: Dict = figment.extract().map_err(|e| {
             Error::Config(e.into_iter().map(|e| one_line(&e.to_string())).collect())
         })?;
-        let mut r = Reader {
-            figment,
-            problems: Vec::new(),
-            known: BTreeSet::new(),
-        };
+        let mut r = Reader::new(figment);
+        let settings = Settings::read(&mut r);
+        let warnings = r.unknown_key_warnings(&all);
+        r.finish()?;
+        // Every section that came back empty recorded why, and `finish` reported it.
+        let settings = settings.ok_or_else(|| {
+            Error::Internal("configuration: a value was refused without a reason".to_owned())
+        })?;
+        Ok(Settings {
+            warnings,
+            ..settings
+        })
+    }
 
-        let data_dir = PathBuf::from(r.string("data_dir").unwrap_or_else(|| "data".to_owned()));
+    /// Every section, read in full even after a problem so that all problems are reported.
+    fn read(r: &mut Reader) -> Option<Settings> {
+        let data_dir = r.required_string("data_dir").map(PathBuf::from);
+        let server = ServerSettings::read(r);
+        let log = LogSettings::read(r);
+        let database = DatabaseSettings::read(r, data_dir.as_deref());
+        let audit = AuditSettings::read(r, data_dir.as_deref());
+        let entra = EntraSettings::read(r);
+        let graph = GraphLimits::read(r);
+        let remediation = RemediationConfig::read(r);
+        let onboarding = OnboardingConfig::read(r);
+        let falcon = FalconSettings::read(r);
+        let mfa = MfaSettings::read(r);
+        let auth = AuthSettings::read(r);
+        let oidc = OidcSettings::read(r);
+        Some(Settings {
+            data_dir: data_dir?,
+            server: server?,
+            log: log?,
+            database: database?,
+            audit: audit?,
+            entra: entra?,
+            graph: graph?,
+            remediation: remediation?,
+            onboarding: onboarding?,
+            falcon: falcon?,
+            mfa: mfa?,
+            auth: auth?,
+            oidc: oidc?,
+            warnings: Vec::new(),
+        })
+    }
+}
 
-        let server = ServerSettings {
-            listen: r
-                .parse("server.listen", "an address such as 127.0.0.1:8080")
-                .unwrap_or(default_listen()),
-            public_url: match r.url("server.public_url", false) {
-                Some(url) => url,
-                None => default_url("http://localhost:8080")?,
-            },
-            request_timeout: Duration::from_secs(
-                r.number("server.request_timeout_secs", 1, 3600)
-                    .unwrap_or(30),
-            ),
-            body_limit_bytes: r
-                .number("server.body_limit_bytes", 1024, 64 * 1024 * 1024)
-                .unwrap_or(262_144) as usize,
-            shutdown_grace: Duration::from_secs(
-                r.number("server.shutdown_grace_secs", 0, 3600)
-                    .unwrap_or(20),
-            ),
-            header_read_timeout: Duration::from_secs(
-                r.number("server.header_read_timeout_secs", 1, 600)
-                    .unwrap_or(10),
-            ),
-            max_connections: r
-                .number("server.max_connections", 1, 1_000_000)
-                .unwrap_or(1024) as usize,
-            trusted_proxies: crate::http::client::TrustedProxies {
-                networks: r.networks("server.trusted_proxies"),
-                header: match r.string("server.client_address_header").as_deref() {
-                    None => crate::http::client::ForwardedHeader::XForwardedFor,
-                    Some(h) if h.eq_ignore_ascii_case("x-forwarded-for") => {
-                        crate::http::client::ForwardedHeader::XForwardedFor
-                    }
-                    Some(h) if h.eq_ignore_ascii_case("forwarded") => {
-                        crate::http::client::ForwardedHeader::Forwarded
-                    }
-                    Some(other) => {
-                        r.problem(
-                            "server.client_address_header",
-                            format!("`{other}` is not X-Forwarded-For or Forwarded"),
-                        );
-                        crate::http::client::ForwardedHeader::XForwardedFor
-                    }
-                },
-            },
-            max_connections_per_client: r
-                .number("server.max_connections_per_client", 1, 1_000_000)
-                .unwrap_or(64) as usize,
-        };
+// One reader per section. Each reads all of its keys before giving up on a bad one, and none
+// holds a default: `config/default.toml` has them all.
 
-        let log = LogSettings {
-            format: match r.string("log.format").as_deref() {
-                None | Some("text") => LogFormat::Text,
-                Some("json") => LogFormat::Json,
-                Some(other) => {
-                    r.problem(
-                        "log.format",
-                        format!("`{other}` is not a log format (use \"text\" or \"json\")"),
-                    );
-                    LogFormat::Text
-                }
-            },
-            level: {
-                let level = r.string("log.level").unwrap_or_else(|| "info".to_owned());
-                if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-                    r.problem("log.level", format!("`{level}` is not a valid filter: {e}"));
-                }
-                level
-            },
-        };
+impl ServerSettings {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let listen = r.parse("server.listen", "an address such as 127.0.0.1:8080");
+        let public_url = r.required_url("server.public_url", false);
+        let request_timeout = r.seconds("server.request_timeout_secs", 1, 3600);
+        let body_limit_bytes = r.number("server.body_limit_bytes", 1024, 64 * 1024 * 1024);
+        let shutdown_grace = r.seconds("server.shutdown_grace_secs", 0, 3600);
+        let header_read_timeout = r.seconds("server.header_read_timeout_secs", 1, 600);
+        let max_connections = r.number("server.max_connections", 1, 1_000_000);
+        let trusted_proxies = trusted_proxies(r);
+        let max_connections_per_client =
+            r.number("server.max_connections_per_client", 1, 1_000_000);
+        Some(ServerSettings {
+            listen: listen?,
+            public_url: public_url?,
+            request_timeout: request_timeout?,
+            body_limit_bytes: body_limit_bytes? as usize,
+            shutdown_grace: shutdown_grace?,
+            header_read_timeout: header_read_timeout?,
+            max_connections: max_connections? as usize,
+            trusted_proxies: trusted_proxies?,
+            max_connections_per_client: max_connections_per_client? as usize,
+        })
+    }
+}
 
-        let default_db = format!("sqlite://{}/killswitch.db", data_dir.display());
-        let db_url = r
-            .secret("database.url")
-            .map(|s| s.expose_secret().to_owned())
-            .unwrap_or(default_db);
-        if crate::store::Backend::from_url(&db_url).is_err() {
+fn trusted_proxies(r: &mut Reader) -> Option<TrustedProxies> {
+    let networks = r.networks("server.trusted_proxies");
+    let key = "server.client_address_header";
+    let header = match r.required_string(key)? {
+        h if h.eq_ignore_ascii_case("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+        h if h.eq_ignore_ascii_case("forwarded") => ForwardedHeader::Forwarded,
+        other => {
             r.problem(
-                "database.url",
-                format!(
-                    "`{}` is neither a sqlite:// nor a postgres:// URL",
-                    crate::store::redact_url(&db_url)
-                ),
+                key,
+                format!("`{other}` is not X-Forwarded-For or Forwarded"),
             );
+            return None;
         }
-        let database = DatabaseSettings {
-            url: SecretString::from(db_url),
-            max_connections: r.number("database.max_connections", 1, 1000).unwrap_or(10) as u32,
-            acquire_timeout: Duration::from_secs(
-                r.number("database.acquire_timeout_secs", 1, 600)
-                    .unwrap_or(5),
-            ),
-        };
+    };
+    Some(TrustedProxies { networks, header })
+}
 
-        let audit = AuditSettings {
-            signing_key_file: r
-                .string("audit.signing_key_file")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| data_dir.join("audit-signing.key")),
-            checkpoint_every: r
-                .number("audit.checkpoint_every", 1, 1_000_000)
-                .unwrap_or(1000),
-            checkpoint_interval: match r
-                .number("audit.checkpoint_interval_secs", 0, 86_400)
-                .unwrap_or(300)
-            {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
+impl LogSettings {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let format = match r.required_string("log.format")?.as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            other => {
+                r.problem(
+                    "log.format",
+                    format!("`{other}` is not a log format (use \"text\" or \"json\")"),
+                );
+                None
+            }
         };
+        let level = log_level(r);
+        Some(LogSettings {
+            format: format?,
+            level: level?,
+        })
+    }
+}
 
-        let entra = EntraSettings {
-            client_id: r.string("entra.client_id"),
-            client_secret: r.secret("entra.client_secret"),
-            certificate_file: r.existing_file("entra.certificate_file"),
-            authority_url: match r.url("entra.authority_url", true) {
-                Some(url) => url,
-                None => default_url("https://login.microsoftonline.com")?,
-            },
-            graph_url: match r.url("entra.graph_url", true) {
-                Some(url) => url,
-                None => default_url("https://graph.microsoft.com")?,
-            },
-        };
+fn log_level(r: &mut Reader) -> Option<String> {
+    let level = r.required_string("log.level")?;
+    match tracing_subscriber::EnvFilter::try_new(&level) {
+        Ok(_) => Some(level),
+        Err(e) => {
+            r.problem("log.level", format!("`{level}` is not a valid filter: {e}"));
+            None
+        }
+    }
+}
 
-        let graph = GraphLimits {
-            deadline: Duration::from_secs(r.number("graph.deadline_secs", 1, 600).unwrap_or(30)),
-            request_timeout: Duration::from_secs(
-                r.number("graph.request_timeout_secs", 1, 300).unwrap_or(10),
-            ),
-            max_in_flight_per_tenant: r
-                .number("graph.max_in_flight_per_tenant", 1, 1000)
-                .unwrap_or(8) as usize,
-            max_in_flight: r.number("graph.max_in_flight", 1, 100_000).unwrap_or(256) as usize,
-        };
-        let remediation = RemediationConfig {
-            reconcile_interval: Duration::from_secs(
-                r.number("remediation.reconcile_interval_secs", 1, 86_400)
-                    .unwrap_or(30),
-            ),
-            reconcile_give_up: Duration::from_secs(
-                r.number("remediation.reconcile_give_up_secs", 60, 30 * 86_400)
-                    .unwrap_or(3600),
-            ),
-        };
-        let onboarding = OnboardingConfig {
-            consent_link_ttl: Duration::from_secs(
-                r.number("onboarding.consent_link_secs", 1, 90 * 86_400)
-                    .unwrap_or(7 * 86_400),
-            ),
-            callbacks_per_minute: r
-                .number("onboarding.callbacks_per_minute", 1, 10_000)
-                .unwrap_or(10) as u32,
-        };
-        let falcon = FalconSettings {
-            signature_header: {
-                let header = r
-                    .string("falcon.signature_header")
-                    .unwrap_or_else(|| "X-CS-Primary-Signature".to_owned());
-                if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                    r.problem(
-                        "falcon.signature_header",
-                        format!("`{header}` is not a valid HTTP header name"),
-                    );
-                }
-                header
-            },
-            secret_grace: Duration::from_secs(
-                3600 * r
-                    .number("falcon.secret_grace_hours", 0, 24 * 30)
-                    .unwrap_or(24),
-            ),
-            timestamp_tolerance: Duration::from_secs(
-                r.number("falcon.timestamp_tolerance_secs", 1, 3600)
-                    .unwrap_or(300),
-            ),
-        };
+impl DatabaseSettings {
+    fn read(r: &mut Reader, data_dir: Option<&Path>) -> Option<Self> {
+        let url = database_url(r, data_dir);
+        let max_connections = r.number("database.max_connections", 1, 1000);
+        let acquire_timeout = r.seconds("database.acquire_timeout_secs", 1, 600);
+        Some(DatabaseSettings {
+            url: url?,
+            max_connections: max_connections? as u32,
+            acquire_timeout: acquire_timeout?,
+        })
+    }
+}
 
-        let mfa = MfaSettings {
-            encryption_key: r
-                .secret("mfa.encryption_key")
-                .and_then(|key| r.key_bytes("mfa.encryption_key", key.expose_secret())),
-            previous_encryption_keys: r
-                .secret_list("mfa.previous_encryption_keys")
-                .iter()
-                .filter_map(|key| r.key_bytes("mfa.previous_encryption_keys", key.expose_secret()))
-                .collect(),
-            max_failures: r.number("mfa.max_failures", 1, 100).unwrap_or(5) as u32,
-            lockout: Duration::from_secs(r.number("mfa.lockout_secs", 1, 86_400).unwrap_or(900)),
-        };
-        let auth = AuthSettings {
-            max_failures_per_client: r
-                .number("auth.max_failures_per_client", 1, 100_000)
-                .unwrap_or(20) as u32,
-            failure_window: Duration::from_secs(
-                r.number("auth.failure_window_secs", 1, 86_400)
-                    .unwrap_or(300),
+/// `database.url`, or SQLite in the data folder when it is not set (so it follows `data_dir`,
+/// which a default in `config/default.toml` could not).
+fn database_url(r: &mut Reader, data_dir: Option<&Path>) -> Option<SecretString> {
+    let url = match r.secret("database.url") {
+        Some(url) => url.expose_secret().to_owned(),
+        None => format!("sqlite://{}/killswitch.db", data_dir?.display()),
+    };
+    if crate::store::Backend::from_url(&url).is_err() {
+        r.problem(
+            "database.url",
+            format!(
+                "`{}` is neither a sqlite:// nor a postgres:// URL",
+                crate::store::redact_url(&url)
             ),
-        };
+        );
+        return None;
+    }
+    Some(SecretString::from(url))
+}
 
-        let oidc = OidcSettings {
-            issuer_url: r.url("oidc.issuer_url", true),
-            client_id: r.string("oidc.client_id"),
-            client_secret: r.secret("oidc.client_secret"),
-            audience: r.string("oidc.audience"),
-            identity_claim: r
-                .string("oidc.identity_claim")
-                .unwrap_or_else(|| "email".to_owned()),
-            session_ttl: Duration::from_secs(
-                r.number("oidc.session_hours", 1, 168).unwrap_or(12) * 3600,
-            ),
+impl AuditSettings {
+    fn read(r: &mut Reader, data_dir: Option<&Path>) -> Option<Self> {
+        // Like the database, the key lives in the data folder unless placed elsewhere.
+        let signing_key_file = r
+            .string("audit.signing_key_file")
+            .map(PathBuf::from)
+            .or_else(|| Some(data_dir?.join("audit-signing.key")));
+        let checkpoint_every = r.number("audit.checkpoint_every", 1, 1_000_000);
+        let checkpoint_interval = r.seconds("audit.checkpoint_interval_secs", 0, 86_400);
+        Some(AuditSettings {
+            signing_key_file: signing_key_file?,
+            checkpoint_every: checkpoint_every?,
+            // 0 turns the timer off.
+            checkpoint_interval: Some(checkpoint_interval?).filter(|every| !every.is_zero()),
+        })
+    }
+}
+
+impl EntraSettings {
+    /// Without the app's client id and credential remediation is off, hence optional.
+    fn read(r: &mut Reader) -> Option<Self> {
+        let client_id = r.string("entra.client_id");
+        let client_secret = r.secret("entra.client_secret");
+        let certificate_file = r.existing_file("entra.certificate_file");
+        let authority_url = r.required_url("entra.authority_url", true);
+        let graph_url = r.required_url("entra.graph_url", true);
+        Some(EntraSettings {
+            client_id,
+            client_secret,
+            certificate_file,
+            authority_url: authority_url?,
+            graph_url: graph_url?,
+        })
+    }
+}
+
+impl GraphLimits {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let deadline = r.seconds("graph.deadline_secs", 1, 600);
+        let request_timeout = r.seconds("graph.request_timeout_secs", 1, 300);
+        let max_in_flight_per_tenant = r.number("graph.max_in_flight_per_tenant", 1, 1000);
+        let max_in_flight = r.number("graph.max_in_flight", 1, 100_000);
+        Some(GraphLimits {
+            deadline: deadline?,
+            request_timeout: request_timeout?,
+            max_in_flight_per_tenant: max_in_flight_per_tenant? as usize,
+            max_in_flight: max_in_flight? as usize,
+        })
+    }
+}
+
+impl RemediationConfig {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let reconcile_interval = r.seconds("remediation.reconcile_interval_secs", 1, 86_400);
+        let reconcile_give_up = r.seconds("remediation.reconcile_give_up_secs", 60, 30 * 86_400);
+        Some(RemediationConfig {
+            reconcile_interval: reconcile_interval?,
+            reconcile_give_up: reconcile_give_up?,
+        })
+    }
+}
+
+impl OnboardingConfig {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let consent_link_ttl = r.seconds("onboarding.consent_link_secs", 1, 90 * 86_400);
+        let callbacks_per_minute = r.number("onboarding.callbacks_per_minute", 1, 10_000);
+        Some(OnboardingConfig {
+            consent_link_ttl: consent_link_ttl?,
+            callbacks_per_minute: callbacks_per_minute? as u32,
+        })
+    }
+}
+
+impl FalconSettings {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let signature_header = signature_header(r);
+        let secret_grace = r.hours("falcon.secret_grace_hours", 0, 24 * 30);
+        let timestamp_tolerance = r.seconds("falcon.timestamp_tolerance_secs", 1, 3600);
+        Some(FalconSettings {
+            signature_header: signature_header?,
+            secret_grace: secret_grace?,
+            timestamp_tolerance: timestamp_tolerance?,
+        })
+    }
+}
+
+fn signature_header(r: &mut Reader) -> Option<String> {
+    let header = r.required_string("falcon.signature_header")?;
+    if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        r.problem(
+            "falcon.signature_header",
+            format!("`{header}` is not a valid HTTP header name"),
+        );
+        return None;
+    }
+    Some(header)
+}
+
+impl MfaSettings {
+    /// Without an encryption key one is generated on first start, hence optional.
+    fn read(r: &mut Reader) -> Option<Self> {
+        let encryption_key = r
+            .secret("mfa.encryption_key")
+            .and_then(|key| r.key_bytes("mfa.encryption_key", key.expose_secret()));
+        let previous_encryption_keys = r
+            .secret_list("mfa.previous_encryption_keys")
+            .iter()
+            .filter_map(|key| r.key_bytes("mfa.previous_encryption_keys", key.expose_secret()))
+            .collect();
+        let max_failures = r.number("mfa.max_failures", 1, 100);
+        let lockout = r.seconds("mfa.lockout_secs", 1, 86_400);
+        Some(MfaSettings {
+            encryption_key,
+            previous_encryption_keys,
+            max_failures: max_failures? as u32,
+            lockout: lockout?,
+        })
+    }
+}
+
+impl AuthSettings {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let max_failures_per_client = r.number("auth.max_failures_per_client", 1, 100_000);
+        let failure_window = r.seconds("auth.failure_window_secs", 1, 86_400);
+        Some(AuthSettings {
+            max_failures_per_client: max_failures_per_client? as u32,
+            failure_window: failure_window?,
+        })
+    }
+}
+
+impl OidcSettings {
+    /// Single sign-on is off until its issuer and client id are set, hence optional.
+    fn read(r: &mut Reader) -> Option<Self> {
+        let issuer_url = r.url("oidc.issuer_url", true);
+        let client_id = r.string("oidc.client_id");
+        let client_secret = r.secret("oidc.client_secret");
+        let audience = r.string("oidc.audience");
+        let identity_claim = r.required_string("oidc.identity_claim");
+        let session_ttl = r.hours("oidc.session_hours", 1, 168);
+        let settings = OidcSettings {
+            issuer_url,
+            client_id,
+            client_secret,
+            audience,
+            identity_claim: identity_claim?,
+            session_ttl: session_ttl?,
         };
+        settings.require_all_or_none(r);
+        Some(settings)
+    }
+
+    /// Half a single sign-on setup is a mistake, not "off".
+    fn require_all_or_none(&self, r: &mut Reader) {
         // (Unless a value was already reported as bad: one line per mistake.)
-        let reported = r.problems.iter().any(|p| p.starts_with("oidc."));
-        match (&oidc.issuer_url, &oidc.client_id) {
-            _ if reported => {}
-            (Some(_), Some(_)) if oidc.client_secret.is_none() => r.problem(
+        if r.problems.iter().any(|p| p.starts_with("oidc.")) {
+            return;
+        }
+        match (&self.issuer_url, &self.client_id) {
+            (Some(_), Some(_)) if self.client_secret.is_none() => r.problem(
                 "oidc.client_secret",
                 "single sign-on needs the client secret (or oidc.client_secret_file)".to_owned(),
             ),
@@ -459,35 +556,6 @@ impl Settings {
             ),
             _ => {}
         }
-
-        let warnings = unknown_keys(&all, &r.known)
-            .into_iter()
-            .map(|key| {
-                format!(
-                    "unknown configuration key `{key}`{} is ignored",
-                    r.source_of(&key)
-                )
-            })
-            .collect();
-        if !r.problems.is_empty() {
-            return Err(Error::Config(r.problems));
-        }
-        Ok(Settings {
-            data_dir,
-            server,
-            log,
-            database,
-            audit,
-            entra,
-            graph,
-            remediation,
-            onboarding,
-            falcon,
-            mfa,
-            auth,
-            oidc,
-            warnings,
-        })
     }
 }
 
@@ -507,26 +575,63 @@ fn is_numbered_source_line(line: &str) -> bool {
         .is_some_and(|(number, _)| number.parse::<u32>().is_ok())
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
-}
-
-/// Parses one of the literal default URLs above.
-fn default_url(text: &str) -> Result<Url> {
-    Url::parse(text).map_err(|e| Error::Internal(format!("default URL {text}: {e}")))
-}
-
 /// Reads keys one at a time, remembering which keys exist and which problems it met.
 struct Reader<'a> {
     figment: &'a Figment,
+    /// The embedded defaults alone, for a required value given as blank.
+    defaults: Figment,
     problems: Vec<String>,
+    /// Required keys with no value at all: `config/default.toml` lacks them, a build mistake.
+    missing: Vec<String>,
     known: BTreeSet<String>,
 }
 
 impl Reader<'_> {
+    fn new(figment: &Figment) -> Reader<'_> {
+        Reader {
+            figment,
+            defaults: Figment::from(Toml::string(DEFAULT_TOML)),
+            problems: Vec::new(),
+            missing: Vec::new(),
+            known: BTreeSet::new(),
+        }
+    }
+
     fn problem(&mut self, key: &str, message: String) {
         let source = self.source_of(key);
         self.problems.push(format!("{key}{source}: {message}"));
+    }
+
+    /// A required key had no value, which only a `config/default.toml` without it can cause.
+    fn missing(&mut self, key: &str) {
+        self.missing.push(key.to_owned());
+    }
+
+    /// What was wrong, if anything: a missing default first, since it is no user's mistake.
+    fn finish(self) -> Result<()> {
+        if !self.missing.is_empty() {
+            return Err(Error::Internal(format!(
+                "config/default.toml has no value for {}",
+                self.missing.join(", ")
+            )));
+        }
+        if !self.problems.is_empty() {
+            return Err(Error::Config(self.problems));
+        }
+        Ok(())
+    }
+
+    /// One line for every key in `all` that nobody read (a misspelt key would go unnoticed).
+    fn unknown_key_warnings(&self, all: &Dict) -> Vec<String> {
+        unknown_keys(all, &self.known)
+            .into_iter()
+            .map(|key| {
+                format!(
+                    "unknown configuration key `{key}`{} is ignored",
+                    self.source_of(&key)
+                )
+            })
+            .collect()
     }
 
     /// " (from environment variable KILLSWITCH_…)" or " (from FILE)" for a key, if known.
@@ -551,6 +656,7 @@ impl Reader<'_> {
         self.figment.find_value(key).ok()
     }
 
+    /// Optional text: blank counts as not set.
     fn string(&mut self, key: &str) -> Option<String> {
         match self.value(key)? {
             Value::String(_, s) if s.trim().is_empty() => None,
@@ -563,8 +669,33 @@ impl Reader<'_> {
         }
     }
 
+    /// Text `config/default.toml` provides. Blank (an environment variable set to nothing)
+    /// means that default, just as a blank optional key means not set.
+    fn required_string(&mut self, key: &str) -> Option<String> {
+        match self.value(key) {
+            None => {
+                self.missing(key);
+                None
+            }
+            Some(Value::String(_, s)) if s.trim().is_empty() => {
+                match self.defaults.find_value(key) {
+                    Ok(Value::String(_, default)) if !default.trim().is_empty() => Some(default),
+                    _ => {
+                        self.missing(key);
+                        None
+                    }
+                }
+            }
+            Some(_) => self.string(key),
+        }
+    }
+
+    /// A whole number in `min..=max`; every number has its default in `config/default.toml`.
     fn number(&mut self, key: &str, min: u64, max: u64) -> Option<u64> {
-        let value = self.value(key)?;
+        let Some(value) = self.value(key) else {
+            self.missing(key);
+            return None;
+        };
         let parsed = match &value {
             Value::Num(_, n) => whole(n).and_then(|n| u64::try_from(n).ok()),
             Value::String(_, s) => s.trim().parse::<u64>().ok(),
@@ -586,8 +717,18 @@ impl Reader<'_> {
         }
     }
 
+    fn seconds(&mut self, key: &str, min: u64, max: u64) -> Option<Duration> {
+        self.number(key, min, max).map(Duration::from_secs)
+    }
+
+    fn hours(&mut self, key: &str, min: u64, max: u64) -> Option<Duration> {
+        self.number(key, min, max)
+            .map(|hours| Duration::from_secs(hours * 3600))
+    }
+
+    /// Required text parsed as a `T`.
     fn parse<T: std::str::FromStr>(&mut self, key: &str, expected: &str) -> Option<T> {
-        let text = self.string(key)?;
+        let text = self.required_string(key)?;
         match text.parse() {
             Ok(value) => Some(value),
             Err(_) => {
@@ -597,11 +738,22 @@ impl Reader<'_> {
         }
     }
 
-    /// A URL; with `outbound`, plain http is accepted only for loopback hosts, since tokens and
-    /// secrets travel over these connections.
+    /// An optional URL; see `checked_url`.
     fn url(&mut self, key: &str, outbound: bool) -> Option<Url> {
         let text = self.string(key)?;
-        let url = match Url::parse(&text) {
+        self.checked_url(key, &text, outbound)
+    }
+
+    /// A URL `config/default.toml` provides; see `checked_url`.
+    fn required_url(&mut self, key: &str, outbound: bool) -> Option<Url> {
+        let text = self.required_string(key)?;
+        self.checked_url(key, &text, outbound)
+    }
+
+    /// An http(s) URL; with `outbound`, plain http is accepted only for loopback hosts, since
+    /// tokens and secrets travel over these connections.
+    fn checked_url(&mut self, key: &str, text: &str, outbound: bool) -> Option<Url> {
+        let url = match Url::parse(text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => url,
             _ => {
                 self.problem(key, format!("`{text}` is not an http(s) URL"));
@@ -962,6 +1114,27 @@ mod tests {
             "{lines:?}"
         );
         assert!(!lines[1].contains("hunter2"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_blank_value_means_the_default_of_config_default_toml() {
+        let s = settings(&[("log.level", ""), ("server.listen", " ")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.log.level, "info");
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn a_value_config_default_toml_lacks_is_one_internal_line() {
+        let figment = Figment::from(Toml::string(
+            DEFAULT_TOML.replace("level = ", "lvl = ").as_str(),
+        ));
+        match Settings::from_figment(&figment) {
+            Err(Error::Internal(line)) => {
+                assert_eq!(line, "config/default.toml has no value for log.level");
+            }
+            other => panic!("expected an internal error, got {other:?}"),
+        }
     }
 
     #[test]
