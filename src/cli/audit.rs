@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Subcommand;
+use bytes::Bytes;
+use clap::{Args, Subcommand};
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use super::{exit_code, print_json};
 use crate::app::Services;
 use crate::audit::check::{self, ChainReport};
 use crate::audit::export::{self, ExportRequest, verify::Verified};
@@ -36,39 +39,9 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Export a customer's audit log (recorded in its chain): jsonl is the verifiable format.
-    Export {
-        #[arg(long, value_name = "SLUG")]
-        customer: String,
-        /// Start of the period (RFC 3339 time or a UTC date), inclusive.
-        #[arg(long, value_name = "TIME")]
-        from: Option<String>,
-        /// End of the period (RFC 3339 time or a UTC date), exclusive.
-        #[arg(long, value_name = "TIME")]
-        to: Option<String>,
-        /// jsonl, csv, ocsf or html.
-        #[arg(long, default_value = "jsonl")]
-        format: String,
-        /// Write here instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// With --out, print a JSON summary of what was written.
-        #[arg(long)]
-        json: bool,
-    },
+    Export(ExportArgs),
     /// Verify a JSON Lines export: chain, checkpoint and seal signatures, completeness.
-    Verify {
-        /// The export file (`-` reads standard input).
-        file: PathBuf,
-        /// A public key to trust (PEM, the JSON of `audit public-key --json`, or base64);
-        /// repeat for keys used before a rotation. Default: this server's own key.
-        #[arg(long = "public-key", value_name = "FILE")]
-        public_keys: Vec<PathBuf>,
-        /// Fail unless the export is of this customer.
-        #[arg(long, value_name = "SLUG")]
-        customer: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(VerifyArgs),
     /// Sign a checkpoint over the current head of every chain (or one) that advanced.
     Checkpoint {
         #[arg(long, value_name = "SLUG")]
@@ -78,39 +51,56 @@ pub enum AuditCommand {
     },
 }
 
+// The argument structs carry no doc comment of their own: the variant's is the command's help.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_name = "SLUG")]
+    customer: String,
+    /// Start of the period (RFC 3339 time or a UTC date), inclusive.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// End of the period (RFC 3339 time or a UTC date), exclusive.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// jsonl, csv, ocsf or html.
+    #[arg(long, default_value = "jsonl")]
+    format: String,
+    /// Write here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// With --out, print a JSON summary of what was written.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The export file (`-` reads standard input).
+    file: PathBuf,
+    /// A public key to trust (PEM, the JSON of `audit public-key --json`, or base64);
+    /// repeat for keys used before a rotation. Default: this server's own key.
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Fail unless the export is of this customer.
+    #[arg(long, value_name = "SLUG")]
+    customer: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
 pub async fn run(command: AuditCommand, settings: &Settings) -> Result<ExitCode> {
     match command {
         AuditCommand::Check { customer, json } => check(settings, customer, json).await,
         AuditCommand::PublicKey { json } => public_key(settings, json),
         AuditCommand::Checkpoint { customer, json } => checkpoint(settings, customer, json).await,
-        AuditCommand::Export {
-            customer,
-            from,
-            to,
-            format,
-            out,
-            json,
-        } => {
-            export(
-                settings,
-                ExportArgs {
-                    customer,
-                    from,
-                    to,
-                    format,
-                    out,
-                    json,
-                },
-            )
-            .await
-        }
-        AuditCommand::Verify {
-            file,
-            public_keys,
-            customer,
-            json,
-        } => verify(settings, &file, &public_keys, customer.as_deref(), json),
+        AuditCommand::Export(args) => export(settings, args).await,
+        AuditCommand::Verify(args) => verify(settings, args),
     }
+}
+
+/// `--customer` of the chain commands: a customer slug, or `system` for the service's own chain.
+fn parse_chain(customer: Option<String>) -> Result<Option<ChainId>> {
+    customer.map(|c| c.parse::<ChainId>()).transpose()
 }
 
 async fn open_read_only(settings: &Settings) -> Result<Arc<dyn Store>> {
@@ -126,7 +116,7 @@ async fn open_read_only(settings: &Settings) -> Result<Arc<dyn Store>> {
 }
 
 async fn check(settings: &Settings, customer: Option<String>, json: bool) -> Result<ExitCode> {
-    let chain = customer.map(|c| c.parse::<ChainId>()).transpose()?;
+    let chain = parse_chain(customer)?;
     let store = open_read_only(settings).await?;
     let configured = AuditKey::load(&settings.audit.signing_key_file)
         .ok()
@@ -137,31 +127,31 @@ async fn check(settings: &Settings, customer: Option<String>, json: bool) -> Res
     let intact = reports.iter().all(|r| r.result.is_ok());
     if json {
         let chains: Vec<_> = reports.iter().map(report_json).collect();
-        println!("{}", json!({"intact": intact, "chains": chains}));
+        print_json(&json!({"intact": intact, "chains": chains}))?;
     } else {
-        if reports.is_empty() {
-            println!("no audit entries yet");
-        }
-        for report in &reports {
-            match &report.result {
-                Ok(s) => println!(
-                    "{}: intact, {} entries, {} checkpoints verified{}",
-                    report.chain,
-                    s.entries,
-                    s.checkpoints,
-                    s.last_checkpoint
-                        .map(|seq| format!(" (newest at seq {seq})"))
-                        .unwrap_or_default()
-                ),
-                Err(broken) => println!("{}: BROKEN, {broken}", report.chain),
-            }
+        print_reports(&reports);
+    }
+    Ok(exit_code(intact))
+}
+
+fn print_reports(reports: &[ChainReport]) {
+    if reports.is_empty() {
+        println!("no audit entries yet");
+    }
+    for report in reports {
+        match &report.result {
+            Ok(s) => println!(
+                "{}: intact, {} entries, {} checkpoints verified{}",
+                report.chain,
+                s.entries,
+                s.checkpoints,
+                s.last_checkpoint
+                    .map(|seq| format!(" (newest at seq {seq})"))
+                    .unwrap_or_default()
+            ),
+            Err(broken) => println!("{}: BROKEN, {broken}", report.chain),
         }
     }
-    Ok(if intact {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn report_json(report: &ChainReport) -> serde_json::Value {
@@ -186,15 +176,12 @@ fn report_json(report: &ChainReport) -> serde_json::Value {
 fn public_key(settings: &Settings, json: bool) -> Result<ExitCode> {
     let key = AuditKey::load(&settings.audit.signing_key_file)?.public_key();
     if json {
-        println!(
-            "{}",
-            json!({
-                "key_id": key.key_id.as_str(),
-                "algorithm": "Ed25519",
-                "public_key": key.to_base64(),
-                "pem": key.to_pem()?,
-            })
-        );
+        print_json(&json!({
+            "key_id": key.key_id.as_str(),
+            "algorithm": "Ed25519",
+            "public_key": key.to_base64(),
+            "pem": key.to_pem()?,
+        }))?;
     } else {
         print!("{}", key.to_pem()?);
     }
@@ -202,7 +189,7 @@ fn public_key(settings: &Settings, json: bool) -> Result<ExitCode> {
 }
 
 async fn checkpoint(settings: &Settings, customer: Option<String>, json: bool) -> Result<ExitCode> {
-    let only = customer.map(|c| c.parse::<ChainId>()).transpose()?;
+    let only = parse_chain(customer)?;
     let services = Services::open(settings).await?;
     let chains: Vec<ChainId> = match only {
         Some(chain) => vec![chain],
@@ -222,7 +209,7 @@ async fn checkpoint(settings: &Settings, customer: Option<String>, json: bool) -
         }
     }
     if json {
-        println!("{}", json!({ "checkpoints": signed }));
+        print_json(&json!({ "checkpoints": signed }))?;
     } else if signed.is_empty() {
         println!("every chain's head is already covered by a checkpoint");
     } else {
@@ -237,15 +224,6 @@ async fn checkpoint(settings: &Settings, customer: Option<String>, json: bool) -
     Ok(ExitCode::SUCCESS)
 }
 
-struct ExportArgs {
-    customer: String,
-    from: Option<String>,
-    to: Option<String>,
-    format: String,
-    out: Option<PathBuf>,
-    json: bool,
-}
-
 async fn export(settings: &Settings, args: ExportArgs) -> Result<ExitCode> {
     let request = ExportRequest {
         customer: args.customer.parse()?,
@@ -258,49 +236,53 @@ async fn export(settings: &Settings, args: ExportArgs) -> Result<ExitCode> {
     let started =
         export::start(services.store.clone(), services.audit_key.clone(), request).await?;
     let entries = started.window.entry_count();
-    let mut body = started.body;
-    match &args.out {
-        Some(path) => {
-            let written = async {
-                let context = || format!("cannot write {}", path.display());
-                let mut file = std::fs::File::create(path).map_err(|e| Error::io(context(), e))?;
-                while let Some(chunk) = body.next().await {
-                    file.write_all(&chunk?)
-                        .map_err(|e| Error::io(context(), e))?;
-                }
-                Ok::<(), Error>(())
-            }
-            .await;
-            if let Err(e) = written {
-                // A partial file must not be mistaken for an export.
-                let _ = std::fs::remove_file(path);
-                return Err(e);
-            }
-            if args.json {
-                println!(
-                    "{}",
-                    json!({"out": path.display().to_string(), "entries": entries})
-                );
-            } else {
-                eprintln!(
-                    "exported {entries} entries of `{}` to {}",
-                    args.customer,
-                    path.display()
-                );
-            }
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let context = || "cannot write to standard output".to_owned();
-            while let Some(chunk) = body.next().await {
-                out.write_all(&chunk?)
-                    .map_err(|e| Error::io(context(), e))?;
-            }
-            out.flush().map_err(|e| Error::io(context(), e))?;
-        }
+    let Some(path) = &args.out else {
+        write_to_stdout(started.body).await?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    write_export_file(path, started.body).await?;
+    // The summary goes to stderr without --json: stdout stays free for the export itself.
+    if args.json {
+        print_json(&json!({"out": path.display().to_string(), "entries": entries}))?;
+    } else {
+        eprintln!(
+            "exported {entries} entries of `{}` to {}",
+            args.customer,
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+type ExportBody = BoxStream<'static, Result<Bytes>>;
+
+async fn write_export_file(path: &Path, mut body: ExportBody) -> Result<()> {
+    let written = async {
+        let context = || format!("cannot write {}", path.display());
+        let mut file = std::fs::File::create(path).map_err(|e| Error::io(context(), e))?;
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk?)
+                .map_err(|e| Error::io(context(), e))?;
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    if written.is_err() {
+        // A partial file must not be mistaken for an export.
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+async fn write_to_stdout(mut body: ExportBody) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let context = || "cannot write to standard output".to_owned();
+    while let Some(chunk) = body.next().await {
+        out.write_all(&chunk?)
+            .map_err(|e| Error::io(context(), e))?;
+    }
+    out.flush().map_err(|e| Error::io(context(), e))
 }
 
 /// Keys from the files given, or this server's own key when none are.
@@ -327,41 +309,26 @@ fn verification_keys(settings: &Settings, files: &[PathBuf]) -> Result<KeyRing> 
     Ok(keys)
 }
 
-fn verify(
-    settings: &Settings,
-    file: &Path,
-    key_files: &[PathBuf],
-    customer: Option<&str>,
-    json: bool,
-) -> Result<ExitCode> {
-    let keys = verification_keys(settings, key_files)?;
+fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
+    let keys = verification_keys(settings, &args.public_keys)?;
+    let customer = args.customer.as_deref();
+    let file = args.file.as_path();
     let verdict = if file == Path::new("-") {
         export::verify::verify(std::io::stdin().lock(), &keys, customer)
     } else {
         export::verify::verify_file(file, &keys, customer)
     }
     .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", file.display())))?;
-    match verdict {
-        Ok(v) => {
-            if json {
-                println!("{}", json!({"intact": true, "export": v}));
-            } else {
-                println!("{}", describe(&v));
-            }
-            Ok(ExitCode::SUCCESS)
+    let intact = verdict.is_ok();
+    match (verdict, args.json) {
+        (Ok(v), true) => print_json(&json!({"intact": true, "export": v}))?,
+        (Ok(v), false) => println!("{}", describe(&v)),
+        (Err(bad), true) => {
+            print_json(&json!({"intact": false, "line": bad.line, "reason": bad.reason}))?
         }
-        Err(bad) => {
-            if json {
-                println!(
-                    "{}",
-                    json!({"intact": false, "line": bad.line, "reason": bad.reason})
-                );
-            } else {
-                println!("NOT INTACT: {bad}");
-            }
-            Ok(ExitCode::FAILURE)
-        }
+        (Err(bad), false) => println!("NOT INTACT: {bad}"),
     }
+    Ok(exit_code(intact))
 }
 
 fn describe(v: &Verified) -> String {

@@ -119,24 +119,45 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         tracing::warn!("{warning}");
     }
     match cli.command {
-        Command::Serve => {
-            let app = Application::build(settings).await?;
-            app.run_until(app::shutdown_signal()).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Migrate => {
-            let services = Services::open(&settings).await?;
-            println!(
-                "database is up to date ({}); audit signing key {}",
-                services.store.backend().name(),
-                services.audit_key.key_id()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Serve => serve(settings).await,
+        Command::Migrate => migrate(&settings).await,
         Command::Healthcheck => healthcheck(&settings).await,
         Command::Analyst(command) => analyst::run(command, &settings).await,
         Command::Customer(command) => customer::run(command, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
         Command::Secrets(command) => secrets::run(command, &settings).await,
+    }
+}
+
+async fn serve(settings: Settings) -> Result<ExitCode> {
+    let app = Application::build(settings).await?;
+    app.run_until(app::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opening the services is the migration: it applies pending migrations and registers the key.
+async fn migrate(settings: &Settings) -> Result<ExitCode> {
+    let services = Services::open(settings).await?;
+    println!(
+        "database is up to date ({}); audit signing key {}",
+        services.store.backend().name(),
+        services.audit_key.key_id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--json` result: one JSON object on one line, for scripts.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let line = serde_json::to_string(value).map_err(|e| Error::Internal(e.to_string()))?;
+    println!("{line}");
+    Ok(())
+}
+
+/// Checks exit 1 on a negative finding, so scripts and health probes can gate on them.
+fn exit_code(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::json;
 
+use super::print_json;
 use crate::app::Services;
 use crate::audit::Actor;
 use crate::auth::gate::totp_context;
@@ -30,10 +31,9 @@ pub async fn run(command: SecretsCommand, settings: &Settings) -> Result<ExitCod
     let reseal = resealed(&services).await?;
     let (totp, webhook) = services.store.reseal(&reseal).await?;
     if json {
-        println!(
-            "{}",
-            json!({"key_id": reseal.key_id, "totp_secrets": totp, "webhook_secrets": webhook})
-        );
+        print_json(
+            &json!({"key_id": reseal.key_id, "totp_secrets": totp, "webhook_secrets": webhook}),
+        )?;
     } else {
         println!(
             "resealed {totp} TOTP secret(s) and {webhook} webhook secret(s) under key {}; \
