@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::action::{ActionRecord, Admission, DetectionClaim, Finish, Guard, NewAction};
 use crate::audit::event::{AccountState, Actor, MfaEvidence, Operation, Outcome, RequestContext};
 use crate::customers::Customer;
-use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, Ticket};
+use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, TenantId, Ticket};
 use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, GraphUser};
@@ -264,80 +264,72 @@ impl Remediator {
         new: &NewAction,
         received: Option<std::time::Instant>,
     ) -> Finish {
-        let started = Instant::now();
-        // Graph is done with before the lease ends, however long admission took: after it,
-        // another process may reconcile the action and record its outcome.
-        let lease_left = (new.lease_until.as_datetime() - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            .saturating_sub(self.settings.lease_margin);
-        let deadline = started + self.settings.deadline.min(lease_left);
-        let tenant = customer.tenant_id;
-        let desired = new.operation.target_enabled();
-        let mut finish = Finish {
-            id: new.id,
-            customer: new.customer.clone(),
-            outcome: Outcome::Failed,
-            detail: None,
-            warnings: Vec::new(),
-            target_id: None,
-            before: None,
-            after: None,
-            graph: None,
-            duration_ms: 0,
-            actor: new.actor.clone(),
+        let mut attempt = Attempt::start(customer, new, &self.settings);
+        let ended = match self.steps(&mut attempt, customer, received).await {
+            Ok(ended) | Err(ended) => ended,
         };
-        let done = |mut finish: Finish, outcome: Outcome, detail: String| {
-            finish.outcome = outcome;
-            finish.detail = Some(detail);
-            finish.duration_ms = started.elapsed().as_millis() as u64;
-            finish
-        };
+        attempt.end(ended)
+    }
 
-        let user = match self.graph.get_user(tenant, &new.account, deadline).await {
-            Ok(answer) => {
-                finish.graph = Some(answer.evidence);
-                answer.value
-            }
-            Err(e) => {
-                finish.graph = e.evidence().cloned();
-                return done(
-                    finish,
-                    Outcome::Failed,
-                    describe_failure(&e, &new.account, "reading"),
-                );
-            }
-        };
-        finish.target_id = Some(user.id.clone());
-        finish.before = Some(state_of(&user));
-        if customer
-            .policy
-            .protects_user(&user.id, &user.user_principal_name)
-        {
-            return done(
-                finish,
-                Outcome::Denied,
-                "the account is on the customer's protected list (break-glass or service account); it was not changed".to_owned(),
-            );
+    /// The steps in order; a step that settles the outcome ends the run early with it.
+    async fn steps(
+        &self,
+        attempt: &mut Attempt<'_>,
+        customer: &Customer,
+        received: Option<std::time::Instant>,
+    ) -> Step<Ended> {
+        let user = self.read(attempt).await?;
+        before_change(attempt, customer, &user)?;
+        self.change(attempt, &user.id, received).await?;
+        if attempt.new.revoke_sessions {
+            self.revoke(
+                attempt.tenant,
+                &user.id,
+                attempt.deadline,
+                &mut attempt.finish.warnings,
+            )
+            .await;
         }
-        if user.on_premises_sync_enabled == Some(true) {
-            finish.warnings.push(synced_warning(new.operation));
-        }
-        if user.account_enabled == Some(desired) {
-            finish.after = finish.before.clone();
-            return done(
-                finish,
-                Outcome::Noop,
-                format!(
-                    "the account was already {}; nothing was changed",
-                    enabled_word(desired)
-                ),
-            );
-        }
+        Ok(self.confirm(attempt, &user.id).await)
+    }
 
+    /// Reads the account as requested; it names the object the other steps work on.
+    async fn read(&self, attempt: &mut Attempt<'_>) -> Step<GraphUser> {
+        let new = attempt.new;
         match self
             .graph
-            .set_account_enabled(tenant, &user.id, desired, deadline)
+            .get_user(attempt.tenant, &new.account, attempt.deadline)
+            .await
+        {
+            Ok(answer) => {
+                attempt.finish.graph = Some(answer.evidence);
+                let user = answer.value;
+                attempt.finish.target_id = Some(user.id.clone());
+                attempt.finish.before = Some(state_of(&user));
+                Ok(user)
+            }
+            Err(e) => {
+                attempt.finish.graph = e.evidence().cloned();
+                Err(Ended(
+                    Outcome::Failed,
+                    describe_failure(&e, &new.account, "reading"),
+                ))
+            }
+        }
+    }
+
+    /// Writes `accountEnabled`. An unanswered write may still have been applied, so it is
+    /// read back before being called failed.
+    async fn change(
+        &self,
+        attempt: &mut Attempt<'_>,
+        user_id: &str,
+        received: Option<std::time::Instant>,
+    ) -> Step<()> {
+        let (tenant, desired, deadline) = (attempt.tenant, attempt.desired, attempt.deadline);
+        match self
+            .graph
+            .set_account_enabled(tenant, user_id, desired, deadline)
             .await
         {
             Ok(answer) => {
@@ -345,61 +337,51 @@ impl Remediator {
                     metrics::histogram!("killswitch_falcon_receipt_to_patch_seconds")
                         .record(received.elapsed().as_secs_f64());
                 }
-                finish.graph = Some(answer.evidence)
+                attempt.finish.graph = Some(answer.evidence);
+                Ok(())
             }
             Err(e) => {
-                finish.graph = e.evidence().cloned();
-                // An unanswered PATCH may still have been applied: look before calling it failed.
+                attempt.finish.graph = e.evidence().cloned();
                 let applied = e.is_ambiguous()
                     && self
-                        .reads_as(tenant, &user.id, desired, deadline)
+                        .reads_as(tenant, user_id, desired, deadline)
                         .await
                         .is_some();
                 if !applied {
-                    return done(
-                        finish,
+                    return Err(Ended(
                         Outcome::Failed,
-                        describe_failure(&e, &new.account, "changing"),
-                    );
+                        describe_failure(&e, &attempt.new.account, "changing"),
+                    ));
                 }
-                finish.warnings.push(format!(
+                attempt.finish.warnings.push(format!(
                     "Graph did not confirm the change ({e}), but the account now reads {}",
                     enabled_word(desired)
                 ));
+                Ok(())
             }
         }
+    }
 
-        if new.revoke_sessions {
-            self.revoke(tenant, &user.id, deadline, &mut finish.warnings)
-                .await;
+    /// Reads the account again: the action succeeded only if Entra now shows the change.
+    async fn confirm(&self, attempt: &mut Attempt<'_>, user_id: &str) -> Ended {
+        let (tenant, desired, deadline) = (attempt.tenant, attempt.desired, attempt.deadline);
+        if let Some(after) = self.reads_as(tenant, user_id, desired, deadline).await {
+            attempt.finish.after = Some(after);
+            return Ended(
+                Outcome::Succeeded,
+                format!("the account is now {}", enabled_word(desired)),
+            );
         }
-
-        match self.reads_as(tenant, &user.id, desired, deadline).await {
-            Some(after) => {
-                finish.after = Some(after);
-                done(
-                    finish,
-                    Outcome::Succeeded,
-                    format!("the account is now {}", enabled_word(desired)),
-                )
-            }
-            None => {
-                let after = self
-                    .graph
-                    .get_user(tenant, &AccountRef::ObjectId(parse_id(&user.id)), deadline)
-                    .await
-                    .ok();
-                finish.after = after.map(|a| state_of(&a.value));
-                done(
-                    finish,
-                    Outcome::Failed,
-                    format!(
-                        "Graph accepted the change but the account does not read {} afterwards",
-                        enabled_word(desired)
-                    ),
-                )
-            }
-        }
+        let object = AccountRef::ObjectId(parse_id(user_id));
+        let after = self.graph.get_user(tenant, &object, deadline).await.ok();
+        attempt.finish.after = after.map(|a| state_of(&a.value));
+        Ended(
+            Outcome::Failed,
+            format!(
+                "Graph accepted the change but the account does not read {} afterwards",
+                enabled_word(desired)
+            ),
+        )
     }
 
     async fn revoke(
@@ -551,6 +533,95 @@ impl Remediator {
             ))),
         }
     }
+}
+
+/// One action's Graph work in progress: what it aims for, by when, and its outcome as it forms.
+struct Attempt<'a> {
+    new: &'a NewAction,
+    tenant: TenantId,
+    /// The `accountEnabled` the operation leads to.
+    desired: bool,
+    started: Instant,
+    deadline: Instant,
+    finish: Finish,
+}
+
+/// The outcome a step settled, with the words recorded for it.
+struct Ended(Outcome, String);
+
+/// A step either lets the run go on (with its result) or ends it.
+type Step<T> = std::result::Result<T, Ended>;
+
+impl<'a> Attempt<'a> {
+    fn start(customer: &Customer, new: &'a NewAction, settings: &RemediationSettings) -> Self {
+        let started = Instant::now();
+        // Graph is done with before the lease ends, however long admission took: after it,
+        // another process may reconcile the action and record its outcome.
+        let lease_left = (new.lease_until.as_datetime() - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(settings.lease_margin);
+        Attempt {
+            new,
+            tenant: customer.tenant_id,
+            desired: new.operation.target_enabled(),
+            started,
+            deadline: started + settings.deadline.min(lease_left),
+            finish: Finish {
+                id: new.id,
+                customer: new.customer.clone(),
+                outcome: Outcome::Failed,
+                detail: None,
+                warnings: Vec::new(),
+                target_id: None,
+                before: None,
+                after: None,
+                graph: None,
+                duration_ms: 0,
+                actor: new.actor.clone(),
+            },
+        }
+    }
+
+    fn end(self, Ended(outcome, detail): Ended) -> Finish {
+        Finish {
+            outcome,
+            detail: Some(detail),
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..self.finish
+        }
+    }
+}
+
+/// What is settled before anything is written: a protected account is left alone, an account
+/// already as asked is a no-op; a synced account only earns a warning.
+fn before_change(attempt: &mut Attempt<'_>, customer: &Customer, user: &GraphUser) -> Step<()> {
+    if customer
+        .policy
+        .protects_user(&user.id, &user.user_principal_name)
+    {
+        return Err(Ended(
+            Outcome::Denied,
+            "the account is on the customer's protected list (break-glass or service account); it was not changed".to_owned(),
+        ));
+    }
+    if user.on_premises_sync_enabled == Some(true) {
+        attempt
+            .finish
+            .warnings
+            .push(synced_warning(attempt.new.operation));
+    }
+    if user.account_enabled == Some(attempt.desired) {
+        attempt.finish.after = attempt.finish.before.clone();
+        return Err(Ended(
+            Outcome::Noop,
+            format!(
+                "the account was already {}; nothing was changed",
+                enabled_word(attempt.desired)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A failed outcome for an interrupted action, to be filled in by what reconciliation learns;
