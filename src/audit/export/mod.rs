@@ -154,6 +154,8 @@ pub async fn start(
     Ok(Export { window, body })
 }
 
+/// The entries and checkpoints the period holds now; an open end runs from the first entry
+/// or to just after the export started.
 async fn fix_window(
     store: &dyn Store,
     request: &ExportRequest,
