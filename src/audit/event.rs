@@ -291,6 +291,16 @@ pub(crate) mod tests {
     pub(crate) fn one_of_each() -> Vec<AuditEvent> {
         let id = Uuid::nil();
         let now = Timestamp::now();
+        [
+            keys_customers_and_consent(),
+            analysts_and_authentication(id, now),
+            actions_and_detections(id),
+            operations(),
+        ]
+        .concat()
+    }
+
+    fn keys_customers_and_consent() -> Vec<AuditEvent> {
         vec![
             AuditEvent::SigningKeyRegistered {
                 key_id: "k".into(),
@@ -314,6 +324,11 @@ pub(crate) mod tests {
                 tenant_id: None,
                 reason: "r".into(),
             },
+        ]
+    }
+
+    fn analysts_and_authentication(id: Uuid, now: Timestamp) -> Vec<AuditEvent> {
+        vec![
             AuditEvent::AnalystAdded {
                 analyst_id: id,
                 email: "e".into(),
@@ -345,6 +360,11 @@ pub(crate) mod tests {
                 analyst_id: id,
                 until: now,
             },
+        ]
+    }
+
+    fn actions_and_detections(id: Uuid) -> Vec<AuditEvent> {
+        vec![
             AuditEvent::ActionRequested {
                 action_id: id,
                 operation: Operation::Disable,
@@ -378,6 +398,11 @@ pub(crate) mod tests {
                 reason: None,
                 action_id: None,
             },
+        ]
+    }
+
+    fn operations() -> Vec<AuditEvent> {
+        vec![
             AuditEvent::ConnectionTested {
                 ready: true,
                 detail: "ready".into(),

@@ -65,74 +65,98 @@ impl<'k> ChainVerifier<'k> {
     /// Checks the next stored entry; entries must arrive in stored `seq` order.
     pub fn push(&mut self, row: &EntryRecord) -> Result<(), Break> {
         let seq = self.next_seq;
-        let bad = |reason: String| Err(Break { seq, reason });
-        if row.seq != i64::try_from(seq).unwrap_or(i64::MAX) {
-            return if row.seq > i64::try_from(seq).unwrap_or(i64::MAX) {
-                bad(format!(
+        let bad = |reason: String| Break { seq, reason };
+        self.check_place(row, seq).map_err(bad)?;
+        self.check_entry(row, seq).map_err(bad)?;
+        let computed = Hash::link(&self.prev, row.entry.as_bytes());
+        let computed_hex = computed.hex_bytes();
+        if row.hash.as_bytes() != computed_hex {
+            return Err(bad(
+                "stored hash does not match the entry's content".to_owned()
+            ));
+        }
+        self.check_checkpoints_at(seq, row.seq, &computed)?;
+        self.prev = computed;
+        self.prev_hex = computed_hex;
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    /// The row is the one expected next: its number, in this chain.
+    fn check_place(&self, row: &EntryRecord, seq: u64) -> Result<(), String> {
+        let expected = i64::try_from(seq).unwrap_or(i64::MAX);
+        if row.seq != expected {
+            return Err(if row.seq > expected {
+                format!(
                     "entry {seq} is missing (the next stored entry is {})",
                     row.seq
-                ))
+                )
             } else {
-                bad(format!(
+                format!(
                     "a row numbered {} appears where entry {seq} belongs",
                     row.seq
-                ))
-            };
+                )
+            });
         }
         if row.chain != self.chain {
-            return bad(format!("row belongs to chain `{}`", row.chain));
+            return Err(format!("row belongs to chain `{}`", row.chain));
         }
-        let link = match Link::parse(&row.entry) {
-            Ok(link) => link,
-            Err(e) => return bad(format!("entry is not a valid audit entry: {e}")),
-        };
+        Ok(())
+    }
+
+    /// The entry says what its row and its place say, and chains from the previous entry.
+    fn check_entry(&self, row: &EntryRecord, seq: u64) -> Result<(), String> {
+        let link = Link::parse(&row.entry)
+            .map_err(|e| format!("entry is not a valid audit entry: {e}"))?;
         if link.v != ENTRY_FORMAT_VERSION {
-            return bad(format!("entry has unsupported format version {}", link.v));
+            return Err(format!("entry has unsupported format version {}", link.v));
         }
         if link.chain != self.chain {
-            return bad(format!("entry names chain `{}`", link.chain));
+            return Err(format!("entry names chain `{}`", link.chain));
         }
         if link.seq != seq {
-            return bad(format!("entry names seq {}", link.seq));
+            return Err(format!("entry names seq {}", link.seq));
         }
         // Hex is compared as text: only the lowercase spelling that was hashed is accepted.
         if link.prev_hash.as_bytes() != self.prev_hex {
-            return bad(if seq == 1 {
+            return Err(if seq == 1 {
                 "prev_hash is not the chain's genesis value".to_owned()
             } else {
                 format!("prev_hash does not match the hash of entry {}", seq - 1)
             });
         }
         if link.time != row.time {
-            return bad("the time column differs from the entry's time".to_owned());
+            return Err("the time column differs from the entry's time".to_owned());
         }
         if link.event.kind != row.event {
-            return bad("the event column differs from the entry's event type".to_owned());
+            return Err("the event column differs from the entry's event type".to_owned());
         }
-        let computed = Hash::link(&self.prev, row.entry.as_bytes());
-        let computed_hex = computed.hex_bytes();
-        if row.hash.as_bytes() != computed_hex {
-            return bad("stored hash does not match the entry's content".to_owned());
-        }
+        Ok(())
+    }
+
+    /// Every pending checkpoint up to this entry must sign exactly its recomputed hash.
+    fn check_checkpoints_at(
+        &mut self,
+        seq: u64,
+        row_seq: i64,
+        computed: &Hash,
+    ) -> Result<(), Break> {
         while let Some(front) = self.pending.front() {
-            if front.seq > row.seq {
+            if front.seq > row_seq {
                 break;
             }
             let Some(record) = self.pending.pop_front() else {
                 break;
             };
-            if record.seq < row.seq {
+            if record.seq < row_seq {
                 // Only reachable for checkpoints numbered below 1: nothing can sit there.
                 return Err(Break {
                     seq: 1,
                     reason: format!("a checkpoint names impossible seq {}", record.seq),
                 });
             }
-            self.check_checkpoint(seq, &computed, &record)?;
+            self.check_checkpoint(seq, computed, &record)?;
         }
-        self.prev = computed;
-        self.prev_hex = computed_hex;
-        self.next_seq += 1;
         Ok(())
     }
 

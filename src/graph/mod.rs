@@ -6,6 +6,7 @@
 //! within the caller's deadline, and limited in flight per tenant and overall so one busy
 //! customer cannot starve the others or push the app into Graph's global throttling.
 
+mod call;
 pub mod credentials;
 pub mod error;
 pub mod retry;
@@ -15,13 +16,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
-use secrecy::ExposeSecret;
+use reqwest::Method;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use url::Url;
 
+use call::Call;
 pub use credentials::{Certificate, ClientCredential};
 pub use error::{GraphError, TokenError};
 pub use token::{Token, TokenCache};
@@ -76,20 +77,6 @@ pub struct GraphClient {
     per_tenant: Mutex<HashMap<TenantId, Arc<Semaphore>>>,
 }
 
-#[derive(Deserialize, Default)]
-struct ErrorBody {
-    #[serde(default)]
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize, Default)]
-struct ErrorDetail {
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
 impl GraphClient {
     pub fn new(settings: GraphSettings) -> crate::Result<GraphClient> {
         let http = reqwest::Client::builder()
@@ -133,7 +120,14 @@ impl GraphClient {
         let mut url = self.users_url(&[&account.as_graph_key()]);
         url.query_pairs_mut().append_pair("$select", USER_SELECT);
         let answer = self
-            .call("get_user", tenant, Method::GET, url, None, deadline)
+            .call(Call {
+                operation: "get_user",
+                tenant,
+                method: Method::GET,
+                url,
+                body: None,
+                deadline,
+            })
             .await?;
         let user = serde_json::from_slice(&answer.value).map_err(|e| GraphError::Unexpected {
             status: 200,
@@ -166,7 +160,14 @@ impl GraphClient {
             )
             .append_pair("$select", USER_SELECT);
         let answer = self
-            .call("find_by_sid", tenant, Method::GET, url, None, deadline)
+            .call(Call {
+                operation: "find_by_sid",
+                tenant,
+                method: Method::GET,
+                url,
+                body: None,
+                deadline,
+            })
             .await?;
         let page: Page =
             serde_json::from_slice(&answer.value).map_err(|e| GraphError::Unexpected {
@@ -191,7 +192,14 @@ impl GraphClient {
             .append_pair("$top", "1")
             .append_pair("$select", "id");
         let answer = self
-            .call("probe", tenant, Method::GET, url, None, deadline)
+            .call(Call {
+                operation: "probe",
+                tenant,
+                method: Method::GET,
+                url,
+                body: None,
+                deadline,
+            })
             .await?;
         Ok(Answer {
             value: (),
@@ -209,14 +217,14 @@ impl GraphClient {
         let url = self.users_url(&[user_id]);
         let body = serde_json::json!({ "accountEnabled": enabled });
         let answer = self
-            .call(
-                "patch_user",
+            .call(Call {
+                operation: "patch_user",
                 tenant,
-                Method::PATCH,
+                method: Method::PATCH,
                 url,
-                Some(body),
+                body: Some(body),
                 deadline,
-            )
+            })
             .await?;
         Ok(Answer {
             value: (),
@@ -233,7 +241,14 @@ impl GraphClient {
         let url = self.users_url(&[user_id, "revokeSignInSessions"]);
         // Current docs answer 200 {"value": true}; older ones 204. Both mean done.
         let answer = self
-            .call("revoke_sessions", tenant, Method::POST, url, None, deadline)
+            .call(Call {
+                operation: "revoke_sessions",
+                tenant,
+                method: Method::POST,
+                url,
+                body: None,
+                deadline,
+            })
             .await?;
         Ok(Answer {
             value: (),
@@ -276,132 +291,4 @@ impl GraphClient {
         };
         tokio::time::timeout_at(deadline, wait).await.ok().flatten()
     }
-
-    /// Sends one logical request, retrying within `deadline`; 2xx returns the body.
-    async fn call(
-        &self,
-        operation: &'static str,
-        tenant: TenantId,
-        method: Method,
-        url: Url,
-        body: Option<serde_json::Value>,
-        deadline: Instant,
-    ) -> Result<Answer<bytes::Bytes>, GraphError> {
-        let client_request_id = uuid::Uuid::new_v4().to_string();
-        let mut evidence = GraphEvidence {
-            status: None,
-            error_code: None,
-            request_id: None,
-            client_request_id: Some(client_request_id.clone()),
-            date: None,
-        };
-        let mut refreshed_token = false;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let token = self.tokens.get(tenant, deadline).await?;
-            let Some(permits) = self.permits(tenant, deadline).await else {
-                return Err(GraphError::Unreachable {
-                    reason: "no free Graph slot before the deadline".to_owned(),
-                    evidence,
-                });
-            };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let mut request = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.access_token.expose_secret())
-                .header("client-request-id", &client_request_id)
-                .timeout(self.request_timeout.min(remaining));
-            if let Some(body) = &body {
-                request = request.json(body);
-            }
-            let started = Instant::now();
-            let sent = request.send().await;
-            drop(permits);
-            metrics::histogram!("killswitch_graph_request_duration_seconds", "operation" => operation)
-                .record(started.elapsed().as_secs_f64());
-
-            let response = match sent {
-                Ok(response) => response,
-                Err(e) => {
-                    metrics::counter!("killswitch_graph_requests_total", "operation" => operation, "status" => "error").increment(1);
-                    let reason = e.without_url().to_string();
-                    let wait = retry::backoff(attempt);
-                    if Instant::now() + wait >= deadline {
-                        return Err(GraphError::Unreachable { reason, evidence });
-                    }
-                    tracing::warn!(operation, %tenant, attempt, error = %reason, "Graph unreachable, retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            let status = response.status();
-            metrics::counter!("killswitch_graph_requests_total", "operation" => operation, "status" => status.as_str().to_owned()).increment(1);
-            evidence.status = Some(status.as_u16());
-            evidence.request_id = header(&response, "request-id");
-            evidence.date = header(&response, "date");
-            if status.is_success() {
-                evidence.error_code = None;
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| GraphError::Unreachable {
-                        reason: format!("the answer was cut off: {}", e.without_url()),
-                        evidence: evidence.clone(),
-                    })?;
-                return Ok(Answer {
-                    value: bytes,
-                    evidence,
-                });
-            }
-            let wait = retry::retry_after(response.headers());
-            let detail: ErrorBody = response.json().await.unwrap_or_default();
-            let code = detail.error.code;
-            evidence.error_code = (!code.is_empty()).then(|| code.clone());
-            match status {
-                StatusCode::UNAUTHORIZED if !refreshed_token => {
-                    // A token revoked or rotated early: fetch a new one once.
-                    self.tokens.invalidate(tenant).await;
-                    refreshed_token = true;
-                }
-                StatusCode::NOT_FOUND => return Err(GraphError::NotFound { evidence }),
-                StatusCode::FORBIDDEN => {
-                    return Err(GraphError::Denied {
-                        code,
-                        message: detail.error.message,
-                        evidence,
-                    });
-                }
-                StatusCode::BAD_REQUEST => return Err(GraphError::BadRequest { code, evidence }),
-                s if retry::is_retryable(s.as_u16()) => {
-                    let wait = wait.unwrap_or_else(|| retry::backoff(attempt));
-                    if Instant::now() + wait >= deadline {
-                        return Err(GraphError::GaveUp {
-                            status: s.as_u16(),
-                            evidence,
-                        });
-                    }
-                    metrics::counter!("killswitch_graph_retries_total", "status" => s.as_str().to_owned()).increment(1);
-                    tracing::info!(operation, %tenant, attempt, status = s.as_u16(), wait_ms = wait.as_millis() as u64, "Graph asked to retry");
-                    tokio::time::sleep(wait).await;
-                }
-                s => {
-                    return Err(GraphError::Unexpected {
-                        status: s.as_u16(),
-                        code,
-                        evidence,
-                    });
-                }
-            }
-        }
-    }
-}
-
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }

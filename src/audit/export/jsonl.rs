@@ -4,12 +4,13 @@
 //! specifies it.
 
 use futures::TryStreamExt;
+use futures::stream::BoxStream;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{Sink, Window};
 use crate::audit::AuditKey;
-use crate::audit::records::CheckpointRecord;
+use crate::audit::records::{CheckpointRecord, EntryRecord};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -115,6 +116,30 @@ pub(super) async fn write(
     window: &Window,
     sink: &mut Sink,
 ) -> Result<()> {
+    let mut entries = super::rows(store, window);
+    let first_row = entries.try_next().await?;
+    let header = signed_header(key, window, first_row.as_ref())?;
+    let header_line = jcs(&header)?;
+    let header_sha256 = const_hex::encode(Sha256::digest(&header_line));
+    push_line(sink, &header_line);
+    let written = write_entries(sink, window, first_row, &mut entries).await?;
+    if written.count != window.entry_count() {
+        return Err(Error::AuditUnavailable(format!(
+            "the stored chain has gaps in the exported range ({} entries read); run `killswitch audit check`",
+            written.count
+        )));
+    }
+    let seal = signed_seal(key, window, &header, written, header_sha256)?;
+    push_line(sink, &jcs(&seal)?);
+    Ok(())
+}
+
+/// The header, signed; `prev_hash` comes from the first entry, the one place it is stated.
+fn signed_header(
+    key: &AuditKey,
+    window: &Window,
+    first_row: Option<&EntryRecord>,
+) -> Result<Header> {
     let mut header = Header {
         kind: "header".to_owned(),
         format: FORMAT.to_owned(),
@@ -126,7 +151,11 @@ pub(super) async fn write(
         exported_at: window.exported_at.to_string(),
         first_seq: window.seqs.and_then(|(first, _)| unsigned(first)),
         last_seq: window.seqs.and_then(|(_, last)| unsigned(last)),
-        prev_hash: None,
+        prev_hash: first_row.and_then(|row| {
+            crate::audit::entry::Link::parse(&row.entry)
+                .ok()
+                .map(|l| l.prev_hash.into_owned())
+        }),
         key_id: key.key_id().to_string(),
         checkpoint_seqs: window
             .checkpoints
@@ -135,22 +164,29 @@ pub(super) async fn write(
             .collect(),
         signature: None,
     };
-    let mut entries = super::rows(store, window);
-    let first_row = entries.try_next().await?;
-    if let Some(row) = &first_row {
-        header.prev_hash = crate::audit::entry::Link::parse(&row.entry)
-            .ok()
-            .map(|l| l.prev_hash.into_owned());
-    }
     header.signature = Some(key.sign_bytes(&header.message()?));
-    let header_line = jcs(&header)?;
-    let header_sha256 = const_hex::encode(Sha256::digest(&header_line));
-    sink.buffer().extend_from_slice(&header_line);
-    sink.buffer().push(b'\n');
+    Ok(header)
+}
 
+/// What the entry lines came to, for the seal.
+struct Written {
+    count: u64,
+    /// The last entry's seq and hash.
+    last: Option<(i64, String)>,
+}
+
+/// Every entry line from `first_row` on, each followed by the stored checkpoints that sign it.
+async fn write_entries(
+    sink: &mut Sink,
+    window: &Window,
+    first_row: Option<EntryRecord>,
+    entries: &mut BoxStream<'_, Result<EntryRecord>>,
+) -> Result<Written> {
     let mut checkpoints = window.checkpoints.iter().peekable();
-    let mut count = 0u64;
-    let mut last: Option<(i64, String)> = None;
+    let mut written = Written {
+        count: 0,
+        last: None,
+    };
     let mut next = first_row;
     while let Some(row) = next {
         let out = sink.buffer();
@@ -161,37 +197,43 @@ pub(super) async fn write(
         out.extend_from_slice(row.hash.as_bytes());
         out.extend_from_slice(b"\",\"type\":\"entry\"}\n");
         while let Some(cp) = checkpoints.next_if(|c| c.seq == row.seq) {
-            let line = jcs(&checkpoint_line(cp)?)?;
-            sink.buffer().extend_from_slice(&line);
-            sink.buffer().push(b'\n');
+            push_line(sink, &jcs(&checkpoint_line(cp)?)?);
         }
-        count += 1;
-        last = Some((row.seq, row.hash));
+        written.count += 1;
+        written.last = Some((row.seq, row.hash));
         sink.maybe_flush().await?;
         next = entries.try_next().await?;
     }
-    if count != window.entry_count() {
-        return Err(Error::AuditUnavailable(format!(
-            "the stored chain has gaps in the exported range ({count} entries read); run `killswitch audit check`"
-        )));
-    }
+    Ok(written)
+}
+
+/// The closing seal, signed now, over the header's digest and what was written.
+fn signed_seal(
+    key: &AuditKey,
+    window: &Window,
+    header: &Header,
+    written: Written,
+    header_sha256: String,
+) -> Result<Seal> {
     let mut seal = Seal {
         kind: "seal".to_owned(),
         chain: window.chain.clone(),
-        entries: count,
+        entries: written.count,
         first_seq: header.first_seq,
-        last_seq: last.as_ref().and_then(|(seq, _)| unsigned(*seq)),
-        last_hash: last.map(|(_, hash)| hash),
+        last_seq: written.last.as_ref().and_then(|(seq, _)| unsigned(*seq)),
+        last_hash: written.last.map(|(_, hash)| hash),
         header_sha256,
         time: Timestamp::now().to_string(),
         key_id: key.key_id().to_string(),
         signature: None,
     };
     seal.signature = Some(key.sign_bytes(&seal.message()?));
-    let line = jcs(&seal)?;
-    sink.buffer().extend_from_slice(&line);
+    Ok(seal)
+}
+
+fn push_line(sink: &mut Sink, line: &[u8]) {
+    sink.buffer().extend_from_slice(line);
     sink.buffer().push(b'\n');
-    Ok(())
 }
 
 fn checkpoint_line(cp: &CheckpointRecord) -> Result<CheckpointLine> {

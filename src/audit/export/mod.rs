@@ -3,18 +3,17 @@
 //! printable HTML report.
 
 mod csv;
+mod facts;
 mod html;
 pub mod jsonl;
 mod ocsf;
 pub mod verify;
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
-use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::audit::AuditKey;
@@ -24,6 +23,7 @@ use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
+pub(crate) use facts::{Facts, OpenActions};
 
 /// Chunks are flushed at about this size; with the channel depth it bounds memory.
 const CHUNK: usize = 64 * 1024;
@@ -148,14 +148,21 @@ pub async fn start(
             "the period is empty: `from` ({from}) is not before `to` ({to})"
         )));
     }
+    let window = fix_window(store.as_ref(), &request, customer.name).await?;
+    record_export(store.as_ref(), &request, &window).await?;
+    let body = stream(store, key, window.clone(), request.format);
+    Ok(Export { window, body })
+}
+
+/// The entries and checkpoints the period holds now; an open end runs from the first entry
+/// or to just after the export started.
+async fn fix_window(
+    store: &dyn Store,
+    request: &ExportRequest,
+    customer_name: String,
+) -> Result<Window> {
     let chain = request.customer.to_string();
     let exported_at = Timestamp::now();
-    let from = request
-        .from
-        .unwrap_or_else(|| Timestamp::from_datetime(chrono::DateTime::UNIX_EPOCH));
-    let to = request
-        .to
-        .unwrap_or_else(|| exported_at.after(std::time::Duration::from_secs(1)));
     let seqs = match (request.from, request.to) {
         // The whole log: the head says where it ends, no need to look at times.
         (None, None) => store
@@ -163,7 +170,12 @@ pub async fn start(
             .await?
             .filter(|h| h.seq > 0)
             .map(|h| (1, h.seq)),
-        _ => store.seq_window(&chain, from, to).await?,
+        (from, to) => {
+            let from =
+                from.unwrap_or_else(|| Timestamp::from_datetime(chrono::DateTime::UNIX_EPOCH));
+            let to = to.unwrap_or_else(|| exported_at.after(std::time::Duration::from_secs(1)));
+            store.seq_window(&chain, from, to).await?
+        }
     };
     let checkpoints = match seqs {
         Some((first, last)) => store
@@ -174,15 +186,19 @@ pub async fn start(
             .collect(),
         None => Vec::new(),
     };
-    let window = Window {
+    Ok(Window {
         chain,
-        customer_name: customer.name,
+        customer_name,
         from: request.from,
         to: request.to,
         seqs,
         checkpoints,
         exported_at,
-    };
+    })
+}
+
+/// Every export is itself audited: who took which period of the log, in which format.
+async fn record_export(store: &dyn Store, request: &ExportRequest, window: &Window) -> Result<()> {
     let event = AuditEvent::AuditExported {
         format: request.format.as_str().to_owned(),
         from: request.from,
@@ -196,38 +212,54 @@ pub async fn start(
             &event,
         )
         .await?;
+    Ok(())
+}
+
+/// The body, written by a task of its own into a bounded channel, so a slow reader holds back
+/// the writer instead of letting the export pile up in memory.
+fn stream(
+    store: Arc<dyn Store>,
+    key: Arc<AuditKey>,
+    window: Window,
+    format: Format,
+) -> BoxStream<'static, Result<Bytes>> {
     let (tx, rx) = mpsc::channel::<Result<Bytes>>(CHANNEL_DEPTH);
-    let producer_window = window.clone();
-    let format = request.format;
-    tokio::spawn(async move {
-        let mut sink = Sink {
-            tx,
-            buffer: Vec::with_capacity(CHUNK),
-        };
-        let store = store.as_ref();
-        let outcome = match format {
-            Format::Jsonl => jsonl::write(store, &key, &producer_window, &mut sink).await,
-            Format::Csv => csv::write(store, &producer_window, &mut sink).await,
-            Format::Ocsf => ocsf::write(store, &producer_window, &mut sink).await,
-            Format::Html => html::write(store, &key, &producer_window, &mut sink).await,
-        };
-        match outcome {
-            Ok(()) => {
-                if sink.flush().await.is_err() {
-                    tracing::info!("the export's reader went away before the end");
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "export stopped");
-                sink.fail(e).await;
-            }
-        }
-    });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
+    let sink = Sink {
+        tx,
+        buffer: Vec::with_capacity(CHUNK),
+    };
+    tokio::spawn(produce(store, key, window, format, sink));
+    futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
     })
-    .boxed();
-    Ok(Export { window, body })
+    .boxed()
+}
+
+async fn produce(
+    store: Arc<dyn Store>,
+    key: Arc<AuditKey>,
+    window: Window,
+    format: Format,
+    mut sink: Sink,
+) {
+    let store = store.as_ref();
+    let outcome = match format {
+        Format::Jsonl => jsonl::write(store, &key, &window, &mut sink).await,
+        Format::Csv => csv::write(store, &window, &mut sink).await,
+        Format::Ocsf => ocsf::write(store, &window, &mut sink).await,
+        Format::Html => html::write(store, &key, &window, &mut sink).await,
+    };
+    match outcome {
+        Ok(()) => {
+            if sink.flush().await.is_err() {
+                tracing::info!("the export's reader went away before the end");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "export stopped");
+            sink.fail(e).await;
+        }
+    }
 }
 
 /// The window's entries in seq order (none when the window is empty).
@@ -276,234 +308,5 @@ impl Sink {
 
     pub(crate) async fn fail(self, error: Error) {
         let _ = self.tx.send(Err(error)).await;
-    }
-}
-
-/// At most this many requests wait for their outcome at once; beyond that, outcome rows carry
-/// only what their own entry says (memory stays bounded whatever the log holds).
-const OPEN_ACTIONS_CAP: usize = 10_000;
-
-/// Requests seen earlier in this export whose outcome has not come yet, so an outcome can say
-/// what was asked, by whom and why.
-#[derive(Default)]
-pub(crate) struct OpenActions {
-    open: HashMap<String, Facts>,
-}
-
-impl OpenActions {
-    /// Requests still without an outcome when the export ends, oldest first.
-    pub(crate) fn into_unfinished(self) -> Vec<Facts> {
-        let mut open: Vec<Facts> = self.open.into_values().collect();
-        open.sort_by_key(|f| f.seq);
-        open
-    }
-}
-
-/// The fields people and SIEMs want from an entry, read loosely so any event shape exports.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Facts {
-    pub seq: i64,
-    pub time: String,
-    pub event: String,
-    pub actor_type: String,
-    /// Who, as a person reads it: an analyst's e-mail, `operator root`, `falcon (critical)`.
-    pub actor: String,
-    pub analyst_id: String,
-    pub operation: String,
-    pub account: String,
-    pub reason: String,
-    pub ticket: String,
-    pub outcome: String,
-    pub detail: String,
-    pub graph_request_id: String,
-    pub action_id: String,
-    pub mfa: String,
-    pub client_ip: String,
-    pub user_agent: String,
-    /// For an outcome: when the action was requested, and by whom.
-    pub requested_at: String,
-    pub requested_by: String,
-    pub raw: Value,
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-impl Facts {
-    /// Reads one stored entry; `open` pairs requests with their outcomes.
-    pub(crate) fn read(row: &EntryRecord, open: &mut OpenActions) -> Facts {
-        let raw: Value = serde_json::from_str(&row.entry).unwrap_or(Value::Null);
-        let actor = &raw["actor"];
-        let event = &raw["event"];
-        let actor_display = match actor["type"].as_str() {
-            Some("analyst") => text(&actor["email"]),
-            Some("operator") => format!("operator {}", text(&actor["user"])),
-            Some("falcon") => format!("falcon (auto-disable: {})", text(&actor["policy"])),
-            Some("unauthenticated") => match actor["client_ip"].as_str() {
-                Some(ip) => format!("unauthenticated ({ip})"),
-                None => "unauthenticated".to_owned(),
-            },
-            Some(other) => other.to_owned(),
-            None => String::new(),
-        };
-        let mfa = match &event["mfa"] {
-            Value::Object(m) => format!(
-                "{} step {} verified {}",
-                text(&m["method"]),
-                text(&m["time_step"]),
-                text(&m["verified_at"])
-            ),
-            _ => String::new(),
-        };
-        // How the analyst signed in belongs with the second factor they gave.
-        let mfa = match actor["auth"].as_str() {
-            Some(auth) if !mfa.is_empty() => {
-                format!("{mfa}; signed in with {}", auth.replace('_', " "))
-            }
-            _ => mfa,
-        };
-        let state_upn = [
-            &event["after"]["user_principal_name"],
-            &event["before"]["user_principal_name"],
-        ]
-        .into_iter()
-        .map(text)
-        .find(|s| !s.is_empty())
-        .unwrap_or_default();
-        let mut facts = Facts {
-            seq: row.seq,
-            time: row.time.clone(),
-            event: row.event.clone(),
-            actor_type: text(&actor["type"]),
-            actor: actor_display,
-            analyst_id: [text(&actor["id"]), text(&event["analyst_id"])]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or_default(),
-            operation: text(&event["operation"]),
-            account: [text(&event["account"]), state_upn]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or_default(),
-            reason: text(&event["reason"]),
-            ticket: text(&event["ticket"]),
-            outcome: [text(&event["outcome"]), text(&event["decision"])]
-                .into_iter()
-                .find(|s| !s.is_empty())
-                .unwrap_or_default(),
-            detail: text(&event["detail"]),
-            graph_request_id: text(&event["graph"]["request_id"]),
-            action_id: text(&event["action_id"]),
-            mfa,
-            client_ip: [
-                text(&event["request"]["client_ip"]),
-                text(&actor["client_ip"]),
-            ]
-            .into_iter()
-            .find(|s| !s.is_empty())
-            .unwrap_or_default(),
-            user_agent: text(&event["request"]["user_agent"]),
-            requested_at: String::new(),
-            requested_by: String::new(),
-            raw: Value::Null,
-        };
-        match row.event.as_str() {
-            "action_requested"
-                if open.open.len() < OPEN_ACTIONS_CAP && !facts.action_id.is_empty() =>
-            {
-                open.open.insert(facts.action_id.clone(), facts.clone());
-            }
-            "action_outcome" => {
-                if let Some(asked) = open.open.remove(&facts.action_id) {
-                    facts.operation = asked.operation;
-                    if facts.account.is_empty() {
-                        facts.account = asked.account;
-                    }
-                    facts.reason = asked.reason;
-                    facts.ticket = asked.ticket;
-                    facts.mfa = asked.mfa;
-                    facts.requested_at = asked.time;
-                    facts.requested_by = asked.actor;
-                }
-                let warnings: Vec<String> = event["warnings"]
-                    .as_array()
-                    .map(|w| w.iter().map(text).collect())
-                    .unwrap_or_default();
-                if !warnings.is_empty() {
-                    facts.detail = [facts.detail, warnings.join("; ")]
-                        .into_iter()
-                        .filter(|s| !s.is_empty())
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                }
-            }
-            "detection_received" => {
-                facts.detail = format!(
-                    "{} severity, {}",
-                    text(&event["severity"]),
-                    text(&event["composite_id"])
-                )
-            }
-            "analyst_locked_out" => {
-                facts.detail = format!("locked until {}", text(&event["until"]))
-            }
-            "connection_tested" => {
-                facts.outcome = if event["ready"] == Value::Bool(true) {
-                    "ready".to_owned()
-                } else {
-                    "not ready".to_owned()
-                }
-            }
-            "audit_exported" => {
-                facts.detail = format!(
-                    "{} export, {} entries",
-                    text(&event["format"]),
-                    text(&event["entries"])
-                )
-            }
-            "analyst_added"
-            | "analyst_disabled"
-            | "analyst_enabled"
-            | "analyst_mfa_reset"
-            | "analyst_token_rotated" => {
-                facts.detail = text(&event["email"]);
-            }
-            "customer_updated" | "customer_policy_changed" => {
-                facts.detail = changes(&event["changes"])
-            }
-            _ => {}
-        }
-        facts.raw = raw;
-        facts
-    }
-}
-
-/// `{"before": {..}, "after": {..}}` as the fields that changed, `key: old → new`; anything
-/// else as its JSON.
-fn changes(value: &Value) -> String {
-    let (Some(before), Some(after)) = (value["before"].as_object(), value["after"].as_object())
-    else {
-        return text(value);
-    };
-    let changed: Vec<String> = after
-        .iter()
-        .filter(|(key, new)| before.get(*key) != Some(*new))
-        .map(|(key, new)| {
-            format!(
-                "{key}: {} → {}",
-                before.get(key).map(text).unwrap_or_default(),
-                text(new)
-            )
-        })
-        .collect();
-    if changed.is_empty() {
-        "no change".to_owned()
-    } else {
-        changed.join("; ")
     }
 }

@@ -108,7 +108,7 @@ fn put(map: &mut Map<String, Value>, key: &str, value: &str) {
     }
 }
 
-/// One entry as an OCSF event.
+/// One entry as an OCSF event: what every class shares, then what its class adds.
 pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
     let c = classify(f);
     let (status_id, status_name, severity_id, severity) = status(f);
@@ -117,33 +117,7 @@ pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
         .parse::<Timestamp>()
         .map(|t| t.as_datetime().timestamp_millis())
         .unwrap_or(0);
-    let mut actor_user = Map::new();
-    put(&mut actor_user, "uid", &f.analyst_id);
-    match f.actor_type.as_str() {
-        "analyst" => {
-            put(&mut actor_user, "email_addr", &f.actor);
-            put(&mut actor_user, "name", &f.actor);
-        }
-        "operator" => put(
-            &mut actor_user,
-            "name",
-            f.actor.trim_start_matches("operator "),
-        ),
-        _ => {}
-    }
-    let mut actor = Map::new();
-    if !actor_user.is_empty() && f.event != "authentication_failed" {
-        actor.insert("user".to_owned(), Value::Object(actor_user.clone()));
-    }
-    let app = match f.actor_type.as_str() {
-        "falcon" => "CrowdStrike Falcon (killswitch auto-disable policy)",
-        "service" => "killswitch",
-        "operator" => "killswitch CLI",
-        _ => "killswitch API",
-    };
-    actor.insert("app_name".to_owned(), Value::String(app.to_owned()));
-    let mut src = Map::new();
-    put(&mut src, "ip", &f.client_ip);
+    let user = actor_user(f);
     let mut out = json!({
         "category_uid": c.category_uid,
         "category_name": c.category_name,
@@ -159,39 +133,95 @@ pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
         "status": status_name,
         "time": time,
         "message": message(f),
-        "metadata": {
-            "version": OCSF_VERSION,
-            "product": {"name": "killswitch", "vendor_name": "killswitch", "version": env!("CARGO_PKG_VERSION")},
-            "uid": format!("{chain}:{}", f.seq),
-            "sequence": f.seq,
-            "log_name": format!("audit/{chain}"),
-            "original_time": f.time,
-        },
-        "actor": actor,
-        "src_endpoint": src,
+        "metadata": metadata(f, chain),
+        "actor": actor(f, &user),
+        "src_endpoint": src_endpoint(f),
         "unmapped": {"killswitch": {"chain": chain, "seq": f.seq, "hash": hash, "event": f.raw["event"].clone()}},
     });
     let Some(obj) = out.as_object_mut() else {
         return out;
     };
-    let mut detail = Vec::new();
-    if !f.outcome.is_empty() {
-        detail.push(f.outcome.clone());
+    add_status_detail(obj, f);
+    add_http_request(obj, f);
+    match c.class_uid {
+        3001 => add_account_change(obj, f),
+        3002 => add_authentication(obj, f, user),
+        _ => add_api_activity(obj, f),
     }
-    if !f.detail.is_empty() {
-        detail.push(f.detail.clone());
-    }
-    if !detail.is_empty() {
-        obj.insert("status_detail".to_owned(), Value::String(detail.join(": ")));
-    }
+    out
+}
+
+/// Where the event comes from; the action id correlates a request with its outcome.
+fn metadata(f: &Facts, chain: &str) -> Value {
+    let mut metadata = json!({
+        "version": OCSF_VERSION,
+        "product": {"name": "killswitch", "vendor_name": "killswitch", "version": env!("CARGO_PKG_VERSION")},
+        "uid": format!("{chain}:{}", f.seq),
+        "sequence": f.seq,
+        "log_name": format!("audit/{chain}"),
+        "original_time": f.time,
+    });
     if !f.action_id.is_empty()
-        && let Some(metadata) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+        && let Some(metadata) = metadata.as_object_mut()
     {
         metadata.insert(
             "correlation_uid".to_owned(),
             Value::String(f.action_id.clone()),
         );
     }
+    metadata
+}
+
+/// The analyst or operator behind the entry as an OCSF user; empty for anyone else.
+fn actor_user(f: &Facts) -> Map<String, Value> {
+    let mut user = Map::new();
+    put(&mut user, "uid", &f.analyst_id);
+    match f.actor_type.as_str() {
+        "analyst" => {
+            put(&mut user, "email_addr", &f.actor);
+            put(&mut user, "name", &f.actor);
+        }
+        "operator" => put(&mut user, "name", f.actor.trim_start_matches("operator ")),
+        _ => {}
+    }
+    user
+}
+
+/// The actor: its user (except on a failed sign-in, where the user is who tried, not who
+/// acted), and the application it acted through.
+fn actor(f: &Facts, user: &Map<String, Value>) -> Map<String, Value> {
+    let mut actor = Map::new();
+    if !user.is_empty() && f.event != "authentication_failed" {
+        actor.insert("user".to_owned(), Value::Object(user.clone()));
+    }
+    let app = match f.actor_type.as_str() {
+        "falcon" => "CrowdStrike Falcon (killswitch auto-disable policy)",
+        "service" => "killswitch",
+        "operator" => "killswitch CLI",
+        _ => "killswitch API",
+    };
+    actor.insert("app_name".to_owned(), Value::String(app.to_owned()));
+    actor
+}
+
+fn src_endpoint(f: &Facts) -> Map<String, Value> {
+    let mut src = Map::new();
+    put(&mut src, "ip", &f.client_ip);
+    src
+}
+
+/// `outcome: detail`, when the entry says either.
+fn add_status_detail(obj: &mut Map<String, Value>, f: &Facts) {
+    let detail: Vec<&str> = [f.outcome.as_str(), f.detail.as_str()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !detail.is_empty() {
+        obj.insert("status_detail".to_owned(), Value::String(detail.join(": ")));
+    }
+}
+
+fn add_http_request(obj: &mut Map<String, Value>, f: &Facts) {
     let mut request = Map::new();
     put(&mut request, "user_agent", &f.user_agent);
     put(
@@ -204,41 +234,45 @@ pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
     if !request.is_empty() {
         obj.insert("http_request".to_owned(), Value::Object(request));
     }
-    match c.class_uid {
-        3001 => {
-            let mut user = Map::new();
-            put(&mut user, "name", &f.account);
-            let state = &f.raw["event"]["after"];
-            let state = if state.is_object() {
-                state
-            } else {
-                &f.raw["event"]["before"]
-            };
-            put(&mut user, "uid", state["id"].as_str().unwrap_or_default());
-            obj.insert("user".to_owned(), Value::Object(user));
-            if !f.graph_request_id.is_empty() {
-                obj.insert(
-                    "api".to_owned(),
-                    json!({"operation": "PATCH /users/{id} accountEnabled", "request": {"uid": f.graph_request_id}, "service": {"name": "Microsoft Graph"}}),
-                );
-            }
-        }
-        3002 => {
-            obj.insert("user".to_owned(), Value::Object(actor_user));
-            obj.insert("service".to_owned(), json!({"name": "killswitch"}));
-            obj.insert(
-                "is_mfa".to_owned(),
-                Value::Bool(f.reason.contains("one-time code")),
-            );
-        }
-        _ => {
-            obj.insert(
-                "api".to_owned(),
-                json!({"operation": f.event, "service": {"name": "killswitch"}}),
-            );
-        }
+}
+
+/// Account Change (3001): the Entra account acted on, and the Graph call that did it.
+fn add_account_change(obj: &mut Map<String, Value>, f: &Facts) {
+    let mut user = Map::new();
+    put(&mut user, "name", &f.account);
+    let state = &f.raw["event"]["after"];
+    let state = if state.is_object() {
+        state
+    } else {
+        &f.raw["event"]["before"]
+    };
+    put(&mut user, "uid", state["id"].as_str().unwrap_or_default());
+    obj.insert("user".to_owned(), Value::Object(user));
+    if !f.graph_request_id.is_empty() {
+        obj.insert(
+            "api".to_owned(),
+            json!({"operation": "PATCH /users/{id} accountEnabled", "request": {"uid": f.graph_request_id}, "service": {"name": "Microsoft Graph"}}),
+        );
     }
-    out
+}
+
+/// Authentication (3002): who tried to sign in to killswitch, and whether a one-time code was
+/// part of it.
+fn add_authentication(obj: &mut Map<String, Value>, f: &Facts, user: Map<String, Value>) {
+    obj.insert("user".to_owned(), Value::Object(user));
+    obj.insert("service".to_owned(), json!({"name": "killswitch"}));
+    obj.insert(
+        "is_mfa".to_owned(),
+        Value::Bool(f.reason.contains("one-time code")),
+    );
+}
+
+/// API Activity (6003): the killswitch operation, named by its event.
+fn add_api_activity(obj: &mut Map<String, Value>, f: &Facts) {
+    obj.insert(
+        "api".to_owned(),
+        json!({"operation": f.event, "service": {"name": "killswitch"}}),
+    );
 }
 
 fn message(f: &Facts) -> String {

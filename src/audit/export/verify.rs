@@ -87,36 +87,55 @@ pub fn verify<R: BufRead>(
     keys: &KeyRing,
     expected_chain: Option<&str>,
 ) -> std::io::Result<Result<Verified, BadLine>> {
+    let mut reading = Reading {
+        keys,
+        expected_chain,
+        state: None,
+        sealed: false,
+    };
     let mut buf = Vec::with_capacity(4096);
     let mut number = 0u64;
-    let mut state: Option<State<'_>> = None;
-    let mut sealed = false;
     loop {
         buf.clear();
         if reader.read_until(b'\n', &mut buf)? == 0 {
             break;
         }
         number += 1;
-        let bad = |reason: String| {
-            Ok(Err(BadLine {
+        if let Err(reason) = reading.line(&buf) {
+            return Ok(Err(BadLine {
                 line: number,
                 reason,
-            }))
-        };
-        if sealed {
-            return bad(
+            }));
+        }
+    }
+    Ok(reading.verdict(number))
+}
+
+/// How far the file has been read: before the header, inside the export, or past the seal.
+struct Reading<'k, 'c> {
+    keys: &'k KeyRing,
+    expected_chain: Option<&'c str>,
+    state: Option<State<'k>>,
+    sealed: bool,
+}
+
+impl Reading<'_, '_> {
+    /// Checks one line, newline included, and sends it to what its type calls for.
+    fn line(&mut self, buf: &[u8]) -> Check<()> {
+        if self.sealed {
+            return Err(
                 "a line follows the seal: it was added after the export was signed".to_owned(),
             );
         }
         let Some(line) = buf.strip_suffix(b"\n") else {
-            return bad("the line has no newline at its end: the file was cut off".to_owned());
+            return Err("the line has no newline at its end: the file was cut off".to_owned());
         };
-        let outcome = match state.as_mut() {
-            None => read_header(line, keys, expected_chain).map(|s| state = Some(s)),
+        match self.state.as_mut() {
+            None => read_header(line, self.keys, self.expected_chain).map(|s| self.state = Some(s)),
             Some(st) if line.starts_with(ENTRY_PREFIX) => st.entry(line),
             Some(st) => match line_type(line).as_deref() {
                 Some("checkpoint") => st.checkpoint(line),
-                Some("seal") => st.seal(line).map(|()| sealed = true),
+                Some("seal") => st.seal(line).map(|()| self.sealed = true),
                 Some("header") => {
                     Err("a second header: lines from another export were inserted".to_owned())
                 }
@@ -125,36 +144,37 @@ pub fn verify<R: BufRead>(
                     Err("the line is not an export line (JSON object with a `type`)".to_owned())
                 }
             },
-        };
-        if let Err(reason) = outcome {
-            return bad(reason);
         }
     }
-    let Some(st) = state else {
-        return Ok(Err(BadLine {
-            line: 1,
-            reason: "the file is empty; an export starts with its header".to_owned(),
-        }));
-    };
-    if !sealed {
-        return Ok(Err(BadLine {
-            line: number + 1,
-            reason: "the export ends before its seal: lines were cut off the end".to_owned(),
-        }));
+
+    /// The verdict once all `lines` were read and none was refused.
+    fn verdict(self, lines: u64) -> Result<Verified, BadLine> {
+        let Some(st) = self.state else {
+            return Err(BadLine {
+                line: 1,
+                reason: "the file is empty; an export starts with its header".to_owned(),
+            });
+        };
+        if !self.sealed {
+            return Err(BadLine {
+                line: lines + 1,
+                reason: "the export ends before its seal: lines were cut off the end".to_owned(),
+            });
+        }
+        Ok(Verified {
+            chain: st.header.chain,
+            customer: st.header.customer,
+            from: st.header.from,
+            to: st.header.to,
+            exported_at: st.header.exported_at,
+            first_seq: st.header.first_seq,
+            last_seq: st.header.last_seq,
+            entries: st.entries,
+            checkpoints: st.checkpoints,
+            last_hash: st.last.map(|(_, h)| h.to_hex()),
+            key_id: st.header.key_id,
+        })
     }
-    Ok(Ok(Verified {
-        chain: st.header.chain,
-        customer: st.header.customer,
-        from: st.header.from,
-        to: st.header.to,
-        exported_at: st.header.exported_at,
-        first_seq: st.header.first_seq,
-        last_seq: st.header.last_seq,
-        entries: st.entries,
-        checkpoints: st.checkpoints,
-        last_hash: st.last.map(|(_, h)| h.to_hex()),
-        key_id: st.header.key_id,
-    }))
 }
 
 fn line_type(line: &[u8]) -> Option<String> {
@@ -185,6 +205,29 @@ fn read_header<'k>(
     keys: &'k KeyRing,
     expected_chain: Option<&str>,
 ) -> Check<State<'k>> {
+    let header = signed_header(line, keys)?;
+    check_header_claims(&header, expected_chain)?;
+    let prev = header_prev_hash(&header)?;
+    let seqs = &header.checkpoint_seqs;
+    let in_range = |s: &u64| matches!((header.first_seq, header.last_seq), (Some(f), Some(l)) if *s >= f && *s <= l);
+    if seqs.windows(2).any(|w| w[0] > w[1]) || !seqs.iter().all(in_range) {
+        return Err("checkpoint_seqs are not in order inside the exported range".to_owned());
+    }
+    Ok(State {
+        keys,
+        header_sha256: const_hex::encode(Sha256::digest(line)),
+        pending_checkpoints: seqs.iter().copied().collect(),
+        prev,
+        next_seq: header.first_seq,
+        last: None,
+        header,
+        entries: 0,
+        checkpoints: 0,
+    })
+}
+
+/// The first line as a header, canonical and signed by one of the keys given.
+fn signed_header(line: &[u8], keys: &KeyRing) -> Check<Header> {
     if line.starts_with(ENTRY_PREFIX) || line_type(line).as_deref() != Some("header") {
         return Err(
             "the first line is not the export header: lines were removed from the start".to_owned(),
@@ -204,6 +247,12 @@ fn read_header<'k>(
     let message = header.message().map_err(|e| e.to_string())?;
     keys.verify_bytes(&header.key_id, &message, signature)
         .map_err(|reason| format!("the header's {reason}: it was changed"))?;
+    Ok(header)
+}
+
+/// A signed header may still be of a format, version or customer this verifier was not
+/// asked about.
+fn check_header_claims(header: &Header, expected_chain: Option<&str>) -> Check<()> {
     if header.format != FORMAT {
         return Err(format!("the format is `{}`, not `{FORMAT}`", header.format));
     }
@@ -221,7 +270,12 @@ fn read_header<'k>(
             header.chain
         ));
     }
-    let prev = match (&header.prev_hash, header.first_seq, header.last_seq) {
+    Ok(())
+}
+
+/// The hash the first entry must chain from; none when the export holds no entry.
+fn header_prev_hash(header: &Header) -> Check<Option<Hash>> {
+    match (&header.prev_hash, header.first_seq, header.last_seq) {
         (Some(text), Some(first), Some(last)) if first >= 1 && first <= last => {
             let prev = Hash::from_hex(text).ok_or("prev_hash is not 64 lowercase hex digits")?;
             if first == 1 && prev != Hash::genesis(&header.chain) {
@@ -230,27 +284,11 @@ fn read_header<'k>(
                     header.chain
                 ));
             }
-            Some(prev)
+            Ok(Some(prev))
         }
-        (None, None, None) => None,
-        _ => return Err("first_seq, last_seq and prev_hash disagree".to_owned()),
-    };
-    let seqs = &header.checkpoint_seqs;
-    let in_range = |s: &u64| matches!((header.first_seq, header.last_seq), (Some(f), Some(l)) if *s >= f && *s <= l);
-    if seqs.windows(2).any(|w| w[0] > w[1]) || !seqs.iter().all(in_range) {
-        return Err("checkpoint_seqs are not in order inside the exported range".to_owned());
+        (None, None, None) => Ok(None),
+        _ => Err("first_seq, last_seq and prev_hash disagree".to_owned()),
     }
-    Ok(State {
-        keys,
-        header_sha256: const_hex::encode(Sha256::digest(line)),
-        pending_checkpoints: seqs.iter().copied().collect(),
-        prev,
-        next_seq: header.first_seq,
-        last: None,
-        header,
-        entries: 0,
-        checkpoints: 0,
-    })
 }
 
 impl State<'_> {
@@ -267,45 +305,26 @@ impl State<'_> {
                 "the signed checkpoint for entry {seq} should be here: it was removed"
             ));
         }
-        let min = ENTRY_PREFIX.len() + HASH_INFIX.len() + 64 + ENTRY_SUFFIX.len();
-        let layout = line.len() > min
-            && line.ends_with(ENTRY_SUFFIX)
-            && line[line.len() - ENTRY_SUFFIX.len() - 64 - HASH_INFIX.len()..]
-                .starts_with(HASH_INFIX);
-        if !layout {
-            return Err(
-                "not an entry line of the form {\"entry\":…,\"hash\":\"…\",\"type\":\"entry\"}"
-                    .to_owned(),
-            );
-        }
-        let hash_at = line.len() - ENTRY_SUFFIX.len() - 64;
-        let raw = &line[ENTRY_PREFIX.len()..hash_at - HASH_INFIX.len()];
-        let stated = std::str::from_utf8(&line[hash_at..hash_at + 64])
-            .ok()
-            .and_then(Hash::from_hex)
-            .ok_or("the entry's hash is not 64 lowercase hex digits")?;
+        let (raw, stated) = split_entry_line(line)?;
         let text = std::str::from_utf8(raw).map_err(|_| "the entry is not UTF-8".to_owned())?;
-        let link =
-            Link::parse(text).map_err(|e| format!("the entry is not a valid audit entry: {e}"))?;
-        let own_prev = Hash::from_hex(&link.prev_hash)
-            .ok_or("the entry's prev_hash is not 64 lowercase hex digits")?;
-        // First the line against itself: does its hash cover exactly these bytes?
-        if Hash::link(&own_prev, raw) != stated {
-            return Err("the entry's content does not match its hash: it was changed".to_owned());
-        }
-        if link.v != ENTRY_FORMAT_VERSION {
-            return Err(format!(
-                "the entry has unsupported format version {}",
-                link.v
-            ));
-        }
+        let (link, own_prev) = self_consistent_entry(text, stated)?;
+        let expected = self.place(&link, own_prev)?;
+        self.prev = Some(stated);
+        self.last = Some((expected, stated));
+        self.next_seq = Some(expected + 1);
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Then the entry's place: this export's chain, the next seq, chained from the previous
+    /// entry. Returns its seq.
+    fn place(&self, link: &Link<'_>, own_prev: Hash) -> Check<u64> {
         if link.chain != self.header.chain {
             return Err(format!(
                 "the entry belongs to chain `{}`, not `{}`: it comes from another export",
                 link.chain, self.header.chain
             ));
         }
-        // Then its place: the next seq, chained from the previous entry.
         let Some(expected) = self.next_seq else {
             return Err("the header says this export holds no entries".to_owned());
         };
@@ -335,11 +354,7 @@ impl State<'_> {
                 format!("the entry does not chain from entry {}", expected - 1)
             });
         }
-        self.prev = Some(stated);
-        self.last = Some((expected, stated));
-        self.next_seq = Some(expected + 1);
-        self.entries += 1;
-        Ok(())
+        Ok(expected)
     }
 
     fn checkpoint(&mut self, line: &[u8]) -> Check<()> {
@@ -429,4 +444,45 @@ impl State<'_> {
         }
         Ok(())
     }
+}
+
+/// An entry line's entry bytes and the hash it states, once the line has the one layout an
+/// entry line may have.
+fn split_entry_line(line: &[u8]) -> Check<(&[u8], Hash)> {
+    let min = ENTRY_PREFIX.len() + HASH_INFIX.len() + 64 + ENTRY_SUFFIX.len();
+    let layout = line.len() > min
+        && line.ends_with(ENTRY_SUFFIX)
+        && line[line.len() - ENTRY_SUFFIX.len() - 64 - HASH_INFIX.len()..].starts_with(HASH_INFIX);
+    if !layout {
+        return Err(
+            "not an entry line of the form {\"entry\":…,\"hash\":\"…\",\"type\":\"entry\"}"
+                .to_owned(),
+        );
+    }
+    let hash_at = line.len() - ENTRY_SUFFIX.len() - 64;
+    let raw = &line[ENTRY_PREFIX.len()..hash_at - HASH_INFIX.len()];
+    let stated = std::str::from_utf8(&line[hash_at..hash_at + 64])
+        .ok()
+        .and_then(Hash::from_hex)
+        .ok_or("the entry's hash is not 64 lowercase hex digits")?;
+    Ok((raw, stated))
+}
+
+/// First the line against itself: a valid entry whose stated hash covers exactly these bytes.
+/// Returns the entry and the hash it chains from.
+fn self_consistent_entry(text: &str, stated: Hash) -> Check<(Link<'_>, Hash)> {
+    let link =
+        Link::parse(text).map_err(|e| format!("the entry is not a valid audit entry: {e}"))?;
+    let own_prev = Hash::from_hex(&link.prev_hash)
+        .ok_or("the entry's prev_hash is not 64 lowercase hex digits")?;
+    if Hash::link(&own_prev, text.as_bytes()) != stated {
+        return Err("the entry's content does not match its hash: it was changed".to_owned());
+    }
+    if link.v != ENTRY_FORMAT_VERSION {
+        return Err(format!(
+            "the entry has unsupported format version {}",
+            link.v
+        ));
+    }
+    Ok((link, own_prev))
 }
