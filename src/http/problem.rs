@@ -47,185 +47,241 @@ pub enum ProblemKind {
     Internal,
 }
 
-impl ProblemKind {
-    pub const ALL: [ProblemKind; 31] = [
+/// One row of the problem table.
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemType {
+    pub kind: ProblemKind,
+    /// The stable `type` slug, `/problems/<slug>`.
+    pub slug: &'static str,
+    /// The status it usually comes with.
+    pub status: StatusCode,
+    pub title: &'static str,
+}
+
+impl ProblemType {
+    const fn new(
+        kind: ProblemKind,
+        slug: &'static str,
+        status: StatusCode,
+        title: &'static str,
+    ) -> Self {
+        ProblemType {
+            kind,
+            slug,
+            status,
+            title,
+        }
+    }
+}
+
+/// Every problem type, in the order of [`ProblemKind`]'s variants (a test holds them so).
+pub const PROBLEM_TYPES: [ProblemType; 31] = [
+    ProblemType::new(
         ProblemKind::Unauthenticated,
+        "unauthenticated",
+        StatusCode::UNAUTHORIZED,
+        "Authentication required",
+    ),
+    ProblemType::new(
         ProblemKind::OtpRequired,
+        "otp-required",
+        StatusCode::UNAUTHORIZED,
+        "One-time code required",
+    ),
+    ProblemType::new(
         ProblemKind::OtpInvalid,
+        "otp-invalid",
+        StatusCode::UNAUTHORIZED,
+        "Wrong one-time code",
+    ),
+    ProblemType::new(
         ProblemKind::OtpReused,
+        "otp-reused",
+        StatusCode::UNAUTHORIZED,
+        "One-time code already used",
+    ),
+    ProblemType::new(
         ProblemKind::Locked,
+        "locked",
+        StatusCode::UNAUTHORIZED,
+        "Locked out after repeated wrong codes",
+    ),
+    ProblemType::new(
         ProblemKind::Forbidden,
+        "forbidden",
+        StatusCode::FORBIDDEN,
+        "Not allowed for this role",
+    ),
+    ProblemType::new(
         ProblemKind::OutOfScope,
+        "out-of-scope",
+        StatusCode::FORBIDDEN,
+        "Customer out of scope",
+    ),
+    ProblemType::new(
         ProblemKind::Csrf,
+        "csrf",
+        StatusCode::FORBIDDEN,
+        "Missing or wrong CSRF token",
+    ),
+    ProblemType::new(
         ProblemKind::CustomerNotFound,
+        "customer-not-found",
+        StatusCode::NOT_FOUND,
+        "Unknown customer",
+    ),
+    ProblemType::new(
         ProblemKind::AccountNotFound,
+        "account-not-found",
+        StatusCode::NOT_FOUND,
+        "Unknown account",
+    ),
+    ProblemType::new(
         ProblemKind::NotFound,
+        "not-found",
+        StatusCode::NOT_FOUND,
+        "Not found",
+    ),
+    ProblemType::new(
         ProblemKind::ProtectedAccount,
+        "protected-account",
+        StatusCode::CONFLICT,
+        "Protected account",
+    ),
+    ProblemType::new(
         ProblemKind::IdempotencyConflict,
+        "idempotency-conflict",
+        StatusCode::CONFLICT,
+        "Idempotency-Key reused",
+    ),
+    ProblemType::new(
         ProblemKind::DetectionDecided,
+        "detection-decided",
+        StatusCode::CONFLICT,
+        "Detection already decided",
+    ),
+    ProblemType::new(
         ProblemKind::Conflict,
+        "conflict",
+        StatusCode::CONFLICT,
+        "Conflict",
+    ),
+    ProblemType::new(
         ProblemKind::RateLimited,
+        "rate-limited",
+        StatusCode::TOO_MANY_REQUESTS,
+        "Customer's hourly limit reached",
+    ),
+    ProblemType::new(
         ProblemKind::TooManyFailures,
+        "too-many-failures",
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many failed authentications",
+    ),
+    ProblemType::new(
         ProblemKind::GraphRefused,
+        "graph-refused",
+        StatusCode::BAD_GATEWAY,
+        "Microsoft Graph refused or failed",
+    ),
+    ProblemType::new(
         ProblemKind::Upstream,
+        "upstream",
+        StatusCode::BAD_GATEWAY,
+        "Microsoft Entra failed",
+    ),
+    ProblemType::new(
         ProblemKind::AuditUnavailable,
+        "audit-unavailable",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Audit log unavailable",
+    ),
+    ProblemType::new(
         ProblemKind::RemediationUnavailable,
+        "remediation-unavailable",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Remediation is not configured",
+    ),
+    ProblemType::new(
         ProblemKind::InvalidInput,
+        "invalid-input",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid input",
+    ),
+    ProblemType::new(
         ProblemKind::InvalidBody,
+        "invalid-body",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid request body",
+    ),
+    ProblemType::new(
         ProblemKind::InvalidDetection,
+        "invalid-detection",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Not a detection in the documented template",
+    ),
+    ProblemType::new(
         ProblemKind::WebhookRejected,
+        "webhook-rejected",
+        StatusCode::UNAUTHORIZED,
+        "Webhook rejected",
+    ),
+    ProblemType::new(
         ProblemKind::BadRequest,
+        "bad-request",
+        StatusCode::BAD_REQUEST,
+        "Bad request",
+    ),
+    ProblemType::new(
         ProblemKind::BodyTooLarge,
+        "body-too-large",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request body too large",
+    ),
+    ProblemType::new(
         ProblemKind::MethodNotAllowed,
+        "method-not-allowed",
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+    ),
+    ProblemType::new(
         ProblemKind::Timeout,
+        "timeout",
+        StatusCode::REQUEST_TIMEOUT,
+        "Request timed out",
+    ),
+    ProblemType::new(
         ProblemKind::UnsupportedMediaType,
+        "unsupported-media-type",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Unsupported media type",
+    ),
+    ProblemType::new(
         ProblemKind::Internal,
-    ];
+        "internal",
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+    ),
+];
+
+impl ProblemKind {
+    /// Every kind, in table order.
+    pub fn all() -> impl Iterator<Item = ProblemKind> {
+        PROBLEM_TYPES.iter().map(|row| row.kind)
+    }
+
+    pub fn row(self) -> &'static ProblemType {
+        &PROBLEM_TYPES[self as usize]
+    }
 
     /// The slug, the status it usually comes with, and the title.
     pub fn describe(self) -> (&'static str, StatusCode, &'static str) {
-        use ProblemKind::*;
-        match self {
-            Unauthenticated => (
-                "unauthenticated",
-                StatusCode::UNAUTHORIZED,
-                "Authentication required",
-            ),
-            OtpRequired => (
-                "otp-required",
-                StatusCode::UNAUTHORIZED,
-                "One-time code required",
-            ),
-            OtpInvalid => (
-                "otp-invalid",
-                StatusCode::UNAUTHORIZED,
-                "Wrong one-time code",
-            ),
-            OtpReused => (
-                "otp-reused",
-                StatusCode::UNAUTHORIZED,
-                "One-time code already used",
-            ),
-            Locked => (
-                "locked",
-                StatusCode::UNAUTHORIZED,
-                "Locked out after repeated wrong codes",
-            ),
-            Forbidden => (
-                "forbidden",
-                StatusCode::FORBIDDEN,
-                "Not allowed for this role",
-            ),
-            OutOfScope => (
-                "out-of-scope",
-                StatusCode::FORBIDDEN,
-                "Customer out of scope",
-            ),
-            Csrf => ("csrf", StatusCode::FORBIDDEN, "Missing or wrong CSRF token"),
-            CustomerNotFound => (
-                "customer-not-found",
-                StatusCode::NOT_FOUND,
-                "Unknown customer",
-            ),
-            AccountNotFound => (
-                "account-not-found",
-                StatusCode::NOT_FOUND,
-                "Unknown account",
-            ),
-            NotFound => ("not-found", StatusCode::NOT_FOUND, "Not found"),
-            ProtectedAccount => (
-                "protected-account",
-                StatusCode::CONFLICT,
-                "Protected account",
-            ),
-            IdempotencyConflict => (
-                "idempotency-conflict",
-                StatusCode::CONFLICT,
-                "Idempotency-Key reused",
-            ),
-            DetectionDecided => (
-                "detection-decided",
-                StatusCode::CONFLICT,
-                "Detection already decided",
-            ),
-            Conflict => ("conflict", StatusCode::CONFLICT, "Conflict"),
-            RateLimited => (
-                "rate-limited",
-                StatusCode::TOO_MANY_REQUESTS,
-                "Customer's hourly limit reached",
-            ),
-            TooManyFailures => (
-                "too-many-failures",
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed authentications",
-            ),
-            GraphRefused => (
-                "graph-refused",
-                StatusCode::BAD_GATEWAY,
-                "Microsoft Graph refused or failed",
-            ),
-            Upstream => (
-                "upstream",
-                StatusCode::BAD_GATEWAY,
-                "Microsoft Entra failed",
-            ),
-            AuditUnavailable => (
-                "audit-unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Audit log unavailable",
-            ),
-            RemediationUnavailable => (
-                "remediation-unavailable",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Remediation is not configured",
-            ),
-            InvalidInput => (
-                "invalid-input",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid input",
-            ),
-            InvalidBody => (
-                "invalid-body",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid request body",
-            ),
-            InvalidDetection => (
-                "invalid-detection",
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Not a detection in the documented template",
-            ),
-            WebhookRejected => (
-                "webhook-rejected",
-                StatusCode::UNAUTHORIZED,
-                "Webhook rejected",
-            ),
-            BadRequest => ("bad-request", StatusCode::BAD_REQUEST, "Bad request"),
-            BodyTooLarge => (
-                "body-too-large",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large",
-            ),
-            MethodNotAllowed => (
-                "method-not-allowed",
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method not allowed",
-            ),
-            Timeout => ("timeout", StatusCode::REQUEST_TIMEOUT, "Request timed out"),
-            UnsupportedMediaType => (
-                "unsupported-media-type",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Unsupported media type",
-            ),
-            Internal => (
-                "internal",
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Internal error",
-            ),
-        }
+        let row = self.row();
+        (row.slug, row.status, row.title)
     }
 
     pub fn slug(self) -> &'static str {
-        self.describe().0
+        self.row().slug
     }
 }
 
@@ -392,4 +448,19 @@ pub async fn normalize(response: Response) -> Response {
         }
     }
     rebuilt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_problem_table_has_one_row_per_kind_in_the_enum_order_with_distinct_slugs() {
+        for (index, row) in PROBLEM_TYPES.iter().enumerate() {
+            assert_eq!(row.kind as usize, index, "{row:?}");
+        }
+        let slugs: std::collections::BTreeSet<_> =
+            ProblemKind::all().map(ProblemKind::slug).collect();
+        assert_eq!(slugs.len(), PROBLEM_TYPES.len());
+    }
 }

@@ -48,8 +48,7 @@ fn the_readme_lists_every_problem_type_the_service_answers_and_no_other() {
         .step_by(2)
         .filter(|name| !name.contains('/'))
         .collect();
-    let answered: std::collections::BTreeSet<&str> = killswitch::http::problem::ProblemKind::ALL
-        .iter()
+    let answered: std::collections::BTreeSet<&str> = killswitch::http::problem::ProblemKind::all()
         .map(|k| k.slug())
         .collect();
     assert_eq!(listed, answered);
