@@ -198,68 +198,47 @@ impl Onboarding {
             .tenant
             .as_deref()
             .and_then(|t| t.parse::<TenantId>().ok());
-        let failed = |reason: String, advice: &'static str| (reason, advice);
-        let refusal = if let Some(code) = &error {
-            let description = crate::domain::clean_line(
-                params.error_description.as_deref().unwrap_or_default(),
-                300,
-            );
-            let advice = if code == "access_denied"
-                || code == "permission_denied"
-                || code.contains("consent")
-            {
-                "The administrator declined the permissions. Ask the provider for a new link when ready."
-            } else {
-                "Nothing was granted. Ask the provider for a new link and try again."
-            };
-            Some(failed(
-                format!("Entra answered `{code}`: {description}"),
-                advice,
-            ))
-        } else if state.expired(now) {
-            Some(failed(
-                "the link has expired".to_owned(),
-                "Ask the provider for a new link.",
-            ))
-        } else if tenant_param != Some(customer.tenant_id)
-            || state.t != customer.tenant_id.to_string()
-        {
-            Some(failed(
-                format!(
-                    "consent was given in another tenant than {}'s ({})",
-                    customer.name, customer.tenant_id
-                ),
-                "Sign in with an administrator account of your own organisation and use the link again (ask for a new one).",
-            ))
-        } else {
-            None
-        };
+        let refusal = refusal(
+            params,
+            error.as_deref(),
+            &state,
+            &customer,
+            tenant_param,
+            now,
+        );
         let tenant_param = tenant_param.map(|t| t.to_string());
-        if let Some((reason, advice)) = refusal {
+        if let Some(Refusal { reason, advice }) = refusal {
             return self
                 .failed(&customer, tenant_param, reason, advice, actor)
                 .await;
         }
-        // Never trust the redirect alone: a token for the tenant with the right roles proves it.
-        match self.fresh_token_check(customer.tenant_id).await {
-            Ok(()) => {
-                let event = AuditEvent::ConsentGranted {
-                    tenant_id: customer.tenant_id.to_string(),
-                };
-                self.store
-                    .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
-                    .await?;
-                let _ = self.test_connection(&customer).await;
-                Ok(ConsentResult::Granted {
-                    customer: customer.name.clone(),
-                })
-            }
-            Err(reason) => {
-                let advice = "The permissions did not take effect. Ask the provider for a new link and accept all requested permissions.";
-                self.failed(&customer, tenant_param, reason, advice, actor)
-                    .await
-            }
+        self.prove_consent(&customer, tenant_param, actor).await
+    }
+
+    /// Never trusts the redirect alone: a token for the tenant with the right roles proves the
+    /// consent, which is then recorded and the connection tested.
+    async fn prove_consent(
+        &self,
+        customer: &Customer,
+        tenant_param: Option<String>,
+        actor: &Actor,
+    ) -> Result<ConsentResult> {
+        if let Err(reason) = self.fresh_token_check(customer.tenant_id).await {
+            let advice = "The permissions did not take effect. Ask the provider for a new link and accept all requested permissions.";
+            return self
+                .failed(customer, tenant_param, reason, advice, actor)
+                .await;
         }
+        let event = AuditEvent::ConsentGranted {
+            tenant_id: customer.tenant_id.to_string(),
+        };
+        self.store
+            .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
+            .await?;
+        let _ = self.test_connection(customer).await;
+        Ok(ConsentResult::Granted {
+            customer: customer.name.clone(),
+        })
     }
 
     /// The callback's signed state and its customer, when the signature verifies and the
@@ -439,6 +418,53 @@ fn unrecorded(
 
 /// Entra's `error` as it may be recorded: an OAuth error code is a short word of letters,
 /// digits and underscores; anything else is replaced.
+/// Why a verified callback is refused before any token is asked for, and what to do next.
+struct Refusal {
+    reason: String,
+    advice: &'static str,
+}
+
+/// Entra's error, the link's expiry, or consent given in the wrong tenant, in that order.
+fn refusal(
+    params: &CallbackParams,
+    error: Option<&str>,
+    state: &ConsentState,
+    customer: &Customer,
+    tenant_param: Option<TenantId>,
+    now: Timestamp,
+) -> Option<Refusal> {
+    if let Some(code) = error {
+        let description =
+            crate::domain::clean_line(params.error_description.as_deref().unwrap_or_default(), 300);
+        let declined =
+            code == "access_denied" || code == "permission_denied" || code.contains("consent");
+        let advice = if declined {
+            "The administrator declined the permissions. Ask the provider for a new link when ready."
+        } else {
+            "Nothing was granted. Ask the provider for a new link and try again."
+        };
+        return Some(Refusal {
+            reason: format!("Entra answered `{code}`: {description}"),
+            advice,
+        });
+    }
+    if state.expired(now) {
+        return Some(Refusal {
+            reason: "the link has expired".to_owned(),
+            advice: "Ask the provider for a new link.",
+        });
+    }
+    let wrong_tenant =
+        tenant_param != Some(customer.tenant_id) || state.t != customer.tenant_id.to_string();
+    wrong_tenant.then(|| Refusal {
+        reason: format!(
+            "consent was given in another tenant than {}'s ({})",
+            customer.name, customer.tenant_id
+        ),
+        advice: "Sign in with an administrator account of your own organisation and use the link again (ask for a new one).",
+    })
+}
+
 fn error_code(text: &str) -> String {
     let valid = !text.is_empty()
         && text.len() <= 64
