@@ -1,6 +1,8 @@
 //! Analyst writes, once for both backends; each appends its audit entry to the `system` chain
 //! in the same transaction.
 
+use super::SessionRecord;
+use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 use uuid::Uuid;
 
@@ -11,6 +13,42 @@ use crate::auth::analysts::{AnalystRecord, AnalystStatus};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
+
+/// Analysts, their console sessions and their one-time codes.
+#[async_trait]
+pub trait AnalystStore: Send + Sync {
+    /// Adds an analyst, recorded as `analyst_added` in the system chain; a taken e-mail conflicts.
+    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()>;
+
+    async fn update_analyst(
+        &self,
+        id: uuid::Uuid,
+        change: &AnalystChange,
+        actor: &Actor,
+    ) -> Result<()>;
+
+    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>>;
+
+    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>>;
+
+    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>>;
+
+    async fn analysts(&self) -> Result<Vec<AnalystRecord>>;
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()>;
+
+    /// The session with this id hash, if it has not expired at `now`.
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>>;
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+
+    /// Accepts TOTP `step` for the analyst at most once (see `consume_step`).
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool>;
+
+    /// Counts a wrong code (audited in the system chain and the target customer's), locking at
+    /// `max_failures` (see `otp_failed`).
+    async fn record_otp_failure(&self, failure: &OtpFailureRecord) -> Result<OtpFailureCount>;
+}
 
 /// Which change to an analyst, for [`update`].
 #[derive(Debug, Clone)]

@@ -1,11 +1,61 @@
 //! SQL shared by both backends. Both accept `$n` placeholders, so the statements that do not
 //! differ are written once here, together with the row writes of an append plan.
 
+use crate::audit::append::Appended;
+use crate::audit::records::{EntryRecord, HeadRecord};
+use crate::audit::signing::PublicKey;
+use crate::audit::{Actor, AuditEvent};
+use crate::domain::ChainId;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
 use sqlx::{Database, Encode, Executor, IntoArguments, Type};
 
 use crate::audit::append::AppendPlan;
 use crate::audit::records::CheckpointRecord;
 use crate::error::Result;
+
+/// The audit log: appends, checkpoints, signing keys and the reads that verify and export chains.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Appends one event to a chain; returns once the entry is durably committed.
+    async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended>;
+
+    /// Signs the chain's current head unless it is empty or already covered by a checkpoint.
+    async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>>;
+
+    /// Records a checkpoint signing key (once) with a `signing_key_registered` entry in the
+    /// system chain; returns whether it was new.
+    async fn register_signing_key(&self, key: &PublicKey) -> Result<bool>;
+
+    async fn signing_keys(&self) -> Result<Vec<PublicKey>>;
+
+    /// Every chain name that occurs in heads, entries or checkpoints, sorted.
+    async fn chain_names(&self) -> Result<Vec<String>>;
+
+    async fn head(&self, chain: &str) -> Result<Option<HeadRecord>>;
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>>;
+
+    /// Entries of a chain in `seq` order, streamed.
+    fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>>;
+
+    /// Entries `first..=last` of a chain in `seq` order, streamed.
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>>;
+
+    /// The first and last seq of the chain's entries written in `[from, to)`, if any.
+    async fn seq_window(
+        &self,
+        chain: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<(i64, i64)>>;
+}
 
 pub const ENSURE_HEAD: &str =
     "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, 0, '') ON CONFLICT (chain) DO NOTHING";

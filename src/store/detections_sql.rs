@@ -1,6 +1,8 @@
 //! Detection writes, once for both backends, each audited in the customer's chain in the same
 //! transaction.
 
+use crate::falcon::records::DetectionFilter;
+use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
@@ -12,6 +14,36 @@ use crate::error::{Error, Result};
 use crate::falcon::records::{DetectionRecord, DetectionState};
 use crate::remediation::action::NewAction;
 use crate::time::Timestamp;
+
+/// Falcon detections and their decisions.
+#[async_trait]
+pub trait DetectionStore: Send + Sync {
+    /// Stores a detection unless its composite id is known (then returns the stored one, `false`).
+    async fn record_detection(
+        &self,
+        detection: &DetectionRecord,
+        actor: &Actor,
+    ) -> Result<(DetectionRecord, bool)>;
+
+    /// The Entra account a detection was matched to, or why it waits.
+    async fn set_detection_target(
+        &self,
+        id: uuid::Uuid,
+        target_id: Option<&str>,
+        target_upn: Option<&str>,
+        pending_reason: Option<&str>,
+    ) -> Result<()>;
+
+    /// Decides a pending detection (audited); `false` when it was decided already.
+    async fn decide_detection(&self, decision: &Decision) -> Result<bool>;
+
+    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>>;
+
+    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>>;
+
+    /// How many detections wait for a decision (a metric).
+    async fn pending_detections(&self) -> Result<i64>;
+}
 
 /// The chain a detection is audited in and the entry that records its arrival. Built before
 /// anything is written, so nothing can fail between storing the row and auditing it.

@@ -5,6 +5,9 @@
 //! that same transaction through [`ChainTx`], so a row and the entry that records it commit
 //! together or not at all.
 
+use super::ActionFilter;
+use crate::domain::CustomerSlug;
+use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
@@ -35,6 +38,52 @@ pub trait ChainTx: Send {
 
 pub use super::action_rows::ACTION_COLUMNS;
 use super::action_rows::ActionRow;
+
+/// Remediation actions: admission with its guard rails, the one outcome, and reconciliation.
+#[async_trait]
+pub trait ActionStore: Send + Sync {
+    /// Records a request and applies the guard rails, in one transaction with its audit entry.
+    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission>;
+
+    /// Records the one outcome of an action; `false` when it already had one.
+    async fn finish_action(&self, finish: &Finish) -> Result<bool>;
+
+    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>>;
+
+    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
+
+    /// The action an idempotency key names for a customer.
+    async fn action_by_key(
+        &self,
+        customer: &CustomerSlug,
+        key: &str,
+    ) -> Result<Option<ActionRecord>>;
+
+    /// Actions without an outcome whose owner's lease ran out before `now`.
+    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
+
+    /// Takes over a stale action until `lease_until`; `false` when another process took it first.
+    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool>;
+}
+
+/// Customers and their guard-rail policies.
+#[async_trait]
+pub trait CustomerStore: Send + Sync {
+    /// Adds a customer, recorded as `customer_added` in its chain; a taken slug is a conflict.
+    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()>;
+
+    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>>;
+
+    async fn customers(&self) -> Result<Vec<Customer>>;
+
+    /// Replaces the policy, recorded as `customer_policy_changed` with before and after.
+    async fn update_policy(
+        &self,
+        customer: &Customer,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<()>;
+}
 
 /// A customer row.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -16,21 +16,18 @@ mod sqlite_writer;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 
-use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
+use crate::audit::append::Sealer;
 use crate::audit::signing::PublicKey;
-use crate::audit::{Actor, AuditEvent};
-use crate::auth::analysts::AnalystRecord;
-use crate::customers::{Customer, Policy};
-use crate::domain::{ChainId, CustomerSlug};
+use crate::domain::CustomerSlug;
 use crate::error::{Error, Result};
-use crate::falcon::records::{DetectionFilter, DetectionRecord};
-use crate::remediation::action::{ActionRecord, ActionState, Admission, Finish, Guard, NewAction};
-use crate::time::Timestamp;
-use analysts_sql::AnalystChange;
+use crate::remediation::action::ActionState;
+pub use analysts_sql::AnalystStore;
+pub use audit_sql::AuditStore;
 pub use detection_rows::DETECTION_COLUMNS;
+pub use detections_sql::DetectionStore;
+pub use domain_sql::{ActionStore, CustomerStore};
+pub use onboarding_sql::OnboardingStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -93,173 +90,21 @@ impl Default for StoreOptions {
 /// audited: console sessions, used one-time-code steps, a detection's matched account, a consent
 /// link's nonce, the last connection check (its outcome is, separately).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    AuditStore
+    + CustomerStore
+    + ActionStore
+    + AnalystStore
+    + OnboardingStore
+    + DetectionStore
+    + Send
+    + Sync
+    + 'static
+{
     fn backend(&self) -> Backend;
 
     /// A cheap round trip, for `/readyz`.
     async fn ping(&self) -> Result<()>;
-
-    /// Appends one event to a chain; returns once the entry is durably committed.
-    async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended>;
-
-    /// Signs the chain's current head unless it is empty or already covered by a checkpoint.
-    async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>>;
-
-    /// Records a checkpoint signing key (once) with a `signing_key_registered` entry in the
-    /// system chain; returns whether it was new.
-    async fn register_signing_key(&self, key: &PublicKey) -> Result<bool>;
-
-    async fn signing_keys(&self) -> Result<Vec<PublicKey>>;
-
-    /// Every chain name that occurs in heads, entries or checkpoints, sorted.
-    async fn chain_names(&self) -> Result<Vec<String>>;
-
-    async fn head(&self, chain: &str) -> Result<Option<HeadRecord>>;
-
-    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>>;
-
-    /// Entries of a chain in `seq` order, streamed.
-    fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>>;
-    /// Entries `first..=last` of a chain in `seq` order, streamed.
-    fn entry_range<'a>(
-        &'a self,
-        chain: &'a str,
-        first: i64,
-        last: i64,
-    ) -> BoxStream<'a, Result<EntryRecord>>;
-    /// The first and last seq of the chain's entries written in `[from, to)`, if any.
-    async fn seq_window(
-        &self,
-        chain: &str,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Option<(i64, i64)>>;
-
-    // Customers.
-
-    /// Adds a customer, recorded as `customer_added` in its chain; a taken slug is a conflict.
-    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()>;
-    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>>;
-    async fn customers(&self) -> Result<Vec<Customer>>;
-    /// Replaces the policy, recorded as `customer_policy_changed` with before and after.
-    async fn update_policy(
-        &self,
-        customer: &Customer,
-        policy: &Policy,
-        actor: &Actor,
-    ) -> Result<()>;
-
-    // Actions.
-
-    /// Records a request and applies the guard rails, in one transaction with its audit entry.
-    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission>;
-    /// Records the one outcome of an action; `false` when it already had one.
-    async fn finish_action(&self, finish: &Finish) -> Result<bool>;
-    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>>;
-    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>>;
-    /// The action an idempotency key names for a customer.
-    async fn action_by_key(
-        &self,
-        customer: &CustomerSlug,
-        key: &str,
-    ) -> Result<Option<ActionRecord>>;
-    /// Actions without an outcome whose owner's lease ran out before `now`.
-    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
-    /// Takes over a stale action until `lease_until`; `false` when another process took it first.
-    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool>;
-
-    // Analysts.
-
-    /// Adds an analyst, recorded as `analyst_added` in the system chain; a taken e-mail conflicts.
-    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()>;
-    async fn update_analyst(
-        &self,
-        id: uuid::Uuid,
-        change: &AnalystChange,
-        actor: &Actor,
-    ) -> Result<()>;
-    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>>;
-    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>>;
-    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>>;
-    async fn analysts(&self) -> Result<Vec<AnalystRecord>>;
-    // Onboarding.
-
-    async fn create_consent_state(
-        &self,
-        nonce: &str,
-        customer: &CustomerSlug,
-        expires: Timestamp,
-    ) -> Result<()>;
-    /// Spends a consent state on its first use; `false` when it is unknown, for another customer,
-    /// or used already. Expiry is the caller's to check (it is signed into the state).
-    async fn use_consent_state(
-        &self,
-        nonce: &str,
-        customer: &CustomerSlug,
-        now: Timestamp,
-    ) -> Result<bool>;
-    async fn record_connection_check(
-        &self,
-        customer: &CustomerSlug,
-        ready: bool,
-        detail: &str,
-        now: Timestamp,
-    ) -> Result<()>;
-    /// Issues a webhook secret (sealed); see `onboarding_sql::add_webhook_secret`.
-    async fn add_webhook_secret(&self, new: &onboarding_sql::NewWebhookSecret) -> Result<bool>;
-    /// Stores secrets sealed again under the current key (see `onboarding_sql::reseal`).
-    async fn reseal(&self, reseal: &onboarding_sql::Reseal) -> Result<(u64, u64)>;
-    /// A customer and its webhook secrets valid at `now` (newest first), in one read.
-    async fn customer_with_secrets(
-        &self,
-        customer: &CustomerSlug,
-        now: Timestamp,
-    ) -> Result<Option<(Customer, Vec<onboarding_sql::WebhookSecretRecord>)>>;
-    /// The customer's webhook secrets valid at `now`, newest first.
-    async fn webhook_secrets(
-        &self,
-        customer: &CustomerSlug,
-        now: Timestamp,
-    ) -> Result<Vec<onboarding_sql::WebhookSecretRecord>>;
-
-    // Falcon detections.
-
-    /// Stores a detection unless its composite id is known (then returns the stored one, `false`).
-    async fn record_detection(
-        &self,
-        detection: &DetectionRecord,
-        actor: &Actor,
-    ) -> Result<(DetectionRecord, bool)>;
-    /// The Entra account a detection was matched to, or why it waits.
-    async fn set_detection_target(
-        &self,
-        id: uuid::Uuid,
-        target_id: Option<&str>,
-        target_upn: Option<&str>,
-        pending_reason: Option<&str>,
-    ) -> Result<()>;
-    /// Decides a pending detection (audited); `false` when it was decided already.
-    async fn decide_detection(&self, decision: &detections_sql::Decision) -> Result<bool>;
-    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>>;
-    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>>;
-    /// How many detections wait for a decision (a metric).
-    async fn pending_detections(&self) -> Result<i64>;
-
-    // Console sessions (after single sign-on). Only a hash of the cookie value is stored.
-
-    async fn create_session(&self, session: &SessionRecord) -> Result<()>;
-    /// The session with this id hash, if it has not expired at `now`.
-    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>>;
-    async fn delete_session(&self, id_hash: &str) -> Result<()>;
-
-    /// Accepts TOTP `step` for the analyst at most once (see `analysts_sql::consume_step`).
-    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool>;
-    /// Counts a wrong code (audited in the system chain and the target customer's), locking at
-    /// `max_failures` (see `analysts_sql::otp_failed`).
-    async fn record_otp_failure(
-        &self,
-        failure: &analysts_sql::OtpFailureRecord,
-    ) -> Result<analysts_sql::OtpFailureCount>;
 }
 
 /// A console session: whose it is, its CSRF token, and when it ends.

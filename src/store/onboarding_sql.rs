@@ -1,6 +1,8 @@
 //! Onboarding writes, once for both backends: consent states, connection checks, webhook
 //! secrets.
 
+use crate::customers::Customer;
+use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::domain_sql::ChainTx;
@@ -9,6 +11,54 @@ use crate::audit::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::Result;
 use crate::time::Timestamp;
+
+/// Onboarding: consent links, connection checks and webhook secrets.
+#[async_trait]
+pub trait OnboardingStore: Send + Sync {
+    async fn create_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        expires: Timestamp,
+    ) -> Result<()>;
+
+    /// Spends a consent state on its first use; `false` when it is unknown, for another customer,
+    /// or used already. Expiry is the caller's to check (it is signed into the state).
+    async fn use_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<bool>;
+
+    async fn record_connection_check(
+        &self,
+        customer: &CustomerSlug,
+        ready: bool,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    /// Issues a webhook secret (sealed); see `add_webhook_secret`.
+    async fn add_webhook_secret(&self, new: &NewWebhookSecret) -> Result<bool>;
+
+    /// Stores secrets sealed again under the current key (see `reseal`).
+    async fn reseal(&self, reseal: &Reseal) -> Result<(u64, u64)>;
+
+    /// A customer and its webhook secrets valid at `now` (newest first), in one read.
+    async fn customer_with_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>>;
+
+    /// The customer's webhook secrets valid at `now`, newest first.
+    async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecretRecord>>;
+}
 
 /// A stored webhook secret (sealed), valid until `expires_at` when it has been replaced.
 #[derive(Clone, sqlx::FromRow)]

@@ -14,7 +14,10 @@ use super::detections_sql;
 use super::domain_sql::{self, ChainTx};
 use super::onboarding_sql::{self, NewWebhookSecret, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
-use super::{ActionFilter, SessionRecord};
+use super::{
+    ActionFilter, ActionStore, AnalystStore, AuditStore, CustomerStore, DetectionStore,
+    OnboardingStore, SessionRecord,
+};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent};
@@ -145,7 +148,10 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
         self.reads.ping().await
     }
+}
 
+#[async_trait]
+impl AuditStore for PgStore {
     async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
@@ -231,7 +237,10 @@ impl Store for PgStore {
             .seq_window(chain, &from.to_string(), &to.to_string())
             .await
     }
+}
 
+#[async_trait]
+impl CustomerStore for PgStore {
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
@@ -262,7 +271,10 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(value)
     }
+}
 
+#[async_trait]
+impl ActionStore for PgStore {
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
@@ -311,7 +323,10 @@ impl Store for PgStore {
             .await?;
         Ok(done.rows_affected() == 1)
     }
+}
 
+#[async_trait]
+impl AnalystStore for PgStore {
     async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await?;
@@ -353,6 +368,49 @@ impl Store for PgStore {
         self.reads.analysts().await
     }
 
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        sqlx::query(super::INSERT_SESSION)
+            .bind(session.id_hash.as_str())
+            .bind(session.analyst_id.as_str())
+            .bind(session.csrf_token.as_str())
+            .bind(session.created_at.as_str())
+            .bind(session.expires_at.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
+        self.reads.session(id_hash, now).await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        sqlx::query(super::DELETE_SESSION)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        analysts_sql::consume_step::<Postgres>(&mut conn, id, step, now).await
+    }
+
+    async fn record_otp_failure(
+        &self,
+        failure: &analysts_sql::OtpFailureRecord,
+    ) -> Result<analysts_sql::OtpFailureCount> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await?;
+        let counted = analysts_sql::otp_failed::<Postgres>(&mut tx, &sealer, failure).await?;
+        tx.commit().await?;
+        Ok(counted)
+    }
+}
+
+#[async_trait]
+impl OnboardingStore for PgStore {
     async fn create_consent_state(
         &self,
         nonce: &str,
@@ -432,7 +490,10 @@ impl Store for PgStore {
     ) -> Result<Vec<WebhookSecretRecord>> {
         self.reads.webhook_secrets(customer, now).await
     }
+}
 
+#[async_trait]
+impl DetectionStore for PgStore {
     async fn record_detection(
         &self,
         detection: &DetectionRecord,
@@ -481,45 +542,5 @@ impl Store for PgStore {
 
     async fn pending_detections(&self) -> Result<i64> {
         self.reads.pending_detections().await
-    }
-
-    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        sqlx::query(super::INSERT_SESSION)
-            .bind(session.id_hash.as_str())
-            .bind(session.analyst_id.as_str())
-            .bind(session.csrf_token.as_str())
-            .bind(session.created_at.as_str())
-            .bind(session.expires_at.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
-        self.reads.session(id_hash, now).await
-    }
-
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        sqlx::query(super::DELETE_SESSION)
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
-        let mut conn = self.pool.acquire().await?;
-        analysts_sql::consume_step::<Postgres>(&mut conn, id, step, now).await
-    }
-
-    async fn record_otp_failure(
-        &self,
-        failure: &analysts_sql::OtpFailureRecord,
-    ) -> Result<analysts_sql::OtpFailureCount> {
-        let sealer = self.sealer()?;
-        let mut tx = self.pool.begin().await?;
-        let counted = analysts_sql::otp_failed::<Postgres>(&mut tx, &sealer, failure).await?;
-        tx.commit().await?;
-        Ok(counted)
     }
 }

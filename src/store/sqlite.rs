@@ -18,7 +18,10 @@ use super::domain_sql::{self, ChainTx};
 use super::onboarding_sql::{self, NewWebhookSecret, WebhookSecretRecord};
 use super::reads::{AnalystKey, Reads};
 use super::sqlite_writer::{AppendRequest, Then, Writer};
-use super::{ActionFilter, SessionRecord};
+use super::{
+    ActionFilter, ActionStore, AnalystStore, AuditStore, CustomerStore, DetectionStore,
+    OnboardingStore, SessionRecord,
+};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent};
@@ -189,7 +192,10 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.reads.ping().await
     }
+}
 
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
         self.writer
             .append(chain.clone(), actor.clone(), event.clone())
@@ -284,7 +290,10 @@ impl Store for SqliteStore {
             .seq_window(chain, &from.to_string(), &to.to_string())
             .await
     }
+}
 
+#[async_trait]
+impl CustomerStore for SqliteStore {
     async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let (customer, actor) = (customer.clone(), actor.clone());
@@ -319,7 +328,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl ActionStore for SqliteStore {
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
         let sealer = self.sealer()?;
         let action = action.clone();
@@ -378,7 +390,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AnalystStore for SqliteStore {
     async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()> {
         let sealer = self.sealer()?;
         let (record, actor) = (record.clone(), actor.clone());
@@ -426,6 +441,66 @@ impl Store for SqliteStore {
         self.reads.analysts().await
     }
 
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        let session = session.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(super::INSERT_SESSION)
+                    .bind(session.id_hash)
+                    .bind(session.analyst_id)
+                    .bind(session.csrf_token)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
+        self.reads.session(id_hash, now).await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(super::DELETE_SESSION)
+                    .bind(id_hash)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
+        self.write(move |conn| {
+            Box::pin(async move { analysts_sql::consume_step::<Sqlite>(conn, id, step, now).await })
+        })
+        .await
+    }
+
+    async fn record_otp_failure(
+        &self,
+        failure: &analysts_sql::OtpFailureRecord,
+    ) -> Result<analysts_sql::OtpFailureCount> {
+        let sealer = self.sealer()?;
+        let failure = failure.clone();
+        self.write(move |conn| {
+            Box::pin(
+                async move { analysts_sql::otp_failed::<Sqlite>(conn, &sealer, &failure).await },
+            )
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl OnboardingStore for SqliteStore {
     async fn create_consent_state(
         &self,
         nonce: &str,
@@ -527,7 +602,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<WebhookSecretRecord>> {
         self.reads.webhook_secrets(customer, now).await
     }
+}
 
+#[async_trait]
+impl DetectionStore for SqliteStore {
     async fn record_detection(
         &self,
         detection: &DetectionRecord,
@@ -609,62 +687,5 @@ impl Store for SqliteStore {
 
     async fn pending_detections(&self) -> Result<i64> {
         self.reads.pending_detections().await
-    }
-
-    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
-        let session = session.clone();
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(super::INSERT_SESSION)
-                    .bind(session.id_hash)
-                    .bind(session.analyst_id)
-                    .bind(session.csrf_token)
-                    .bind(session.created_at)
-                    .bind(session.expires_at)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
-        self.reads.session(id_hash, now).await
-    }
-
-    async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        let id_hash = id_hash.to_owned();
-        self.write(move |conn| {
-            Box::pin(async move {
-                sqlx::query(super::DELETE_SESSION)
-                    .bind(id_hash)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
-        self.write(move |conn| {
-            Box::pin(async move { analysts_sql::consume_step::<Sqlite>(conn, id, step, now).await })
-        })
-        .await
-    }
-
-    async fn record_otp_failure(
-        &self,
-        failure: &analysts_sql::OtpFailureRecord,
-    ) -> Result<analysts_sql::OtpFailureCount> {
-        let sealer = self.sealer()?;
-        let failure = failure.clone();
-        self.write(move |conn| {
-            Box::pin(
-                async move { analysts_sql::otp_failed::<Sqlite>(conn, &sealer, &failure).await },
-            )
-        })
-        .await
     }
 }

@@ -8,7 +8,7 @@ use killswitch::audit::check;
 use killswitch::audit::{Actor, AuditEvent, AuditKey};
 use killswitch::domain::ChainId;
 use killswitch::store::sqlite::SqliteStore;
-use killswitch::store::{Store, StoreOptions};
+use killswitch::store::{AuditStore, StoreOptions};
 
 fn event(reason: String) -> AuditEvent {
     AuditEvent::ConsentFailed {
