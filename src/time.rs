@@ -40,13 +40,24 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Text that is not an RFC 3339 time; the message quotes it and says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 time: {cause}")]
+pub struct NotRfc3339 {
+    text: String,
+    cause: chrono::ParseError,
+}
+
 impl FromStr for Timestamp {
-    type Err = String;
+    type Err = NotRfc3339;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         DateTime::parse_from_rfc3339(s)
             .map(|t| Timestamp::from_datetime(t.with_timezone(&Utc)))
-            .map_err(|e| format!("`{s}` is not an RFC 3339 time: {e}"))
+            .map_err(|cause| NotRfc3339 {
+                text: s.to_owned(),
+                cause,
+            })
     }
 }
 

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 
 use crate::audit::hash::Hash;
 use crate::audit::signing::{Checkpoint, KeyId};
+use crate::time::{NotRfc3339, Timestamp};
 
 /// One stored entry. `time` and `event` duplicate fields of `entry` so they can be indexed;
 /// verification checks that they agree with it.
@@ -50,28 +51,42 @@ impl From<&Checkpoint> for CheckpointRecord {
     }
 }
 
+/// Which column of a stored checkpoint cannot be what was signed: the row was edited.
+#[derive(Debug, thiserror::Error)]
+pub enum BadCheckpoint {
+    #[error("checkpoint has invalid seq {0}")]
+    Seq(i64),
+    #[error("checkpoint hash is not 64 hex digits")]
+    Hash,
+    #[error("checkpoint time: {0}")]
+    Time(NotRfc3339),
+    /// The same instant spelled another way than the one ever written.
+    #[error("checkpoint time is not in its canonical form")]
+    TimeNotCanonical,
+    #[error("checkpoint signature is not 64 base64-encoded bytes")]
+    Signature,
+    #[error("checkpoint key id: {0}")]
+    KeyId(serde_json::Error),
+}
+
 impl CheckpointRecord {
     /// Parses the stored columns back into a checkpoint; the error names the bad column.
-    pub fn parse(&self) -> Result<Checkpoint, String> {
-        let seq = u64::try_from(self.seq)
-            .map_err(|_| format!("checkpoint has invalid seq {}", self.seq))?;
-        let hash = Hash::from_hex(&self.hash).ok_or("checkpoint hash is not 64 hex digits")?;
-        let time: crate::time::Timestamp = self
-            .time
-            .parse()
-            .map_err(|e| format!("checkpoint time: {e}"))?;
+    pub fn parse(&self) -> Result<Checkpoint, BadCheckpoint> {
+        let seq = u64::try_from(self.seq).map_err(|_| BadCheckpoint::Seq(self.seq))?;
+        let hash = Hash::from_hex(&self.hash).ok_or(BadCheckpoint::Hash)?;
+        let time: Timestamp = self.time.parse().map_err(BadCheckpoint::Time)?;
         // Only the canonical spelling is ever written; `t`/`z` or another offset for the same
         // instant still means the row was edited.
         if time.to_string() != self.time {
-            return Err("checkpoint time is not in its canonical form".to_owned());
+            return Err(BadCheckpoint::TimeNotCanonical);
         }
         let signature: [u8; 64] = BASE64
             .decode(&self.signature)
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
-            .ok_or("checkpoint signature is not 64 base64-encoded bytes")?;
+            .ok_or(BadCheckpoint::Signature)?;
         let key_id: KeyId = serde_json::from_value(serde_json::Value::String(self.key_id.clone()))
-            .map_err(|e| format!("checkpoint key id: {e}"))?;
+            .map_err(BadCheckpoint::KeyId)?;
         Ok(Checkpoint {
             chain: self.chain.clone(),
             seq,

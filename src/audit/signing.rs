@@ -315,45 +315,62 @@ impl KeyRing {
         key_id: &str,
         message: &[u8],
         signature_base64: &str,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), SignatureRefusal> {
         let key = self
             .keys
             .iter()
             .find(|(id, _)| id.as_str() == key_id)
             .map(|(_, key)| key)
-            .ok_or_else(|| {
-                format!("signed by key {key_id}, which is not among the public keys given")
-            })?;
+            .ok_or_else(|| SignatureRefusal::KeyNotGiven(key_id.to_owned()))?;
         let signature: [u8; 64] = BASE64
             .decode(signature_base64)
             .ok()
             .and_then(|b| b.try_into().ok())
-            .ok_or("the signature is not 64 base64-encoded bytes")?;
+            .ok_or(SignatureRefusal::Malformed)?;
         key.verify(message, &Signature::from_bytes(&signature))
-            .map_err(|_| format!("the signature does not verify with key {key_id}"))
+            .map_err(|_| SignatureRefusal::DoesNotVerify(key_id.to_owned()))
     }
 
     /// Checks a checkpoint's signature; the reason names what failed.
-    pub fn verify(&self, checkpoint: &Checkpoint) -> std::result::Result<(), String> {
+    pub fn verify(&self, checkpoint: &Checkpoint) -> std::result::Result<(), CheckpointRefusal> {
         let key = self
             .keys
             .get(&checkpoint.key_id)
-            .ok_or_else(|| format!("checkpoint signed by unknown key {}", checkpoint.key_id))?;
+            .ok_or_else(|| CheckpointRefusal::UnknownKey(checkpoint.key_id.clone()))?;
         let message = checkpoint_message(
             &checkpoint.chain,
             checkpoint.seq,
             &checkpoint.hash,
             &checkpoint.time,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(CheckpointRefusal::Unsignable)?;
         key.verify(&message, &Signature::from_bytes(&checkpoint.signature))
-            .map_err(|_| {
-                format!(
-                    "checkpoint signature does not verify with key {}",
-                    checkpoint.key_id
-                )
-            })
+            .map_err(|_| CheckpointRefusal::DoesNotVerify(checkpoint.key_id.clone()))
     }
+}
+
+/// Why a signature over an export's header or seal is refused. The messages read on after
+/// "the header's " or "the seal's ".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureRefusal {
+    #[error("signed by key {0}, which is not among the public keys given")]
+    KeyNotGiven(String),
+    #[error("the signature is not 64 base64-encoded bytes")]
+    Malformed,
+    #[error("the signature does not verify with key {0}")]
+    DoesNotVerify(String),
+}
+
+/// Why a checkpoint's signature is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointRefusal {
+    #[error("checkpoint signed by unknown key {0}")]
+    UnknownKey(KeyId),
+    /// The checkpoint's fields cannot be put into the form its signature covers.
+    #[error("{0}")]
+    Unsignable(Error),
+    #[error("checkpoint signature does not verify with key {0}")]
+    DoesNotVerify(KeyId),
 }
 
 #[cfg(test)]
@@ -399,7 +416,7 @@ mod tests {
         let cp = key
             .sign_checkpoint("contoso", 1000, &Hash::genesis("x"), Timestamp::now())
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(ring.verify(&cp), Ok(()));
+        assert!(ring.verify(&cp).is_ok());
 
         let mut moved = cp.clone();
         moved.seq = 999;
@@ -411,12 +428,18 @@ mod tests {
         let forged = other
             .sign_checkpoint("contoso", 1000, &Hash::genesis("x"), cp.time)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(ring.verify(&forged).unwrap_err().contains("unknown key"));
+        assert!(
+            ring.verify(&forged)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key")
+        );
         let mut relabelled = forged;
         relabelled.key_id = key.key_id().clone();
         assert!(
             ring.verify(&relabelled)
                 .unwrap_err()
+                .to_string()
                 .contains("does not verify")
         );
     }

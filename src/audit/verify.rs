@@ -169,7 +169,7 @@ impl<'k> ChainVerifier<'k> {
         let bad = |reason: String| Err(Break { seq, reason });
         let checkpoint = match record.parse() {
             Ok(cp) => cp,
-            Err(reason) => return bad(reason),
+            Err(reason) => return bad(reason.to_string()),
         };
         if checkpoint.chain != self.chain {
             return bad(format!("checkpoint names chain `{}`", checkpoint.chain));
@@ -180,7 +180,7 @@ impl<'k> ChainVerifier<'k> {
             );
         }
         if let Err(reason) = self.keys.verify(&checkpoint) {
-            return bad(reason);
+            return bad(reason.to_string());
         }
         self.checkpoints += 1;
         self.last_checkpoint = Some(seq);

@@ -55,6 +55,24 @@ struct AssertionClaims<'a> {
     exp: i64,
 }
 
+/// Why `entra.certificate_file` cannot serve as the app's credential.
+#[derive(Debug, thiserror::Error)]
+pub enum BadCertificate {
+    #[error("not PEM: {0}")]
+    NotPem(pem::PemError),
+    #[error("no CERTIFICATE block")]
+    NoCertificate,
+    #[error("no PRIVATE KEY block (the file must hold the certificate and its key)")]
+    NoPrivateKey,
+    #[error("the private key is not an RSA key: {0}")]
+    NotRsa(jsonwebtoken::errors::Error),
+}
+
+/// The certificate's key could not sign a client assertion.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot sign the client assertion: {0}")]
+pub struct AssertionError(jsonwebtoken::errors::Error);
+
 impl Certificate {
     /// Reads a PEM file holding the certificate and its RSA private key (PKCS#8 or PKCS#1).
     pub fn load(path: &Path) -> Result<Certificate> {
@@ -72,18 +90,18 @@ impl Certificate {
         })
     }
 
-    pub fn from_pem(text: &str) -> std::result::Result<Certificate, String> {
-        let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
+    pub fn from_pem(text: &str) -> std::result::Result<Certificate, BadCertificate> {
+        let blocks = pem::parse_many(text).map_err(BadCertificate::NotPem)?;
         let cert = blocks
             .iter()
             .find(|b| b.tag() == "CERTIFICATE")
-            .ok_or("no CERTIFICATE block")?;
+            .ok_or(BadCertificate::NoCertificate)?;
         let key = blocks
             .iter()
             .find(|b| b.tag() == "PRIVATE KEY" || b.tag() == "RSA PRIVATE KEY")
-            .ok_or("no PRIVATE KEY block (the file must hold the certificate and its key)")?;
+            .ok_or(BadCertificate::NoPrivateKey)?;
         let key = EncodingKey::from_rsa_pem(pem::encode(key).as_bytes())
-            .map_err(|e| format!("the private key is not an RSA key: {e}"))?;
+            .map_err(BadCertificate::NotRsa)?;
         Ok(Certificate {
             thumbprint: URL_SAFE_NO_PAD.encode(Sha256::digest(cert.contents())),
             key,
@@ -95,7 +113,7 @@ impl Certificate {
         &self,
         client_id: &str,
         token_url: &str,
-    ) -> std::result::Result<String, String> {
+    ) -> std::result::Result<String, AssertionError> {
         let mut header = Header::new(Algorithm::RS256);
         header.x5t_s256 = Some(self.thumbprint.clone());
         let now = chrono::Utc::now().timestamp();
@@ -108,8 +126,7 @@ impl Certificate {
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,
         };
-        jsonwebtoken::encode(&header, &claims, &self.key)
-            .map_err(|e| format!("cannot sign the client assertion: {e}"))
+        jsonwebtoken::encode(&header, &claims, &self.key).map_err(AssertionError)
     }
 }
 
@@ -119,7 +136,7 @@ impl ClientCredential {
         &self,
         client_id: &str,
         token_url: &str,
-    ) -> std::result::Result<Vec<(&'static str, String)>, String> {
+    ) -> std::result::Result<Vec<(&'static str, String)>, AssertionError> {
         Ok(match self {
             ClientCredential::Secret(secret) => {
                 vec![("client_secret", secret.expose_secret().to_owned())]

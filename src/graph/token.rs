@@ -157,7 +157,7 @@ impl TokenCache {
             form.extend(
                 self.credential
                     .form_fields(&self.client_id, &url)
-                    .map_err(TokenError::NotConfigured)?,
+                    .map_err(|unsigned| TokenError::NotConfigured(unsigned.to_string()))?,
             );
             let remaining = deadline.saturating_duration_since(Instant::now());
             metrics::counter!("killswitch_token_requests_total").increment(1);

@@ -384,11 +384,11 @@ impl State<'_> {
             key_id: cp.key_id,
             signature: cp.signature,
         };
-        let parsed = record.parse()?;
+        let parsed = record.parse().map_err(|e| e.to_string())?;
         if parsed.hash != hash {
             return Err(format!("the checkpoint's hash differs from entry {seq}'s"));
         }
-        self.keys.verify(&parsed)?;
+        self.keys.verify(&parsed).map_err(|e| e.to_string())?;
         self.pending_checkpoints.pop_front();
         self.checkpoints += 1;
         Ok(())

@@ -7,7 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 
 use super::claims::{Claims, authorized_party, identity};
 use super::discovery::Keys;
-use super::{LEEWAY_SECS, OidcProvider};
+use super::{LEEWAY_SECS, OidcProvider, TokenRefusal};
 
 /// The `typ` values of a token meant as a credential; other JWTs the provider signs (logout
 /// tokens, say) are not.
@@ -18,20 +18,24 @@ impl OidcProvider {
     /// killswitch: signed by a key it publishes (the key set is fetched again, rate-limited, for
     /// an unknown `kid`), `iss` the provider, `aud` the client id or `oidc.audience` (and with
     /// several audiences, `azp` the client id), and within `exp` and `nbf` give or take a minute.
-    pub async fn verify_bearer(&self, token: &str) -> Result<String, String> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| format!("not a signed JWT: {e}"))?;
+    pub async fn verify_bearer(&self, token: &str) -> Result<String, TokenRefusal> {
+        let header = jsonwebtoken::decode_header(token).map_err(TokenRefusal::NotAJwt)?;
         accepted_header(&header)?;
-        let found = self.discovered().await.map_err(|e| e.to_string())?;
+        let found = self
+            .discovered()
+            .await
+            .map_err(TokenRefusal::ProviderUnavailable)?;
         let mut keys = found.keys();
         if candidates(&keys, &header).next().is_none() {
-            keys = self.refresh_keys(&found).await?;
+            keys = self
+                .refresh_keys(&found)
+                .await
+                .map_err(TokenRefusal::KeySetUnavailable)?;
         }
         let validation = self.validation(header.alg, found.issuer());
-        let mut refusal = format!(
-            "no published key matches the token (kid {})",
-            header.kid.as_deref().unwrap_or("absent")
-        );
+        let mut refusal = TokenRefusal::NoMatchingKey {
+            kid: header.kid.clone(),
+        };
         for key in candidates(&keys, &header) {
             match jsonwebtoken::decode::<Claims>(token, key, &validation) {
                 Ok(data) => {
@@ -40,9 +44,9 @@ impl OidcProvider {
                 }
                 // Without a `kid`, several keys may fit; try the next.
                 Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    refusal = "the signature does not verify".to_owned();
+                    refusal = TokenRefusal::BadSignature;
                 }
-                Err(e) => return Err(describe(&e)),
+                Err(e) => return Err(refusal_for(e)),
             }
         }
         Err(refusal)
@@ -63,17 +67,14 @@ impl OidcProvider {
 
 /// Refuses, before any key is looked at, a token signed with a shared secret or typed as
 /// something other than a credential.
-fn accepted_header(header: &Header) -> Result<(), String> {
+fn accepted_header(header: &Header) -> Result<(), TokenRefusal> {
     if !asymmetric(header.alg) {
-        return Err(format!(
-            "tokens signed with {:?} are not accepted (only the provider's published keys)",
-            header.alg
-        ));
+        return Err(TokenRefusal::SharedSecretAlgorithm(header.alg));
     }
     if let Some(typ) = header.typ.as_deref()
         && !CREDENTIAL_TYPES.contains(&typ.to_ascii_lowercase().as_str())
     {
-        return Err(format!("tokens of type `{typ}` are not accepted"));
+        return Err(TokenRefusal::NotACredential(typ.to_owned()));
     }
     Ok(())
 }
@@ -113,16 +114,17 @@ fn candidates<'k>(
         .map(|(_, key)| key)
 }
 
-fn describe(error: &jsonwebtoken::errors::Error) -> String {
+/// The refusal for a check `jsonwebtoken` failed, named by the check.
+fn refusal_for(error: jsonwebtoken::errors::Error) -> TokenRefusal {
     use jsonwebtoken::errors::ErrorKind;
     match error.kind() {
-        ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
-        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
-        ErrorKind::InvalidIssuer => "the token was issued by another issuer".to_owned(),
-        ErrorKind::InvalidAudience => "the token is meant for another audience".to_owned(),
-        ErrorKind::InvalidSignature => "the signature does not verify".to_owned(),
-        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
-        _ => format!("the token is not valid: {error}"),
+        ErrorKind::ExpiredSignature => TokenRefusal::Expired,
+        ErrorKind::ImmatureSignature => TokenRefusal::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenRefusal::OtherIssuer,
+        ErrorKind::InvalidAudience => TokenRefusal::OtherAudience,
+        ErrorKind::InvalidSignature => TokenRefusal::BadSignature,
+        ErrorKind::MissingRequiredClaim(claim) => TokenRefusal::MissingClaim(claim.clone()),
+        _ => TokenRefusal::Invalid(error),
     }
 }
 
@@ -134,8 +136,8 @@ mod tests {
     use serde_json::{Value, json};
     use url::Url;
 
-    use super::super::OidcProvider;
     use super::super::test_provider::*;
+    use super::super::{OidcProvider, TokenRefusal};
 
     #[tokio::test]
     async fn a_token_signed_by_a_published_key_yields_its_verified_email_and_never_the_subject() {
@@ -143,20 +145,20 @@ mod tests {
         let oidc = provider(&stub.issuer, None).await;
         let token = sign(&claims_for(&stub), "k1", PEM);
         assert_eq!(
-            oidc.verify_bearer(&token).await,
-            Ok("night.shift@provider.example".to_owned())
+            oidc.verify_bearer(&token).await.ok(),
+            Some("night.shift@provider.example".to_owned())
         );
         // Without an e-mail, nothing: an e-mail-shaped subject is not taken for one.
         let mut claims = claims_for(&stub);
         claims.as_object_mut().map(|c| c.remove("email"));
         claims["sub"] = json!("night.shift@provider.example");
         let refused = oidc.verify_bearer(&sign(&claims, "k1", PEM)).await;
-        assert!(refused.is_err_and(|r| r.contains("`email`")));
+        assert!(refused.is_err_and(|r| r.to_string().contains("`email`")));
         // Without `email_verified`, the e-mail is not taken either.
         let mut claims = claims_for(&stub);
         claims.as_object_mut().map(|c| c.remove("email_verified"));
         let refused = oidc.verify_bearer(&sign(&claims, "k1", PEM)).await;
-        assert!(refused.is_err_and(|r| r.contains("not verified")));
+        assert!(refused.is_err_and(|r| r.to_string().contains("not verified")));
     }
 
     #[tokio::test]
@@ -179,11 +181,16 @@ mod tests {
             json!("night.shift@provider.example"),
         );
         assert_eq!(
-            oidc.verify_bearer(&sign(&claims, "k1", PEM)).await,
-            Ok("night.shift@provider.example".to_owned())
+            oidc.verify_bearer(&sign(&claims, "k1", PEM)).await.ok(),
+            Some("night.shift@provider.example".to_owned())
         );
         object_without(&mut claims, "preferred_username");
         assert!(oidc.verify_bearer(&sign(&claims, "k1", PEM)).await.is_err());
+    }
+
+    /// Why a token was refused, as logs and problem details say it; empty if it was accepted.
+    fn reason(verified: Result<String, TokenRefusal>) -> String {
+        verified.err().map(|e| e.to_string()).unwrap_or_default()
     }
 
     fn object_without(claims: &mut Value, name: &str) {
@@ -201,10 +208,10 @@ mod tests {
         };
         assert!(oidc.verify_bearer(&with("exp", now() - 30)).await.is_ok());
         let expired = oidc.verify_bearer(&with("exp", now() - 90)).await;
-        assert_eq!(expired, Err("the token has expired".to_owned()));
+        assert_eq!(reason(expired), "the token has expired");
         assert!(oidc.verify_bearer(&with("nbf", now() + 30)).await.is_ok());
         let early = oidc.verify_bearer(&with("nbf", now() + 90)).await;
-        assert_eq!(early, Err("the token is not valid yet (nbf)".to_owned()));
+        assert_eq!(reason(early), "the token is not valid yet (nbf)");
     }
 
     #[tokio::test]
@@ -216,14 +223,12 @@ mod tests {
             claims[field] = value;
             sign(&claims, "k1", PEM)
         };
-        let refused = |r: Result<String, String>| r.err().unwrap_or_default();
-        assert!(refused(oidc.verify_bearer(&with("iss", json!(ISSUER))).await).contains("issuer"));
+        assert!(reason(oidc.verify_bearer(&with("iss", json!(ISSUER))).await).contains("issuer"));
         assert!(
-            refused(oidc.verify_bearer(&with("aud", json!("other-app"))).await)
-                .contains("audience")
+            reason(oidc.verify_bearer(&with("aud", json!("other-app"))).await).contains("audience")
         );
         // Several audiences: only when killswitch is the authorized party.
-        let refused_azp = |r: Result<String, String>| r.is_err_and(|e| e.contains("azp"));
+        let refused_azp = |r: Result<String, TokenRefusal>| reason(r).contains("azp");
         assert!(refused_azp(
             oidc.verify_bearer(&with("aud", json!(["other-app", CLIENT])))
                 .await
@@ -243,11 +248,11 @@ mod tests {
         );
         let mut no_exp = claims_for(&stub);
         no_exp.as_object_mut().map(|c| c.remove("exp"));
-        assert!(refused(oidc.verify_bearer(&sign(&no_exp, "k1", PEM)).await).contains("exp"));
+        assert!(reason(oidc.verify_bearer(&sign(&no_exp, "k1", PEM)).await).contains("exp"));
         let unverified = oidc
             .verify_bearer(&with("email_verified", json!(false)))
             .await;
-        assert!(refused(unverified).contains("not verified"));
+        assert!(reason(unverified).contains("not verified"));
         assert!(
             oidc.verify_bearer(&with("email_verified", json!("true")))
                 .await
@@ -260,11 +265,10 @@ mod tests {
         let stub = stub(json!({"keys": [jwk(PEM, "k1")]})).await;
         let oidc = provider(&stub.issuer, None).await;
         let claims = claims_for(&stub);
-        let refused = |r: Result<String, String>| r.err().unwrap_or_default();
 
         // Signed with a key the provider does not publish, under a published kid.
         let forged = sign(&claims, "k1", OTHER_PEM);
-        assert!(refused(oidc.verify_bearer(&forged).await).contains("signature"));
+        assert!(reason(oidc.verify_bearer(&forged).await).contains("signature"));
 
         // One character of the signature changed.
         let good = sign(&claims, "k1", PEM);
@@ -287,7 +291,7 @@ mod tests {
             payload.unwrap_or_default(),
             forged_payload.split('.').nth(1).unwrap_or_default(),
         );
-        assert!(refused(oidc.verify_bearer(&swapped).await).contains("signature"));
+        assert!(reason(oidc.verify_bearer(&swapped).await).contains("signature"));
 
         // alg: none, with and without a signature.
         use base64::Engine;
@@ -305,7 +309,7 @@ mod tests {
         header.kid = Some("k1".to_owned());
         let hmac = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"s3cret"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(refused(oidc.verify_bearer(&hmac).await).contains("not accepted"));
+        assert!(reason(oidc.verify_bearer(&hmac).await).contains("not accepted"));
 
         // Not a JWT at all, and a JWT of a type meant for something else.
         assert!(oidc.verify_bearer("not-a-jwt").await.is_err());
@@ -314,6 +318,6 @@ mod tests {
         header.typ = Some("logout+jwt".to_owned());
         let logout = jsonwebtoken::encode(&header, &claims, &encoding_key(PEM))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(refused(oidc.verify_bearer(&logout).await).contains("type"));
+        assert!(reason(oidc.verify_bearer(&logout).await).contains("type"));
     }
 }

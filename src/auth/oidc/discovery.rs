@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 use url::Url;
 
 use super::http::Http;
-use super::{OidcError, OidcProvider};
+use super::{OidcProvider, ProviderError};
 use crate::config::OidcSettings;
 use crate::error::Result;
 
@@ -86,7 +86,7 @@ impl OidcProvider {
     }
 
     /// The discovered provider, discovering it now if that has not happened yet.
-    pub(super) async fn discovered(&self) -> Result<Arc<Discovered>, OidcError> {
+    pub(super) async fn discovered(&self) -> Result<Arc<Discovered>, ProviderError> {
         if let Some(found) = self.already_discovered() {
             return Ok(found);
         }
@@ -98,9 +98,7 @@ impl OidcProvider {
         if let Some(at) = *failed
             && at.elapsed() < DISCOVERY_RETRY
         {
-            return Err(OidcError::Unavailable(
-                "discovery failed moments ago; trying again shortly".to_owned(),
-            ));
+            return Err(ProviderError::RecentlyFailed);
         }
         match self.fetch_discovery().await {
             Ok(found) => {
@@ -109,9 +107,10 @@ impl OidcProvider {
                 Ok(found)
             }
             Err(reason) => {
-                tracing::warn!(issuer = %self.issuer_url, reason = ?reason, "single sign-on discovery failed");
+                // The message, quoted, as this log line has always carried it.
+                tracing::warn!(issuer = %self.issuer_url, reason = ?reason.to_string(), "single sign-on discovery failed");
                 *failed = Some(Instant::now());
-                Err(OidcError::Unavailable(reason))
+                Err(reason)
             }
         }
     }
@@ -137,7 +136,7 @@ impl OidcProvider {
         found
     }
 
-    async fn fetch_discovery(&self) -> Result<Discovered, String> {
+    async fn fetch_discovery(&self) -> Result<Discovered, ProviderError> {
         let metadata = self.fetch_metadata().await?;
         let keys = fetch_keys(&self.http, metadata.jwks_uri().url()).await?;
         Ok(Discovered {
@@ -149,20 +148,26 @@ impl OidcProvider {
     }
 
     /// The discovery document, provided it names the configured issuer.
-    async fn fetch_metadata(&self) -> Result<CoreProviderMetadata, String> {
+    async fn fetch_metadata(&self) -> Result<CoreProviderMetadata, ProviderError> {
         // The configured URL may have gained a trailing slash when parsed; the provider's own
         // spelling of its issuer is what its tokens carry, so that is what is checked later.
         let base = self.issuer_url.as_str().trim_end_matches('/');
-        let url = Url::parse(&format!("{base}/.well-known/openid-configuration"))
-            .map_err(|e| format!("{base}: {e}"))?;
+        let url =
+            Url::parse(&format!("{base}/.well-known/openid-configuration")).map_err(|cause| {
+                ProviderError::IssuerUrl {
+                    base: base.to_owned(),
+                    cause,
+                }
+            })?;
         let body = self.http.get(&url).await?;
         let metadata: CoreProviderMetadata = serde_json::from_slice(&body)
-            .map_err(|e| format!("the discovery document at {url} is not valid: {e}"))?;
+            .map_err(|cause| ProviderError::InvalidDiscovery { url, cause })?;
         let issuer = metadata.issuer().as_str();
         if issuer.trim_end_matches('/') != base {
-            return Err(format!(
-                "the discovery document names issuer `{issuer}`, not the configured `{base}`"
-            ));
+            return Err(ProviderError::IssuerMismatch {
+                issuer: issuer.to_owned(),
+                base: base.to_owned(),
+            });
         }
         Ok(metadata)
     }
@@ -190,7 +195,10 @@ impl OidcProvider {
 
     /// Fetches the key set again, unless that happened moments ago (an unknown `kid` must not
     /// let anyone make killswitch hammer the provider).
-    pub(super) async fn refresh_keys(&self, found: &Discovered) -> Result<Arc<Keys>, String> {
+    pub(super) async fn refresh_keys(
+        &self,
+        found: &Discovered,
+    ) -> Result<Arc<Keys>, ProviderError> {
         let mut fetched = found.keys_fetched.lock().await;
         if fetched.elapsed() < self.jwks_min_refresh {
             return Ok(found.keys());
@@ -207,12 +215,14 @@ impl OidcProvider {
     }
 }
 
-async fn fetch_keys(http: &Http, url: &Url) -> Result<Keys, String> {
+async fn fetch_keys(http: &Http, url: &Url) -> Result<Keys, ProviderError> {
     let body = http.get(url).await?;
-    let oidc: CoreJsonWebKeySet = serde_json::from_slice(&body)
-        .map_err(|e| format!("the key set at {url} is not valid: {e}"))?;
-    let raw: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("the key set at {url} is not valid: {e}"))?;
+    let invalid = |cause| ProviderError::InvalidKeySet {
+        url: url.clone(),
+        cause,
+    };
+    let oidc: CoreJsonWebKeySet = serde_json::from_slice(&body).map_err(invalid)?;
+    let raw: serde_json::Value = serde_json::from_slice(&body).map_err(invalid)?;
     // Keys of kinds jsonwebtoken does not know are skipped, not fatal.
     let jwt = raw
         .get("keys")
@@ -266,7 +276,7 @@ mod tests {
         drop(listener);
         let oidc = provider(&format!("http://{address}"), None).await;
         let refused = oidc.verify_bearer(&sign(&claims(), "k1", PEM)).await;
-        assert!(refused.is_err_and(|reason| reason.contains("unavailable")));
+        assert!(refused.is_err_and(|reason| reason.to_string().contains("unavailable")));
         assert!(matches!(oidc.login().await, Err(OidcError::Unavailable(_))));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use openidconnect::{AsyncHttpClient, HttpRequest, HttpResponse};
 use url::Url;
 
+use super::ProviderError;
 use crate::error::{Error, Result};
 
 /// Largest discovery document, key set or token response read from the provider.
@@ -18,8 +19,9 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// openidconnect's HTTP client trait over the project's reqwest.
 pub(super) struct Http(reqwest::Client);
 
+/// Why a request to the provider failed below the level of what it answered.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum HttpError {
+pub enum HttpError {
     #[error("{0}")]
     Request(#[from] reqwest::Error),
     #[error("{0}")]
@@ -41,20 +43,29 @@ impl Http {
     }
 
     /// GETs a JSON document; any status but 200 is an error.
-    pub(super) async fn get(&self, url: &Url) -> Result<Vec<u8>, String> {
+    pub(super) async fn get(&self, url: &Url) -> Result<Vec<u8>, ProviderError> {
         let response = self
             .0
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| format!("cannot fetch {url}: {e}"))?;
+            .map_err(|cause| ProviderError::Unreachable {
+                url: url.clone(),
+                cause,
+            })?;
         if response.status() != reqwest::StatusCode::OK {
-            return Err(format!("{url} answered {}", response.status()));
+            return Err(ProviderError::Status {
+                url: url.clone(),
+                status: response.status(),
+            });
         }
         read_capped(response)
             .await
-            .map_err(|e| format!("cannot read {url}: {e}"))
+            .map_err(|cause| ProviderError::Unreadable {
+                url: url.clone(),
+                cause,
+            })
     }
 }
 

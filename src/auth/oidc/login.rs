@@ -89,7 +89,8 @@ impl OidcProvider {
         self.verify_id_token(&found, id_token, &Nonce::new(pending.nonce))
             .await?;
         // Verified above; read again as plain JSON for the claims the checks below name.
-        let claims = payload_claims(&id_token.to_string()).map_err(OidcError::Unverified)?;
+        let claims = payload_claims(&id_token.to_string())
+            .map_err(|unreadable| OidcError::Unverified(unreadable.to_string()))?;
         authorized_party(&claims, &self.client_id).map_err(OidcError::Refused)?;
         identity(&claims, &self.identity_claim).map_err(OidcError::Refused)
     }
@@ -142,10 +143,7 @@ impl OidcProvider {
                     SignatureVerificationError::NoMatchingKey,
                 )) if !refetched => {
                     refetched = true;
-                    keys = self
-                        .refresh_keys(found)
-                        .await
-                        .map_err(OidcError::Unavailable)?;
+                    keys = self.refresh_keys(found).await?;
                 }
                 Err(e) => {
                     return Err(OidcError::Unverified(format!(
@@ -197,17 +195,23 @@ impl OidcProvider {
     }
 }
 
+/// Why the claims of an ID token that verified cannot be read again as JSON.
+#[derive(Debug, thiserror::Error)]
+enum UnreadableIdToken {
+    #[error("the ID token is not a JWT")]
+    NotAJwt,
+    #[error("the ID token's claims cannot be read")]
+    Claims,
+}
+
 /// The claims of a JWT whose signature has been verified already.
-fn payload_claims(jwt: &str) -> Result<Claims, String> {
+fn payload_claims(jwt: &str) -> Result<Claims, UnreadableIdToken> {
     use base64::Engine;
-    let payload = jwt
-        .split('.')
-        .nth(1)
-        .ok_or_else(|| "the ID token is not a JWT".to_owned())?;
+    let payload = jwt.split('.').nth(1).ok_or(UnreadableIdToken::NotAJwt)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|_| "the ID token's claims cannot be read".to_owned())?;
-    serde_json::from_slice(&bytes).map_err(|_| "the ID token's claims cannot be read".to_owned())
+        .map_err(|_| UnreadableIdToken::Claims)?;
+    serde_json::from_slice(&bytes).map_err(|_| UnreadableIdToken::Claims)
 }
 
 fn asymmetric_oidc(alg: &CoreJwsSigningAlgorithm) -> bool {

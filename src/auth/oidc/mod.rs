@@ -22,11 +22,13 @@
 //!
 //! The parts: [`discovery`] (the provider's metadata and key set, fetched and refreshed),
 //! [`login`] (the console's authorization-code flow), [`bearer`] (JWTs sent to the API),
-//! [`claims`] (whom a verified token names) and [`http`] (the bounded HTTP client under all).
+//! [`claims`] (whom a verified token names), [`http`] (the bounded HTTP client under all) and
+//! [`error`] (why none of it vouched for anyone).
 
 mod bearer;
 mod claims;
 mod discovery;
+mod error;
 mod http;
 mod login;
 #[cfg(test)]
@@ -42,31 +44,14 @@ use url::Url;
 use crate::config::OidcSettings;
 use crate::error::{Error, Result};
 
+pub use error::{OidcError, ProviderError, TokenRefusal};
+pub use http::HttpError;
 pub use login::{LoginRedirect, PendingLogin};
 
 /// How long a started sign-in may take before its callback is refused.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY_SECS: u64 = 60;
-
-/// Why a sign-in could not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum OidcError {
-    /// The provider could not be reached or answered nonsense; nothing the user did wrong.
-    #[error("the identity provider is unavailable: {0}")]
-    Unavailable(String),
-    /// The `state` is unknown, expired or was already used.
-    #[error("this sign-in has expired or was already used; start again")]
-    UnknownState,
-    /// The code could not be exchanged, or the ID token failed a check: nobody is vouched for
-    /// (anyone can send a made-up code), so this is logged and counted, never audited.
-    #[error("{0}")]
-    Unverified(String),
-    /// The provider vouched for someone (a verified ID token) whom killswitch does not accept:
-    /// no verified e-mail, no identity claim, issued to another party.
-    #[error("{0}")]
-    Refused(String),
-}
 
 /// The configured OpenID provider.
 pub struct OidcProvider {
