@@ -25,6 +25,7 @@ use crate::http::{self, AppState};
 use crate::remediation::{RemediationSettings, Remediator};
 use crate::secrets::SecretCipher;
 use crate::store::{self, Store, StoreOptions};
+use crate::time::{Clock, SystemClock};
 
 /// The parts every command that writes needs: a migrated store and the audit key; and, when the
 /// remediation app is configured, the engine that talks to Graph.
@@ -37,12 +38,19 @@ pub struct Services {
     pub intake: Arc<Intake>,
     /// Seals secrets at rest and state that leaves the server (the sign-in cookie).
     pub cipher: Arc<SecretCipher>,
+    /// Where the services read the time (the system clock unless a test moves its own).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Services {
     /// Loads (or on first start creates) the signing key, opens and migrates the database, and
     /// registers the key's public half in the system chain.
     pub async fn open(settings: &Settings) -> Result<Services> {
+        Services::open_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`open`](Self::open), with the services reading the time from `clock`.
+    pub async fn open_with_clock(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Services> {
         crate::files::secure_data_dir(&settings.data_dir)?;
         let audit_key = load_audit_key(settings)?;
         let store = open_store(settings, &audit_key).await?;
@@ -58,7 +66,7 @@ impl Services {
         let graph = graph_client(settings)?;
         let remediator = graph
             .clone()
-            .map(|graph| remediator(settings, &store, graph));
+            .map(|graph| remediator(settings, &store, graph, &clock));
         let intake = intake(settings, &store, &cipher, remediator.clone());
         let onboarding = onboarding(settings, &store, &cipher, graph);
         Ok(Services {
@@ -69,6 +77,7 @@ impl Services {
             onboarding,
             intake,
             cipher,
+            clock,
         })
     }
 }
@@ -132,13 +141,14 @@ fn remediator(
     settings: &Settings,
     store: &Arc<dyn Store>,
     graph: Arc<GraphClient>,
+    clock: &Arc<dyn Clock>,
 ) -> Arc<Remediator> {
     let remediation = RemediationSettings {
         deadline: settings.graph.deadline,
         give_up_after: settings.remediation.reconcile_give_up,
         ..RemediationSettings::default()
     };
-    Arc::new(Remediator::new(store.clone(), graph, remediation))
+    Arc::new(Remediator::new(store.clone(), graph, remediation).with_clock(clock.clone()))
 }
 
 fn intake(

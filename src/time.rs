@@ -74,6 +74,51 @@ impl<'de> serde::Deserialize<'de> for Timestamp {
     }
 }
 
+/// Where the service reads the time. The system clock in production; tests move a
+/// [`ManualClock`] instead of sleeping until a lease or a deadline has passed.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that stands still until it is moved; clones share one time.
+#[derive(Debug, Clone)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<Timestamp>>);
+
+impl ManualClock {
+    /// A clock showing the system's time now.
+    pub fn starting_now() -> ManualClock {
+        ManualClock(std::sync::Arc::new(std::sync::Mutex::new(Timestamp::now())))
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: std::time::Duration) {
+        let mut now = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *now = now.after(by);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +145,19 @@ mod tests {
         assert!(text.ends_with('Z'), "{text}");
         assert_eq!(text.len(), "2026-11-27T14:42:33.123456Z".len(), "{text}");
         assert_eq!(text.parse::<Timestamp>(), Ok(t));
+    }
+
+    #[test]
+    fn a_manual_clock_stands_still_until_moved_and_its_clones_share_the_time() {
+        let clock = ManualClock::starting_now();
+        let shared = clock.clone();
+        let before = clock.now();
+        assert_eq!(clock.now(), before);
+        shared.advance(std::time::Duration::from_millis(1100));
+        assert_eq!(
+            clock.now(),
+            before.after(std::time::Duration::from_millis(1100))
+        );
     }
 
     #[test]

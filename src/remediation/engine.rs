@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, GraphUser};
 use crate::store::Store;
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock, Timestamp};
 
 #[derive(Debug, Clone)]
 pub struct RemediationSettings {
@@ -102,6 +102,8 @@ pub struct Remediator {
     store: Arc<dyn Store>,
     graph: Arc<GraphClient>,
     settings: RemediationSettings,
+    /// Stamps requests, sets leases and decides when one has run out.
+    clock: Arc<dyn Clock>,
 }
 
 const PRIVILEGED_HINT: &str = "Entra refused to change this account: it holds an administrator role. \
@@ -127,7 +129,13 @@ impl Remediator {
             store,
             graph,
             settings,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same engine reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Remediator {
+        Remediator { clock, ..self }
     }
 
     pub fn graph(&self) -> &GraphClient {
@@ -185,7 +193,7 @@ impl Remediator {
             && request
                 .revoke_sessions
                 .unwrap_or(customer.policy.revoke_sessions);
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let new = NewAction {
             id: Uuid::new_v4(),
             customer: request.customer.clone(),
@@ -264,7 +272,7 @@ impl Remediator {
         new: &NewAction,
         received: Option<std::time::Instant>,
     ) -> Finish {
-        let mut attempt = Attempt::start(customer, new, &self.settings);
+        let mut attempt = Attempt::start(customer, new, &self.settings, self.clock.now());
         let ended = match self.steps(&mut attempt, customer, received).await {
             Ok(ended) | Err(ended) => ended,
         };
@@ -434,7 +442,7 @@ impl Remediator {
     /// Finishes every action whose owner stopped before recording an outcome, from what Entra
     /// says about the account now. Returns how many were reconciled.
     pub async fn reconcile(&self) -> Result<usize> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let mut reconciled = 0;
         for record in self.store.stale_actions(now).await? {
             if !self
@@ -471,7 +479,7 @@ impl Remediator {
     /// The failed outcome of an action that could not be reconciled for
     /// [`give_up_after`](RemediationSettings::give_up_after), or `None` while there is time.
     fn given_up(&self, record: &ActionRecord, error: &Error) -> Option<Finish> {
-        let mut finish = interrupted(record);
+        let mut finish = interrupted(record, self.clock.now());
         let waited = Duration::from_millis(finish.duration_ms);
         if waited < self.settings.give_up_after {
             return None;
@@ -484,7 +492,7 @@ impl Remediator {
     }
 
     async fn reconcile_one(&self, record: &ActionRecord) -> Result<Option<Finish>> {
-        let mut finish = interrupted(record);
+        let mut finish = interrupted(record, self.clock.now());
         let desired = record.operation.target_enabled();
         let customer_slug = finish.customer.clone();
         let Some(customer) = self.store.customer(&customer_slug).await? else {
@@ -553,11 +561,16 @@ struct Ended(Outcome, String);
 type Step<T> = std::result::Result<T, Ended>;
 
 impl<'a> Attempt<'a> {
-    fn start(customer: &Customer, new: &'a NewAction, settings: &RemediationSettings) -> Self {
+    fn start(
+        customer: &Customer,
+        new: &'a NewAction,
+        settings: &RemediationSettings,
+        now: Timestamp,
+    ) -> Self {
         let started = Instant::now();
         // Graph is done with before the lease ends, however long admission took: after it,
         // another process may reconcile the action and record its outcome.
-        let lease_left = (new.lease_until.as_datetime() - chrono::Utc::now())
+        let lease_left = (new.lease_until.as_datetime() - now.as_datetime())
             .to_std()
             .unwrap_or_default()
             .saturating_sub(settings.lease_margin);
@@ -626,8 +639,8 @@ fn before_change(attempt: &mut Attempt<'_>, customer: &Customer, user: &GraphUse
 
 /// A failed outcome for an interrupted action, to be filled in by what reconciliation learns;
 /// its duration runs from the request to now.
-fn interrupted(record: &ActionRecord) -> Finish {
-    let waited = chrono::Utc::now() - record.created_at.as_datetime();
+fn interrupted(record: &ActionRecord, now: Timestamp) -> Finish {
+    let waited = now.as_datetime() - record.created_at.as_datetime();
     Finish {
         id: record.id,
         customer: record.customer.clone(),

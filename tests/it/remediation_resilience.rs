@@ -116,7 +116,7 @@ async fn a_crash_before_the_graph_write_is_reconciled_as_failed_after_restart() 
     let rig = Rig::new(Duration::from_secs(1)).await;
     let id = crash_during(&rig, Endpoint::GetUser).await;
     rig.fake.release_hung();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.clock.advance(Duration::from_millis(1100));
 
     let restarted = rig.restart();
     assert_eq!(restarted.reconcile().await.unwrap(), 1);
@@ -155,7 +155,7 @@ async fn a_crash_after_the_graph_write_is_reconciled_as_succeeded_after_restart(
         !rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.clock.advance(Duration::from_millis(1100));
 
     let restarted = rig.restart();
     assert_eq!(restarted.reconcile().await.unwrap(), 1);
@@ -337,7 +337,7 @@ async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation
     // Entra stops answering for the tenant (consent withdrawn, tenant gone, an outage).
     rig.fake
         .fail_always(Endpoint::GetUser, Some(Fault::Status(403)));
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.clock.advance(Duration::from_millis(1100));
 
     // Within the give-up time the action waits for the next round.
     assert_eq!(rig.restart().reconcile().await.unwrap(), 0);
@@ -346,16 +346,12 @@ async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation
         ActionState::Requested
     );
     // That round held the action for one lease.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.clock.advance(Duration::from_millis(1100));
 
-    let giving_up = std::sync::Arc::new(killswitch::remediation::Remediator::new(
-        rig.store.clone(),
-        std::sync::Arc::new(entra::graph_client(&rig.fake, entra::secret())),
-        killswitch::remediation::RemediationSettings {
-            give_up_after: Duration::ZERO,
-            ..rig.settings.clone()
-        },
-    ));
+    let giving_up = rig.restart_with(killswitch::remediation::RemediationSettings {
+        give_up_after: Duration::ZERO,
+        ..rig.settings.clone()
+    });
     assert_eq!(giving_up.reconcile().await.unwrap(), 1);
     assert_eq!(giving_up.reconcile().await.unwrap(), 0, "ended once only");
     let record = rig.store.action(id).await.unwrap().unwrap();
@@ -421,7 +417,7 @@ async fn when_the_outcome_cannot_be_written_the_caller_hears_requested_and_recon
     assert!(!rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
 
     audit_up(&rig).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    rig.clock.advance(Duration::from_millis(1100));
     assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
     let id = &executed.record().id;
     assert_eq!(

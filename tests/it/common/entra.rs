@@ -14,6 +14,7 @@ use killswitch::domain::{CustomerSlug, TenantId};
 use killswitch::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
 use killswitch::remediation::{ActionRequest, RemediationSettings, Remediator};
 use killswitch::store::Store;
+use killswitch::time::ManualClock;
 use uuid::Uuid;
 
 use super::{TestApp, TestDb};
@@ -150,6 +151,8 @@ pub struct Rig {
     pub key: Arc<AuditKey>,
     pub remediator: Arc<Remediator>,
     pub settings: RemediationSettings,
+    /// The engines' clock: tests move it instead of sleeping.
+    pub clock: ManualClock,
 }
 
 impl Rig {
@@ -164,11 +167,15 @@ impl Rig {
             lease_margin: Duration::ZERO,
             ..RemediationSettings::default()
         };
-        let remediator = Arc::new(Remediator::new(
-            store.clone(),
-            Arc::new(graph_client(&fake, secret())),
-            settings.clone(),
-        ));
+        let clock = ManualClock::starting_now();
+        let remediator = Arc::new(
+            Remediator::new(
+                store.clone(),
+                Arc::new(graph_client(&fake, secret())),
+                settings.clone(),
+            )
+            .with_clock(Arc::new(clock.clone())),
+        );
         let rig = Rig {
             fake,
             db,
@@ -176,6 +183,7 @@ impl Rig {
             key,
             remediator,
             settings,
+            clock,
         };
         rig.add_customer("contoso", CONTOSO, Policy::default())
             .await;
@@ -184,11 +192,19 @@ impl Rig {
 
     /// A second engine on the same store and fake, as a restarted process would build it.
     pub fn restart(&self) -> Arc<Remediator> {
-        Arc::new(Remediator::new(
-            self.store.clone(),
-            Arc::new(graph_client(&self.fake, secret())),
-            self.settings.clone(),
-        ))
+        self.restart_with(self.settings.clone())
+    }
+
+    /// [`restart`](Self::restart) with other settings.
+    pub fn restart_with(&self, settings: RemediationSettings) -> Arc<Remediator> {
+        Arc::new(
+            Remediator::new(
+                self.store.clone(),
+                Arc::new(graph_client(&self.fake, secret())),
+                settings,
+            )
+            .with_clock(Arc::new(self.clock.clone())),
+        )
     }
 
     pub async fn add_customer(&self, slug: &str, tenant: Uuid, policy: Policy) {
