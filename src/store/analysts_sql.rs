@@ -1,15 +1,16 @@
 //! Analyst writes, once for both backends; each appends its audit entry to the `system` chain
 //! in the same transaction.
 
-use super::SessionRecord;
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
 use super::domain_sql::ChainTx;
+use super::engine::{Conn, Engine, Row};
+use super::{DELETE_SESSION, INSERT_SESSION, SELECT_SESSION, SessionRecord};
 use crate::audit::append::Sealer;
 use crate::audit::event::{Actor, AuditEvent, RequestContext};
-use crate::auth::analysts::{AnalystRecord, AnalystStatus};
+use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord, AnalystStatus};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -293,4 +294,147 @@ where
         locked_until,
         newly_locked,
     })
+}
+
+#[async_trait]
+impl<E> AnalystStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<&'t str>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<String>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> i64: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> bool: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (i64,): FromRow<'r, Row<E>>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> AnalystRecord: FromRow<'r, Row<E>>,
+    for<'r> SessionRecord: FromRow<'r, Row<E>>,
+    for<'r> (i64, Option<String>): FromRow<'r, Row<E>>,
+{
+    async fn add_analyst(&self, record: &AnalystRecord, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (record, actor) = (record.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move { add::<E::Db>(conn, &sealer, &record, &actor).await })
+        })
+        .await
+    }
+
+    async fn update_analyst(
+        &self,
+        id: uuid::Uuid,
+        change: &AnalystChange,
+        actor: &Actor,
+    ) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (change, actor) = (change.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move { update::<E::Db>(conn, &sealer, id, &change, &actor).await })
+        })
+        .await
+    }
+
+    async fn analyst(&self, id: uuid::Uuid) -> Result<Option<AnalystRecord>> {
+        analyst_where::<E::Db>(self.pool(), "id", &id.to_string()).await
+    }
+
+    async fn analyst_by_email(&self, email: &str) -> Result<Option<AnalystRecord>> {
+        analyst_where::<E::Db>(self.pool(), "email", email).await
+    }
+
+    async fn analyst_by_token(&self, token_hash: &str) -> Result<Option<AnalystRecord>> {
+        analyst_where::<E::Db>(self.pool(), "token_hash", token_hash).await
+    }
+
+    async fn analysts(&self) -> Result<Vec<AnalystRecord>> {
+        let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts ORDER BY email");
+        Ok(
+            sqlx::query_as::<E::Db, AnalystRecord>(sqlx::AssertSqlSafe(sql))
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    async fn create_session(&self, session: &SessionRecord) -> Result<()> {
+        let session = session.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(INSERT_SESSION)
+                    .bind(session.id_hash)
+                    .bind(session.analyst_id)
+                    .bind(session.csrf_token)
+                    .bind(session.created_at)
+                    .bind(session.expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<SessionRecord>> {
+        Ok(sqlx::query_as::<E::Db, SessionRecord>(SELECT_SESSION)
+            .bind(id_hash)
+            .bind(now.to_string())
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id_hash = id_hash.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(DELETE_SESSION)
+                    .bind(id_hash)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
+        self.write(move |conn| {
+            Box::pin(async move { consume_step::<E::Db>(conn, id, step, now).await })
+        })
+        .await
+    }
+
+    async fn record_otp_failure(&self, failure: &OtpFailureRecord) -> Result<OtpFailureCount> {
+        let sealer = self.sealer()?;
+        let failure = failure.clone();
+        self.write(move |conn| {
+            Box::pin(async move { otp_failed::<E::Db>(conn, &sealer, &failure).await })
+        })
+        .await
+    }
+}
+
+/// The analyst whose unique `column` (id, email or token_hash) equals `value`.
+async fn analyst_where<DB>(
+    pool: &Pool<DB>,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<AnalystRecord>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> AnalystRecord: FromRow<'r, DB::Row>,
+{
+    let sql = format!("SELECT {ANALYST_COLUMNS} FROM analysts WHERE {column} = $1");
+    Ok(
+        sqlx::query_as::<DB, AnalystRecord>(sqlx::AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(pool)
+            .await?,
+    )
 }

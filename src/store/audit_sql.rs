@@ -9,11 +9,15 @@ use crate::domain::ChainId;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+use futures::{StreamExt, TryStreamExt};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+
+use super::domain_sql::ChainTx;
+use super::engine::{Conn, Engine, Row};
 
 use crate::audit::append::AppendPlan;
 use crate::audit::records::CheckpointRecord;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The audit log: appends, checkpoints, signing keys and the reads that verify and export chains.
 #[async_trait]
@@ -74,7 +78,7 @@ pub const CHAIN_NAMES: &str = "SELECT chain FROM audit_heads \
      UNION SELECT DISTINCT chain FROM audit_entries \
      UNION SELECT DISTINCT chain FROM audit_checkpoints ORDER BY 1";
 pub const INSERT_SIGNING_KEY: &str = "INSERT INTO audit_signing_keys (key_id, public_key, registered_at) \
-     VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING";
+     VALUES ($1, $2, $3) ON CONFLICT (key_id) DO NOTHING RETURNING key_id";
 pub const SELECT_SIGNING_KEYS: &str =
     "SELECT key_id, public_key FROM audit_signing_keys ORDER BY registered_at";
 
@@ -136,4 +140,147 @@ where
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[async_trait]
+impl<E> AuditStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> i64: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<i64>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (Option<i64>,): FromRow<'r, Row<E>>,
+    for<'r> (Option<i64>, Option<i64>): FromRow<'r, Row<E>>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> (String, String): FromRow<'r, Row<E>>,
+    for<'r> HeadRecord: FromRow<'r, Row<E>>,
+    for<'r> EntryRecord: FromRow<'r, Row<E>>,
+    for<'r> CheckpointRecord: FromRow<'r, Row<E>>,
+{
+    async fn append(&self, chain: &ChainId, actor: &Actor, event: &AuditEvent) -> Result<Appended> {
+        Engine::append(self, chain, actor, event).await
+    }
+
+    async fn checkpoint(&self, chain: &ChainId) -> Result<Option<CheckpointRecord>> {
+        let sealer = self.sealer()?;
+        let chain = chain.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                conn.lock_chain(&chain).await?;
+                let head = sqlx::query_as::<E::Db, HeadRecord>(SELECT_HEAD)
+                    .bind(chain.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let (last,) = sqlx::query_as::<E::Db, (Option<i64>,)>(LAST_CHECKPOINT_SEQ)
+                    .bind(chain.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let checkpoint = sealer.checkpoint_head(&chain, head.as_ref(), last)?;
+                if let Some(cp) = &checkpoint {
+                    write_checkpoint::<E::Db>(conn, cp).await?;
+                }
+                Ok(checkpoint)
+            })
+        })
+        .await
+    }
+
+    async fn register_signing_key(&self, key: &PublicKey) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let key = key.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let inserted = sqlx::query_as::<E::Db, (String,)>(INSERT_SIGNING_KEY)
+                    .bind(key.key_id.as_str())
+                    .bind(key.to_base64())
+                    .bind(Timestamp::now().to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some();
+                if inserted {
+                    let event = AuditEvent::SigningKeyRegistered {
+                        key_id: key.key_id.to_string(),
+                        public_key: key.to_base64(),
+                    };
+                    conn.append(&sealer, &ChainId::System, &Actor::Service, &event)
+                        .await?;
+                }
+                Ok(inserted)
+            })
+        })
+        .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<PublicKey>> {
+        let rows = sqlx::query_as::<E::Db, (String, String)>(SELECT_SIGNING_KEYS)
+            .fetch_all(self.pool())
+            .await?;
+        super::parse_signing_keys(rows)
+    }
+
+    async fn chain_names(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query_as::<E::Db, (String,)>(CHAIN_NAMES)
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
+    async fn head(&self, chain: &str) -> Result<Option<HeadRecord>> {
+        Ok(sqlx::query_as::<E::Db, HeadRecord>(SELECT_HEAD)
+            .bind(chain)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn checkpoints(&self, chain: &str) -> Result<Vec<CheckpointRecord>> {
+        Ok(
+            sqlx::query_as::<E::Db, CheckpointRecord>(SELECT_CHECKPOINTS)
+                .bind(chain)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+
+    fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>> {
+        sqlx::query_as::<E::Db, EntryRecord>(SELECT_ENTRIES)
+            .bind(chain)
+            .fetch(self.pool())
+            .map_err(Error::from)
+            .boxed()
+    }
+
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>> {
+        sqlx::query_as::<E::Db, EntryRecord>(SELECT_ENTRY_RANGE)
+            .bind(chain)
+            .bind(first)
+            .bind(last)
+            .fetch(self.pool())
+            .map_err(Error::from)
+            .boxed()
+    }
+
+    async fn seq_window(
+        &self,
+        chain: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Option<(i64, i64)>> {
+        let (first, last) = sqlx::query_as::<E::Db, (Option<i64>, Option<i64>)>(SEQ_WINDOW)
+            .bind(chain)
+            .bind(from.to_string())
+            .bind(to.to_string())
+            .fetch_one(self.pool())
+            .await?;
+        Ok(first.zip(last))
+    }
 }

@@ -1,17 +1,17 @@
 //! Detection writes, once for both backends, each audited in the customer's chain in the same
 //! transaction.
 
-use crate::falcon::records::DetectionFilter;
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::ChainTx;
+use super::engine::{Conn, Engine, Row};
 use crate::audit::append::Sealer;
 use crate::audit::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
-use crate::falcon::records::{DetectionRecord, DetectionState};
+use crate::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
 use crate::remediation::action::NewAction;
 use crate::time::Timestamp;
 
@@ -269,3 +269,97 @@ where
 
 pub const SET_TARGET: &str =
     "UPDATE detections SET target_id = $2, target_upn = $3, pending_reason = $4 WHERE id = $1";
+
+#[async_trait]
+impl<E> DetectionStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<&'t str>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<String>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> i64: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (i64,): FromRow<'r, Row<E>>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> DetectionRow: FromRow<'r, Row<E>>,
+{
+    async fn record_detection(
+        &self,
+        detection: &DetectionRecord,
+        actor: &Actor,
+    ) -> Result<(DetectionRecord, bool)> {
+        Engine::record_detection(self, detection, actor).await
+    }
+
+    async fn set_detection_target(
+        &self,
+        id: uuid::Uuid,
+        target_id: Option<&str>,
+        target_upn: Option<&str>,
+        pending_reason: Option<&str>,
+    ) -> Result<()> {
+        let values = (
+            id.to_string(),
+            target_id.map(str::to_owned),
+            target_upn.map(str::to_owned),
+            pending_reason.map(str::to_owned),
+        );
+        self.write_statement(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(SET_TARGET)
+                    .bind(values.0)
+                    .bind(values.1)
+                    .bind(values.2)
+                    .bind(values.3)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn decide_detection(&self, decision: &Decision) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let decision = decision.clone();
+        self.write(move |conn| {
+            Box::pin(async move { decide::<E::Db>(conn, &sealer, &decision).await })
+        })
+        .await
+    }
+
+    async fn detection(&self, id: uuid::Uuid) -> Result<Option<DetectionRecord>> {
+        let sql = format!("SELECT {DETECTION_COLUMNS} FROM detections WHERE id = $1");
+        sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .map(DetectionRecord::try_from)
+            .transpose()
+    }
+
+    async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
+        let mut query = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(filter.sql()));
+        for value in filter.binds() {
+            query = query.bind(value);
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(DetectionRecord::try_from).collect()
+    }
+
+    async fn pending_detections(&self) -> Result<i64> {
+        let (count,) = sqlx::query_as::<E::Db, (i64,)>(
+            "SELECT COUNT(*) FROM detections WHERE state = 'pending'",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(count)
+    }
+}

@@ -9,7 +9,9 @@ use super::ActionFilter;
 use crate::domain::CustomerSlug;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+
+use super::engine::{Conn, Engine, Row};
 
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::event::{Actor, AuditEvent, Outcome};
@@ -85,6 +87,163 @@ pub trait CustomerStore: Send + Sync {
     ) -> Result<()>;
 }
 
+#[async_trait]
+impl<E> CustomerStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> CustomerRecord: FromRow<'r, Row<E>>,
+{
+    async fn add_customer(&self, customer: &Customer, actor: &Actor) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (customer, actor) = (customer.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move { add_customer::<E::Db>(conn, &sealer, &customer, &actor).await })
+        })
+        .await
+    }
+
+    async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
+        let row = sqlx::query_as::<E::Db, CustomerRecord>(SELECT_CUSTOMER)
+            .bind(slug.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(CustomerRecord::parse).transpose()
+    }
+
+    async fn customers(&self) -> Result<Vec<Customer>> {
+        let rows = sqlx::query_as::<E::Db, CustomerRecord>(SELECT_CUSTOMERS)
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(CustomerRecord::parse).collect()
+    }
+
+    async fn update_policy(
+        &self,
+        customer: &Customer,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<()> {
+        let sealer = self.sealer()?;
+        let (customer, policy, actor) = (customer.clone(), policy.clone(), actor.clone());
+        self.write(move |conn| {
+            Box::pin(async move {
+                update_policy::<E::Db>(conn, &sealer, &customer, &policy, &actor).await
+            })
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl<E> ActionStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<&'t str>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<String>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> i64: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<i64>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> bool: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (i64,): FromRow<'r, Row<E>>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> ActionRow: FromRow<'r, Row<E>>,
+{
+    async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
+        let sealer = self.sealer()?;
+        let action = action.clone();
+        self.write(move |conn| {
+            Box::pin(async move { admit::<E::Db>(conn, &sealer, &action, guard).await })
+        })
+        .await
+    }
+
+    async fn finish_action(&self, finish: &Finish) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let finish = finish.clone();
+        // A superseded finish fails its transaction, taking the appended entry with it.
+        let done = self
+            .write(move |conn| {
+                Box::pin(async move { self::finish::<E::Db>(conn, &sealer, &finish).await })
+            })
+            .await;
+        super::superseded_is_false(done)
+    }
+
+    async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
+        sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(select_action_sql()))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?
+            .map(ActionRecord::try_from)
+            .transpose()
+    }
+
+    async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
+        let mut query = sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(filter.sql()));
+        for value in filter.binds() {
+            query = query.bind(value);
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(ActionRecord::try_from).collect()
+    }
+
+    async fn action_by_key(
+        &self,
+        customer: &CustomerSlug,
+        key: &str,
+    ) -> Result<Option<ActionRecord>> {
+        let sql = format!(
+            "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
+        );
+        sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(sql))
+            .bind(customer.as_str())
+            .bind(key)
+            .fetch_optional(self.pool())
+            .await?
+            .map(ActionRecord::try_from)
+            .transpose()
+    }
+
+    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
+        let rows = sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(stale_actions_sql()))
+            .bind(now.to_string())
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(ActionRecord::try_from).collect()
+    }
+
+    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
+        let (id, old) = (action.id.to_string(), action.lease_until.to_string());
+        self.write_statement(move |conn| {
+            Box::pin(async move {
+                let claimed = sqlx::query_as::<E::Db, (String,)>(CLAIM_ACTION)
+                    .bind(id)
+                    .bind(old)
+                    .bind(lease_until.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(claimed.is_some())
+            })
+        })
+        .await
+    }
+}
+
 /// A customer row.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CustomerRecord {
@@ -144,7 +303,8 @@ pub fn stale_actions_sql() -> String {
     )
 }
 
-pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL";
+pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 \
+     WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL RETURNING id";
 
 pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy, created_at, connection_ready, \
      connection_detail, connection_checked_at, connection_ok_at FROM customers WHERE slug = $1";

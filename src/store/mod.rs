@@ -7,9 +7,9 @@ pub mod audit_sql;
 mod detection_rows;
 pub mod detections_sql;
 pub mod domain_sql;
+mod engine;
 pub mod onboarding_sql;
 pub mod postgres;
-mod reads;
 pub mod sqlite;
 mod sqlite_writer;
 
@@ -27,6 +27,7 @@ pub use audit_sql::AuditStore;
 pub use detection_rows::DETECTION_COLUMNS;
 pub use detections_sql::DetectionStore;
 pub use domain_sql::{ActionStore, CustomerStore};
+pub use engine::Engine;
 pub use onboarding_sql::OnboardingStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +255,18 @@ fn describe(error: &sqlx::Error) -> String {
         sqlx::Error::Database(db) => db.message().to_owned(),
         other => other.to_string(),
     }
+}
+
+/// A cheap round trip, for `/readyz`. A plain execute: PostgreSQL's `1` is an INT4, which a
+/// typed fetch would have to match.
+async fn ping<DB>(pool: &sqlx::Pool<DB>) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    sqlx::query::<DB>("SELECT 1").execute(pool).await?;
+    Ok(())
 }
 
 fn sealer(options: &StoreOptions) -> Result<Arc<Sealer>> {

@@ -1,13 +1,14 @@
 //! Onboarding writes, once for both backends: consent states, connection checks, webhook
 //! secrets.
 
-use crate::customers::Customer;
 use async_trait::async_trait;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::domain_sql::ChainTx;
+use super::engine::{Conn, Engine, Row};
 use crate::audit::append::Sealer;
 use crate::audit::event::{Actor, AuditEvent};
+use crate::customers::Customer;
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::Result;
 use crate::time::Timestamp;
@@ -252,4 +253,160 @@ where
     conn.append(sealer, &ChainId::System, &r.actor, &event)
         .await?;
     Ok((counts[0], counts[1]))
+}
+
+#[async_trait]
+impl<E> OnboardingStore for E
+where
+    E: Engine,
+    Conn<E>: ChainTx,
+    for<'c> &'c mut Conn<E>: Executor<'c, Database = E::Db>,
+    for<'c> &'c Pool<E::Db>: Executor<'c, Database = E::Db>,
+    <E::Db as Database>::Arguments: IntoArguments<E::Db>,
+    for<'t> &'t str: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<&'t str>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> String: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> Option<String>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> bool: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> (String, String): FromRow<'r, Row<E>>,
+    for<'r> CustomerSecretRow: FromRow<'r, Row<E>>,
+    for<'r> WebhookSecretRecord: FromRow<'r, Row<E>>,
+{
+    async fn create_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        expires: Timestamp,
+    ) -> Result<()> {
+        let (nonce, customer) = (nonce.to_owned(), customer.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(INSERT_CONSENT_STATE)
+                    .bind(nonce)
+                    .bind(customer)
+                    .bind(Timestamp::now().to_string())
+                    .bind(expires.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn use_consent_state(
+        &self,
+        nonce: &str,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let (nonce, customer) = (nonce.to_owned(), customer.to_string());
+        self.write(move |conn| {
+            Box::pin(async move {
+                let used = sqlx::query_as::<E::Db, (String,)>(USE_CONSENT_STATE)
+                    .bind(nonce)
+                    .bind(customer)
+                    .bind(now.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(used.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn record_connection_check(
+        &self,
+        customer: &CustomerSlug,
+        ready: bool,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (customer, detail) = (customer.to_string(), detail.to_owned());
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(RECORD_CONNECTION)
+                    .bind(customer)
+                    .bind(ready)
+                    .bind(detail)
+                    .bind(now.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn add_webhook_secret(&self, new: &NewWebhookSecret) -> Result<bool> {
+        let sealer = self.sealer()?;
+        let new = new.clone();
+        self.write(move |conn| {
+            Box::pin(async move { add_webhook_secret::<E::Db>(conn, &sealer, &new).await })
+        })
+        .await
+    }
+
+    async fn reseal(&self, reseal: &Reseal) -> Result<(u64, u64)> {
+        let sealer = self.sealer()?;
+        let reseal = reseal.clone();
+        self.write(move |conn| {
+            Box::pin(async move { self::reseal::<E::Db>(conn, &sealer, &reseal).await })
+        })
+        .await
+    }
+
+    async fn customer_with_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>> {
+        let rows = sqlx::query_as::<E::Db, CustomerSecretRow>(CUSTOMER_WITH_SECRETS)
+            .bind(customer.as_str())
+            .bind(now.to_string())
+            .fetch_all(self.pool())
+            .await?;
+        Ok(customer_and_secrets(rows)?)
+    }
+
+    async fn webhook_secrets(
+        &self,
+        customer: &CustomerSlug,
+        now: Timestamp,
+    ) -> Result<Vec<WebhookSecretRecord>> {
+        Ok(
+            sqlx::query_as::<E::Db, WebhookSecretRecord>(VALID_WEBHOOK_SECRETS)
+                .bind(customer.as_str())
+                .bind(now.to_string())
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
+}
+
+/// The customer and its valid secrets from the rows of one joined read (a customer without
+/// valid secrets comes as one row without a secret).
+fn customer_and_secrets(
+    rows: Vec<CustomerSecretRow>,
+) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>> {
+    let mut secrets = Vec::with_capacity(rows.len());
+    let mut found = None;
+    for row in rows {
+        if let (Some(id), Some(secret), Some(created_at)) =
+            (row.secret_id, row.secret, row.secret_created_at)
+        {
+            secrets.push(WebhookSecretRecord {
+                id,
+                customer: row.customer.slug.clone(),
+                secret,
+                created_at,
+                expires_at: row.secret_expires_at,
+            });
+        }
+        found.get_or_insert(row.customer);
+    }
+    found
+        .map(|record| Ok((record.parse()?, secrets)))
+        .transpose()
 }

@@ -1,0 +1,62 @@
+//! What a backend gives the storage code written once: its read pool, one way to run a write
+//! transaction (SQLite: the group-commit writer; PostgreSQL: a pool transaction), and the two
+//! writes each backend does its own way for speed (an audit append, a new detection).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use sqlx::{Database, Pool};
+
+use crate::audit::append::{Appended, Sealer};
+use crate::audit::{Actor, AuditEvent};
+use crate::domain::ChainId;
+use crate::error::Result;
+use crate::falcon::records::DetectionRecord;
+
+/// The connection a write runs on.
+pub type Conn<E> = <<E as Engine>::Db as Database>::Connection;
+
+/// A backend's engine. The concern traits (`AuditStore`, `CustomerStore`, `ActionStore`, …)
+/// are implemented once for every engine, beside their SQL, so a new storage method is
+/// written once, in SQL both databases run.
+pub trait Engine: Send + Sync + 'static {
+    type Db: Database;
+
+    /// The pool reads run on (SQLite: read-only connections beside the writer).
+    fn pool(&self) -> &Pool<Self::Db>;
+
+    /// The sealer that signs audit entries; an error for a store opened without one.
+    fn sealer(&self) -> Result<Arc<Sealer>>;
+
+    /// Runs `work` in one write transaction, committed when it returns `Ok`; on `Err` nothing
+    /// it wrote remains.
+    fn write<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static;
+
+    /// Runs `work`, which must be a single statement, without a transaction of its own
+    /// (SQLite: batched with other writes, without a savepoint).
+    fn write_statement<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static;
+
+    /// Appends one event to a chain, durably.
+    fn append<'a>(
+        &'a self,
+        chain: &'a ChainId,
+        actor: &'a Actor,
+        event: &'a AuditEvent,
+    ) -> BoxFuture<'a, Result<Appended>>;
+
+    /// Stores a detection unless its composite id is known (then the stored one, `false`).
+    fn record_detection<'a>(
+        &'a self,
+        detection: &'a DetectionRecord,
+        actor: &'a Actor,
+    ) -> BoxFuture<'a, Result<(DetectionRecord, bool)>>;
+}
+
+/// A row the engine's database returns.
+pub type Row<E> = <<E as Engine>::Db as Database>::Row;
