@@ -10,8 +10,8 @@ use std::fmt;
 
 use crate::audit::entry::{ENTRY_FORMAT_VERSION, Link};
 use crate::audit::hash::Hash;
-use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
-use crate::audit::signing::KeyRing;
+use crate::audit::records::{BadCheckpoint, CheckpointRecord, EntryRecord, HeadRecord};
+use crate::audit::signing::{CheckpointRefusal, KeyRing};
 
 /// The first place a chain stops being trustworthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +20,70 @@ pub struct Break {
     pub reason: String,
 }
 
+impl Break {
+    fn at(seq: u64, fault: Fault) -> Break {
+        Break {
+            seq,
+            reason: fault.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Break {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "first bad seq {}: {}", self.seq, self.reason)
     }
+}
+
+/// Why the chain breaks where it does; the message is a [`Break`]'s `reason`.
+#[derive(Debug, thiserror::Error)]
+enum Fault {
+    #[error("entry {expected} is missing (the next stored entry is {found})")]
+    EntryMissing { expected: u64, found: i64 },
+    #[error("a row numbered {found} appears where entry {expected} belongs")]
+    RowOutOfPlace { expected: u64, found: i64 },
+    #[error("row belongs to chain `{0}`")]
+    RowOfAnotherChain(String),
+    #[error("entry is not a valid audit entry: {0}")]
+    NotAnEntry(serde_json::Error),
+    #[error("entry has unsupported format version {0}")]
+    UnsupportedVersion(u32),
+    #[error("entry names chain `{0}`")]
+    EntryOfAnotherChain(String),
+    #[error("entry names seq {0}")]
+    EntryNamesAnotherSeq(u64),
+    #[error("prev_hash is not the chain's genesis value")]
+    NotFromGenesis,
+    #[error("prev_hash does not match the hash of entry {0}")]
+    NotFromPrevious(u64),
+    /// The indexed columns were edited apart from the entry they index.
+    #[error("the time column differs from the entry's time")]
+    TimeColumnDiffers,
+    #[error("the event column differs from the entry's event type")]
+    EventColumnDiffers,
+    #[error("stored hash does not match the entry's content")]
+    HashDiffers,
+    #[error("a checkpoint names impossible seq {0}")]
+    ImpossibleCheckpoint(i64),
+    #[error("{0}")]
+    BadCheckpoint(BadCheckpoint),
+    #[error("checkpoint names chain `{0}`")]
+    CheckpointOfAnotherChain(String),
+    #[error("the signed checkpoint's hash differs from the recomputed chain")]
+    CheckpointHashDiffers,
+    #[error("{0}")]
+    CheckpointRefused(CheckpointRefusal),
+    /// A checkpoint signs further than the stored entries reach: the newest were removed.
+    #[error(
+        "a signed checkpoint covers entries up to {checkpoint} but the chain ends at {last}: entries were removed"
+    )]
+    EntriesRemoved { checkpoint: i64, last: u64 },
+    #[error("the chain head says {head} entries but {last} are stored")]
+    HeadCountDiffers { head: i64, last: u64 },
+    #[error("the chain head's hash differs from the last entry's hash")]
+    HeadHashDiffers,
+    #[error("the chain head record is missing")]
+    HeadMissing,
 }
 
 /// What a clean chain looks like after verification.
@@ -65,15 +125,13 @@ impl<'k> ChainVerifier<'k> {
     /// Checks the next stored entry; entries must arrive in stored `seq` order.
     pub fn push(&mut self, row: &EntryRecord) -> Result<(), Break> {
         let seq = self.next_seq;
-        let bad = |reason: String| Break { seq, reason };
+        let bad = |fault: Fault| Break::at(seq, fault);
         self.check_place(row, seq).map_err(bad)?;
         self.check_entry(row, seq).map_err(bad)?;
         let computed = Hash::link(&self.prev, row.entry.as_bytes());
         let computed_hex = computed.hex_bytes();
         if row.hash.as_bytes() != computed_hex {
-            return Err(bad(
-                "stored hash does not match the entry's content".to_owned()
-            ));
+            return Err(bad(Fault::HashDiffers));
         }
         self.check_checkpoints_at(seq, row.seq, &computed)?;
         self.prev = computed;
@@ -83,53 +141,47 @@ impl<'k> ChainVerifier<'k> {
     }
 
     /// The row is the one expected next: its number, in this chain.
-    fn check_place(&self, row: &EntryRecord, seq: u64) -> Result<(), String> {
-        let expected = i64::try_from(seq).unwrap_or(i64::MAX);
-        if row.seq != expected {
-            return Err(if row.seq > expected {
-                format!(
-                    "entry {seq} is missing (the next stored entry is {})",
-                    row.seq
-                )
+    fn check_place(&self, row: &EntryRecord, seq: u64) -> Result<(), Fault> {
+        let place = i64::try_from(seq).unwrap_or(i64::MAX);
+        if row.seq != place {
+            let (expected, found) = (seq, row.seq);
+            return Err(if found > place {
+                Fault::EntryMissing { expected, found }
             } else {
-                format!(
-                    "a row numbered {} appears where entry {seq} belongs",
-                    row.seq
-                )
+                Fault::RowOutOfPlace { expected, found }
             });
         }
         if row.chain != self.chain {
-            return Err(format!("row belongs to chain `{}`", row.chain));
+            return Err(Fault::RowOfAnotherChain(row.chain.clone()));
         }
         Ok(())
     }
 
     /// The entry says what its row and its place say, and chains from the previous entry.
-    fn check_entry(&self, row: &EntryRecord, seq: u64) -> Result<(), String> {
-        let link = Link::parse(&row.entry)
-            .map_err(|e| format!("entry is not a valid audit entry: {e}"))?;
+    fn check_entry(&self, row: &EntryRecord, seq: u64) -> Result<(), Fault> {
+        let link = Link::parse(&row.entry).map_err(Fault::NotAnEntry)?;
         if link.v != ENTRY_FORMAT_VERSION {
-            return Err(format!("entry has unsupported format version {}", link.v));
+            return Err(Fault::UnsupportedVersion(link.v));
         }
         if link.chain != self.chain {
-            return Err(format!("entry names chain `{}`", link.chain));
+            return Err(Fault::EntryOfAnotherChain(link.chain.into_owned()));
         }
         if link.seq != seq {
-            return Err(format!("entry names seq {}", link.seq));
+            return Err(Fault::EntryNamesAnotherSeq(link.seq));
         }
         // Hex is compared as text: only the lowercase spelling that was hashed is accepted.
         if link.prev_hash.as_bytes() != self.prev_hex {
             return Err(if seq == 1 {
-                "prev_hash is not the chain's genesis value".to_owned()
+                Fault::NotFromGenesis
             } else {
-                format!("prev_hash does not match the hash of entry {}", seq - 1)
+                Fault::NotFromPrevious(seq - 1)
             });
         }
         if link.time != row.time {
-            return Err("the time column differs from the entry's time".to_owned());
+            return Err(Fault::TimeColumnDiffers);
         }
         if link.event.kind != row.event {
-            return Err("the event column differs from the entry's event type".to_owned());
+            return Err(Fault::EventColumnDiffers);
         }
         Ok(())
     }
@@ -150,10 +202,7 @@ impl<'k> ChainVerifier<'k> {
             };
             if record.seq < row_seq {
                 // Only reachable for checkpoints numbered below 1: nothing can sit there.
-                return Err(Break {
-                    seq: 1,
-                    reason: format!("a checkpoint names impossible seq {}", record.seq),
-                });
+                return Err(Break::at(1, Fault::ImpossibleCheckpoint(record.seq)));
             }
             self.check_checkpoint(seq, computed, &record)?;
         }
@@ -166,22 +215,17 @@ impl<'k> ChainVerifier<'k> {
         computed: &Hash,
         record: &CheckpointRecord,
     ) -> Result<(), Break> {
-        let bad = |reason: String| Err(Break { seq, reason });
-        let checkpoint = match record.parse() {
-            Ok(cp) => cp,
-            Err(reason) => return bad(reason.to_string()),
-        };
+        let bad = |fault: Fault| Break::at(seq, fault);
+        let checkpoint = record.parse().map_err(|e| bad(Fault::BadCheckpoint(e)))?;
         if checkpoint.chain != self.chain {
-            return bad(format!("checkpoint names chain `{}`", checkpoint.chain));
+            return Err(bad(Fault::CheckpointOfAnotherChain(checkpoint.chain)));
         }
         if checkpoint.hash != *computed {
-            return bad(
-                "the signed checkpoint's hash differs from the recomputed chain".to_owned(),
-            );
+            return Err(bad(Fault::CheckpointHashDiffers));
         }
-        if let Err(reason) = self.keys.verify(&checkpoint) {
-            return bad(reason.to_string());
-        }
+        self.keys
+            .verify(&checkpoint)
+            .map_err(|e| bad(Fault::CheckpointRefused(e)))?;
         self.checkpoints += 1;
         self.last_checkpoint = Some(seq);
         Ok(())
@@ -192,36 +236,23 @@ impl<'k> ChainVerifier<'k> {
     pub fn finish(self, head: Option<&HeadRecord>) -> Result<ChainSummary, Break> {
         let last = self.next_seq - 1;
         if let Some(cp) = self.pending.back() {
-            return Err(Break {
-                seq: last + 1,
-                reason: format!(
-                    "a signed checkpoint covers entries up to {} but the chain ends at {last}: entries were removed",
-                    cp.seq
-                ),
-            });
+            let checkpoint = cp.seq;
+            return Err(Break::at(
+                last + 1,
+                Fault::EntriesRemoved { checkpoint, last },
+            ));
         }
         match head {
             Some(h) if h.seq != i64::try_from(last).unwrap_or(i64::MAX) => {
                 let head_seq = u64::try_from(h.seq).unwrap_or(0);
-                return Err(Break {
-                    seq: head_seq.min(last) + 1,
-                    reason: format!(
-                        "the chain head says {} entries but {last} are stored",
-                        h.seq
-                    ),
-                });
+                let fault = Fault::HeadCountDiffers { head: h.seq, last };
+                return Err(Break::at(head_seq.min(last) + 1, fault));
             }
             Some(h) if last > 0 && Hash::from_hex(&h.hash) != Some(self.prev) => {
-                return Err(Break {
-                    seq: last,
-                    reason: "the chain head's hash differs from the last entry's hash".to_owned(),
-                });
+                return Err(Break::at(last, Fault::HeadHashDiffers));
             }
             None if last > 0 => {
-                return Err(Break {
-                    seq: last + 1,
-                    reason: "the chain head record is missing".to_owned(),
-                });
+                return Err(Break::at(last + 1, Fault::HeadMissing));
             }
             _ => {}
         }

@@ -223,10 +223,10 @@ impl Onboarding {
         tenant_param: Option<String>,
         actor: &Actor,
     ) -> Result<ConsentResult> {
-        if let Err(reason) = self.fresh_token_check(customer.tenant_id).await {
+        if let Err(why) = self.fresh_token_check(customer.tenant_id).await {
             let advice = "The permissions did not take effect. Ask the provider for a new link and accept all requested permissions.";
             return self
-                .failed(customer, tenant_param, reason, advice, actor)
+                .failed(customer, tenant_param, why.to_string(), advice, actor)
                 .await;
         }
         let event = AuditEvent::ConsentGranted {
@@ -279,26 +279,23 @@ impl Onboarding {
         })
     }
 
-    fn graph(&self) -> std::result::Result<&GraphClient, String> {
-        self.graph.as_deref().ok_or_else(|| "the remediation app is not configured (entra.client_id and a secret or certificate)".to_owned())
+    fn graph(&self) -> std::result::Result<&GraphClient, NotReady> {
+        self.graph.as_deref().ok_or(NotReady::NoRemediationApp)
     }
 
     /// A newly fetched token for the tenant with the roles killswitch needs, or why not.
-    async fn fresh_token_check(&self, tenant: TenantId) -> std::result::Result<(), String> {
+    async fn fresh_token_check(&self, tenant: TenantId) -> std::result::Result<(), NotReady> {
         let graph = self.graph()?;
         graph.tokens().invalidate(tenant).await;
-        graph
-            .token(tenant, self.deadline())
-            .await
-            .map(|_| ())
-            .map_err(|e| not_ready(&e))
+        graph.token(tenant, self.deadline()).await?;
+        Ok(())
     }
 
     /// Token, roles, and one cheap Graph read; the result is stored with the time.
     pub async fn test_connection(&self, customer: &Customer) -> Result<Connection> {
         let (ready, detail) = match self.check(customer.tenant_id).await {
             Ok(detail) => (true, detail),
-            Err(reason) => (false, reason),
+            Err(why) => (false, why.to_string()),
         };
         let now = Timestamp::now();
         self.store
@@ -324,20 +321,14 @@ impl Onboarding {
         })
     }
 
-    async fn check(&self, tenant: TenantId) -> std::result::Result<String, String> {
+    async fn check(&self, tenant: TenantId) -> std::result::Result<String, NotReady> {
         self.fresh_token_check(tenant).await?;
         let graph = self.graph()?;
-        let token = graph
-            .token(tenant, self.deadline())
+        let token = graph.token(tenant, self.deadline()).await?;
+        graph
+            .probe(tenant, self.deadline())
             .await
-            .map_err(|e| not_ready(&e))?;
-        graph.probe(tenant, self.deadline()).await.map_err(|e| match e {
-            GraphError::Denied { code, .. } => format!("a permission is missing: Graph denied reading users ({code}); the customer must grant admin consent again"),
-            GraphError::GaveUp { status, .. } => format!("Microsoft Graph unreachable: it answered {status} until the deadline"),
-            GraphError::Unreachable { reason, .. } => format!("Microsoft Graph unreachable: {reason}"),
-            GraphError::Token(e) => not_ready(&e),
-            other => format!("Microsoft Graph refused the check: {other}"),
-        })?;
+            .map_err(NotReady::probe_failed)?;
         Ok(if token.has_role(REVOKE_ROLE) {
             "ready".to_owned()
         } else {
@@ -476,30 +467,81 @@ fn error_code(text: &str) -> String {
     }
 }
 
-/// The exact reason a tenant is not ready, in the customer's and operator's terms.
-fn not_ready(error: &TokenError) -> String {
-    match error {
-        TokenError::NotConsented { code } => format!(
-            "not consented: the customer's administrator has not granted admin consent ({code}); send the consent link"
-        ),
-        TokenError::MissingRoles { missing } => format!(
-            "a permission is missing: {}; the customer must grant admin consent again",
-            missing.join(", ")
-        ),
-        TokenError::CredentialsRejected { code } => {
-            format!("the remediation app's secret or certificate was rejected by Entra ({code})")
+/// Why a tenant's connection is not ready, in the customer's and operator's terms: the text is
+/// recorded in the audit entry and shown by `customer test`.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    /// killswitch itself has no app to ask a token with.
+    #[error("the remediation app is not configured (entra.client_id and a secret or certificate)")]
+    NoRemediationApp,
+    /// The app's credentials cannot be used to ask for a token (a certificate that cannot sign).
+    #[error("the remediation app is not configured: {0}")]
+    AppUnusable(String),
+    #[error(
+        "not consented: the customer's administrator has not granted admin consent ({code}); send the consent link"
+    )]
+    NotConsented { code: String },
+    #[error(
+        "a permission is missing: {}; the customer must grant admin consent again",
+        .missing.join(", ")
+    )]
+    RolesMissing { missing: Vec<String> },
+    #[error("the remediation app's secret or certificate was rejected by Entra ({code})")]
+    CredentialsRejected { code: String },
+    #[error("Entra does not know this tenant ({code})")]
+    TenantUnknown { code: String },
+    #[error("Entra unreachable: {0}")]
+    EntraUnreachable(String),
+    #[error("Entra refused a token ({status} {code}): {description}")]
+    TokenRefused {
+        status: u16,
+        code: String,
+        description: String,
+    },
+    /// The token holds the roles, yet Graph refuses the read they should allow.
+    #[error(
+        "a permission is missing: Graph denied reading users ({code}); the customer must grant admin consent again"
+    )]
+    ReadDenied { code: String },
+    #[error("Microsoft Graph unreachable: it answered {status} until the deadline")]
+    GraphGaveUp { status: u16 },
+    #[error("Microsoft Graph unreachable: {reason}")]
+    GraphUnreachable { reason: String },
+    #[error("Microsoft Graph refused the check: {0}")]
+    GraphRefused(Box<GraphError>),
+}
+
+impl From<TokenError> for NotReady {
+    fn from(error: TokenError) -> Self {
+        match error {
+            TokenError::NotConsented { code } => NotReady::NotConsented { code },
+            TokenError::MissingRoles { missing } => NotReady::RolesMissing { missing },
+            TokenError::CredentialsRejected { code } => NotReady::CredentialsRejected { code },
+            TokenError::TenantNotFound { code, .. } => NotReady::TenantUnknown { code },
+            TokenError::Unreachable(reason) => NotReady::EntraUnreachable(reason),
+            TokenError::NotConfigured(reason) => NotReady::AppUnusable(reason),
+            TokenError::Refused {
+                status,
+                code,
+                description,
+            } => NotReady::TokenRefused {
+                status,
+                code,
+                description,
+            },
         }
-        TokenError::TenantNotFound { code, .. } => {
-            format!("Entra does not know this tenant ({code})")
+    }
+}
+
+impl NotReady {
+    /// Why the connection test's one Graph read failed.
+    fn probe_failed(error: GraphError) -> NotReady {
+        match error {
+            GraphError::Denied { code, .. } => NotReady::ReadDenied { code },
+            GraphError::GaveUp { status, .. } => NotReady::GraphGaveUp { status },
+            GraphError::Unreachable { reason, .. } => NotReady::GraphUnreachable { reason },
+            GraphError::Token(e) => e.into(),
+            other => NotReady::GraphRefused(Box::new(other)),
         }
-        TokenError::Unreachable(reason) => format!("Entra unreachable: {reason}"),
-        TokenError::NotConfigured(reason) => {
-            format!("the remediation app is not configured: {reason}")
-        }
-        TokenError::Refused {
-            status,
-            code,
-            description,
-        } => format!("Entra refused a token ({status} {code}): {description}"),
     }
 }

@@ -208,7 +208,7 @@ impl Intake {
         let customer = &received.customer;
         let (target, pending_reason) = match self.resolve(customer, &received.detail).await {
             Ok(target) => (Some(target), None),
-            Err(reason) => (None, Some(reason)),
+            Err(why) => (None, Some(why.to_string())),
         };
         let policy = customer.policy.auto_disable;
         let automatic = target.is_some()
@@ -229,7 +229,7 @@ impl Intake {
                 }
             })
         });
-        let (target_id, target_upn) = target.clone().unzip();
+        let (target_id, target_upn) = target.clone().map(|t| (t.id, t.upn)).unzip();
         self.store
             .set_detection_target(
                 detection.id,
@@ -241,7 +241,7 @@ impl Intake {
         if !automatic {
             return self.reload(detection.id).await;
         }
-        let Some((id, _)) = target else {
+        let Some(Target { id, .. }) = target else {
             return self.reload(detection.id).await;
         };
         let rule = format!("auto-disable at {}", policy.as_str());
@@ -291,11 +291,10 @@ impl Intake {
             Some(target) => target.clone(),
             None => {
                 let detail = reparse(&detection);
-                let (target, _) = self
-                    .resolve(&customer, &detail)
+                self.resolve(&customer, &detail)
                     .await
-                    .map_err(|reason| Error::Conflict(format!("cannot approve: {reason}")))?;
-                target
+                    .map_err(|why| Error::Conflict(format!("cannot approve: {why}")))?
+                    .id
             }
         };
         let mut request = self.disable_request(
@@ -426,41 +425,69 @@ impl Intake {
         &self,
         customer: &Customer,
         detail: &Detection,
-    ) -> std::result::Result<(String, String), String> {
+    ) -> std::result::Result<Target, Unresolved> {
         let Some(remediator) = self.remediator.as_deref() else {
-            return Err(
-                "the remediation app is not configured, so the account could not be looked up"
-                    .to_owned(),
-            );
+            return Err(Unresolved::NoRemediationApp);
         };
         let graph = remediator.graph();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        let describe = |e: GraphError| format!("the account could not be looked up: {e}");
         if let Some(sid) = &detail.account_sid {
             match graph
                 .find_by_sid(customer.tenant_id, sid, deadline)
                 .await
-                .map_err(describe)?
+                .map_err(Unresolved::LookupFailed)?
                 .value
             {
-                Some(user) => return Ok((user.id, user.user_principal_name)),
+                Some(user) => return Ok(Target::new(user.id, user.user_principal_name)),
                 None if detail.account_upn.is_none() => {
-                    return Err(format!("no Entra account has the on-premises SID {sid}"));
+                    return Err(Unresolved::NoSuchSid(sid.clone()));
                 }
                 None => {}
             }
         }
         let Some(upn) = &detail.account_upn else {
-            return Err("the detection names no account".to_owned());
+            return Err(Unresolved::NoAccountNamed);
         };
         match graph.get_user(customer.tenant_id, upn, deadline).await {
-            Ok(answer) => Ok((answer.value.id, answer.value.user_principal_name)),
-            Err(GraphError::NotFound { .. }) => {
-                Err(format!("no account {upn} in the customer's tenant"))
-            }
-            Err(e) => Err(describe(e)),
+            Ok(answer) => Ok(Target::new(
+                answer.value.id,
+                answer.value.user_principal_name,
+            )),
+            Err(GraphError::NotFound { .. }) => Err(Unresolved::NoSuchUpn(upn.clone())),
+            Err(e) => Err(Unresolved::LookupFailed(e)),
         }
     }
+}
+
+/// The Entra account a detection names.
+#[derive(Debug, Clone)]
+struct Target {
+    /// Its object id.
+    id: String,
+    upn: String,
+}
+
+impl Target {
+    fn new(id: String, upn: String) -> Target {
+        Target { id, upn }
+    }
+}
+
+/// Why a detection's account was not found; the text is the reason the detection stays pending.
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error("the remediation app is not configured, so the account could not be looked up")]
+    NoRemediationApp,
+    /// Graph failed; the account may well exist.
+    #[error("the account could not be looked up: {0}")]
+    LookupFailed(GraphError),
+    /// Falcon named only a SID, and no account synchronised from AD carries it.
+    #[error("no Entra account has the on-premises SID {0}")]
+    NoSuchSid(String),
+    #[error("the detection names no account")]
+    NoAccountNamed,
+    #[error("no account {0} in the customer's tenant")]
+    NoSuchUpn(AccountRef),
 }
 
 /// The detection's account fields as a [`Detection`] again, to retry the lookup on approval.

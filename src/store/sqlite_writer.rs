@@ -36,13 +36,25 @@ const QUEUE_DEPTH: usize = 4096;
 /// Rows per multi-row INSERT (6 parameters each, well under SQLite's parameter limit).
 const ROWS_PER_STATEMENT: usize = 128;
 
+/// The error that undid a batch's transaction, shared by every job of the batch: each caller
+/// hears that the audit log could not be written, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+struct BatchFailed(Arc<Error>);
+
+impl From<BatchFailed> for Error {
+    fn from(failed: BatchFailed) -> Self {
+        Error::AuditUnavailable(failed.to_string())
+    }
+}
+
 type Work<T> = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send>;
 
 trait WorkJob: Send {
     /// Runs the job's statements; `false` when the job failed and must be rolled back.
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
     /// Delivers the job's result, or the commit error that undid it.
-    fn finish(self: Box<Self>, commit: Result<(), String>);
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>);
 }
 
 struct TypedWork<T> {
@@ -64,7 +76,7 @@ impl<T: Send + 'static> WorkJob for TypedWork<T> {
         })
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
         deliver(self.reply, commit, self.output);
     }
 }
@@ -94,7 +106,7 @@ trait SingleJob: Send {
         &'c mut self,
         conn: &'c mut SqliteConnection,
     ) -> BoxFuture<'c, Result<Option<Box<AppendRequest>>>>;
-    fn finish(self: Box<Self>, commit: Result<(), String>);
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>);
 }
 
 struct TypedSingle<T> {
@@ -130,7 +142,7 @@ impl<T: Send + 'static> SingleJob for TypedSingle<T> {
         })
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), String>) {
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
         deliver(self.reply, commit, self.output);
     }
 }
@@ -153,14 +165,14 @@ fn statement_undone(error: &Error) -> bool {
 /// Hands a job its result: its own error, its value once committed, or the commit's failure.
 fn deliver<T>(
     reply: oneshot::Sender<Result<T>>,
-    commit: Result<(), String>,
+    commit: Result<(), BatchFailed>,
     output: Option<Result<T>>,
 ) {
     let result = match (commit, output) {
         // The job's own error stands even when the batch committed without it.
         (_, Some(Err(e))) => Err(e),
         (Ok(()), Some(Ok(value))) => Ok(value),
-        (Err(reason), _) => Err(Error::AuditUnavailable(reason)),
+        (Err(failed), _) => Err(failed.into()),
         (Ok(()), None) => Err(Error::Internal("write job was never run".to_owned())),
     };
     // The caller may have gone away; the write itself stands either way.
@@ -180,7 +192,7 @@ enum Job {
 }
 
 impl Job {
-    fn finish(self, commit: Result<(), String>) {
+    fn finish(self, commit: Result<(), BatchFailed>) {
         match self {
             Job::Work(job) => job.finish(commit),
             Job::Single(job) => job.finish(commit),
@@ -188,7 +200,7 @@ impl Job {
                 let result = match (commit, job.sealed) {
                     (Ok(()), Some(appended)) => Ok(appended),
                     (Ok(()), None) => Err(Error::Internal("append was never sealed".to_owned())),
-                    (Err(reason), _) => Err(Error::AuditUnavailable(reason)),
+                    (Err(failed), _) => Err(failed.into()),
                 };
                 let _ = job.reply.send(result);
             }
@@ -329,7 +341,7 @@ impl WriterState {
                 tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
                 self.heads.clear();
                 self.data_version = None;
-                e.to_string()
+                BatchFailed(Arc::new(e))
             });
             for job in batch.drain(..) {
                 job.finish(outcome.clone());

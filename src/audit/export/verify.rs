@@ -14,8 +14,9 @@ use sha2::{Digest, Sha256};
 use super::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
 use crate::audit::entry::{ENTRY_FORMAT_VERSION, Link};
 use crate::audit::hash::Hash;
-use crate::audit::records::CheckpointRecord;
-use crate::audit::signing::KeyRing;
+use crate::audit::records::{BadCheckpoint, CheckpointRecord};
+use crate::audit::signing::{CheckpointRefusal, KeyRing, SignatureRefusal};
+use crate::error::Error;
 
 /// The first line that cannot be trusted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +67,150 @@ struct State<'k> {
     checkpoints: u64,
 }
 
-type Check<T> = std::result::Result<T, String>;
+/// Why an export is not intact at the line being read; the message is a [`BadLine`]'s
+/// `reason`, and docs/verify_export.py words each the same.
+#[derive(Debug, thiserror::Error)]
+enum NotIntact {
+    #[error("the file is empty; an export starts with its header")]
+    Empty,
+    #[error("the line has no newline at its end: the file was cut off")]
+    CutOff,
+    #[error("a line follows the seal: it was added after the export was signed")]
+    AfterSeal,
+    #[error("the export ends before its seal: lines were cut off the end")]
+    SealMissing,
+    #[error("a second header: lines from another export were inserted")]
+    SecondHeader,
+    #[error("unknown line type `{0}`")]
+    UnknownLineType(String),
+    #[error("the line is not an export line (JSON object with a `type`)")]
+    NotAnExportLine,
+    #[error("not a valid {what} line: {error}")]
+    Malformed {
+        what: &'static str,
+        error: serde_json::Error,
+    },
+    #[error("{what}: {error}")]
+    NotCanonicalizable {
+        what: &'static str,
+        error: serde_json::Error,
+    },
+    #[error("the {0} line is not in its canonical form (RFC 8785): it was edited")]
+    NotCanonical(&'static str),
+
+    // The header.
+    #[error("the first line is not the export header: lines were removed from the start")]
+    HeaderMissing,
+    #[error("the export is signed with key {0}, which is not among the public keys given")]
+    KeyNotGiven(String),
+    #[error("the header has no signature")]
+    HeaderUnsigned,
+    /// The header or the seal cannot be put into the form its signature covers.
+    #[error("{0}")]
+    Unsignable(Error),
+    #[error("the header's {0}: it was changed")]
+    HeaderSignature(SignatureRefusal),
+    #[error("the format is `{0}`, not `{FORMAT}`")]
+    OtherFormat(String),
+    #[error("format version {0} is not supported (this verifier reads {VERSION})")]
+    UnsupportedFormatVersion(u32),
+    #[error("this is an export of customer `{found}`, not of `{expected}`")]
+    OtherCustomer { found: String, expected: String },
+    #[error("prev_hash is not 64 lowercase hex digits")]
+    HeaderPrevHashNotHex,
+    #[error("prev_hash is not the genesis value of chain `{0}`")]
+    NotFromGenesis(String),
+    #[error("first_seq, last_seq and prev_hash disagree")]
+    RangeDisagrees,
+    #[error("checkpoint_seqs are not in order inside the exported range")]
+    CheckpointSeqsOutOfRange,
+
+    // An entry line.
+    #[error("not an entry line of the form {{\"entry\":…,\"hash\":\"…\",\"type\":\"entry\"}}")]
+    NotAnEntryLine,
+    #[error("the entry's hash is not 64 lowercase hex digits")]
+    EntryHashNotHex,
+    #[error("the entry is not UTF-8")]
+    EntryNotUtf8,
+    #[error("the entry is not a valid audit entry: {0}")]
+    NotAnEntry(serde_json::Error),
+    #[error("the entry's prev_hash is not 64 lowercase hex digits")]
+    EntryPrevHashNotHex,
+    #[error("the entry's content does not match its hash: it was changed")]
+    EntryChanged,
+    #[error("the entry has unsupported format version {0}")]
+    UnsupportedEntryVersion(u32),
+    #[error("the entry belongs to chain `{found}`, not `{expected}`: it comes from another export")]
+    EntryOfAnotherChain { found: String, expected: String },
+    #[error("the header says this export holds no entries")]
+    NoEntriesDeclared,
+    #[error("an entry after entry {0}, the last the header declares")]
+    BeyondDeclaredLast(u64),
+    #[error("entry {expected} is missing (this line holds entry {found})")]
+    EntryMissing { expected: u64, found: u64 },
+    #[error("entry {found} appears where entry {expected} belongs: lines were moved or repeated")]
+    EntryOutOfPlace { expected: u64, found: u64 },
+    #[error("the first entry does not chain from the header's prev_hash")]
+    FirstNotFromHeader,
+    #[error("the entry does not chain from entry {0}")]
+    NotFromPrevious(u64),
+
+    // A checkpoint line.
+    #[error("the signed checkpoint for entry {0} should be here: it was removed")]
+    CheckpointRemoved(u64),
+    #[error("a checkpoint before any entry")]
+    CheckpointBeforeEntries,
+    #[error(
+        "a checkpoint for entry {checkpoint} right after entry {after}: lines were removed or moved"
+    )]
+    CheckpointOutOfPlace { checkpoint: u64, after: u64 },
+    #[error("a checkpoint for entry {0} where the header announces none: it was added or repeated")]
+    CheckpointUnannounced(u64),
+    #[error("the checkpoint names chain `{0}`")]
+    CheckpointOfAnotherChain(String),
+    #[error("{0}")]
+    BadCheckpoint(BadCheckpoint),
+    #[error("the checkpoint's hash differs from entry {0}'s")]
+    CheckpointHashDiffers(u64),
+    #[error("{0}")]
+    CheckpointRefused(CheckpointRefusal),
+
+    // The seal.
+    #[error("the seal has no signature")]
+    SealUnsigned,
+    #[error("the seal's {0}")]
+    SealSignature(SignatureRefusal),
+    #[error("the seal is for another export")]
+    SealOfAnotherExport,
+    #[error("the seal was made for another header: it comes from another export")]
+    SealOfAnotherHeader,
+    #[error(
+        "the seal signs {sealed} entries ending at {sealed_last:?}, the file holds {held} ending at {held_last:?}: entries were removed"
+    )]
+    EntriesRemoved {
+        sealed: u64,
+        sealed_last: Option<u64>,
+        held: u64,
+        held_last: Option<u64>,
+    },
+    #[error("the entries end before the header's last_seq")]
+    EndsBeforeLastSeq,
+    #[error("the seal's last_hash differs from the last entry's hash")]
+    SealHashDiffers,
+    #[error("the header announces a checkpoint for entry {0} that is not in the file")]
+    AnnouncedCheckpointMissing(u64),
+}
+
+type Check<T> = std::result::Result<T, NotIntact>;
+
+impl BadLine {
+    fn at(line: u64, why: NotIntact) -> BadLine {
+        BadLine {
+            line,
+            reason: why.to_string(),
+        }
+    }
+}
 
 /// Verifies the export in the file at `path`.
 pub fn verify_file(
@@ -101,11 +245,8 @@ pub fn verify<R: BufRead>(
             break;
         }
         number += 1;
-        if let Err(reason) = reading.line(&buf) {
-            return Ok(Err(BadLine {
-                line: number,
-                reason,
-            }));
+        if let Err(why) = reading.line(&buf) {
+            return Ok(Err(BadLine::at(number, why)));
         }
     }
     Ok(reading.verdict(number))
@@ -123,12 +264,10 @@ impl Reading<'_, '_> {
     /// Checks one line, newline included, and sends it to what its type calls for.
     fn line(&mut self, buf: &[u8]) -> Check<()> {
         if self.sealed {
-            return Err(
-                "a line follows the seal: it was added after the export was signed".to_owned(),
-            );
+            return Err(NotIntact::AfterSeal);
         }
         let Some(line) = buf.strip_suffix(b"\n") else {
-            return Err("the line has no newline at its end: the file was cut off".to_owned());
+            return Err(NotIntact::CutOff);
         };
         match self.state.as_mut() {
             None => read_header(line, self.keys, self.expected_chain).map(|s| self.state = Some(s)),
@@ -136,13 +275,9 @@ impl Reading<'_, '_> {
             Some(st) => match line_type(line).as_deref() {
                 Some("checkpoint") => st.checkpoint(line),
                 Some("seal") => st.seal(line).map(|()| self.sealed = true),
-                Some("header") => {
-                    Err("a second header: lines from another export were inserted".to_owned())
-                }
-                Some(other) => Err(format!("unknown line type `{other}`")),
-                None => {
-                    Err("the line is not an export line (JSON object with a `type`)".to_owned())
-                }
+                Some("header") => Err(NotIntact::SecondHeader),
+                Some(other) => Err(NotIntact::UnknownLineType(other.to_owned())),
+                None => Err(NotIntact::NotAnExportLine),
             },
         }
     }
@@ -150,16 +285,10 @@ impl Reading<'_, '_> {
     /// The verdict once all `lines` were read and none was refused.
     fn verdict(self, lines: u64) -> Result<Verified, BadLine> {
         let Some(st) = self.state else {
-            return Err(BadLine {
-                line: 1,
-                reason: "the file is empty; an export starts with its header".to_owned(),
-            });
+            return Err(BadLine::at(1, NotIntact::Empty));
         };
         if !self.sealed {
-            return Err(BadLine {
-                line: lines + 1,
-                reason: "the export ends before its seal: lines were cut off the end".to_owned(),
-            });
+            return Err(BadLine::at(lines + 1, NotIntact::SealMissing));
         }
         Ok(Verified {
             chain: st.header.chain,
@@ -188,14 +317,16 @@ fn line_type(line: &[u8]) -> Option<String> {
 
 /// Parses a non-entry line and insists it is byte for byte the RFC 8785 form of what it says,
 /// so no byte of it can change without being noticed here or by a signature.
-fn canonical<T: serde::de::DeserializeOwned + Serialize>(line: &[u8], what: &str) -> Check<T> {
+fn canonical<T: serde::de::DeserializeOwned + Serialize>(
+    line: &[u8],
+    what: &'static str,
+) -> Check<T> {
     let value: T =
-        serde_json::from_slice(line).map_err(|e| format!("not a valid {what} line: {e}"))?;
-    let again = serde_jcs::to_vec(&value).map_err(|e| format!("{what}: {e}"))?;
+        serde_json::from_slice(line).map_err(|error| NotIntact::Malformed { what, error })?;
+    let again =
+        serde_jcs::to_vec(&value).map_err(|error| NotIntact::NotCanonicalizable { what, error })?;
     if again != line {
-        return Err(format!(
-            "the {what} line is not in its canonical form (RFC 8785): it was edited"
-        ));
+        return Err(NotIntact::NotCanonical(what));
     }
     Ok(value)
 }
@@ -211,7 +342,7 @@ fn read_header<'k>(
     let seqs = &header.checkpoint_seqs;
     let in_range = |s: &u64| matches!((header.first_seq, header.last_seq), (Some(f), Some(l)) if *s >= f && *s <= l);
     if seqs.windows(2).any(|w| w[0] > w[1]) || !seqs.iter().all(in_range) {
-        return Err("checkpoint_seqs are not in order inside the exported range".to_owned());
+        return Err(NotIntact::CheckpointSeqsOutOfRange);
     }
     Ok(State {
         keys,
@@ -229,24 +360,19 @@ fn read_header<'k>(
 /// The first line as a header, canonical and signed by one of the keys given.
 fn signed_header(line: &[u8], keys: &KeyRing) -> Check<Header> {
     if line.starts_with(ENTRY_PREFIX) || line_type(line).as_deref() != Some("header") {
-        return Err(
-            "the first line is not the export header: lines were removed from the start".to_owned(),
-        );
+        return Err(NotIntact::HeaderMissing);
     }
     let header: Header = canonical(line, "header")?;
     if !keys.contains(&header.key_id) {
-        return Err(format!(
-            "the export is signed with key {}, which is not among the public keys given",
-            header.key_id
-        ));
+        return Err(NotIntact::KeyNotGiven(header.key_id));
     }
     let signature = header
         .signature
         .as_deref()
-        .ok_or("the header has no signature")?;
-    let message = header.message().map_err(|e| e.to_string())?;
+        .ok_or(NotIntact::HeaderUnsigned)?;
+    let message = header.message().map_err(NotIntact::Unsignable)?;
     keys.verify_bytes(&header.key_id, &message, signature)
-        .map_err(|reason| format!("the header's {reason}: it was changed"))?;
+        .map_err(NotIntact::HeaderSignature)?;
     Ok(header)
 }
 
@@ -254,21 +380,18 @@ fn signed_header(line: &[u8], keys: &KeyRing) -> Check<Header> {
 /// asked about.
 fn check_header_claims(header: &Header, expected_chain: Option<&str>) -> Check<()> {
     if header.format != FORMAT {
-        return Err(format!("the format is `{}`, not `{FORMAT}`", header.format));
+        return Err(NotIntact::OtherFormat(header.format.clone()));
     }
     if header.version != VERSION {
-        return Err(format!(
-            "format version {} is not supported (this verifier reads {VERSION})",
-            header.version
-        ));
+        return Err(NotIntact::UnsupportedFormatVersion(header.version));
     }
     if let Some(expected) = expected_chain
         && header.chain != expected
     {
-        return Err(format!(
-            "this is an export of customer `{}`, not of `{expected}`",
-            header.chain
-        ));
+        return Err(NotIntact::OtherCustomer {
+            found: header.chain.clone(),
+            expected: expected.to_owned(),
+        });
     }
     Ok(())
 }
@@ -277,17 +400,14 @@ fn check_header_claims(header: &Header, expected_chain: Option<&str>) -> Check<(
 fn header_prev_hash(header: &Header) -> Check<Option<Hash>> {
     match (&header.prev_hash, header.first_seq, header.last_seq) {
         (Some(text), Some(first), Some(last)) if first >= 1 && first <= last => {
-            let prev = Hash::from_hex(text).ok_or("prev_hash is not 64 lowercase hex digits")?;
+            let prev = Hash::from_hex(text).ok_or(NotIntact::HeaderPrevHashNotHex)?;
             if first == 1 && prev != Hash::genesis(&header.chain) {
-                return Err(format!(
-                    "prev_hash is not the genesis value of chain `{}`",
-                    header.chain
-                ));
+                return Err(NotIntact::NotFromGenesis(header.chain.clone()));
             }
             Ok(Some(prev))
         }
         (None, None, None) => Ok(None),
-        _ => Err("first_seq, last_seq and prev_hash disagree".to_owned()),
+        _ => Err(NotIntact::RangeDisagrees),
     }
 }
 
@@ -301,12 +421,10 @@ impl State<'_> {
 
     fn entry(&mut self, line: &[u8]) -> Check<()> {
         if let Some(seq) = self.owed_checkpoint() {
-            return Err(format!(
-                "the signed checkpoint for entry {seq} should be here: it was removed"
-            ));
+            return Err(NotIntact::CheckpointRemoved(seq));
         }
         let (raw, stated) = split_entry_line(line)?;
-        let text = std::str::from_utf8(raw).map_err(|_| "the entry is not UTF-8".to_owned())?;
+        let text = std::str::from_utf8(raw).map_err(|_| NotIntact::EntryNotUtf8)?;
         let (link, own_prev) = self_consistent_entry(text, stated)?;
         let expected = self.place(&link, own_prev)?;
         self.prev = Some(stated);
@@ -320,38 +438,30 @@ impl State<'_> {
     /// entry. Returns its seq.
     fn place(&self, link: &Link<'_>, own_prev: Hash) -> Check<u64> {
         if link.chain != self.header.chain {
-            return Err(format!(
-                "the entry belongs to chain `{}`, not `{}`: it comes from another export",
-                link.chain, self.header.chain
-            ));
+            return Err(NotIntact::EntryOfAnotherChain {
+                found: link.chain.clone().into_owned(),
+                expected: self.header.chain.clone(),
+            });
         }
         let Some(expected) = self.next_seq else {
-            return Err("the header says this export holds no entries".to_owned());
+            return Err(NotIntact::NoEntriesDeclared);
         };
         if self.header.last_seq.is_some_and(|last| expected > last) {
-            return Err(format!(
-                "an entry after entry {expected_last}, the last the header declares",
-                expected_last = expected - 1
-            ));
+            return Err(NotIntact::BeyondDeclaredLast(expected - 1));
         }
-        if link.seq != expected {
-            return Err(if link.seq > expected {
-                format!(
-                    "entry {expected} is missing (this line holds entry {})",
-                    link.seq
-                )
+        let found = link.seq;
+        if found != expected {
+            return Err(if found > expected {
+                NotIntact::EntryMissing { expected, found }
             } else {
-                format!(
-                    "entry {} appears where entry {expected} belongs: lines were moved or repeated",
-                    link.seq
-                )
+                NotIntact::EntryOutOfPlace { expected, found }
             });
         }
         if Some(own_prev) != self.prev {
             return Err(if self.entries == 0 {
-                "the first entry does not chain from the header's prev_hash".to_owned()
+                NotIntact::FirstNotFromHeader
             } else {
-                format!("the entry does not chain from entry {}", expected - 1)
+                NotIntact::NotFromPrevious(expected - 1)
             });
         }
         Ok(expected)
@@ -360,21 +470,19 @@ impl State<'_> {
     fn checkpoint(&mut self, line: &[u8]) -> Check<()> {
         let cp: CheckpointLine = canonical(line, "checkpoint")?;
         let Some((seq, hash)) = self.last else {
-            return Err("a checkpoint before any entry".to_owned());
+            return Err(NotIntact::CheckpointBeforeEntries);
         };
         if cp.seq != seq {
-            return Err(format!(
-                "a checkpoint for entry {} right after entry {seq}: lines were removed or moved",
-                cp.seq
-            ));
+            return Err(NotIntact::CheckpointOutOfPlace {
+                checkpoint: cp.seq,
+                after: seq,
+            });
         }
         if self.owed_checkpoint() != Some(seq) {
-            return Err(format!(
-                "a checkpoint for entry {seq} where the header announces none: it was added or repeated"
-            ));
+            return Err(NotIntact::CheckpointUnannounced(seq));
         }
         if cp.chain != self.header.chain {
-            return Err(format!("the checkpoint names chain `{}`", cp.chain));
+            return Err(NotIntact::CheckpointOfAnotherChain(cp.chain));
         }
         let record = CheckpointRecord {
             chain: cp.chain,
@@ -384,11 +492,13 @@ impl State<'_> {
             key_id: cp.key_id,
             signature: cp.signature,
         };
-        let parsed = record.parse().map_err(|e| e.to_string())?;
+        let parsed = record.parse().map_err(NotIntact::BadCheckpoint)?;
         if parsed.hash != hash {
-            return Err(format!("the checkpoint's hash differs from entry {seq}'s"));
+            return Err(NotIntact::CheckpointHashDiffers(seq));
         }
-        self.keys.verify(&parsed).map_err(|e| e.to_string())?;
+        self.keys
+            .verify(&parsed)
+            .map_err(NotIntact::CheckpointRefused)?;
         self.pending_checkpoints.pop_front();
         self.checkpoints += 1;
         Ok(())
@@ -396,51 +506,47 @@ impl State<'_> {
 
     fn seal(&mut self, line: &[u8]) -> Check<()> {
         if let Some(seq) = self.owed_checkpoint() {
-            return Err(format!(
-                "the signed checkpoint for entry {seq} should be here: it was removed"
-            ));
+            return Err(NotIntact::CheckpointRemoved(seq));
         }
         let seal: Seal = canonical(line, "seal")?;
-        let signature = seal.signature.clone().ok_or("the seal has no signature")?;
+        let signature = seal.signature.clone().ok_or(NotIntact::SealUnsigned)?;
         // The signature first: once it holds, every field below is the exporter's statement.
         self.keys
             .verify_bytes(
                 &seal.key_id,
-                &seal.message().map_err(|e| e.to_string())?,
+                &seal.message().map_err(NotIntact::Unsignable)?,
                 &signature,
             )
-            .map_err(|reason| format!("the seal's {reason}"))?;
+            .map_err(NotIntact::SealSignature)?;
         if seal.kind != "seal"
             || seal.chain != self.header.chain
             || seal.key_id != self.header.key_id
         {
-            return Err("the seal is for another export".to_owned());
+            return Err(NotIntact::SealOfAnotherExport);
         }
         if seal.header_sha256 != self.header_sha256 {
-            return Err(
-                "the seal was made for another header: it comes from another export".to_owned(),
-            );
+            return Err(NotIntact::SealOfAnotherHeader);
         }
         let last_seq = self.last.map(|(seq, _)| seq);
         if seal.entries != self.entries
             || seal.last_seq != last_seq
             || seal.first_seq != self.header.first_seq
         {
-            return Err(format!(
-                "the seal signs {} entries ending at {:?}, the file holds {} ending at {:?}: entries were removed",
-                seal.entries, seal.last_seq, self.entries, last_seq
-            ));
+            return Err(NotIntact::EntriesRemoved {
+                sealed: seal.entries,
+                sealed_last: seal.last_seq,
+                held: self.entries,
+                held_last: last_seq,
+            });
         }
         if last_seq != self.header.last_seq {
-            return Err("the entries end before the header's last_seq".to_owned());
+            return Err(NotIntact::EndsBeforeLastSeq);
         }
         if seal.last_hash != self.last.map(|(_, h)| h.to_hex()) {
-            return Err("the seal's last_hash differs from the last entry's hash".to_owned());
+            return Err(NotIntact::SealHashDiffers);
         }
-        if let Some(seq) = self.pending_checkpoints.front() {
-            return Err(format!(
-                "the header announces a checkpoint for entry {seq} that is not in the file"
-            ));
+        if let Some(&seq) = self.pending_checkpoints.front() {
+            return Err(NotIntact::AnnouncedCheckpointMissing(seq));
         }
         Ok(())
     }
@@ -454,35 +560,27 @@ fn split_entry_line(line: &[u8]) -> Check<(&[u8], Hash)> {
         && line.ends_with(ENTRY_SUFFIX)
         && line[line.len() - ENTRY_SUFFIX.len() - 64 - HASH_INFIX.len()..].starts_with(HASH_INFIX);
     if !layout {
-        return Err(
-            "not an entry line of the form {\"entry\":…,\"hash\":\"…\",\"type\":\"entry\"}"
-                .to_owned(),
-        );
+        return Err(NotIntact::NotAnEntryLine);
     }
     let hash_at = line.len() - ENTRY_SUFFIX.len() - 64;
     let raw = &line[ENTRY_PREFIX.len()..hash_at - HASH_INFIX.len()];
     let stated = std::str::from_utf8(&line[hash_at..hash_at + 64])
         .ok()
         .and_then(Hash::from_hex)
-        .ok_or("the entry's hash is not 64 lowercase hex digits")?;
+        .ok_or(NotIntact::EntryHashNotHex)?;
     Ok((raw, stated))
 }
 
 /// First the line against itself: a valid entry whose stated hash covers exactly these bytes.
 /// Returns the entry and the hash it chains from.
 fn self_consistent_entry(text: &str, stated: Hash) -> Check<(Link<'_>, Hash)> {
-    let link =
-        Link::parse(text).map_err(|e| format!("the entry is not a valid audit entry: {e}"))?;
-    let own_prev = Hash::from_hex(&link.prev_hash)
-        .ok_or("the entry's prev_hash is not 64 lowercase hex digits")?;
+    let link = Link::parse(text).map_err(NotIntact::NotAnEntry)?;
+    let own_prev = Hash::from_hex(&link.prev_hash).ok_or(NotIntact::EntryPrevHashNotHex)?;
     if Hash::link(&own_prev, text.as_bytes()) != stated {
-        return Err("the entry's content does not match its hash: it was changed".to_owned());
+        return Err(NotIntact::EntryChanged);
     }
     if link.v != ENTRY_FORMAT_VERSION {
-        return Err(format!(
-            "the entry has unsupported format version {}",
-            link.v
-        ));
+        return Err(NotIntact::UnsupportedEntryVersion(link.v));
     }
     Ok((link, own_prev))
 }
