@@ -407,8 +407,6 @@ fn unrecorded(
     }
 }
 
-/// Entra's `error` as it may be recorded: an OAuth error code is a short word of letters,
-/// digits and underscores; anything else is replaced.
 /// Why a verified callback is refused before any token is asked for, and what to do next.
 struct Refusal {
     reason: String,
@@ -456,6 +454,8 @@ fn refusal(
     })
 }
 
+/// Entra's `error` as it may be recorded: an OAuth error code is a short word of letters,
+/// digits and underscores; anything else is replaced.
 fn error_code(text: &str) -> String {
     let valid = !text.is_empty()
         && text.len() <= 64
