@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use killswitch::audit::append::Sealer;
-use killswitch::audit::check;
 use killswitch::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use killswitch::audit::verify::ChainVerifier;
 use killswitch::audit::{Actor, AuditEvent, AuditKey, KeyRing};
 use killswitch::domain::ChainId;
+use killswitch::reports::check;
 use killswitch::store::audit_sql::{ENSURE_HEAD, write_plan};
 use killswitch::store::{self, Store, StoreOptions};
 use sqlx::Connection;

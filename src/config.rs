@@ -20,7 +20,6 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::http::client::{ForwardedHeader, TrustedProxies};
 
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 pub const ENV_PREFIX: &str = "KILLSWITCH_";
@@ -936,6 +935,27 @@ fn collect_leaves(prefix: &str, dict: &Dict, out: &mut Vec<String>) {
             Value::Dict(_, inner) => collect_leaves(&path, inner, out),
             _ => out.push(path),
         }
+    }
+}
+
+/// The header trusted proxies record the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`, its `for=` parameters.
+    Forwarded,
+}
+
+/// Which peers are proxies, and which header they write.
+#[derive(Debug, Clone)]
+pub struct TrustedProxies {
+    pub networks: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
+impl TrustedProxies {
+    pub fn trusts(&self, ip: &std::net::IpAddr) -> bool {
+        self.networks.iter().any(|net| net.contains(ip))
     }
 }
 

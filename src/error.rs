@@ -61,7 +61,7 @@ pub enum Error {
     /// A detection was decided (approved, dismissed, or disabled automatically) before this
     /// decision; nothing was done.
     #[error("the detection is {} already", .0.as_str())]
-    DetectionDecided(crate::falcon::records::DetectionState),
+    DetectionDecided(crate::domain::detection::DetectionState),
 
     /// Another process recorded this action's outcome first; nothing was written.
     #[error("the outcome was already recorded")]
@@ -77,6 +77,15 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+impl From<crate::domain::InvalidValue> for Error {
+    fn from(e: crate::domain::InvalidValue) -> Self {
+        match e {
+            crate::domain::InvalidValue::Input(message) => Error::InvalidInput(message),
+            crate::domain::InvalidValue::Stored(message) => Error::Internal(message),
         }
     }
 }

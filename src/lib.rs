@@ -17,6 +17,7 @@ pub mod graph;
 pub mod html;
 pub mod http;
 pub mod remediation;
+pub mod reports;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

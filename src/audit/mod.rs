@@ -4,10 +4,8 @@
 //! format and the verification algorithm are written down in `docs/audit-chain.md`.
 
 pub mod append;
-pub mod check;
 pub mod entry;
 pub mod event;
-pub mod export;
 pub mod hash;
 pub mod records;
 pub mod signing;

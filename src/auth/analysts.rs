@@ -1,42 +1,13 @@
 //! Analysts as stored, and what the store reports when a one-time code is checked.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::roles::{Role, Scope};
+pub use crate::domain::analyst::AnalystStatus;
 use crate::error::{Error, Result};
+pub use crate::store::{ANALYST_COLUMNS, AnalystRecord};
 use crate::time::Timestamp;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AnalystStatus {
-    Active,
-    Disabled,
-}
-
-impl AnalystStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnalystStatus::Active => "active",
-            AnalystStatus::Disabled => "disabled",
-        }
-    }
-}
-
-impl FromStr for AnalystStatus {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "active" => Ok(AnalystStatus::Active),
-            "disabled" => Ok(AnalystStatus::Disabled),
-            other => Err(Error::Internal(format!("stored analyst status `{other}`"))),
-        }
-    }
-}
 
 /// An analyst, without secrets.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,37 +20,6 @@ pub struct Analyst {
     pub status: AnalystStatus,
     pub created_at: Timestamp,
 }
-
-/// An analyst row. `totp_secret` is sealed (see `secrets`), `token_hash` a SHA-256.
-#[derive(Clone, sqlx::FromRow)]
-pub struct AnalystRecord {
-    pub id: String,
-    pub email: String,
-    pub display_name: String,
-    pub role: String,
-    pub customers: String,
-    pub status: String,
-    pub token_hash: String,
-    pub totp_secret: String,
-    pub totp_last_step: Option<i64>,
-    pub failed_otp: i64,
-    pub locked_until: Option<String>,
-    pub created_at: String,
-}
-
-impl fmt::Debug for AnalystRecord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AnalystRecord")
-            .field("id", &self.id)
-            .field("email", &self.email)
-            .field("role", &self.role)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-pub const ANALYST_COLUMNS: &str = "id, email, display_name, role, customers, status, token_hash, totp_secret, \
-     totp_last_step, failed_otp, locked_until, created_at";
 
 impl AnalystRecord {
     pub fn analyst(&self) -> Result<Analyst> {

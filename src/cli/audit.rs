@@ -14,13 +14,13 @@ use serde_json::json;
 
 use super::{exit_code, print_json};
 use crate::app::Services;
-use crate::audit::check::{self, ChainReport};
-use crate::audit::export::{self, ExportRequest, verify::Verified};
 use crate::audit::signing::PublicKey;
 use crate::audit::{Actor, AuditKey, KeyRing};
 use crate::config::Settings;
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
+use crate::reports::check::{self, ChainReport};
+use crate::reports::export::{self, ExportRequest, verify::Verified};
 use crate::store::{self, Store, StoreOptions};
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +100,7 @@ pub async fn run(command: AuditCommand, settings: &Settings) -> Result<ExitCode>
 
 /// `--customer` of the chain commands: a customer slug, or `system` for the service's own chain.
 fn parse_chain(customer: Option<String>) -> Result<Option<ChainId>> {
-    customer.map(|c| c.parse::<ChainId>()).transpose()
+    Ok(customer.map(|c| c.parse::<ChainId>()).transpose()?)
 }
 
 async fn open_read_only(settings: &Settings) -> Result<Arc<dyn Store>> {

@@ -88,7 +88,7 @@ fn falcon_actor(policy: &str) -> Actor {
 /// derived from the composite id.
 fn idempotency_key(composite_id: &str) -> Result<IdempotencyKey> {
     let digest = const_hex::encode(&Sha256::digest(composite_id.as_bytes())[..16]);
-    format!("falcon-{digest}").parse()
+    Ok(format!("falcon-{digest}").parse()?)
 }
 
 impl Intake {

@@ -1,63 +1,11 @@
 //! The detection a Falcon Fusion workflow posts, in the template documented in docs/falcon.md,
 //! parsed strictly: an unknown field, a missing one or a wrong type is refused with its name.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::domain::AccountRef;
+pub use crate::domain::detection::Severity;
 use crate::error::{Error, Result};
-
-/// Severity as killswitch acts on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    pub fn parse_stored(text: &str) -> Option<Severity> {
-        match text {
-            "low" => Some(Severity::Low),
-            "medium" => Some(Severity::Medium),
-            "high" => Some(Severity::High),
-            "critical" => Some(Severity::Critical),
-            _ => None,
-        }
-    }
-
-    /// Falcon's numeric scale (0–100) in bands: 80 and up critical, 60 high, 40 medium, else low.
-    pub fn from_score(score: u64) -> Option<Severity> {
-        Some(match score {
-            80..=100 => Severity::Critical,
-            60..=79 => Severity::High,
-            40..=59 => Severity::Medium,
-            0..=39 => Severity::Low,
-            _ => return None,
-        })
-    }
-
-    /// Falcon's names; `informational` counts as low.
-    pub fn from_name(name: &str) -> Option<Severity> {
-        Some(match name.trim().to_ascii_lowercase().as_str() {
-            "critical" => Severity::Critical,
-            "high" => Severity::High,
-            "medium" => Severity::Medium,
-            "low" | "informational" | "info" => Severity::Low,
-            _ => return None,
-        })
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -102,7 +50,7 @@ fn text(field: &str, value: Option<String>, max: usize) -> Result<Option<String>
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
-        Some(v) => crate::domain::one_line_text(field, &v, max).map(Some),
+        Some(v) => Ok(crate::domain::one_line_text(field, &v, max).map(Some)?),
     }
 }
 

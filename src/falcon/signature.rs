@@ -15,43 +15,14 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::time::Timestamp;
 
+pub use crate::domain::detection::{Assurance, SignedString};
+
 pub const TIMESTAMP_HEADER: &str = "x-cs-delivery-timestamp";
-
-/// How sure we are the detection came from the customer's Falcon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Assurance {
-    /// An HMAC over the body with a fresh timestamp.
-    Signed,
-    /// Only a static bearer secret: it may have leaked and can be replayed.
-    Bearer,
-}
-
-impl Assurance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Assurance::Signed => "signed",
-            Assurance::Bearer => "bearer",
-        }
-    }
-}
-
-/// Which string the CrowdStrike scheme signs, per customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SignedString {
-    /// `base64(HMAC-SHA256(secret, body ‖ timestamp))`
-    #[default]
-    BodyTimestampBase64,
-    /// `hex(HMAC-SHA256(secret, timestamp ‖ body))`
-    TimestampBodyHex,
-}
 
 /// Why a webhook was refused: the metric label and log line; the sender only gets the status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

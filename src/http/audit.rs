@@ -13,8 +13,8 @@ use super::AppState;
 use super::caller::Caller;
 use super::customers::in_scope;
 use super::problem::Problem;
-use crate::audit::export::{self, ExportRequest, Format};
 use crate::auth::Permission;
+use crate::reports::export::{self, ExportRequest, Format};
 
 type ApiResult<T = Response> = Result<T, Problem>;
 

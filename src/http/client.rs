@@ -10,28 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use ipnet::IpNet;
 
-/// The header trusted proxies record the client in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    XForwardedFor,
-    /// RFC 7239 `Forwarded`, its `for=` parameters.
-    Forwarded,
-}
-
-/// Which peers are proxies, and which header they write.
-#[derive(Debug, Clone)]
-pub struct TrustedProxies {
-    pub networks: Vec<IpNet>,
-    pub header: ForwardedHeader,
-}
-
-impl TrustedProxies {
-    pub fn trusts(&self, ip: &IpAddr) -> bool {
-        self.networks.iter().any(|net| net.contains(ip))
-    }
-}
+pub use crate::config::{ForwardedHeader, TrustedProxies};
 
 /// The request's client address (see the module documentation), if the connection has one.
 pub fn client_ip(parts: &Parts, proxies: &TrustedProxies) -> Option<IpAddr> {

@@ -270,7 +270,7 @@ pub async fn dismiss(
     let reason: Reason = body
         .reason
         .parse()
-        .map_err(|e: crate::Error| Problem::invalid_input(e))?;
+        .map_err(|e: crate::domain::InvalidValue| Problem::invalid_input(e))?;
     let customer = still_pending(&detection)?;
     caller
         .second_factor(&state, &headers, Some(&customer))

@@ -4,9 +4,9 @@
 use uuid::Uuid;
 
 use super::domain_sql::json;
-use crate::audit::event::Operation;
+use crate::domain::action::{ActionRecord, Denial};
+use crate::domain::event::Operation;
 use crate::error::{Error, Result};
-use crate::remediation::action::{ActionRecord, Denial};
 
 pub const ACTION_COLUMNS: &str = "id, customer, operation, account, target_id, state, reason, ticket, revoke_sessions, \
      idempotency_key, request_hash, actor, detail, warnings, graph, before_state, after_state, requested_seq, \

@@ -5,12 +5,13 @@ use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use uuid::Uuid;
 
+use super::analyst_rows::{ANALYST_COLUMNS, AnalystRecord};
 use super::domain_sql::ChainTx;
 use super::engine::{Conn, Engine, Row};
 use super::{DELETE_SESSION, INSERT_SESSION, SELECT_SESSION, SessionRecord};
 use crate::audit::append::Sealer;
-use crate::audit::event::{Actor, AuditEvent, RequestContext};
-use crate::auth::analysts::{ANALYST_COLUMNS, AnalystRecord, AnalystStatus};
+use crate::domain::analyst::AnalystStatus;
+use crate::domain::event::{Actor, AuditEvent, RequestContext};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;

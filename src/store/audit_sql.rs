@@ -4,8 +4,8 @@
 use crate::audit::append::Appended;
 use crate::audit::records::{EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
-use crate::audit::{Actor, AuditEvent};
 use crate::domain::ChainId;
+use crate::domain::event::{Actor, AuditEvent};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use futures::stream::BoxStream;

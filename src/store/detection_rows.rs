@@ -3,10 +3,10 @@
 
 use uuid::Uuid;
 
+use crate::domain::detection::{
+    Assurance, DetectionFilter, DetectionRecord, DetectionState, Severity,
+};
 use crate::error::{Error, Result};
-use crate::falcon::payload::Severity;
-use crate::falcon::records::{DetectionRecord, DetectionState};
-use crate::falcon::signature::Assurance;
 
 pub const DETECTION_COLUMNS: &str = "id, customer, composite_id, detection_id, severity, tactic, technique, account_upn, \
      account_sid, account_domain, falcon_host_link, cid, falcon_time, assurance, state, target_id, target_upn, \
@@ -124,5 +124,48 @@ fn assurance(stored: &str) -> Option<Assurance> {
         "signed" => Some(Assurance::Signed),
         "bearer" => Some(Assurance::Bearer),
         _ => None,
+    }
+}
+
+impl DetectionFilter {
+    pub fn sql(&self) -> String {
+        let mut sql = format!("SELECT {DETECTION_COLUMNS} FROM detections");
+        let mut n = 0;
+        let mut clauses = Vec::new();
+        if let Some(customers) = &self.customers {
+            let placeholders: Vec<String> = customers
+                .iter()
+                .map(|_| {
+                    n += 1;
+                    format!("${n}")
+                })
+                .collect();
+            clauses.push(if placeholders.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                format!("customer IN ({})", placeholders.join(", "))
+            });
+        }
+        if self.state.is_some() {
+            n += 1;
+            clauses.push(format!("state = ${n}"));
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY received_at DESC, id LIMIT ${}", n + 1));
+        sql
+    }
+
+    pub fn binds(&self) -> Vec<String> {
+        let mut values: Vec<String> = self
+            .customers
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        values.extend(self.state.map(|s| s.as_str().to_owned()));
+        values
     }
 }

@@ -8,11 +8,11 @@ use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::ChainTx;
 use super::engine::{Conn, Engine, Row};
 use crate::audit::append::Sealer;
-use crate::audit::event::{Actor, AuditEvent};
+use crate::domain::action::NewAction;
+use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
+use crate::domain::event::{Actor, AuditEvent};
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
-use crate::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
-use crate::remediation::action::NewAction;
 use crate::time::Timestamp;
 
 /// Falcon detections and their decisions.

@@ -14,13 +14,13 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use super::engine::{Conn, Engine, Row};
 
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent, Outcome};
-use crate::customers::{Connection, Customer, Policy};
 use crate::domain::ChainId;
-use crate::error::{Error, Result};
-use crate::remediation::action::{
+use crate::domain::action::{
     ActionRecord, ActionState, Admission, Denial, Finish, Guard, NewAction,
 };
+use crate::domain::customer::{Connection, Customer, Policy};
+use crate::domain::event::{Actor, AuditEvent, Outcome};
+use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
 /// What a backend's transaction offers the shared code: serialising writers of one chain, and

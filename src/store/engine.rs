@@ -8,10 +8,10 @@ use futures::future::BoxFuture;
 use sqlx::{Database, Pool};
 
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::{Actor, AuditEvent};
 use crate::domain::ChainId;
+use crate::domain::detection::DetectionRecord;
+use crate::domain::event::{Actor, AuditEvent};
 use crate::error::Result;
-use crate::falcon::records::DetectionRecord;
 
 /// The connection a write runs on.
 pub type Conn<E> = <<E as Engine>::Db as Database>::Connection;

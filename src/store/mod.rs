@@ -2,6 +2,7 @@
 //! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
 
 mod action_rows;
+mod analyst_rows;
 pub mod analysts_sql;
 pub mod audit_sql;
 mod detection_rows;
@@ -20,8 +21,9 @@ use async_trait::async_trait;
 use crate::audit::append::Sealer;
 use crate::audit::signing::PublicKey;
 use crate::domain::CustomerSlug;
+use crate::domain::action::ActionState;
 use crate::error::{Error, Result};
-use crate::remediation::action::ActionState;
+pub use analyst_rows::{ANALYST_COLUMNS, AnalystRecord};
 pub use analysts_sql::AnalystStore;
 pub use audit_sql::AuditStore;
 pub use detection_rows::DETECTION_COLUMNS;

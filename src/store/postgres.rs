@@ -12,11 +12,11 @@ use super::detections_sql;
 use super::domain_sql::ChainTx;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::HeadRecord;
 use crate::domain::ChainId;
+use crate::domain::detection::DetectionRecord;
+use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
-use crate::falcon::records::DetectionRecord;
 use futures::future::BoxFuture;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::audit_sql::SELECT_HEAD;
 use crate::audit::append::{AppendPlan, Appended, Sealer};
-use crate::audit::event::{Actor, AuditEvent};
 use crate::audit::records::HeadRecord;
 use crate::domain::ChainId;
+use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 
 /// Most jobs folded into one transaction; bounds the latency one commit adds to its callers.

@@ -809,7 +809,7 @@ async fn auditors_and_admins_export_in_scope_and_the_export_verifies_with_the_se
         killswitch::audit::signing::PublicKey::parse(key["pem"].as_str().unwrap()).unwrap();
     assert_eq!(public.key_id.as_str(), key["key_id"].as_str().unwrap());
     let keys = killswitch::audit::KeyRing::new([public]);
-    let verified = killswitch::audit::export::verify::verify(&body[..], &keys, Some("contoso"))
+    let verified = killswitch::reports::export::verify::verify(&body[..], &keys, Some("contoso"))
         .unwrap()
         .unwrap();
     let text = String::from_utf8(body.to_vec()).unwrap();

@@ -151,10 +151,10 @@ async fn appends_still_work_after_rejected_tampering() {
         .await
         .unwrap();
     assert_eq!(appended.seq, 5);
-    let keys = killswitch::audit::check::keyring(store.as_ref(), [key.public_key()])
+    let keys = killswitch::reports::check::keyring(store.as_ref(), [key.public_key()])
         .await
         .unwrap();
-    let report = killswitch::audit::check::check_chain(store.as_ref(), &keys, "contoso")
+    let report = killswitch::reports::check::check_chain(store.as_ref(), &keys, "contoso")
         .await
         .unwrap();
     assert_eq!(report.map(|s| s.entries), Ok(5));

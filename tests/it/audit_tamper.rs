@@ -8,10 +8,10 @@
 use crate::common;
 
 use common::TestDb;
-use killswitch::audit::check::verify_records;
 use killswitch::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use killswitch::audit::{Actor, AuditEvent, Hash, KeyRing};
 use killswitch::domain::ChainId;
+use killswitch::reports::check::verify_records;
 use killswitch::store::audit_sql::{SELECT_CHECKPOINTS, SELECT_ENTRIES, SELECT_HEAD};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

@@ -13,12 +13,12 @@ use futures::TryStreamExt;
 use killswitch::audit::event::{
     AccountState, AuthMethod, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
 };
-use killswitch::audit::export::Format;
-use killswitch::audit::export::verify::{BadLine, Verified, verify, verify_file};
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
 use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
 use killswitch::customers::{Customer, Policy};
 use killswitch::domain::{ChainId, TenantId};
+use killswitch::reports::export::Format;
+use killswitch::reports::export::verify::{BadLine, Verified, verify, verify_file};
 use killswitch::store::Store;
 use killswitch::time::Timestamp;
 use serde_json::Value;

@@ -921,10 +921,10 @@ async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited
         .count();
     assert_eq!(received, 201, "each stored detection audited exactly once");
     assert_eq!(entries.len(), 1 + 201 + 100);
-    let keys = killswitch::audit::check::keyring(store.as_ref(), [key.public_key()])
+    let keys = killswitch::reports::check::keyring(store.as_ref(), [key.public_key()])
         .await
         .unwrap();
-    let summary = killswitch::audit::check::check_chain(store.as_ref(), &keys, "contoso")
+    let summary = killswitch::reports::check::check_chain(store.as_ref(), &keys, "contoso")
         .await
         .unwrap()
         .unwrap_or_else(|b| panic!("the chain is broken: {b:?}"));

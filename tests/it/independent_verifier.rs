@@ -17,14 +17,14 @@ use common::export::{Rng, analyst, export_bytes, export_bytes_by, line_of, lines
 use killswitch::audit::event::{
     AccountState, AuthMethod, GraphEvidence, MfaEvidence, Operation, Outcome,
 };
-use killswitch::audit::export::Format;
-use killswitch::audit::export::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
-use killswitch::audit::export::verify::{BadLine, Verified, verify, verify_file};
 use killswitch::audit::records::CheckpointRecord;
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
 use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
 use killswitch::customers::{Customer, Policy};
 use killswitch::domain::{ChainId, TenantId};
+use killswitch::reports::export::Format;
+use killswitch::reports::export::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
+use killswitch::reports::export::verify::{BadLine, Verified, verify, verify_file};
 use killswitch::store::Store;
 use killswitch::time::Timestamp;
 use serde_json::Value;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use killswitch::audit::append::Sealer;
-use killswitch::audit::check;
 use killswitch::audit::{Actor, AuditEvent, AuditKey};
 use killswitch::domain::ChainId;
+use killswitch::reports::check;
 use killswitch::store::sqlite::SqliteStore;
 use killswitch::store::{AuditStore, StoreOptions};
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use killswitch::audit::event::AuthMethod;
-use killswitch::audit::export::{self, ExportRequest, Format};
 use killswitch::audit::{Actor, AuditKey};
+use killswitch::reports::export::{self, ExportRequest, Format};
 use killswitch::store::Store;
 use killswitch::time::Timestamp;
 use uuid::Uuid;

@@ -265,10 +265,10 @@ pub async fn events(store: &Arc<dyn Store>, chain: &str) -> Vec<AuditEvent> {
 
 /// Verifies `chain` with the store's registered signing keys; panics with the break if broken.
 pub async fn verify_chain(store: &Arc<dyn Store>, chain: &str) -> ChainSummary {
-    let keys = killswitch::audit::check::keyring(store.as_ref(), [])
+    let keys = killswitch::reports::check::keyring(store.as_ref(), [])
         .await
         .unwrap();
-    killswitch::audit::check::check_chain(store.as_ref(), &keys, chain)
+    killswitch::reports::check::check_chain(store.as_ref(), &keys, chain)
         .await
         .unwrap()
         .unwrap_or_else(|broken| panic!("chain {chain} is broken: {broken:?}"))

@@ -7,7 +7,22 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+/// A value that does not parse, in words fit for whoever sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    /// Input from a request, a webhook or the command line.
+    #[error("{0}")]
+    Input(String),
+    /// A value read back from the store: the stored data is not what killswitch wrote.
+    #[error("internal error: {0}")]
+    Stored(String),
+}
+
+pub mod action;
+pub mod analyst;
+pub mod customer;
+pub mod detection;
+pub mod event;
 
 /// The name of the chain that records events not tied to one customer.
 pub const SYSTEM_CHAIN: &str = "system";
@@ -25,19 +40,19 @@ impl CustomerSlug {
 }
 
 impl FromStr for CustomerSlug {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let valid_chars = s
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !(2..=63).contains(&s.len()) || !valid_chars || s.starts_with('-') || s.ends_with('-') {
-            return Err(Error::InvalidInput(format!(
+            return Err(InvalidValue::Input(format!(
                 "`{s}` is not a customer slug: use 2 to 63 characters from a-z, 0-9 and `-`, not starting or ending with `-`"
             )));
         }
         if s == SYSTEM_CHAIN {
-            return Err(Error::InvalidInput(format!(
+            return Err(InvalidValue::Input(format!(
                 "`{s}` is reserved for the service's own audit chain; choose another slug"
             )));
         }
@@ -75,7 +90,7 @@ impl ChainId {
 }
 
 impl FromStr for ChainId {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == SYSTEM_CHAIN {
@@ -110,11 +125,11 @@ impl TenantId {
 }
 
 impl FromStr for TenantId {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         uuid::Uuid::parse_str(s.trim()).map(TenantId).map_err(|_| {
-            Error::InvalidInput(format!(
+            InvalidValue::Input(format!(
                 "`{s}` is not a tenant id (a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47)"
             ))
         })
@@ -151,7 +166,7 @@ impl AccountRef {
 }
 
 impl FromStr for AccountRef {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
@@ -159,7 +174,7 @@ impl FromStr for AccountRef {
             return Ok(AccountRef::ObjectId(id));
         }
         let bad = || {
-            Error::InvalidInput(format!(
+            InvalidValue::Input(format!(
                 "`{s}` is not an account: give its userPrincipalName (name@domain) or its Entra object id (a GUID)"
             ))
         };
@@ -222,11 +237,11 @@ impl Reason {
 }
 
 impl FromStr for Reason {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.trim().is_empty() {
-            return Err(Error::InvalidInput(
+            return Err(InvalidValue::Input(
                 "`reason` is required: say why this account is being changed".to_owned(),
             ));
         }
@@ -265,15 +280,15 @@ pub fn clean_line(text: &str, max_chars: usize) -> String {
 /// One line of free text for the audit log, a page or a report: trimmed, at most `max_chars`,
 /// without control, format or line/paragraph-separator characters, which could hide or
 /// reorder what a reader sees. The error names `field`.
-pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<String, Error> {
+pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<String, InvalidValue> {
     let text = value.trim();
     if text.chars().count() > max_chars {
-        return Err(Error::InvalidInput(format!(
+        return Err(InvalidValue::Input(format!(
             "`{field}` is longer than {max_chars} characters"
         )));
     }
     if let Some((c, why)) = text.chars().find_map(|c| forbidden(c).map(|why| (c, why))) {
-        return Err(Error::InvalidInput(format!(
+        return Err(InvalidValue::Input(format!(
             "`{field}` must be one line of plain text: it contains U+{:04X}, and {why} are not accepted",
             u32::from(c)
         )));
@@ -293,11 +308,11 @@ impl Ticket {
 }
 
 impl FromStr for Ticket {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.trim().is_empty() {
-            return Err(Error::InvalidInput(
+            return Err(InvalidValue::Input(
                 "`ticket` is 1 to 100 printable characters".to_owned(),
             ));
         }
@@ -322,9 +337,9 @@ impl IdempotencyKey {
     }
 
     /// A key from a request's `Idempotency-Key` header: the reserved prefix is refused.
-    pub fn from_client(text: &str) -> Result<IdempotencyKey, Error> {
+    pub fn from_client(text: &str) -> Result<IdempotencyKey, InvalidValue> {
         if text.starts_with(Self::RESERVED_PREFIX) {
-            return Err(Error::InvalidInput(format!(
+            return Err(InvalidValue::Input(format!(
                 "`Idempotency-Key`: keys starting with `{}` are reserved for actions the service derives from detections",
                 Self::RESERVED_PREFIX
             )));
@@ -340,11 +355,11 @@ impl IdempotencyKey {
 }
 
 impl FromStr for IdempotencyKey {
-    type Err = Error;
+    type Err = InvalidValue;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidInput(
+            return Err(InvalidValue::Input(
                 "`Idempotency-Key` is 1 to 255 visible ASCII characters".to_owned(),
             ));
         }

@@ -1,0 +1,435 @@
+//! What an audit entry says happened, and who did it.
+//!
+//! Events are a closed, typed enum so every writer records the same shape; the JSON tag `type`
+//! is the stable name customers see in exports. New fields may be added over time; verifiers
+//! never need to understand an event to check the chain.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::time::Timestamp;
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Actor {
+    /// A SOC analyst, identified by id and e-mail, with how they proved who they are.
+    Analyst {
+        id: Uuid,
+        email: String,
+        auth: AuthMethod,
+    },
+    /// Someone running the `killswitch` command on the server; `user` is the OS account.
+    Operator { user: String },
+    /// Falcon, acting automatically under the customer policy named here.
+    Falcon { policy: String },
+    /// The service itself (key registration, start-up reconciliation, scheduled checkpoints).
+    Service,
+    /// A request whose identity could not be established (failed authentication).
+    Unauthenticated { client_ip: Option<String> },
+}
+
+impl Actor {
+    /// The operator running this process, named by the OS account (never a secret).
+    pub fn operator() -> Actor {
+        let user = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".to_owned());
+        Actor::Operator { user }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ApiToken,
+    Oidc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Disable,
+    Enable,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Disable => "disable",
+            Operation::Enable => "enable",
+        }
+    }
+
+    /// The `accountEnabled` value this operation asks for.
+    pub fn target_enabled(self) -> bool {
+        self == Operation::Enable
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Noop,
+    Failed,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Noop => "noop",
+            Outcome::Failed => "failed",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+/// Evidence that a fresh second factor was checked for this action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaEvidence {
+    pub method: String,
+    pub time_step: u64,
+    pub verified_at: Timestamp,
+}
+
+/// Where a request came from, for the people reading the log later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestContext {
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// An account as Graph described it before or after an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    pub id: String,
+    pub user_principal_name: String,
+    pub account_enabled: Option<bool>,
+    pub on_premises_sync_enabled: Option<bool>,
+}
+
+/// What Microsoft Graph answered, kept so a customer can correlate with their own sign-in and
+/// audit logs in Entra.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GraphEvidence {
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A checkpoint signing key was put into service; its public half is recorded so older
+    /// checkpoints stay verifiable after the key is rotated.
+    SigningKeyRegistered {
+        key_id: String,
+        public_key: String,
+    },
+
+    CustomerAdded {
+        name: String,
+        domain: String,
+        tenant_id: Option<String>,
+    },
+    CustomerUpdated {
+        changes: serde_json::Value,
+    },
+    CustomerPolicyChanged {
+        changes: serde_json::Value,
+    },
+
+    ConsentGranted {
+        tenant_id: String,
+    },
+    ConsentFailed {
+        tenant_id: Option<String>,
+        reason: String,
+    },
+
+    AnalystAdded {
+        analyst_id: Uuid,
+        email: String,
+        role: String,
+        customers: Vec<String>,
+    },
+    AnalystDisabled {
+        analyst_id: Uuid,
+        email: String,
+    },
+    AnalystEnabled {
+        analyst_id: Uuid,
+        email: String,
+    },
+    AnalystMfaReset {
+        analyst_id: Uuid,
+        email: String,
+    },
+    AnalystTokenRotated {
+        analyst_id: Uuid,
+        email: String,
+    },
+
+    AuthenticationFailed {
+        analyst_id: Option<Uuid>,
+        reason: String,
+        request: Option<RequestContext>,
+    },
+    AnalystLockedOut {
+        analyst_id: Uuid,
+        until: Timestamp,
+    },
+
+    ActionRequested {
+        action_id: Uuid,
+        operation: Operation,
+        account: String,
+        reason: String,
+        ticket: Option<String>,
+        revoke_sessions: bool,
+        mfa: Option<MfaEvidence>,
+        request: Option<RequestContext>,
+    },
+    ActionOutcome {
+        action_id: Uuid,
+        outcome: Outcome,
+        detail: Option<String>,
+        warnings: Vec<String>,
+        before: Option<AccountState>,
+        after: Option<AccountState>,
+        graph: Option<GraphEvidence>,
+        duration_ms: u64,
+    },
+
+    DetectionReceived {
+        detection_id: Uuid,
+        composite_id: String,
+        severity: String,
+        account: Option<String>,
+        assurance: String,
+    },
+
+    /// What was decided about a detection: disabled under the auto-disable policy, approved by
+    /// an analyst (the action has its own entries), or dismissed.
+    DetectionDecided {
+        detection_id: Uuid,
+        decision: String,
+        reason: Option<String>,
+        action_id: Option<Uuid>,
+    },
+
+    /// The connection to the customer's tenant was tested: ready, or the exact reason not.
+    ConnectionTested {
+        ready: bool,
+        detail: String,
+    },
+
+    /// A webhook secret for Falcon was issued (never the secret itself); when it replaced one,
+    /// the previous secret stays valid until the time given.
+    WebhookSecretIssued {
+        secret_id: String,
+        previous_valid_until: Option<Timestamp>,
+    },
+
+    AuditExported {
+        format: String,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        entries: u64,
+    },
+
+    /// The secrets kept encrypted at rest were sealed again under the current key (`key_id`),
+    /// after `mfa.encryption_key` was rotated; never the secrets themselves.
+    SecretsResealed {
+        key_id: String,
+        totp_secrets: u64,
+        webhook_secrets: u64,
+    },
+}
+
+impl AuditEvent {
+    /// The stable event name, identical to the JSON `type` tag (a unit test keeps them equal).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuditEvent::SigningKeyRegistered { .. } => "signing_key_registered",
+            AuditEvent::CustomerAdded { .. } => "customer_added",
+            AuditEvent::CustomerUpdated { .. } => "customer_updated",
+            AuditEvent::CustomerPolicyChanged { .. } => "customer_policy_changed",
+            AuditEvent::ConsentGranted { .. } => "consent_granted",
+            AuditEvent::ConsentFailed { .. } => "consent_failed",
+            AuditEvent::AnalystAdded { .. } => "analyst_added",
+            AuditEvent::AnalystDisabled { .. } => "analyst_disabled",
+            AuditEvent::AnalystEnabled { .. } => "analyst_enabled",
+            AuditEvent::AnalystMfaReset { .. } => "analyst_mfa_reset",
+            AuditEvent::AnalystTokenRotated { .. } => "analyst_token_rotated",
+            AuditEvent::AuthenticationFailed { .. } => "authentication_failed",
+            AuditEvent::AnalystLockedOut { .. } => "analyst_locked_out",
+            AuditEvent::ActionRequested { .. } => "action_requested",
+            AuditEvent::ActionOutcome { .. } => "action_outcome",
+            AuditEvent::DetectionReceived { .. } => "detection_received",
+            AuditEvent::DetectionDecided { .. } => "detection_decided",
+            AuditEvent::ConnectionTested { .. } => "connection_tested",
+            AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
+            AuditEvent::AuditExported { .. } => "audit_exported",
+            AuditEvent::SecretsResealed { .. } => "secrets_resealed",
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One value of every variant, so tests can walk them all.
+    pub(crate) fn one_of_each() -> Vec<AuditEvent> {
+        let id = Uuid::nil();
+        let now = Timestamp::now();
+        [
+            keys_customers_and_consent(),
+            analysts_and_authentication(id, now),
+            actions_and_detections(id),
+            operations(),
+        ]
+        .concat()
+    }
+
+    fn keys_customers_and_consent() -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::SigningKeyRegistered {
+                key_id: "k".into(),
+                public_key: "p".into(),
+            },
+            AuditEvent::CustomerAdded {
+                name: "n".into(),
+                domain: "d".into(),
+                tenant_id: None,
+            },
+            AuditEvent::CustomerUpdated {
+                changes: serde_json::json!({}),
+            },
+            AuditEvent::CustomerPolicyChanged {
+                changes: serde_json::json!({}),
+            },
+            AuditEvent::ConsentGranted {
+                tenant_id: "t".into(),
+            },
+            AuditEvent::ConsentFailed {
+                tenant_id: None,
+                reason: "r".into(),
+            },
+        ]
+    }
+
+    fn analysts_and_authentication(id: Uuid, now: Timestamp) -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::AnalystAdded {
+                analyst_id: id,
+                email: "e".into(),
+                role: "r".into(),
+                customers: vec![],
+            },
+            AuditEvent::AnalystDisabled {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystEnabled {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystMfaReset {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AnalystTokenRotated {
+                analyst_id: id,
+                email: "e".into(),
+            },
+            AuditEvent::AuthenticationFailed {
+                analyst_id: None,
+                reason: "r".into(),
+                request: None,
+            },
+            AuditEvent::AnalystLockedOut {
+                analyst_id: id,
+                until: now,
+            },
+        ]
+    }
+
+    fn actions_and_detections(id: Uuid) -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::ActionRequested {
+                action_id: id,
+                operation: Operation::Disable,
+                account: "a".into(),
+                reason: "r".into(),
+                ticket: None,
+                revoke_sessions: false,
+                mfa: None,
+                request: None,
+            },
+            AuditEvent::ActionOutcome {
+                action_id: id,
+                outcome: Outcome::Noop,
+                detail: None,
+                warnings: vec![],
+                before: None,
+                after: None,
+                graph: None,
+                duration_ms: 0,
+            },
+            AuditEvent::DetectionReceived {
+                detection_id: id,
+                composite_id: "c".into(),
+                severity: "high".into(),
+                account: None,
+                assurance: "signed".into(),
+            },
+            AuditEvent::DetectionDecided {
+                detection_id: id,
+                decision: "dismissed".into(),
+                reason: None,
+                action_id: None,
+            },
+        ]
+    }
+
+    fn operations() -> Vec<AuditEvent> {
+        vec![
+            AuditEvent::ConnectionTested {
+                ready: true,
+                detail: "ready".into(),
+            },
+            AuditEvent::WebhookSecretIssued {
+                secret_id: "w".into(),
+                previous_valid_until: None,
+            },
+            AuditEvent::AuditExported {
+                format: "jsonl".into(),
+                from: None,
+                to: None,
+                entries: 0,
+            },
+            AuditEvent::SecretsResealed {
+                key_id: "k".into(),
+                totp_secrets: 0,
+                webhook_secrets: 0,
+            },
+        ]
+    }
+
+    #[test]
+    fn kind_matches_the_serialized_type_tag_for_every_variant() {
+        for event in one_of_each() {
+            let json = serde_json::to_value(&event).unwrap_or_default();
+            assert_eq!(json["type"], event.kind(), "{event:?}");
+        }
+    }
+}
