@@ -1,4 +1,4 @@
-//! Actions as stored: what was asked, by whom, and how it ended.
+//! Actions: what was asked, by whom, what admission decided, and how each ended.
 
 use std::str::FromStr;
 

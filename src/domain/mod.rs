@@ -1,6 +1,7 @@
-//! Domain values parsed once at the edge: requests, webhooks and the CLI hand the core a
-//! `CustomerSlug`, an `AccountRef`, a `Reason`, never the raw text. Stored rows still carry some
-//! of them as text until the store hands out typed values (see docs/architecture.md).
+//! The values every layer shares, parsed once at the edge: requests, webhooks and the CLI hand
+//! the core a `CustomerSlug`, an `AccountRef`, a `Reason`, never the raw text, and the store
+//! hands out typed actions, detections and customers. Nothing here knows the layers above it
+//! (see docs/architecture.md).
 
 use std::fmt;
 use std::str::FromStr;

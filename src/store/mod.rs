@@ -1,5 +1,6 @@
-//! Storage: one `Store` trait, a SQLite backend (the embedded default) and a PostgreSQL backend
-//! (several instances behind a load balancer). The backend is chosen once, from the URL scheme.
+//! Storage: one narrow trait per concern beside its SQL, each implemented once for every
+//! [`Engine`]; `Store` is their union. Two engines: SQLite (the embedded default) and PostgreSQL
+//! (several instances behind a load balancer), chosen once from the URL scheme.
 
 mod action_rows;
 mod analyst_rows;
