@@ -20,10 +20,10 @@
 //! into the browser's `ks_login` cookie, so anonymous `/login` requests cannot fill memory.
 //! Only sign-ins that completed are remembered, to refuse a replayed callback.
 //!
-//! The parts: [`discovery`] (the provider's metadata and key set, fetched and refreshed),
-//! [`login`] (the console's authorization-code flow), [`bearer`] (JWTs sent to the API),
-//! [`claims`] (whom a verified token names), [`http`] (the bounded HTTP client under all) and
-//! [`error`] (why none of it vouched for anyone).
+//! The parts: `discovery` (the provider's metadata and key set, fetched and refreshed),
+//! `login` (the console's authorization-code flow), `bearer` (JWTs sent to the API),
+//! `claims` (whom a verified token names), `http` (the bounded HTTP client under all) and
+//! `error` (why none of it vouched for anyone).
 
 mod bearer;
 mod claims;
