@@ -128,44 +128,13 @@ fn assurance(stored: &str) -> Option<Assurance> {
 }
 
 impl DetectionFilter {
-    pub fn sql(&self) -> String {
-        let mut sql = format!("SELECT {DETECTION_COLUMNS} FROM detections");
-        let mut n = 0;
-        let mut clauses = Vec::new();
-        if let Some(customers) = &self.customers {
-            let placeholders: Vec<String> = customers
-                .iter()
-                .map(|_| {
-                    n += 1;
-                    format!("${n}")
-                })
-                .collect();
-            clauses.push(if placeholders.is_empty() {
-                "1 = 0".to_owned()
-            } else {
-                format!("customer IN ({})", placeholders.join(", "))
-            });
+    pub(super) fn listing(&self) -> super::listing::Listing<'_> {
+        super::listing::Listing {
+            select: format!("SELECT {DETECTION_COLUMNS} FROM detections"),
+            time_column: "received_at",
+            customers: self.customers.as_deref(),
+            state: self.state.map(DetectionState::as_str),
+            limit: self.limit,
         }
-        if self.state.is_some() {
-            n += 1;
-            clauses.push(format!("state = ${n}"));
-        }
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        sql.push_str(&format!(" ORDER BY received_at DESC, id LIMIT ${}", n + 1));
-        sql
-    }
-
-    pub fn binds(&self) -> Vec<String> {
-        let mut values: Vec<String> = self
-            .customers
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        values.extend(self.state.map(|s| s.as_str().to_owned()));
-        values
     }
 }

@@ -343,14 +343,7 @@ where
     }
 
     async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
-        let mut query = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(filter.sql()));
-        for value in filter.binds() {
-            query = query.bind(value);
-        }
-        let rows = query
-            .bind(i64::from(filter.limit))
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<DetectionRow> = filter.listing().fetch(self.pool()).await?;
         rows.into_iter().map(DetectionRecord::try_from).collect()
     }
 

@@ -191,14 +191,7 @@ where
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
-        let mut query = sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(filter.sql()));
-        for value in filter.binds() {
-            query = query.bind(value);
-        }
-        let rows = query
-            .bind(i64::from(filter.limit))
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<ActionRow> = filter.listing().fetch(self.pool()).await?;
         rows.into_iter().map(ActionRecord::try_from).collect()
     }
 

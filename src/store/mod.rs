@@ -10,6 +10,7 @@ mod detection_rows;
 pub mod detections_sql;
 pub mod domain_sql;
 mod engine;
+mod listing;
 pub mod onboarding_sql;
 pub mod postgres;
 pub mod sqlite;
@@ -145,49 +146,14 @@ pub struct ActionFilter {
 }
 
 impl ActionFilter {
-    /// `SELECT … FROM actions` with this filter's conditions; values are bound in the order
-    /// customers, state, limit (see [`ActionFilter::binds`]).
-    fn sql(&self) -> String {
-        let mut sql = format!("SELECT {} FROM actions", domain_sql::ACTION_COLUMNS);
-        let mut n = 0;
-        let mut clauses = Vec::new();
-        if let Some(customers) = &self.customers {
-            let placeholders: Vec<String> = customers
-                .iter()
-                .map(|_| {
-                    n += 1;
-                    format!("${n}")
-                })
-                .collect();
-            // An empty scope matches nothing rather than everything.
-            clauses.push(if placeholders.is_empty() {
-                "1 = 0".to_owned()
-            } else {
-                format!("customer IN ({})", placeholders.join(", "))
-            });
+    fn listing(&self) -> listing::Listing<'_> {
+        listing::Listing {
+            select: format!("SELECT {} FROM actions", domain_sql::ACTION_COLUMNS),
+            time_column: "created_at",
+            customers: self.customers.as_deref(),
+            state: self.state.map(ActionState::as_str),
+            limit: self.limit,
         }
-        if self.state.is_some() {
-            n += 1;
-            clauses.push(format!("state = ${n}"));
-        }
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        sql.push_str(&format!(" ORDER BY created_at DESC, id LIMIT ${}", n + 1));
-        sql
-    }
-
-    /// The text values to bind before the limit, in placeholder order.
-    fn binds(&self) -> Vec<String> {
-        let mut values: Vec<String> = self
-            .customers
-            .iter()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        values.extend(self.state.map(|s| s.as_str().to_owned()));
-        values
     }
 }
 
@@ -306,7 +272,8 @@ mod tests {
             ..ActionFilter::default()
         };
         assert!(
-            all.sql()
+            all.listing()
+                .sql()
                 .ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1")
         );
         let both = ActionFilter {
@@ -317,16 +284,16 @@ mod tests {
             state: Some(ActionState::Failed),
             limit: 10,
         };
-        assert!(both.sql().ends_with(
+        assert!(both.listing().sql().ends_with(
             "WHERE customer IN ($1, $2) AND state = $3 ORDER BY created_at DESC, id LIMIT $4"
         ));
-        assert_eq!(both.binds(), ["contoso", "fabrikam", "failed"]);
+        assert_eq!(both.listing().binds(), ["contoso", "fabrikam", "failed"]);
         let none = ActionFilter {
             customers: Some(vec![]),
             limit: 1,
             ..ActionFilter::default()
         };
-        assert!(none.sql().contains("WHERE 1 = 0"));
+        assert!(none.listing().sql().contains("WHERE 1 = 0"));
     }
 
     #[test]
