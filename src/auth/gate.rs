@@ -15,7 +15,7 @@ use crate::domain::CustomerSlug;
 use crate::error::Result;
 use crate::secrets::SecretCipher;
 use crate::store::Store;
-use crate::store::analysts_sql::{AnalystChange, OtpFailureRecord, refusal_chains};
+use crate::store::{AnalystChange, OtpFailureRecord, refusal_chains};
 use crate::time::Timestamp;
 
 /// Who presents a one-time code, from where, and aimed at which customer's account.

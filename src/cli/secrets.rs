@@ -12,7 +12,7 @@ use crate::auth::gate::totp_context;
 use crate::config::Settings;
 use crate::customers::onboarding::webhook_context;
 use crate::error::Result;
-use crate::store::onboarding_sql::{Reseal, Resealed};
+use crate::store::{Reseal, Resealed};
 use crate::time::Timestamp;
 
 #[derive(Debug, Subcommand)]

@@ -18,8 +18,8 @@ use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, TokenError};
 use crate::secrets::{SecretCipher, random_bytes};
+use crate::store::NewWebhookSecret;
 use crate::store::Store;
-use crate::store::onboarding_sql::NewWebhookSecret;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]

@@ -21,8 +21,8 @@ use crate::graph::GraphError;
 use crate::remediation::action::DetectionClaim;
 use crate::remediation::{ActionRequest, Executed, Remediator};
 use crate::secrets::SecretCipher;
+use crate::store::Decision;
 use crate::store::Store;
-use crate::store::detections_sql::Decision;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use crate::audit::AuditEvent;
 use crate::audit::event::{Actor, AuthMethod, RequestContext};
 use crate::auth::analysts::{AnalystRecord, normalize_email};
 use crate::domain::CustomerSlug;
-use crate::store::analysts_sql::refusal_chains;
+use crate::store::refusal_chains;
 
 /// What a request presented to prove who sends it.
 enum Presented<'a> {

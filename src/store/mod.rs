@@ -26,13 +26,17 @@ use crate::domain::CustomerSlug;
 use crate::domain::action::ActionState;
 use crate::error::{Error, Result};
 pub use analyst_rows::{ANALYST_COLUMNS, AnalystRecord};
-pub use analysts_sql::AnalystStore;
+pub use analysts_sql::{
+    AnalystChange, AnalystStore, OtpFailureCount, OtpFailureRecord, refusal_chains,
+};
 pub use audit_sql::AuditStore;
 pub use detection_rows::DETECTION_COLUMNS;
-pub use detections_sql::DetectionStore;
+pub use detections_sql::{Decision, DetectionStore};
 pub use domain_sql::{ActionStore, CustomerStore};
 pub use engine::Engine;
-pub use onboarding_sql::OnboardingStore;
+pub use onboarding_sql::{
+    NewWebhookSecret, OnboardingStore, Reseal, Resealed, WebhookSecretRecord,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
