@@ -139,9 +139,23 @@ fn operation(stored: &str) -> Option<Operation> {
     }
 }
 
-/// The denial a row records.
+/// The denial a row records. A denied row without one was written by a release before the
+/// column (still running beside this one during an upgrade): its kind is read from the detail
+/// it was written with, as migration 0007 did for older rows.
 fn denial(row: &ActionRow) -> std::result::Result<Option<Denial>, ()> {
     match row.denial.as_deref() {
+        None if row.state == "denied" => Ok(Some(
+            if row
+                .detail
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("rate limit")
+            {
+                Denial::HourlyLimit
+            } else {
+                Denial::ProtectedAccount
+            },
+        )),
         None => Ok(None),
         Some("protected_account") => Ok(Some(Denial::ProtectedAccount)),
         Some("hourly_limit") => Ok(Some(Denial::HourlyLimit)),

@@ -113,15 +113,29 @@ where
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'r> DetectionRow: FromRow<'r, DB::Row>,
 {
+    existing_row::<DB>(conn, d).await?.try_into()
+}
+
+/// [`existing`] as stored, for a caller that must fail only with the statement's own error.
+pub async fn existing_row<DB>(
+    conn: &mut DB::Connection,
+    d: &DetectionRecord,
+) -> Result<DetectionRow>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> DetectionRow: FromRow<'r, DB::Row>,
+{
     let sql = format!(
         "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
     );
-    sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(sql))
+    Ok(sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(sql))
         .bind(d.customer.as_str())
         .bind(d.composite_id.as_str())
         .fetch_one(&mut *conn)
-        .await?
-        .try_into()
+        .await?)
 }
 
 /// Stores a detection unless its `composite_id` is known for the customer; returns the stored

@@ -217,7 +217,15 @@ where
             .bind(now.to_string())
             .fetch_all(self.pool())
             .await?;
-        rows.into_iter().map(ActionRecord::try_from).collect()
+        // One unreadable row must not keep every other interrupted action from its outcome.
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                ActionRecord::try_from(row)
+                    .inspect_err(|e| tracing::error!(error = %e, "an interrupted action cannot be read; it is left for an operator"))
+                    .ok()
+            })
+            .collect())
     }
 
     async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
@@ -628,8 +636,8 @@ where
     // keeps its entry; a late second finisher rolls back its own.
     let claimed: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
         "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
-         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10, outcome_seq = $11 \
-         WHERE id = $1 AND finished_at IS NULL RETURNING id",
+         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10, outcome_seq = $11, \
+         denial = $12 WHERE id = $1 AND finished_at IS NULL RETURNING id",
     )
     .bind(f.id.to_string())
     .bind(ActionState::from(f.outcome).as_str())
@@ -642,6 +650,9 @@ where
     .bind(Timestamp::now().to_string())
     .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
     .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+    // The engine denies only a protected account it found on reading it (hourly limits are
+    // decided at admission).
+    .bind((f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()))
     .fetch_optional(&mut *conn)
     .await?;
     match claimed {

@@ -35,8 +35,9 @@ pub trait Engine: Send + Sync + 'static {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static;
 
-    /// Runs `work`, which must be a single statement, without a transaction of its own
-    /// (SQLite: batched with other writes, without a savepoint).
+    /// Runs `work`, which must be a single statement and fail only with that statement's own
+    /// database error, without a transaction of its own (SQLite: batched with other writes,
+    /// without a savepoint, so any other error undoes the whole batch).
     fn write_statement<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
     where
         T: Send + 'static,

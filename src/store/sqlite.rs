@@ -11,10 +11,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::audit_sql as sql;
-use super::detections_sql;
 use super::domain_sql::ChainTx;
 use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
+use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::HeadRecord;
 use crate::domain::ChainId;
@@ -223,8 +223,11 @@ impl super::Engine for SqliteStore {
         Box::pin(async move {
             self.sealer()?;
             // One statement and an entry sealed with the batch's other appends: a burst of
-            // detections costs a statement each, not a savepoint and five statements each.
-            self.writer
+            // detections costs a statement each, not a savepoint and five statements each. The
+            // stored row is converted after the batch: a job of this kind may fail only with its
+            // statement's own error, or the whole batch is undone.
+            let outcome = self
+                .writer
                 .single(move |conn| {
                     Box::pin(async move {
                         if detections_sql::insert_new::<Sqlite>(conn, &detection).await? {
@@ -235,18 +238,28 @@ impl super::Engine for SqliteStore {
                             });
                             Ok(Then::Append {
                                 audit,
-                                value: (detection, true),
+                                value: Recorded::New(detection),
                             })
                         } else {
-                            let existing =
-                                detections_sql::existing::<Sqlite>(conn, &detection).await?;
-                            Ok(Then::Done((existing, false)))
+                            let stored =
+                                detections_sql::existing_row::<Sqlite>(conn, &detection).await?;
+                            Ok(Then::Done(Recorded::Known(stored)))
                         }
                     })
                 })
-                .await
+                .await?;
+            match outcome {
+                Recorded::New(new) => Ok((new, true)),
+                Recorded::Known(stored) => Ok((DetectionRecord::try_from(stored)?, false)),
+            }
         })
     }
+}
+
+/// What a delivery of a detection found: a new one (as given), or the one stored before.
+enum Recorded {
+    New(DetectionRecord),
+    Known(detection_rows::DetectionRow),
 }
 
 #[async_trait]

@@ -62,6 +62,17 @@ async fn actions_denied_before_the_denial_column_keep_their_kind_after_the_upgra
     drop(raw);
 
     let (store, _key) = db.store(1000).await;
+    // A release before the column, still running beside this one during an upgrade, writes a
+    // denial without its kind.
+    let mut raw = db.raw().await;
+    sqlx::query(sqlx::AssertSqlSafe(denied_row(
+        "00000000-0000-4000-8000-000000000003",
+        "rate limit: 6 actions in the last hour for this customer, the policy allows 5; nothing was sent to Entra",
+    )))
+    .execute(&mut raw)
+    .await
+    .unwrap();
+    drop(raw);
     let filter = ActionFilter {
         limit: 10,
         ..ActionFilter::default()
@@ -74,6 +85,7 @@ async fn actions_denied_before_the_denial_column_keep_their_kind_after_the_upgra
         [
             (ActionState::Denied, Some(Denial::HourlyLimit)),
             (ActionState::Denied, Some(Denial::ProtectedAccount)),
+            (ActionState::Denied, Some(Denial::HourlyLimit)),
         ]
     );
 }

@@ -10,7 +10,7 @@ use fake_entra::{Endpoint, Fault};
 use killswitch::audit::event::{AuditEvent, Operation, Outcome};
 use killswitch::customers::Policy;
 use killswitch::remediation::Executed;
-use killswitch::remediation::action::{ActionRecord, ActionState};
+use killswitch::remediation::action::{ActionRecord, ActionState, Denial};
 
 const ALICE_UPN: &str = "alice@contoso.onmicrosoft.com";
 
@@ -194,6 +194,11 @@ async fn a_protected_account_named_by_its_other_identifier_is_denied_before_any_
     )
     .await;
     assert_one_outcome(&rig, &record, Outcome::Denied).await;
+    assert_eq!(
+        record.denial,
+        Some(Denial::ProtectedAccount),
+        "found on reading it"
+    );
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
 }
 
@@ -225,6 +230,7 @@ async fn the_hourly_limit_denies_further_actions_without_calling_entra() {
     )
     .await;
     assert_one_outcome(&rig, &record, Outcome::Denied).await;
+    assert_eq!(record.denial, Some(Denial::HourlyLimit));
     assert!(
         record
             .detail

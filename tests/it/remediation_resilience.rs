@@ -430,3 +430,25 @@ async fn when_the_outcome_cannot_be_written_the_caller_hears_requested_and_recon
     );
     rig.verify("contoso").await;
 }
+
+#[tokio::test]
+async fn an_unreadable_interrupted_action_does_not_keep_the_others_from_their_outcome() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::GetUser).await;
+    rig.fake.release_hung();
+    // A row no release of killswitch writes: its actor is not JSON.
+    exec(
+        &rig,
+        "INSERT INTO actions (id, customer, operation, account, state, reason, revoke_sessions, \
+         request_hash, actor, requested_seq, created_at, lease_until) VALUES \
+         ('00000000-0000-4000-8000-0000000000ff', 'contoso', 'disable', 'bob@contoso.onmicrosoft.com', \
+         'requested', 'phished', FALSE, 'h', 'not json', 1, '2026-01-01T00:00:00.000000Z', \
+         '2026-01-01T00:00:00.000000Z')",
+    )
+    .await;
+    rig.clock.advance(Duration::from_millis(1100));
+
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, ActionState::Failed);
+}
