@@ -5,6 +5,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::problem::PROBLEM_TYPES;
 use super::{actions, audit, customers, falcon};
 
 #[derive(OpenApi)]
@@ -35,7 +36,7 @@ use super::{actions, audit, customers, falcon};
         audit::export,
         audit::public_key
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemTypes),
     tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"), (name = "audit"))
 )]
 pub struct ApiDoc;
@@ -54,6 +55,47 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The problem `type`s the service answers, from the one table of problem kinds: the schema
+/// lists each with its title and usual status, so a client can branch on them.
+struct ProblemTypes;
+
+impl Modify for ProblemTypes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // `Problem` is its fixed members together with its flattened extension members.
+        let parts = match components.schemas.get_mut("Problem") {
+            Some(RefOr::T(Schema::AllOf(all))) => all.items.iter_mut().collect(),
+            Some(object) => vec![object],
+            None => return,
+        };
+        let Some(kind) = parts.into_iter().find_map(|part| match part {
+            RefOr::T(Schema::Object(object)) => match object.properties.get_mut("type") {
+                Some(RefOr::T(Schema::Object(kind))) => Some(kind),
+                _ => None,
+            },
+            _ => None,
+        }) else {
+            return;
+        };
+        let rows = PROBLEM_TYPES.iter();
+        kind.enum_values = Some(
+            rows.clone()
+                .map(|row| format!("/problems/{}", row.slug).into())
+                .collect(),
+        );
+        let listed: Vec<String> = rows
+            .map(|row| format!("`{}`: {} ({})", row.slug, row.title, row.status.as_u16()))
+            .collect();
+        kind.description = Some(format!(
+            "Stable identifier of the problem type, `/problems/<name>`: {}.",
+            listed.join("; ")
+        ));
     }
 }
 

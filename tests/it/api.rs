@@ -694,6 +694,25 @@ async fn the_openapi_document_covers_every_route_with_its_auth_and_problems() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // `Problem` is its members together with its flattened extension members.
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let documented: Vec<&str> = problem["allOf"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain([problem])
+        .find_map(|part| part["properties"]["type"]["enum"].as_array())
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let answered: Vec<String> = killswitch::http::problem::ProblemKind::all()
+        .map(|k| format!("/problems/{}", k.slug()))
+        .collect();
+    assert_eq!(
+        documented, answered,
+        "every problem type, from the one table"
+    );
     for (path, method) in [
         ("/api/v1/customers/{customer}/accounts/{account}", "get"),
         (
