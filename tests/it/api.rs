@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::entra::{self, CLIENT_SECRET, CONTOSO};
+use common::entra::{self, CLIENT_SECRET, CONTOSO, FABRIKAM};
 use common::{Analyst, TestApp};
 use fake_entra::{Endpoint, FakeEntra};
 use killswitch::audit::Entry;
@@ -17,7 +17,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
 const ALICE: &str = "alice@contoso.onmicrosoft.com";
 
 struct Rig {
@@ -26,13 +25,11 @@ struct Rig {
 }
 
 async fn rig(overrides: &[(&str, &str)]) -> Rig {
-    let fake = entra::fake_entra().await;
-    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
-    let app = entra::spawn_app(&fake, overrides).await;
-    for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
-        entra::add_customer(&app.store, slug, tenant, Policy::default()).await;
+    let base = entra::two_tenants(overrides, Policy::default()).await;
+    Rig {
+        app: base.app,
+        fake: base.fake,
     }
-    Rig { app, fake }
 }
 
 impl Rig {

@@ -22,7 +22,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
 const BOB_SID: &str = "S-1-5-21-1004336348-1177238915-682003330-1105";
 
 struct Rig {
@@ -33,16 +32,14 @@ struct Rig {
 }
 
 async fn rig(policy: Policy) -> Rig {
-    let fake = entra::fake_entra().await;
-    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
-    let app = entra::spawn_app(&fake, &[]).await;
+    let base = entra::two_tenants(&[], policy).await;
     let mut secrets = Vec::new();
-    for (slug, tenant) in [("contoso", CONTOSO), ("fabrikam", FABRIKAM)] {
-        let customer = entra::add_customer(&app.store, slug, tenant, policy.clone()).await;
-        let issued = app
+    for customer in [&base.contoso, &base.fabrikam] {
+        let issued = base
+            .app
             .onboarding
             .issue_webhook_secret(
-                &customer,
+                customer,
                 killswitch::customers::onboarding::SecretIssue::First,
                 &Actor::operator(),
             )
@@ -51,8 +48,8 @@ async fn rig(policy: Policy) -> Rig {
         secrets.push(issued.secret.expose_secret().to_owned());
     }
     Rig {
-        app,
-        fake,
+        app: base.app,
+        fake: base.fake,
         secret: secrets[0].clone(),
         other_secret: secrets[1].clone(),
     }

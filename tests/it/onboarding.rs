@@ -5,7 +5,7 @@
 use crate::common;
 
 use common::TestApp;
-use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO};
+use common::entra::{self, CLIENT_ID, CLIENT_SECRET, CONTOSO, FABRIKAM};
 use fake_entra::{ConsentOutcome, Endpoint, FakeEntra, Fault, Tenant};
 use futures::TryStreamExt;
 use killswitch::audit::event::AuditEvent;
@@ -18,7 +18,6 @@ use serde_json::Value;
 use uuid::Uuid;
 
 const NEWCO: Uuid = Uuid::from_u128(0x0E_0C0);
-const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
 
 struct Rig {
     app: TestApp,
@@ -27,32 +26,25 @@ struct Rig {
 }
 
 async fn rig(overrides: &[(&str, &str)]) -> Rig {
-    let fake = entra::fake_entra().await;
-    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
+    let mut settings = vec![("graph.deadline_secs", "2")];
+    settings.extend_from_slice(overrides);
+    let base = entra::two_tenants(&settings, Policy::default()).await;
     // A customer that has not consented yet.
-    fake.add_tenant(Tenant {
+    base.fake.add_tenant(Tenant {
         id: NEWCO,
         domain: "newco.onmicrosoft.com".into(),
         consented: false,
         granted_roles: vec![],
     });
-    let mut settings = vec![("graph.deadline_secs", "2")];
-    settings.extend_from_slice(overrides);
-    let app = entra::spawn_app(&fake, &settings).await;
-    for (slug, tenant) in [
-        ("contoso", CONTOSO),
-        ("fabrikam", FABRIKAM),
-        ("newco", NEWCO),
-    ] {
-        entra::add_customer(&app.store, slug, tenant, Policy::default()).await;
-    }
-    let admin = app
+    entra::add_customer(&base.app.store, "newco", NEWCO, Policy::default()).await;
+    let admin = base
+        .app
         .enroll("admin@provider.example", Role::Admin, "all")
         .await;
     Rig {
         admin_token: admin.token,
-        app,
-        fake,
+        app: base.app,
+        fake: base.fake,
     }
 }
 

@@ -24,7 +24,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
 const ALICE: &str = "alice@contoso.onmicrosoft.com";
 const BOB: &str = "bob@contoso.onmicrosoft.com";
 const BOB_SID: &str = "S-1-5-21-1004336348-1177238915-682003330-1105";
@@ -46,19 +45,16 @@ fn generous() -> Policy {
 }
 
 async fn rig(overrides: &[(&str, &str)]) -> Rig {
-    let fake = entra::fake_entra().await;
-    entra::add_tenant(&fake, FABRIKAM, "fabrikam");
-    let app = entra::spawn_app(&fake, overrides).await;
-    let contoso = entra::add_customer(&app.store, "contoso", CONTOSO, generous()).await;
-    entra::add_customer(&app.store, "fabrikam", FABRIKAM, generous()).await;
-    let issued = app
+    let base = entra::two_tenants(overrides, generous()).await;
+    let issued = base
+        .app
         .onboarding
-        .issue_webhook_secret(&contoso, SecretIssue::First, &Actor::operator())
+        .issue_webhook_secret(&base.contoso, SecretIssue::First, &Actor::operator())
         .await
         .unwrap();
     Rig {
-        app,
-        fake,
+        app: base.app,
+        fake: base.fake,
         secret: issued.secret.expose_secret().to_owned(),
     }
 }

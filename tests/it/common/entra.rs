@@ -22,6 +22,8 @@ use super::{TestApp, TestDb};
 pub const CLIENT_ID: &str = "5d1f2c6e-8a47-4b36-9a0e-6c1f0b2d7e41";
 pub const CLIENT_SECRET: &str = "test-secret-for-the-fake-only";
 pub const CONTOSO: Uuid = Uuid::from_u128(0x11111111_2222_3333_4444_555555555555);
+/// The second customer's tenant, for tests that an analyst or a secret of one stays there.
+pub const FABRIKAM: Uuid = Uuid::from_u128(0xFAB);
 pub const ALICE: Uuid = Uuid::from_u128(1);
 pub const BOB: Uuid = Uuid::from_u128(2);
 pub const CAROL: Uuid = Uuid::from_u128(3);
@@ -92,6 +94,29 @@ pub async fn spawn_app(fake: &FakeEntra, overrides: &[(&str, &str)]) -> TestApp 
     ];
     settings.extend_from_slice(overrides);
     TestApp::spawn_with(&settings).await
+}
+
+/// The start of every HTTP test: the fake Entra with contoso's and fabrikam's tenants, the
+/// service against it (with `overrides`), and both customers under `policy`.
+pub struct TwoTenants {
+    pub app: TestApp,
+    pub fake: FakeEntra,
+    pub contoso: Customer,
+    pub fabrikam: Customer,
+}
+
+pub async fn two_tenants(overrides: &[(&str, &str)], policy: Policy) -> TwoTenants {
+    let fake = fake_entra().await;
+    add_tenant(&fake, FABRIKAM, "fabrikam");
+    let app = spawn_app(&fake, overrides).await;
+    let contoso = add_customer(&app.store, "contoso", CONTOSO, policy.clone()).await;
+    let fabrikam = add_customer(&app.store, "fabrikam", FABRIKAM, policy).await;
+    TwoTenants {
+        app,
+        fake,
+        contoso,
+        fabrikam,
+    }
 }
 
 /// Customer `slug` ("{slug} Ltd", domain `{slug}.onmicrosoft.com`) on `tenant`.
