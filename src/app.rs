@@ -55,20 +55,23 @@ impl Services {
         let audit_key = load_audit_key(settings)?;
         let store = open_store(settings, &audit_key).await?;
         let cipher = load_cipher(settings)?;
-        let auth = Arc::new(Authenticator::new(
-            store.clone(),
-            cipher.clone(),
-            MfaPolicy {
-                max_failures: settings.mfa.max_failures,
-                lockout: settings.mfa.lockout,
-            },
-        ));
+        let auth = Arc::new(
+            Authenticator::new(
+                store.clone(),
+                cipher.clone(),
+                MfaPolicy {
+                    max_failures: settings.mfa.max_failures,
+                    lockout: settings.mfa.lockout,
+                },
+            )
+            .with_clock(clock.clone()),
+        );
         let graph = graph_client(settings)?;
         let remediator = graph
             .clone()
             .map(|graph| remediator(settings, &store, graph, &clock));
         let intake = intake(settings, &store, &cipher, remediator.clone());
-        let onboarding = onboarding(settings, &store, &cipher, graph);
+        let onboarding = onboarding(settings, &store, &cipher, graph, &clock);
         Ok(Services {
             store,
             audit_key,
@@ -173,8 +176,9 @@ fn onboarding(
     store: &Arc<dyn Store>,
     cipher: &Arc<SecretCipher>,
     graph: Option<Arc<GraphClient>>,
+    clock: &Arc<dyn Clock>,
 ) -> Arc<Onboarding> {
-    Arc::new(Onboarding::new(
+    let onboarding = Onboarding::new(
         store.clone(),
         cipher.clone(),
         graph,
@@ -187,7 +191,8 @@ fn onboarding(
             signature_header: settings.falcon.signature_header.clone(),
             check_deadline: settings.graph.deadline,
         },
-    ))
+    );
+    Arc::new(onboarding.with_clock(clock.clone()))
 }
 
 /// The Graph client of the remediation app, when its client id and a credential are configured.

@@ -90,32 +90,34 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that stands still until it is moved; clones share one time.
-#[derive(Debug, Clone)]
-pub struct ManualClock(std::sync::Arc<std::sync::Mutex<Timestamp>>);
+/// The system's time moved forward by what a test adds, so a lease or a lockout runs out
+/// without waiting for it; clones share one shift.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(std::sync::Arc<std::sync::Mutex<std::time::Duration>>);
 
 impl ManualClock {
-    /// A clock showing the system's time now.
+    /// A clock showing the system's time, until it is moved.
     pub fn starting_now() -> ManualClock {
-        ManualClock(std::sync::Arc::new(std::sync::Mutex::new(Timestamp::now())))
+        ManualClock::default()
     }
 
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
-        let mut now = self
+        let mut shift = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *now = now.after(by);
+        *shift = shift.saturating_add(by);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
-        *self
+        let shift = *self
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Timestamp::now().after(shift)
     }
 }
 
@@ -148,15 +150,15 @@ mod tests {
     }
 
     #[test]
-    fn a_manual_clock_stands_still_until_moved_and_its_clones_share_the_time() {
+    fn a_manual_clock_runs_ahead_by_what_its_clones_add() {
         let clock = ManualClock::starting_now();
         let shared = clock.clone();
-        let before = clock.now();
-        assert_eq!(clock.now(), before);
-        shared.advance(std::time::Duration::from_millis(1100));
-        assert_eq!(
-            clock.now(),
-            before.after(std::time::Duration::from_millis(1100))
+        let system = Timestamp::now();
+        shared.advance(std::time::Duration::from_secs(3600));
+        let ahead = clock.now().as_datetime() - system.as_datetime();
+        assert!(
+            ahead >= chrono::Duration::seconds(3600) && ahead < chrono::Duration::seconds(3660),
+            "{ahead}"
         );
     }
 

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::secrets::SecretCipher;
 use crate::store::Store;
 use crate::store::{AnalystChange, OtpFailureRecord, refusal_chains};
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock};
 
 /// Who presents a one-time code, from where, and aimed at which customer's account.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,8 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     cipher: Arc<SecretCipher>,
     policy: MfaPolicy,
+    /// Decides the one-time code's time step and when a lockout ends.
+    clock: Arc<dyn Clock>,
 }
 
 /// What a TOTP secret is sealed for: its analyst, so it opens on no other row.
@@ -60,7 +62,13 @@ impl Authenticator {
             store,
             cipher,
             policy,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same authenticator reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Authenticator {
+        Authenticator { clock, ..self }
     }
 
     /// The analyst an API token belongs to, active or not (a disabled analyst's token is
@@ -94,7 +102,7 @@ impl Authenticator {
         attempt: &OtpAttempt<'_>,
     ) -> Result<std::result::Result<MfaEvidence, OtpFailure>> {
         let analyst = record.analyst()?;
-        let now = Timestamp::now();
+        let now = self.clock.now();
         if let Some(until) = record.locked_until().filter(|until| *until > now) {
             self.audit_refusal(analyst.id, "one-time code refused: locked out", attempt)
                 .await?;
@@ -176,7 +184,7 @@ impl Authenticator {
         let id = Uuid::new_v4();
         let (token, token_hash) = tokens::generate()?;
         let secret = mfa::new_secret()?;
-        let now = Timestamp::now().to_string();
+        let now = self.clock.now().to_string();
         let record = AnalystRecord {
             id: id.to_string(),
             display_name,

@@ -20,7 +20,7 @@ use crate::graph::{GraphClient, GraphError, TokenError};
 use crate::secrets::{SecretCipher, random_bytes};
 use crate::store::NewWebhookSecret;
 use crate::store::Store;
-use crate::time::Timestamp;
+use crate::time::{Clock, SystemClock, Timestamp};
 
 #[derive(Debug, Clone)]
 pub struct OnboardingSettings {
@@ -39,6 +39,8 @@ pub struct Onboarding {
     cipher: Arc<SecretCipher>,
     graph: Option<Arc<GraphClient>>,
     settings: OnboardingSettings,
+    /// Stamps and expires consent links and webhook secrets.
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,10 +105,6 @@ pub struct IssuedSecret {
     pub previous_valid_until: Option<Timestamp>,
 }
 
-fn later(by: Duration) -> Timestamp {
-    Timestamp::now().after(by)
-}
-
 pub fn webhook_context(customer: &str, id: &str) -> String {
     format!("webhook:{customer}:{id}")
 }
@@ -123,7 +121,18 @@ impl Onboarding {
             cipher,
             graph,
             settings,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same onboarding reading the time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Onboarding {
+        Onboarding { clock, ..self }
+    }
+
+    /// `by` from now.
+    fn later(&self, by: Duration) -> Timestamp {
+        self.clock.now().after(by)
     }
 
     fn deadline(&self) -> Instant {
@@ -144,7 +153,7 @@ impl Onboarding {
                 "entra.client_id is not set: configure the remediation app first".to_owned(),
             )
         })?;
-        let expires_at = later(self.settings.consent_link_ttl);
+        let expires_at = self.later(self.settings.consent_link_ttl);
         let state = ConsentState::new(&customer.slug, &customer.tenant_id, expires_at)?;
         self.store
             .create_consent_state(&state.n, &customer.slug, expires_at)
@@ -181,7 +190,7 @@ impl Onboarding {
                 "Use the link exactly as the provider sent it.",
             ));
         };
-        let now = Timestamp::now();
+        let now = self.clock.now();
         if !self
             .store
             .use_consent_state(&state.n, &customer.slug, now)
@@ -297,7 +306,7 @@ impl Onboarding {
             Ok(detail) => (true, detail),
             Err(why) => (false, why.to_string()),
         };
-        let now = Timestamp::now();
+        let now = self.clock.now();
         self.store
             .record_connection_check(&customer.slug, ready, &detail, now)
             .await?;
@@ -347,7 +356,7 @@ impl Onboarding {
         issue: SecretIssue,
         actor: &Actor,
     ) -> Result<IssuedSecret> {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let existing = self.store.webhook_secrets(&customer.slug, now).await?;
         if !existing.is_empty() && issue == SecretIssue::First {
             return Err(Error::Conflict(format!(
@@ -364,7 +373,7 @@ impl Onboarding {
         )?;
         let previous_until = match issue {
             SecretIssue::Revoke => now,
-            SecretIssue::First | SecretIssue::Rotate => later(self.settings.webhook_grace),
+            SecretIssue::First | SecretIssue::Rotate => self.later(self.settings.webhook_grace),
         };
         let replaced = self
             .store

@@ -280,7 +280,7 @@ async fn five_wrong_codes_lock_the_analyst_out_even_for_the_right_code_until_the
         |e| matches!(e, AuditEvent::AnalystLockedOut { analyst_id, .. } if *analyst_id == who.id)
     ));
 
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    rig.app.clock.advance(Duration::from_millis(2100));
     assert_eq!(
         rig.disable(&who, "contoso", ALICE, Some(&who.code()))
             .await

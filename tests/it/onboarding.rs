@@ -307,7 +307,9 @@ async fn forged_and_replayed_states_are_refused_unrecorded_and_a_link_s_first_us
 
     // Expired: the link outlived consent_link_secs; its first use is recorded, once.
     let link = rig.consent_link("newco").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    rig.app
+        .clock
+        .advance(std::time::Duration::from_millis(2100));
     let (status, _) = rig.administrator_opens(&link).await;
     assert_eq!(status, 400);
     assert!(failed_because(

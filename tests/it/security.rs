@@ -499,7 +499,7 @@ async fn a_wrong_code_after_a_lockout_ended_locks_again_and_is_recorded_as_such(
     };
     assert_eq!(problem_type(wrong().await).await.1, "/problems/otp-invalid");
     assert_eq!(problem_type(wrong().await).await.1, "/problems/locked");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rig.app.clock.advance(Duration::from_millis(1200));
     let relocked = wrong().await;
     assert!(relocked.headers().contains_key("retry-after"));
     assert_eq!(problem_type(relocked).await.1, "/problems/locked");
@@ -511,7 +511,7 @@ async fn a_wrong_code_after_a_lockout_ended_locks_again_and_is_recorded_as_such(
         .count();
     assert_eq!(lockouts, 2, "every lockout is recorded");
     // A right code once the new lockout ended clears the count.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rig.app.clock.advance(Duration::from_millis(1200));
     let ok = rig
         .disable(&who, ALICE, Some(&who.code()), body.clone())
         .await;

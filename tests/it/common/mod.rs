@@ -19,6 +19,7 @@ use killswitch::audit::{AuditKey, Entry};
 use killswitch::auth::{Role, Scope, mfa};
 use killswitch::config::{DEFAULT_TOML, Settings};
 use killswitch::store::{self, Backend, Store, StoreOptions};
+use killswitch::time::ManualClock;
 use secrecy::ExposeSecret;
 use sqlx::Connection;
 use uuid::Uuid;
@@ -122,6 +123,8 @@ pub struct TestApp {
     pub auth: Arc<killswitch::auth::gate::Authenticator>,
     pub onboarding: Arc<killswitch::customers::onboarding::Onboarding>,
     pub db: TestDb,
+    /// The services' clock: tests move it instead of sleeping.
+    pub clock: ManualClock,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<killswitch::Result<()>>>,
 }
@@ -139,7 +142,8 @@ impl TestApp {
     pub async fn try_spawn_with(overrides: &[(&str, &str)]) -> killswitch::Result<TestApp> {
         let db = TestDb::new().await;
         let settings = db.settings(overrides);
-        let services = Services::open(&settings).await?;
+        let clock = ManualClock::starting_now();
+        let services = Services::open_with_clock(&settings, Arc::new(clock.clone())).await?;
         let auth = services.auth.clone();
         let onboarding = services.onboarding.clone();
         let app = Application::with_services(settings, services).await?;
@@ -157,6 +161,7 @@ impl TestApp {
             auth,
             onboarding,
             db,
+            clock,
             shutdown: Some(tx),
             server: Some(server),
         })
