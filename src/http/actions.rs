@@ -53,7 +53,7 @@ fn graph_problem(error: &GraphError, account: &AccountRef) -> Problem {
     summary = "Read an account's live state from Entra",
     params(("customer" = String, Path, description = "customer slug"), ("account" = String, Path, description = "userPrincipalName or object id")),
     responses(
-        (status = 200, body = AccountView),
+        (status = 200, body = AccountView, description = "the account as Entra shows it now, with killswitch's actions on it"),
         (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"),
         (status = 404, body = Problem, description = "customer-not-found, account-not-found"),
@@ -326,7 +326,7 @@ fn graph_says_not_found(record: &ActionRecord) -> bool {
     summary = "Read one action",
     params(("id" = String, Path, description = "action id")),
     responses(
-        (status = 200, body = ActionView),
+        (status = 200, body = ActionView, description = "the action"),
         (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden"),
         (status = 404, body = Problem, description = "not-found (also for actions of customers out of scope)"),
@@ -362,7 +362,7 @@ pub async fn get_action(
     summary = "List actions, newest first, within the caller's customers",
     params(ActionsQuery),
     responses(
-        (status = 200, body = ActionList),
+        (status = 200, body = ActionList, description = "the actions, newest first"),
         (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"),
         (status = 422, body = Problem, description = "invalid-input"),

@@ -117,7 +117,7 @@ pub struct PublicKeyView {
 
 #[utoipa::path(get, path = "/api/v1/audit/public-key", tag = "audit",
     summary = "The public key audit exports verify with (no authentication: it is public)",
-    responses((status = 200, body = PublicKeyView)))]
+    responses((status = 200, body = PublicKeyView, description = "the public keys that sign audit checkpoints")))]
 pub async fn public_key(State(state): State<AppState>) -> ApiResult {
     let key = state.audit_key.public_key();
     Ok(Json(PublicKeyView {

@@ -156,8 +156,8 @@ pub(super) async fn in_scope(state: &AppState, caller: &Caller, slug: &str) -> A
         .ok_or_else(unknown)
 }
 
-#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", summary = "Customers in the caller's scope, with their readiness",
-    responses((status = 200, body = CustomerList), (status = 401, body = Problem, description = "unauthenticated")),
+#[utoipa::path(get, path = "/api/v1/customers", tag = "customers", operation_id = "list_customers", summary = "Customers in the caller's scope, with their readiness",
+    responses((status = 200, body = CustomerList, description = "the customers in the caller's scope"), (status = 401, body = Problem, description = "unauthenticated")),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult {
     let customers = state.store.customers().await.map_err(Problem::from)?;
@@ -169,9 +169,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult {
     Ok(Json(CustomerList { customers: visible }).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/customers/{customer}", tag = "customers", summary = "One customer and its readiness",
+#[utoipa::path(get, path = "/api/v1/customers/{customer}", tag = "customers", operation_id = "get_customer", summary = "One customer and its readiness",
     params(("customer" = String, Path, description = "customer slug")),
-    responses((status = 200, body = CustomerView), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = CustomerView, description = "the customer"), (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "out-of-scope"), (status = 404, body = Problem, description = "customer-not-found")),
     security(("bearer" = [])))]
 pub async fn get(
@@ -186,7 +186,7 @@ pub async fn get(
 #[utoipa::path(post, path = "/api/v1/customers/{customer}/consent-link", tag = "customers",
     summary = "Create the admin-consent link (role admin; one-time code required)",
     params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
-    responses((status = 200, body = ConsentLinkView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+    responses((status = 200, body = ConsentLinkView, description = "a signed, single-use admin-consent link"), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 404, body = Problem, description = "customer-not-found"),
         (status = 422, body = Problem, description = "invalid-input: the remediation app is not configured")),
     security(("bearer" = [])))]
@@ -244,7 +244,7 @@ pub async fn test(
 
 #[utoipa::path(get, path = "/api/v1/customers/{customer}/policy", tag = "customers", summary = "A customer's guard rails",
     params(("customer" = String, Path, description = "customer slug")),
-    responses((status = 200, body = PolicyView), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = PolicyView, description = "the customer's policy"), (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "out-of-scope"), (status = 404, body = Problem, description = "customer-not-found")),
     security(("bearer" = [])))]
 pub async fn get_policy(
@@ -260,7 +260,7 @@ pub async fn get_policy(
     summary = "Replace a customer's guard rails (role lead or admin; one-time code required; audited)",
     params(("customer" = String, Path, description = "customer slug"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
     request_body = PolicyView,
-    responses((status = 200, body = PolicyView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+    responses((status = 200, body = PolicyView, description = "the policy as changed"), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 404, body = Problem, description = "customer-not-found"),
         (status = 422, body = Problem, description = "invalid-input, invalid-body")),
     security(("bearer" = [])))]

@@ -142,9 +142,9 @@ async fn detection_in_scope(
     Ok((id, detection))
 }
 
-#[utoipa::path(get, path = "/api/v1/detections", tag = "falcon", summary = "Detections within the caller's customers, newest first",
+#[utoipa::path(get, path = "/api/v1/detections", tag = "falcon", operation_id = "list_detections", summary = "Detections within the caller's customers, newest first",
     params(DetectionsQuery),
-    responses((status = 200, body = DetectionList), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = DetectionList, description = "the detections, newest first"), (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"), (status = 422, body = Problem, description = "invalid-input")),
     security(("bearer" = [])))]
 pub async fn list(
@@ -176,9 +176,9 @@ pub async fn list(
     Ok(Json(DetectionList { detections }).into_response())
 }
 
-#[utoipa::path(get, path = "/api/v1/detections/{id}", tag = "falcon", summary = "One detection",
+#[utoipa::path(get, path = "/api/v1/detections/{id}", tag = "falcon", operation_id = "get_detection", summary = "One detection",
     params(("id" = String, Path, description = "detection id")),
-    responses((status = 200, body = DetectionView), (status = 401, body = Problem, description = "unauthenticated"),
+    responses((status = 200, body = DetectionView, description = "the detection"), (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found (also out of scope)")),
     security(("bearer" = [])))]
 pub async fn get(
@@ -194,7 +194,7 @@ pub async fn get(
 #[utoipa::path(post, path = "/api/v1/detections/{id}/approve", tag = "falcon",
     summary = "Approve a pending detection: disable its account (role analyst or lead; one-time code required)",
     params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
-    responses((status = 200, body = ApprovedView), (status = 202, body = DetectionView, description = "still running: poll the detection (Location)"),
+    responses((status = 200, body = ApprovedView, description = "approved: the detection and the action that disabled its account"), (status = 202, body = DetectionView, description = "still running: poll the detection (Location)"),
         (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
         (status = 409, body = Problem, description = "detection-decided (with its `state`): approved, dismissed or disabled automatically already; conflict: the account cannot be found"),
@@ -253,7 +253,7 @@ fn still_pending(detection: &DetectionRecord) -> ApiResult<crate::domain::Custom
     summary = "Dismiss a pending detection: nothing is sent to Entra (role analyst or lead; one-time code required)",
     params(("id" = String, Path, description = "detection id"), ("X-Killswitch-OTP" = String, Header, description = "current one-time code")),
     request_body = DismissRequest,
-    responses((status = 200, body = DetectionView), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
+    responses((status = 200, body = DetectionView, description = "dismissed: the detection"), (status = 401, body = Problem, description = "unauthenticated, otp-required, otp-invalid, otp-reused, locked"),
         (status = 403, body = Problem, description = "forbidden"), (status = 404, body = Problem, description = "not-found"),
         (status = 409, body = Problem, description = "detection-decided (with its `state`): decided already"), (status = 422, body = Problem, description = "invalid-input, invalid-body")),
     security(("bearer" = [])))]
