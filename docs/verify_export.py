@@ -367,7 +367,7 @@ class Keys:
         if signature is None or len(signature) != 64:
             raise Bad(f"{what}'s signature is not 64 base64-encoded bytes")
         if not ed25519_verify(raw, message, signature):
-            raise Bad(f"{what}'s signature does not verify with key {kid}")
+            raise Bad(f"{what}'s signature does not verify with key {kid}: it was changed")
 
 
 class Verifier:
@@ -385,6 +385,11 @@ class Verifier:
 
     # Step 2: the header.
     def read_header(self, line):
+        if line.startswith(b"\xef\xbb\xbf"):
+            raise Bad(
+                "the file starts with a byte-order mark: an export is UTF-8 without one "
+                "(an editor saved it again)"
+            )
         if line.startswith(ENTRY_PREFIX) or line_type(line) != "header":
             raise Bad("the first line is not the export header: lines were removed from the start")
         header = canonical(line, "header", HEADER_FIELDS, optional=("signature",))

@@ -353,11 +353,11 @@ impl KeyRing {
 /// "the header's " or "the seal's ".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureRefusal {
-    #[error("signed by key {0}, which is not among the public keys given")]
+    #[error("signing key {0} is not among the public keys given")]
     KeyNotGiven(String),
-    #[error("the signature is not 64 base64-encoded bytes")]
+    #[error("signature is not 64 base64-encoded bytes")]
     Malformed,
-    #[error("the signature does not verify with key {0}")]
+    #[error("signature does not verify with key {0}: it was changed")]
     DoesNotVerify(String),
 }
 

@@ -267,6 +267,11 @@ pub async fn dismiss(
     caller.require(Permission::DecideDetections)?;
     let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
     let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
+    if body.reason.trim().is_empty() {
+        return Err(Problem::invalid_input(
+            "`reason` is required: say why this detection needs no action",
+        ));
+    }
     let reason: Reason = body
         .reason
         .parse()

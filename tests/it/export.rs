@@ -593,3 +593,49 @@ async fn ocsf_events_carry_the_documented_classes_and_the_html_report_escapes_ev
     let summary = html.split("<h2>Actions</h2>").next().unwrap();
     assert!(summary.contains("Outcomes"), "{summary}");
 }
+
+#[tokio::test]
+async fn refusals_read_as_plain_sentences() {
+    let db = TestDb::new().await;
+    let (store, key) = dataset(&db, 4).await;
+    let bytes = export_bytes(&store, &key, "contoso", Format::Jsonl, None, None).await;
+    let keys = keys(&key);
+    let dir = db.dir.path();
+
+    // Saved again by an editor that adds a byte-order mark: named as such, not as lost lines.
+    let with_bom = [b"\xef\xbb\xbf".to_vec(), bytes.clone()].concat();
+    let bad = check_file(dir, &with_bom, &keys, None).unwrap_err();
+    assert_eq!(bad.line, 1);
+    assert!(bad.reason.contains("byte-order mark"), "{bad}");
+
+    // A changed header: its signature, said once.
+    let original = lines(&bytes);
+    let mut changed = original.clone();
+    changed[0] = String::from_utf8(changed[0].clone())
+        .unwrap()
+        .replacen(
+            "\"customer\":\"contoso Ltd\"",
+            "\"customer\":\"contosx Ltd\"",
+            1,
+        )
+        .into_bytes();
+    let bad = check_file(dir, &changed.concat(), &keys, None).unwrap_err();
+    assert_eq!(bad.line, 1);
+    assert!(
+        bad.reason
+            .starts_with("the header's signature does not verify with key"),
+        "{bad}"
+    );
+
+    // The last entry removed: the numbers are entry numbers, not Rust's `Some(…)`.
+    let last = original
+        .iter()
+        .rposition(|l| l.starts_with(b"{\"entry\""))
+        .unwrap();
+    let mut cut = original.clone();
+    cut.remove(last);
+    let bad = check_file(dir, &cut.concat(), &keys, None).unwrap_err();
+    assert!(bad.reason.contains("entries were removed"), "{bad}");
+    assert!(bad.reason.contains("ending at entry"), "{bad}");
+    assert!(!bad.reason.contains("Some("), "{bad}");
+}

@@ -721,6 +721,23 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         .await
         .unwrap();
     assert_eq!(without_code.status(), StatusCode::UNAUTHORIZED);
+    // No reason: the answer says what is missing, in the words of a dismissal.
+    let without_reason = rig
+        .app
+        .client
+        .post(rig.app.url(&dismiss))
+        .bearer_auth(&lead.token)
+        .header("X-Killswitch-OTP", lead.code())
+        .json(&json!({"reason": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_reason.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = without_reason.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        "`reason` is required: say why this detection needs no action"
+    );
     let dismissed: Value = rig
         .app
         .client

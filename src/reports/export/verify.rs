@@ -101,6 +101,10 @@ enum NotIntact {
     // The header.
     #[error("the first line is not the export header: lines were removed from the start")]
     HeaderMissing,
+    #[error(
+        "the file starts with a byte-order mark: an export is UTF-8 without one (an editor saved it again)"
+    )]
+    ByteOrderMark,
     #[error("the export is signed with key {0}, which is not among the public keys given")]
     KeyNotGiven(String),
     #[error("the header has no signature")]
@@ -108,7 +112,7 @@ enum NotIntact {
     /// The header or the seal cannot be put into the form its signature covers.
     #[error("{0}")]
     Unsignable(Error),
-    #[error("the header's {0}: it was changed")]
+    #[error("the header's {0}")]
     HeaderSignature(SignatureRefusal),
     #[error("the format is `{0}`, not `{FORMAT}`")]
     OtherFormat(String),
@@ -185,7 +189,9 @@ enum NotIntact {
     #[error("the seal was made for another header: it comes from another export")]
     SealOfAnotherHeader,
     #[error(
-        "the seal signs {sealed} entries ending at {sealed_last:?}, the file holds {held} ending at {held_last:?}: entries were removed"
+        "the seal signs {sealed} entries ending at {}, the file holds {held} ending at {}: entries were removed",
+        ending(*sealed_last),
+        ending(*held_last)
     )]
     EntriesRemoved {
         sealed: u64,
@@ -331,6 +337,14 @@ fn canonical<T: serde::de::DeserializeOwned + Serialize>(
     Ok(value)
 }
 
+/// Where a run of entries ends, in words.
+fn ending(last_seq: Option<u64>) -> String {
+    match last_seq {
+        Some(seq) => format!("entry {seq}"),
+        None => "no entry".to_owned(),
+    }
+}
+
 fn read_header<'k>(
     line: &[u8],
     keys: &'k KeyRing,
@@ -359,6 +373,9 @@ fn read_header<'k>(
 
 /// The first line as a header, canonical and signed by one of the keys given.
 fn signed_header(line: &[u8], keys: &KeyRing) -> Check<Header> {
+    if line.starts_with("\u{feff}".as_bytes()) {
+        return Err(NotIntact::ByteOrderMark);
+    }
     if line.starts_with(ENTRY_PREFIX) || line_type(line).as_deref() != Some("header") {
         return Err(NotIntact::HeaderMissing);
     }
