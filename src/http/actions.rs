@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::AppState;
+use super::body::JsonBody;
 use super::caller::Caller;
 use super::problem::{Problem, ProblemKind};
 use super::views::{
@@ -116,10 +116,10 @@ pub async fn disable(
     caller: Caller,
     Path((customer, account)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Json<DisableRequest>, JsonRejection>,
+    body: Result<JsonBody<DisableRequest>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::Disable)?;
-    let Json(body) = body.map_err(bad_body)?;
+    let JsonBody(body) = body?;
     let asked = Asked {
         operation: Operation::Disable,
         customer,
@@ -162,10 +162,10 @@ pub async fn enable(
     caller: Caller,
     Path((customer, account)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Json<EnableRequest>, JsonRejection>,
+    body: Result<JsonBody<EnableRequest>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::Enable)?;
-    let Json(body) = body.map_err(bad_body)?;
+    let JsonBody(body) = body?;
     let asked = Asked {
         operation: Operation::Enable,
         customer,
@@ -175,17 +175,6 @@ pub async fn enable(
         revoke_sessions: None,
     };
     act(state, caller, asked, headers).await
-}
-
-fn bad_body(rejection: JsonRejection) -> Problem {
-    let status = match rejection {
-        JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    Problem::of(ProblemKind::InvalidBody)
-        .status(status)
-        .detail(rejection.body_text())
 }
 
 /// What a disable or enable request asks, as sent.

@@ -2,7 +2,6 @@
 //! page the customer's administrator lands on after granting consent.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::body::JsonBody;
 use super::caller::Caller;
 use super::limiter::FailureKey;
 use super::problem::{Problem, ProblemKind};
@@ -269,11 +269,11 @@ pub async fn put_policy(
     caller: Caller,
     Path(customer): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<PolicyView>, JsonRejection>,
+    body: Result<JsonBody<PolicyView>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::ManagePolicy)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
+    let JsonBody(body) = body?;
     let policy = body.parse().map_err(Problem::invalid_input)?;
     caller
         .second_factor(&state, &headers, Some(&customer.slug))
@@ -338,7 +338,7 @@ pub async fn webhook_secret(
     let asked: WebhookSecretRequest = if body.is_empty() {
         WebhookSecretRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(Problem::invalid_body)?
+        serde_json::from_slice(&body).map_err(|e| super::body::refusal_of_parse(&e))?
     };
     let issue = SecretIssue::from_flags(asked.rotate, asked.revoke);
     caller

@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::body::JsonBody;
 use super::caller::Caller;
 use super::problem::{Problem, ProblemKind};
 use super::views::{ActionView, DetectionView};
@@ -262,11 +262,11 @@ pub async fn dismiss(
     caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<DismissRequest>, JsonRejection>,
+    body: Result<JsonBody<DismissRequest>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
     let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
-    let Json(body) = body.map_err(|r| Problem::invalid_body(r.body_text()))?;
+    let JsonBody(body) = body?;
     if body.reason.trim().is_empty() {
         return Err(Problem::invalid_input(
             "`reason` is required: say why this detection needs no action",

@@ -4,6 +4,7 @@
 mod actions;
 mod audit;
 mod authn;
+mod body;
 pub mod caller;
 pub mod client;
 mod console;

@@ -349,11 +349,6 @@ impl Problem {
     pub fn invalid_input(detail: impl std::fmt::Display) -> Problem {
         Problem::of(ProblemKind::InvalidInput).detail(detail.to_string())
     }
-
-    /// 422: the request body is not the JSON document the route takes.
-    pub fn invalid_body(detail: impl std::fmt::Display) -> Problem {
-        Problem::of(ProblemKind::InvalidBody).detail(detail.to_string())
-    }
 }
 
 impl From<Error> for Problem {

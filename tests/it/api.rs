@@ -986,3 +986,68 @@ async fn no_token_secret_or_one_time_code_reaches_any_export_format() {
         }
     }
 }
+
+/// One mistake, one answer, on every route that takes a JSON body: 415 without a JSON content
+/// type, 400 when the bytes are not JSON, 422 when it is JSON of the wrong shape.
+#[tokio::test]
+async fn every_json_route_answers_the_same_mistake_the_same_way() {
+    let rig = rig(&[]).await;
+    let lead = rig.analyst(Role::Lead, "all").await;
+    let admin = rig.analyst(Role::Admin, "all").await;
+    let routes = [
+        (
+            &lead,
+            reqwest::Method::POST,
+            format!("/api/v1/customers/contoso/accounts/{ALICE}/disable"),
+        ),
+        (
+            &lead,
+            reqwest::Method::POST,
+            format!("/api/v1/customers/contoso/accounts/{ALICE}/enable"),
+        ),
+        (
+            &admin,
+            reqwest::Method::PUT,
+            "/api/v1/customers/contoso/policy".to_owned(),
+        ),
+        (
+            &admin,
+            reqwest::Method::POST,
+            "/api/v1/customers/contoso/webhook-secret".to_owned(),
+        ),
+    ];
+    for (who, method, path) in routes {
+        let send = |content_type: Option<&'static str>, body: &'static str| {
+            let mut request = rig
+                .app
+                .client
+                .request(method.clone(), rig.app.url(&path))
+                .bearer_auth(&who.token)
+                .body(body);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            request.send()
+        };
+        let json = Some("application/json");
+        for (content_type, body, status) in [
+            (
+                None,
+                "{\"reason\":\"x\"}",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (json, "{not json", StatusCode::BAD_REQUEST),
+            (json, "[1, 2]", StatusCode::UNPROCESSABLE_ENTITY),
+        ] {
+            if path.ends_with("webhook-secret") && content_type.is_none() {
+                continue; // its body is optional, so it is read whatever the content type
+            }
+            let answer = send(content_type, body).await.unwrap();
+            assert_eq!(
+                problem_type(answer).await,
+                (status, "/problems/invalid-body".into()),
+                "{method} {path} {content_type:?} {body}"
+            );
+        }
+    }
+}

@@ -721,6 +721,31 @@ async fn a_dismissed_detection_sends_nothing_to_entra_and_cannot_be_decided_agai
         .await
         .unwrap();
     assert_eq!(without_code.status(), StatusCode::UNAUTHORIZED);
+    // The body rule every JSON route keeps: 415 without a JSON content type, 400 for bytes
+    // that are not JSON.
+    for (content_type, body, status) in [
+        (
+            None,
+            "{\"reason\":\"x\"}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Some("application/json"),
+            "{not json",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let mut request = rig
+            .app
+            .client
+            .post(rig.app.url(&dismiss))
+            .bearer_auth(&lead.token)
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        assert_eq!(request.send().await.unwrap().status(), status, "{body}");
+    }
     // No reason: the answer says what is missing, in the words of a dismissal.
     let without_reason = rig
         .app
