@@ -363,7 +363,7 @@ where
 
     async fn create_session(&self, session: &SessionRecord) -> Result<()> {
         let session = session.clone();
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move {
                 sqlx::query::<E::Db>(INSERT_SESSION)
                     .bind(session.id_hash)
@@ -389,7 +389,7 @@ where
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
         let id_hash = id_hash.to_owned();
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move {
                 sqlx::query::<E::Db>(DELETE_SESSION)
                     .bind(id_hash)
@@ -402,7 +402,7 @@ where
     }
 
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move { consume_step::<E::Db>(conn, id, step, now).await })
         })
         .await

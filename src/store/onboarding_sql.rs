@@ -280,7 +280,7 @@ where
         expires: Timestamp,
     ) -> Result<()> {
         let (nonce, customer) = (nonce.to_owned(), customer.to_string());
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move {
                 sqlx::query::<E::Db>(INSERT_CONSENT_STATE)
                     .bind(nonce)
@@ -302,7 +302,7 @@ where
         now: Timestamp,
     ) -> Result<bool> {
         let (nonce, customer) = (nonce.to_owned(), customer.to_string());
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move {
                 let used = sqlx::query_as::<E::Db, (String,)>(USE_CONSENT_STATE)
                     .bind(nonce)
@@ -324,7 +324,7 @@ where
         now: Timestamp,
     ) -> Result<()> {
         let (customer, detail) = (customer.to_string(), detail.to_owned());
-        self.write(move |conn| {
+        self.write_statement(move |conn| {
             Box::pin(async move {
                 sqlx::query::<E::Db>(RECORD_CONNECTION)
                     .bind(customer)
