@@ -77,6 +77,15 @@ impl Assurance {
             Assurance::Bearer => "bearer",
         }
     }
+
+    /// The assurance a stored text names ([`as_str`](Self::as_str) read back).
+    pub fn parse_stored(text: &str) -> Option<Assurance> {
+        match text {
+            "signed" => Some(Assurance::Signed),
+            "bearer" => Some(Assurance::Bearer),
+            _ => None,
+        }
+    }
 }
 
 /// Which string the CrowdStrike scheme signs, per customer.

@@ -62,6 +62,15 @@ impl Operation {
         }
     }
 
+    /// The operation a stored text names ([`as_str`](Self::as_str) read back).
+    pub fn parse_stored(text: &str) -> Option<Operation> {
+        match text {
+            "disable" => Some(Operation::Disable),
+            "enable" => Some(Operation::Enable),
+            _ => None,
+        }
+    }
+
     /// The `accountEnabled` value this operation asks for.
     pub fn target_enabled(self) -> bool {
         self == Operation::Enable

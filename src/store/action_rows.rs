@@ -52,7 +52,8 @@ impl TryFrom<ActionRow> for ActionRecord {
         Ok(ActionRecord {
             id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
             customer: row.customer.parse().map_err(|_| corrupt("customer"))?,
-            operation: operation(&row.operation).ok_or_else(|| corrupt("operation"))?,
+            operation: Operation::parse_stored(&row.operation)
+                .ok_or_else(|| corrupt("operation"))?,
             state: row.state.parse().map_err(|_| corrupt("state"))?,
             denial: denial(&row).map_err(|()| corrupt("denial"))?,
             actor: serde_json::from_str(&row.actor).map_err(|_| corrupt("actor"))?,
@@ -128,14 +129,6 @@ impl TryFrom<&ActionRecord> for ActionRow {
             duration_ms: r.duration_ms.map(|d| i64::try_from(d).unwrap_or(i64::MAX)),
             denial: r.denial.map(|d| d.kind().to_owned()),
         })
-    }
-}
-
-fn operation(stored: &str) -> Option<Operation> {
-    match stored {
-        "disable" => Some(Operation::Disable),
-        "enable" => Some(Operation::Enable),
-        _ => None,
     }
 }
 

@@ -52,7 +52,8 @@ impl TryFrom<DetectionRow> for DetectionRecord {
             id: Uuid::parse_str(&row.id).map_err(|_| corrupt("id"))?,
             customer: row.customer.parse().map_err(|_| corrupt("customer"))?,
             severity: Severity::parse_stored(&row.severity).ok_or_else(|| corrupt("severity"))?,
-            assurance: assurance(&row.assurance).ok_or_else(|| corrupt("assurance"))?,
+            assurance: Assurance::parse_stored(&row.assurance)
+                .ok_or_else(|| corrupt("assurance"))?,
             state: DetectionState::parse(&row.state).ok_or_else(|| corrupt("state"))?,
             action_id: row
                 .action_id
@@ -116,14 +117,6 @@ impl From<&DetectionRecord> for DetectionRow {
             decision_reason: d.decision_reason.clone(),
             received_at: d.received_at.to_string(),
         }
-    }
-}
-
-fn assurance(stored: &str) -> Option<Assurance> {
-    match stored {
-        "signed" => Some(Assurance::Signed),
-        "bearer" => Some(Assurance::Bearer),
-        _ => None,
     }
 }
 
