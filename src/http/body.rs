@@ -33,9 +33,7 @@ fn refusal(rejection: JsonRejection) -> Problem {
         JsonRejection::JsonSyntaxError(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
-    Problem::of(ProblemKind::InvalidBody)
-        .status(status)
-        .detail(rejection.body_text())
+    invalid_body(status, rejection.body_text())
 }
 
 /// The same rule for a body read by hand (an optional one): 400 when the bytes are not JSON, 422
@@ -49,7 +47,11 @@ pub fn refusal_of_parse(error: &serde_json::Error) -> Problem {
             StatusCode::UNPROCESSABLE_ENTITY
         }
     };
+    invalid_body(status, error.to_string())
+}
+
+fn invalid_body(status: StatusCode, detail: String) -> Problem {
     Problem::of(ProblemKind::InvalidBody)
         .status(status)
-        .detail(error.to_string())
+        .detail(detail)
 }

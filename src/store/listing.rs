@@ -86,30 +86,6 @@ impl Listing<'_> {
 mod tests {
     use super::*;
 
-    fn slugs(names: &[&str]) -> Vec<CustomerSlug> {
-        names
-            .iter()
-            .map(|n| n.parse().unwrap_or_else(|e| panic!("{e}")))
-            .collect()
-    }
-
-    #[test]
-    fn a_listing_binds_customers_then_state_then_the_limit() {
-        let customers = slugs(&["contoso", "fabrikam"]);
-        let listing = Listing {
-            select: "SELECT id FROM actions".to_owned(),
-            time_column: "created_at",
-            customers: Some(&customers),
-            state: Some("denied"),
-            limit: 10,
-        };
-        assert_eq!(
-            listing.sql(),
-            "SELECT id FROM actions WHERE customer IN ($1, $2) AND state = $3 ORDER BY created_at DESC, id LIMIT $4"
-        );
-        assert_eq!(listing.binds(), ["contoso", "fabrikam", "denied"]);
-    }
-
     #[test]
     fn an_empty_scope_lists_nothing_and_no_filter_lists_all() {
         let none = Listing {
