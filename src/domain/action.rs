@@ -25,6 +25,14 @@ pub enum ActionState {
 }
 
 impl ActionState {
+    pub const ALL: [ActionState; 5] = [
+        ActionState::Requested,
+        ActionState::Succeeded,
+        ActionState::Noop,
+        ActionState::Failed,
+        ActionState::Denied,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ActionState::Requested => "requested",

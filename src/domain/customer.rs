@@ -70,6 +70,8 @@ impl Default for Policy {
 }
 
 impl AutoDisable {
+    pub const ALL: [AutoDisable; 3] = [AutoDisable::Off, AutoDisable::High, AutoDisable::Critical];
+
     /// Whether a detection of `severity` is disabled at once under this setting.
     pub fn covers(self, severity: Severity) -> bool {
         match self {

@@ -99,6 +99,20 @@ pub enum SignedString {
     TimestampBodyHex,
 }
 
+impl SignedString {
+    pub const ALL: [SignedString; 2] = [
+        SignedString::BodyTimestampBase64,
+        SignedString::TimestampBodyHex,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignedString::BodyTimestampBase64 => "body_timestamp_base64",
+            SignedString::TimestampBodyHex => "timestamp_body_hex",
+        }
+    }
+}
+
 /// Where a detection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +128,13 @@ pub enum DetectionState {
 }
 
 impl DetectionState {
+    pub const ALL: [DetectionState; 4] = [
+        DetectionState::Pending,
+        DetectionState::AutoRemediated,
+        DetectionState::Approved,
+        DetectionState::Dismissed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DetectionState::Pending => "pending",

@@ -303,6 +303,8 @@ pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<Strin
 pub struct Ticket(String);
 
 impl Ticket {
+    pub const MAX_CHARS: usize = 100;
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -317,7 +319,7 @@ impl FromStr for Ticket {
                 "`ticket` is 1 to 100 printable characters".to_owned(),
             ));
         }
-        one_line_text("ticket", s, 100).map(Ticket)
+        one_line_text("ticket", s, Ticket::MAX_CHARS).map(Ticket)
     }
 }
 

@@ -4,14 +4,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::AppState;
-use super::body::JsonBody;
 use super::caller::Caller;
+use super::input::{JsonBody, PageLimit, QueryParams};
 use super::problem::{Problem, ProblemKind};
 use super::views::{
     AccountView, ActionList, ActionView, ActionsQuery, DisableRequest, EnableRequest,
@@ -361,7 +361,7 @@ pub async fn get_action(
 pub async fn list_actions(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<ActionsQuery>,
+    QueryParams(query): QueryParams<ActionsQuery>,
 ) -> ApiResult {
     caller.require(Permission::ReadActions)?;
     let customers = caller.customer_filter(query.customer.as_deref())?;
@@ -373,7 +373,7 @@ pub async fn list_actions(
             .map(str::parse)
             .transpose()
             .map_err(Problem::invalid_input)?,
-        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        limit: PageLimit::or_default(query.limit),
     };
     let records = state.store.actions(&filter).await.map_err(Problem::from)?;
     Ok(Json(ActionList {

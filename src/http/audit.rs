@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::caller::Caller;
 use super::customers::in_scope;
+use super::input::QueryParams;
+use super::openapi::schemas;
 use super::problem::Problem;
 use crate::auth::Permission;
 use crate::reports::export::{self, ExportRequest, Format};
@@ -26,7 +28,7 @@ pub struct ExportQuery {
     pub from: Option<String>,
     /// End of the period, exclusive (RFC 3339 time or a UTC date). Default: now.
     pub to: Option<String>,
-    /// `jsonl` (default, verifiable), `csv`, `ocsf` or `html`.
+    #[param(schema_with = schemas::export_format)]
     pub format: Option<String>,
 }
 
@@ -45,11 +47,11 @@ pub async fn export(
     State(state): State<AppState>,
     caller: Caller,
     Path(customer): Path<String>,
-    query: Result<Query<ExportQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<QueryParams<ExportQuery>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::ExportAudit)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    let Query(query) = query.map_err(|e| Problem::invalid_input(e.body_text()))?;
+    let QueryParams(query) = query?;
     let format: Format = query
         .format
         .as_deref()

@@ -9,15 +9,17 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::body::JsonBody;
 use super::caller::Caller;
+use super::input::JsonBody;
 use super::limiter::FailureKey;
+use super::openapi::schemas;
 use super::problem::{Problem, ProblemKind};
 use crate::audit::event::Actor;
 use crate::auth::Permission;
 use crate::customers::onboarding::{CallbackParams, ConsentResult, SecretIssue};
 use crate::customers::{AutoDisable, Customer, Policy};
 use crate::domain::{AccountRef, CustomerSlug};
+use crate::falcon::signature::SignedString;
 
 type ApiResult<T = Response> = Result<T, Problem>;
 
@@ -63,18 +65,18 @@ pub struct CustomerList {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyView {
-    /// Accounts never touched (UPN or object id): break-glass and service accounts.
+    #[schema(schema_with = schemas::account_list)]
     pub protected: Vec<String>,
-    /// At most this many actions per hour for the customer (1 to 10000).
+    /// At most this many actions per hour for the customer.
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_actions_per_hour: u32,
     /// Revoke sign-in sessions with every disable unless the request says otherwise.
     pub revoke_sessions: bool,
-    /// `off`, `high` or `critical`: Falcon detections from this severity disable at once.
+    #[schema(schema_with = schemas::auto_disable)]
     pub auto_disable: String,
     pub contact: Option<String>,
-    /// The string the customer's Falcon webhook signs: `body_timestamp_base64` (default) or
-    /// `timestamp_body_hex`.
     #[serde(default)]
+    #[schema(schema_with = schemas::webhook_signature)]
     pub webhook_signature: Option<String>,
 }
 
@@ -86,9 +88,7 @@ impl From<&Policy> for PolicyView {
             revoke_sessions: p.revoke_sessions,
             auto_disable: p.auto_disable.as_str().to_owned(),
             contact: p.contact.clone(),
-            webhook_signature: serde_json::to_value(p.webhook_signature)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned)),
+            webhook_signature: Some(p.webhook_signature.as_str().to_owned()),
         }
     }
 }
@@ -107,28 +107,29 @@ impl PolicyView {
                 .collect::<Result<_, _>>()?,
             max_actions_per_hour: self.max_actions_per_hour,
             revoke_sessions: self.revoke_sessions,
-            auto_disable: match self.auto_disable.as_str() {
-                "off" => AutoDisable::Off,
-                "high" => AutoDisable::High,
-                "critical" => AutoDisable::Critical,
-                other => return Err(invalid(format!("`{other}` is not off, high or critical"))),
-            },
+            auto_disable: AutoDisable::ALL
+                .into_iter()
+                .find(|a| a.as_str() == self.auto_disable)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "`{}` is not off, high or critical",
+                        self.auto_disable
+                    ))
+                })?,
             contact: self
                 .contact
                 .map(|c| crate::auth::analysts::normalize_email(&c))
                 .transpose()?,
             webhook_signature: match self.webhook_signature.as_deref() {
-                None | Some("body_timestamp_base64") => {
-                    crate::falcon::signature::SignedString::BodyTimestampBase64
-                }
-                Some("timestamp_body_hex") => {
-                    crate::falcon::signature::SignedString::TimestampBodyHex
-                }
-                Some(other) => {
-                    return Err(invalid(format!(
-                        "`{other}` is not body_timestamp_base64 or timestamp_body_hex"
-                    )));
-                }
+                None => SignedString::default(),
+                Some(text) => SignedString::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == text)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "`{text}` is not body_timestamp_base64 or timestamp_body_hex"
+                        ))
+                    })?,
             },
         })
     }
@@ -338,7 +339,7 @@ pub async fn webhook_secret(
     let asked: WebhookSecretRequest = if body.is_empty() {
         WebhookSecretRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| super::body::refusal_of_parse(&e))?
+        serde_json::from_slice(&body).map_err(|e| super::input::refusal_of_parse(&e))?
     };
     let issue = SecretIssue::from_flags(asked.rotate, asked.revoke);
     caller

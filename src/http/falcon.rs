@@ -2,15 +2,16 @@
 
 use axum::Json;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::body::JsonBody;
 use super::caller::Caller;
+use super::input::{JsonBody, PageLimit, QueryParams};
+use super::openapi::schemas;
 use super::problem::{Problem, ProblemKind};
 use super::views::{ActionView, DetectionView};
 use crate::auth::Permission;
@@ -38,16 +39,19 @@ pub struct ApprovedView {
 #[serde(deny_unknown_fields)]
 pub struct DismissRequest {
     /// Why no action is needed (a false positive, a known test…); recorded in the audit log.
+    #[schema(schema_with = schemas::reason)]
     pub reason: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DetectionsQuery {
+    #[param(schema_with = schemas::customer_slug)]
     pub customer: Option<String>,
-    /// `pending`, `auto_remediated`, `approved` or `dismissed`.
+    #[param(schema_with = schemas::detection_state)]
     pub state: Option<String>,
-    pub limit: Option<u32>,
+    #[param(schema_with = schemas::page_limit)]
+    pub limit: Option<PageLimit>,
 }
 
 fn refused(status: u16) -> Problem {
@@ -150,7 +154,7 @@ async fn detection_in_scope(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<DetectionsQuery>,
+    QueryParams(query): QueryParams<DetectionsQuery>,
 ) -> ApiResult {
     caller.require(Permission::ReadDetections)?;
     let customers = caller.customer_filter(query.customer.as_deref())?;
@@ -165,7 +169,7 @@ pub async fn list(
     let filter = DetectionFilter {
         customers,
         state: state_filter,
-        limit: query.limit.unwrap_or(100).clamp(1, 1000),
+        limit: PageLimit::or_default(query.limit),
     };
     let detections = state
         .store

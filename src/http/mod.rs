@@ -4,13 +4,13 @@
 mod actions;
 mod audit;
 mod authn;
-mod body;
 pub mod caller;
 pub mod client;
 mod console;
 mod customers;
 mod falcon;
 mod health;
+mod input;
 pub mod limiter;
 pub mod openapi;
 pub mod problem;

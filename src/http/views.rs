@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::input::PageLimit;
+use super::openapi::schemas;
 use crate::audit::event::{AccountState, GraphEvidence};
 use crate::falcon::records::DetectionRecord;
 use crate::graph::GraphUser;
@@ -12,9 +14,9 @@ use crate::remediation::action::ActionRecord;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisableRequest {
-    /// Why: one line, at most 500 characters; recorded in the audit log and shown to the customer.
+    #[schema(schema_with = schemas::reason)]
     pub reason: String,
-    /// The provider's or customer's ticket reference.
+    #[schema(schema_with = schemas::ticket)]
     pub ticket: Option<String>,
     /// Also revoke the account's sign-in sessions (default: the customer's policy).
     pub revoke_sessions: Option<bool>,
@@ -24,7 +26,9 @@ pub struct DisableRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnableRequest {
+    #[schema(schema_with = schemas::reason)]
     pub reason: String,
+    #[schema(schema_with = schemas::ticket)]
     pub ticket: Option<String>,
 }
 
@@ -158,11 +162,12 @@ pub struct ActionList {
 #[into_params(parameter_in = Query)]
 pub struct ActionsQuery {
     /// Only this customer.
+    #[param(schema_with = schemas::customer_slug)]
     pub customer: Option<String>,
-    /// Only actions in this state.
+    #[param(schema_with = schemas::action_state)]
     pub state: Option<String>,
-    /// At most this many, newest first (default 100, at most 1000).
-    pub limit: Option<u32>,
+    #[param(schema_with = schemas::page_limit)]
+    pub limit: Option<PageLimit>,
 }
 
 /// A detection as the API shows it.

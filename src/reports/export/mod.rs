@@ -38,6 +38,8 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 4] = [Format::Jsonl, Format::Csv, Format::Ocsf, Format::Html];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Jsonl => "jsonl",

@@ -8,6 +8,11 @@ use utoipa::{Modify, OpenApi};
 use super::problem::PROBLEM_TYPES;
 use super::{actions, audit, customers, falcon};
 
+pub mod schemas;
+mod shared;
+pub use shared::PROBLEM_JSON;
+use shared::SharedAnswers;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -36,7 +41,7 @@ use super::{actions, audit, customers, falcon};
         audit::export,
         audit::public_key
     ),
-    modifiers(&BearerAuth, &ProblemTypes),
+    modifiers(&BearerAuth, &ProblemTypes, &SharedAnswers),
     tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"), (name = "audit"))
 )]
 pub struct ApiDoc;
