@@ -233,91 +233,171 @@ def parse_json(data):
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
 
 
-def jcs(obj):
-    """RFC 8785 form of an object whose values are strings, integers, null and arrays of
-    integers: for exactly these, sorted keys and compact separators are the canonical form."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")  # fails on lone surrogates, which no canonical line holds
+def jcs(value):
+    """The RFC 8785 form of a parsed JSON value whose numbers are all integers (the format
+    allows no others, and they are checked first): members sorted by their UTF-16 code units,
+    no whitespace, strings with the shortest escapes, integers written plainly."""
+    return _jcs(value).encode("utf-8")  # fails on lone surrogates, which no canonical line holds
+
+
+def _jcs(value):
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        # Python's escapes are RFC 8785's: \" \\ \b \f \n \r \t, other controls as \u00xx.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ",".join(_jcs(item) for item in value) + "]"
+    if isinstance(value, dict):
+        names = sorted(value, key=lambda name: name.encode("utf-16-be", "surrogatepass"))
+        return "{" + ",".join(_jcs(name) + ":" + _jcs(value[name]) for name in names) + "}"
+    raise ValueError(f"{type(value).__name__} has no canonical form here")
 
 
 def is_u64(value, bits=64):
-    # Not bool (a JSON true is not a number), in range, and printed the same by RFC 8785, which
-    # writes every number as an IEEE 754 double.
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and 0 <= value < 2**bits
-        and int(float(value)) == value
-    )
+    # Not bool (a JSON true is not a number); the range the entry's fields are read into.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**bits
 
 
 def is_str(value):
     return isinstance(value, str)
 
 
-def is_opt(check):
-    return lambda value: value is None or check(value)
+# --------------------------------------------------------------------------------------------
+# What the format promises of every value (section 1 and the member tables): each line's
+# members, in the order they are checked, with their JSON types.
+# --------------------------------------------------------------------------------------------
 
-
-def is_u64_list(value):
-    return isinstance(value, list) and all(is_u64(v) for v in value)
-
-
-HEADER_FIELDS = {
-    "type": is_str,
-    "format": is_str,
-    "version": lambda v: is_u64(v, 32),
-    "chain": is_str,
-    "customer": is_str,
-    "from": is_opt(is_str),
-    "to": is_opt(is_str),
-    "exported_at": is_str,
-    "first_seq": is_opt(is_u64),
-    "last_seq": is_opt(is_u64),
-    "prev_hash": is_opt(is_str),
-    "key_id": is_str,
-    "checkpoint_seqs": is_u64_list,
-    "signature": is_str,  # optional member
-}
-CHECKPOINT_FIELDS = {
-    "type": is_str,
-    "chain": is_str,
-    "seq": is_u64,
-    "hash": is_str,
-    "time": is_str,
-    "key_id": is_str,
-    "signature": is_str,
-}
-SEAL_FIELDS = {
-    "type": is_str,
-    "chain": is_str,
-    "entries": is_u64,
-    "first_seq": is_opt(is_u64),
-    "last_seq": is_opt(is_u64),
-    "last_hash": is_opt(is_str),
-    "header_sha256": is_str,
-    "time": is_str,
-    "key_id": is_str,
-    "signature": is_str,  # optional member
+LIMIT = 2**53
+TEXT, TIMESTAMP, COUNT, COUNTS, OBJECT = "text", "time", "count", "counts", "object"
+REQUIRED, NULLABLE, OPTIONAL = "required", "nullable", "optional"
+DESCRIBED = {
+    TEXT: "a string",
+    TIMESTAMP: "a time of the form 2026-11-27T09:40:05.123456Z",
+    COUNT: "a whole number from 0 to 2^53 - 1",
+    COUNTS: "a list of whole numbers from 0 to 2^53 - 1",
+    OBJECT: "an object",
 }
 
 
-def canonical(line, what, fields, optional=()):
-    """Parses a header, checkpoint or seal line and insists it is byte for byte the RFC 8785
-    form of exactly the members `fields` names, with the value types it names."""
+def is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < LIMIT
+
+
+def holds(kind, value):
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == TIMESTAMP:
+        return isinstance(value, str) and canonical_time(value)
+    if kind == COUNT:
+        return is_count(value)
+    if kind == COUNTS:
+        return isinstance(value, list) and all(is_count(v) for v in value)
+    return isinstance(value, dict)
+
+
+HEADER_MEMBERS = [
+    ("type", TEXT, REQUIRED),
+    ("format", TEXT, REQUIRED),
+    ("version", COUNT, REQUIRED),
+    ("chain", TEXT, REQUIRED),
+    ("customer", TEXT, REQUIRED),
+    ("from", TIMESTAMP, NULLABLE),
+    ("to", TIMESTAMP, NULLABLE),
+    ("exported_at", TIMESTAMP, REQUIRED),
+    ("first_seq", COUNT, NULLABLE),
+    ("last_seq", COUNT, NULLABLE),
+    ("prev_hash", TEXT, NULLABLE),
+    ("key_id", TEXT, REQUIRED),
+    ("checkpoint_seqs", COUNTS, REQUIRED),
+    ("signature", TEXT, OPTIONAL),
+]
+ENTRY_MEMBERS = [
+    ("v", COUNT, REQUIRED),
+    ("chain", TEXT, REQUIRED),
+    ("seq", COUNT, REQUIRED),
+    ("time", TIMESTAMP, REQUIRED),
+    ("prev_hash", TEXT, REQUIRED),
+    ("actor", OBJECT, REQUIRED),
+    ("event", OBJECT, REQUIRED),
+]
+CHECKPOINT_MEMBERS = [
+    ("type", TEXT, REQUIRED),
+    ("chain", TEXT, REQUIRED),
+    ("seq", COUNT, REQUIRED),
+    ("hash", TEXT, REQUIRED),
+    ("time", TIMESTAMP, REQUIRED),
+    ("key_id", TEXT, REQUIRED),
+    ("signature", TEXT, REQUIRED),
+]
+SEAL_MEMBERS = [
+    ("type", TEXT, REQUIRED),
+    ("chain", TEXT, REQUIRED),
+    ("entries", COUNT, REQUIRED),
+    ("first_seq", COUNT, NULLABLE),
+    ("last_seq", COUNT, NULLABLE),
+    ("last_hash", TEXT, NULLABLE),
+    ("header_sha256", TEXT, REQUIRED),
+    ("time", TIMESTAMP, REQUIRED),
+    ("key_id", TEXT, REQUIRED),
+    ("signature", TEXT, OPTIONAL),
+]
+
+
+def check_members(obj, what, table):
+    """Members present, none unknown, each of its type: in that order, the first in each by the
+    table's order (unknown ones by name)."""
+    if not isinstance(obj, dict):
+        raise Bad(f"the {what} is not a JSON object")
+    for name, _, presence in table:
+        if presence != OPTIONAL and name not in obj:
+            raise Bad(f"the {what} has no `{name}`")
+    known = {name for name, _, _ in table}
+    unknown = sorted(name for name in obj if name not in known)
+    if unknown:
+        raise Bad(f"the {what} has a member `{unknown[0]}` the format does not define")
+    for name, kind, presence in table:
+        if name not in obj:
+            continue
+        value = obj[name]
+        ok = presence == NULLABLE if value is None else holds(kind, value)
+        if not ok:
+            null = " or null" if presence == NULLABLE else ""
+            raise Bad(f"the {what}'s `{name}` is not {DESCRIBED[kind]}{null}")
+
+
+def check_integers(value, what, path=""):
+    """Every number in `value` is a whole number of size below 2^53; the first that is not,
+    depth first with members by name, is named by its path."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, (int, float)):
+        if not (isinstance(value, int) and -LIMIT < value < LIMIT):
+            raise Bad(
+                f"the {what}'s `{path}` is not a whole number between -(2^53 - 1) and 2^53 - 1"
+            )
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_integers(item, what, f"{path}[{i}]")
+    elif isinstance(value, dict):
+        for name in sorted(value):
+            check_integers(value[name], what, f"{path}.{name}" if path else name)
+
+
+def canonical(line, what, table):
+    """Parses a header, checkpoint or seal line, checks the members `table` lists and their
+    types, and insists the line is byte for byte the RFC 8785 form of what it holds."""
     try:
         obj = parse_json(line)
     except ValueError as e:
         raise Bad(f"not a valid {what} line: {e}") from None
-    if not isinstance(obj, dict):
-        raise Bad(f"not a valid {what} line: not a JSON object")
-    missing = [name for name in fields if name not in obj and name not in optional]
-    unknown = [name for name in obj if name not in fields]
-    if missing or unknown:
-        raise Bad(f"not a valid {what} line: members missing {missing} or unknown {unknown}")
-    for name, value in obj.items():
-        if not fields[name](value):
-            raise Bad(f"not a valid {what} line: `{name}` has the wrong type or range")
+    check_members(obj, what, table)
     try:
         again = jcs(obj)
     except UnicodeEncodeError:
@@ -325,6 +405,19 @@ def canonical(line, what, fields, optional=()):
     if again != line:
         raise Bad(f"the {what} line is not in its canonical form (RFC 8785): it was edited")
     return obj
+
+
+def entry_form(raw, entry):
+    """What the format promises of an entry whose hash holds: exactly its members, each of its
+    type, whole numbers below 2^53, and no other spelling than its canonical bytes."""
+    check_members(entry, "entry", ENTRY_MEMBERS)
+    check_integers(entry, "entry")
+    try:
+        again = jcs(entry)
+    except UnicodeEncodeError:
+        again = None
+    if again != raw:
+        raise Bad("the entry is not in its canonical form (RFC 8785): it was edited")
 
 
 def line_type(line):
@@ -349,6 +442,25 @@ def canonical_time(text):
     except ValueError:
         return False
     return True
+
+
+def ending(last_seq):
+    """Where a run of entries ends, in words."""
+    return "no entry" if last_seq is None else f"entry {last_seq}"
+
+
+def start_differs(sealed, held):
+    """The seal's first entry against the file's (the header's first_seq, which the entries
+    were held to), in words."""
+    if sealed is not None and (held is None or sealed < held):
+        where = "the file holds none" if held is None else f"the file starts at entry {held}"
+        return f"the first entry the seal announces, entry {sealed}, is missing: {where}"
+    if sealed is not None:
+        return (
+            f"the seal announces entry {sealed} as the first, but the file starts at entry "
+            f"{held}: entries were added before it"
+        )
+    return f"the seal announces no entries, but the file starts at {ending(held)}: entries were added"
 
 
 def genesis(chain):
@@ -392,7 +504,7 @@ class Verifier:
             )
         if line.startswith(ENTRY_PREFIX) or line_type(line) != "header":
             raise Bad("the first line is not the export header: lines were removed from the start")
-        header = canonical(line, "header", HEADER_FIELDS, optional=("signature",))
+        header = canonical(line, "header", HEADER_MEMBERS)
         if header["key_id"] not in self.keys.by_id:
             raise Bad(
                 f"the export is signed with key {header['key_id']}, "
@@ -477,6 +589,7 @@ class Verifier:
         stated = bytes.fromhex(stated_text)
         if hashlib.sha256(own_prev + raw).digest() != stated:
             raise Bad("the entry's content does not match its hash: it was changed")
+        entry_form(raw, entry)
         if entry["v"] != ENTRY_FORMAT_VERSION:
             raise Bad(f"the entry has unsupported format version {entry['v']}")
         if entry["chain"] != self.header["chain"]:
@@ -507,7 +620,7 @@ class Verifier:
 
     # Step 4: a checkpoint line.
     def checkpoint(self, line):
-        cp = canonical(line, "checkpoint", CHECKPOINT_FIELDS)
+        cp = canonical(line, "checkpoint", CHECKPOINT_MEMBERS)
         if self.last is None:
             raise Bad("a checkpoint before any entry")
         seq, last_hash = self.last
@@ -554,7 +667,7 @@ class Verifier:
         owed = self.owed_checkpoint()
         if owed is not None:
             raise Bad(f"the signed checkpoint for entry {owed} should be here: it was removed")
-        seal = canonical(line, "seal", SEAL_FIELDS, optional=("signature",))
+        seal = canonical(line, "seal", SEAL_MEMBERS)
         if "signature" not in seal:
             raise Bad("the seal has no signature")
         unsigned = {k: v for k, v in seal.items() if k != "signature"}
@@ -568,15 +681,19 @@ class Verifier:
             raise Bad("the seal is for another export")
         if seal["header_sha256"] != self.header_sha256:
             raise Bad("the seal was made for another header: it comes from another export")
+        if seal["first_seq"] != header["first_seq"]:
+            raise Bad(start_differs(seal["first_seq"], header["first_seq"]))
         last_seq = self.last[0] if self.last else None
-        if (
-            seal["entries"] != self.entries
-            or seal["last_seq"] != last_seq
-            or seal["first_seq"] != header["first_seq"]
-        ):
+        if seal["entries"] != self.entries or seal["last_seq"] != last_seq:
+            if self.entries < seal["entries"]:
+                happened = "entries were removed"
+            elif self.entries > seal["entries"]:
+                happened = "entries were added"
+            else:
+                happened = "entries were replaced"
             raise Bad(
-                f"the seal signs {seal['entries']} entries ending at {seal['last_seq']}, "
-                f"the file holds {self.entries} ending at {last_seq}: entries were removed"
+                f"the seal signs {seal['entries']} entries ending at {ending(seal['last_seq'])}, "
+                f"the file holds {self.entries} ending at {ending(last_seq)}: {happened}"
             )
         if last_seq != header["last_seq"]:
             raise Bad("the entries end before the header's last_seq")

@@ -40,6 +40,41 @@ impl fmt::Display for Timestamp {
     }
 }
 
+/// Whether `text` is a time in the one spelling killswitch writes,
+/// `2026-11-27T09:40:05.123456Z`: exactly that layout, of a date and time that exist (years
+/// 0001 to 9999, no leap second). The audit export promises this form for every time it holds.
+pub fn is_canonical_text(text: &str) -> bool {
+    let b = text.as_bytes();
+    let layout = b.len() == 27
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            26 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    let field = |range: std::ops::Range<usize>| text.get(range).and_then(|t| t.parse::<u32>().ok());
+    let parts = (
+        field(0..4),
+        field(5..7),
+        field(8..10),
+        field(11..13),
+        field(14..16),
+        field(17..19),
+    );
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = parts else {
+        return false;
+    };
+    layout
+        && year >= 1
+        && i32::try_from(year)
+            .ok()
+            .and_then(|y| chrono::NaiveDate::from_ymd_opt(y, month, day))
+            .is_some()
+        && chrono::NaiveTime::from_hms_opt(hour, minute, second).is_some()
+}
+
 /// Text that is not an RFC 3339 time; the message quotes it and says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{text}` is not an RFC 3339 time: {cause}")]
@@ -168,5 +203,26 @@ mod tests {
             .parse()
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.to_string(), "2026-11-27T14:00:00.500000Z");
+    }
+
+    #[test]
+    fn only_the_one_spelling_of_a_time_that_exists() {
+        assert!(is_canonical_text("2026-11-27T09:40:05.123456Z"));
+        assert!(is_canonical_text("2028-02-29T23:59:59.999999Z"));
+        assert!(is_canonical_text(&super::Timestamp::now().to_string()));
+        for other in [
+            "2026-11-27T09:40:05Z",
+            "2026-11-27T09:40:05.123Z",
+            "2026-11-27T09:40:05.123456+00:00",
+            "2026-11-27t09:40:05.123456z",
+            "2026-11-27 09:40:05.123456Z",
+            "2026-02-30T09:40:05.123456Z",
+            "2026-12-31T23:59:60.000000Z",
+            "0000-01-01T00:00:00.000000Z",
+            "2026-11-27T24:00:00.000000Z",
+            "+026-11-27T09:40:05.123456Z",
+        ] {
+            assert!(!is_canonical_text(other), "{other}");
+        }
     }
 }

@@ -256,6 +256,9 @@ fn print_falcon_configuration(customer: &Customer, issue: SecretIssue, issued: &
     }
     println!();
     println!(
+        "Other senders (Standard Webhooks): give them the same secret, whsec_ included; the official libraries take it as it is."
+    );
+    println!(
         "The secret is shown once. Payload template and Fusion workflow steps: docs/falcon.md"
     );
 }

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -17,7 +15,7 @@ use crate::domain::{ChainId, CustomerSlug, TenantId};
 use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, TokenError};
-use crate::secrets::{SecretCipher, random_bytes};
+use crate::secrets::SecretCipher;
 use crate::store::NewWebhookSecret;
 use crate::store::Store;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -346,7 +344,8 @@ impl Onboarding {
         })
     }
 
-    /// Generates a webhook secret (64 characters). The first one needs no flag; replacing one
+    /// Generates a webhook secret in the Standard Webhooks form (`whsec_` and the base64 of 32
+    /// random bytes), which the CrowdStrike app and the bearer scheme take as pasted. The first one needs no flag; replacing one
     /// takes `Rotate` (the replaced secret keeps working for the grace period so the Falcon
     /// workflow can be updated without losing detections; any older one stops now) or `Revoke`
     /// (every earlier secret stops now).
@@ -365,7 +364,7 @@ impl Onboarding {
                 self.settings.webhook_grace.as_secs() / 3600
             )));
         }
-        let secret = URL_SAFE_NO_PAD.encode(random_bytes::<48>()?);
+        let secret = crate::falcon::signature::WebhookSecret::generate()?;
         let id = uuid::Uuid::new_v4().to_string();
         let sealed = self.cipher.seal(
             secret.as_bytes(),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::payload::Detection;
 use super::records::{DetectionRecord, DetectionState};
-use super::signature::{Assurance, Rejection, Verifier};
+use super::signature::{Assurance, Rejection, Verifier, WebhookSecret};
 use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
 use crate::customers::onboarding::webhook_context;
 use crate::customers::{AutoDisable, Customer};
@@ -42,7 +42,7 @@ pub struct Intake {
 /// delivery, never cached: a revoked secret stops, and a policy change applies, at once.
 struct Keys {
     customer: Customer,
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<WebhookSecret>,
 }
 
 /// Why a webhook was not accepted.
@@ -178,7 +178,7 @@ impl Intake {
             let secret = self
                 .cipher
                 .open(&record.secret, &webhook_context(slug.as_str(), &record.id))?;
-            secrets.push(secret.expose_secret().to_vec());
+            secrets.push(WebhookSecret::new(secret.expose_secret().to_vec()));
         }
         Ok(Keys { customer, secrets })
     }

@@ -6,8 +6,12 @@
 //!   on the signed string, so both are supported per customer: `base64(HMAC(secret, body ‖
 //!   timestamp))` (the default) or `hex(HMAC(secret, timestamp ‖ body))`;
 //! - Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` over
-//!   `id.timestamp.body`), for other senders; the key is the secret's UTF-8 bytes;
+//!   `id.timestamp.body`), for other senders; the key is what follows `whsec_` in the secret,
+//!   base64-decoded, as the official libraries derive it;
 //! - `Authorization: Bearer <secret>`: lower assurance, recorded as such, never auto-disables.
+//!
+//! The CrowdStrike app and the bearer scheme use the secret as pasted, `whsec_` included. A
+//! secret issued before the `whsec_` form is its UTF-8 bytes in all three, as it always was.
 //!
 //! Signatures are compared in constant time, and a signed request's timestamp must be fresh.
 
@@ -60,9 +64,49 @@ impl Rejection {
     }
 }
 
+/// What a Standard Webhooks secret starts with; the rest is the base64 of the HMAC key.
+pub const STANDARD_PREFIX: &str = "whsec_";
+
+/// A customer's webhook secret: the string the sender was given, and the key Standard Webhooks
+/// derives from it.
+pub struct WebhookSecret {
+    pasted: Vec<u8>,
+    /// `None` for a secret issued before the `whsec_` form: its Standard Webhooks key is the
+    /// pasted string itself, as senders were told then. (Those were 64 characters of
+    /// URL-safe base64 without padding, which standard base64 never decodes, so one that
+    /// happens to start with `whsec_` still lands here.)
+    decoded: Option<Vec<u8>>,
+}
+
+impl WebhookSecret {
+    pub fn new(pasted: Vec<u8>) -> WebhookSecret {
+        let decoded = pasted
+            .strip_prefix(STANDARD_PREFIX.as_bytes())
+            .and_then(|encoded| BASE64.decode(encoded).ok())
+            .filter(|key| !key.is_empty());
+        WebhookSecret { pasted, decoded }
+    }
+
+    /// A new secret in the Standard Webhooks form: `whsec_` and the base64 of 32 random bytes.
+    pub fn generate() -> crate::error::Result<String> {
+        let key: [u8; 32] = crate::secrets::random_bytes()?;
+        Ok(format!("{STANDARD_PREFIX}{}", BASE64.encode(key)))
+    }
+
+    /// The key the CrowdStrike app signs with, and the bearer token: the string as pasted.
+    fn pasted(&self) -> &[u8] {
+        &self.pasted
+    }
+
+    /// The key a Standard Webhooks sender signs with.
+    fn standard_key(&self) -> &[u8] {
+        self.decoded.as_deref().unwrap_or(&self.pasted)
+    }
+}
+
 pub struct Verifier<'a> {
     /// The customer's valid secrets (current, and the previous one during its grace period).
-    pub secrets: &'a [Vec<u8>],
+    pub secrets: &'a [WebhookSecret],
     pub signature_header: &'a str,
     pub signed_string: SignedString,
     pub tolerance_secs: i64,
@@ -132,7 +176,7 @@ impl Verifier<'_> {
             let known = self
                 .secrets
                 .iter()
-                .any(|s| bool::from(s.as_slice().ct_eq(token.trim().as_bytes())));
+                .any(|s| bool::from(s.pasted().ct_eq(token.trim().as_bytes())));
             return known
                 .then_some(Assurance::Bearer)
                 .ok_or(Rejection::BadToken);
@@ -157,8 +201,12 @@ impl Verifier<'_> {
         let Some(given) = given else { return false };
         self.secrets.iter().any(|secret| {
             let expected = match self.signed_string {
-                SignedString::BodyTimestampBase64 => hmac(secret, &[body, timestamp.as_bytes()]),
-                SignedString::TimestampBodyHex => hmac(secret, &[timestamp.as_bytes(), body]),
+                SignedString::BodyTimestampBase64 => {
+                    hmac(secret.pasted(), &[body, timestamp.as_bytes()])
+                }
+                SignedString::TimestampBodyHex => {
+                    hmac(secret.pasted(), &[timestamp.as_bytes(), body])
+                }
             };
             bool::from(expected.as_slice().ct_eq(&given))
         })
@@ -172,7 +220,7 @@ impl Verifier<'_> {
             .collect();
         self.secrets.iter().any(|secret| {
             let expected = hmac(
-                secret,
+                secret.standard_key(),
                 &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
             );
             given
@@ -199,11 +247,12 @@ pub fn sign_crowdstrike(
     }
 }
 
-pub fn sign_standard(secret: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+/// `key` is the HMAC key: for a `whsec_` secret, the base64-decoded part after the prefix.
+pub fn sign_standard(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
     format!(
         "v1,{}",
         BASE64.encode(hmac(
-            secret,
+            key,
             &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]
         ))
     )
@@ -217,7 +266,11 @@ mod tests {
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-falcon";
 
-    fn verifier(secrets: &[Vec<u8>], signed_string: SignedString) -> Verifier<'_> {
+    fn bare(secret: &[u8]) -> WebhookSecret {
+        WebhookSecret::new(secret.to_vec())
+    }
+
+    fn verifier(secrets: &[WebhookSecret], signed_string: SignedString) -> Verifier<'_> {
         Verifier {
             secrets,
             signature_header: "x-cs-primary-signature",
@@ -245,7 +298,7 @@ mod tests {
 
     #[test]
     fn both_crowdstrike_constructions_verify_and_reject_tampering() {
-        let secrets = vec![SECRET.to_vec()];
+        let secrets = vec![bare(SECRET)];
         let body = br#"{"composite_id":"x"}"#;
         for (variant, ts) in [
             (SignedString::BodyTimestampBase64, "1795780800"),
@@ -280,7 +333,7 @@ mod tests {
 
     #[test]
     fn timestamps_must_be_present_well_formed_and_fresh() {
-        let secrets = vec![SECRET.to_vec()];
+        let secrets = vec![bare(SECRET)];
         let v = verifier(&secrets, SignedString::BodyTimestampBase64);
         let body = b"{}";
         let sig = |ts: &str| sign_crowdstrike(SECRET, ts, body, SignedString::BodyTimestampBase64);
@@ -309,10 +362,7 @@ mod tests {
 
     #[test]
     fn standard_webhooks_and_bearer_tokens() {
-        let secrets = vec![
-            b"old-secret-still-in-grace-period-xx".to_vec(),
-            SECRET.to_vec(),
-        ];
+        let secrets = vec![bare(b"old-secret-still-in-grace-period-xx"), bare(SECRET)];
         let v = verifier(&secrets, SignedString::BodyTimestampBase64);
         let body = b"{}";
         let sig = sign_standard(SECRET, "msg_1", "1795780800", body);
@@ -348,6 +398,68 @@ mod tests {
         assert_eq!(
             verifier(&[], SignedString::BodyTimestampBase64).verify(&bearer, body),
             Err(Rejection::NoSecret)
+        );
+    }
+
+    fn standard_headers(key: &[u8], body: &[u8]) -> HeaderMap {
+        headers(&[
+            ("webhook-id", "msg_1".into()),
+            ("webhook-timestamp", "1795780800".into()),
+            (
+                "webhook-signature",
+                sign_standard(key, "msg_1", "1795780800", body),
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_whsec_secret_is_its_decoded_key_for_standard_webhooks_and_as_pasted_otherwise() {
+        let issued = WebhookSecret::generate().unwrap();
+        let key = BASE64
+            .decode(issued.strip_prefix(STANDARD_PREFIX).unwrap())
+            .unwrap();
+        assert!(key.len() >= 24, "{issued}");
+        let secrets = vec![WebhookSecret::new(issued.clone().into_bytes())];
+        let v = verifier(&secrets, SignedString::BodyTimestampBase64);
+        let body = b"{}";
+        assert_eq!(
+            v.verify(&standard_headers(&key, body), body),
+            Ok(Assurance::Signed)
+        );
+        assert_eq!(
+            v.verify(&standard_headers(issued.as_bytes(), body), body),
+            Err(Rejection::BadSignature),
+            "the official libraries decode the key; the pasted string is not it"
+        );
+        let ts = "1795780800";
+        let crowdstrike = headers(&[
+            (
+                "x-cs-primary-signature",
+                sign_crowdstrike(
+                    issued.as_bytes(),
+                    ts,
+                    body,
+                    SignedString::BodyTimestampBase64,
+                ),
+            ),
+            ("x-cs-delivery-timestamp", ts.to_owned()),
+        ]);
+        assert_eq!(v.verify(&crowdstrike, body), Ok(Assurance::Signed));
+        let bearer = headers(&[("authorization", format!("Bearer {issued}"))]);
+        assert_eq!(v.verify(&bearer, body), Ok(Assurance::Bearer));
+    }
+
+    #[test]
+    fn a_secret_of_the_old_form_is_its_utf8_bytes_even_when_it_starts_like_whsec() {
+        // 64 characters of URL-safe base64, as secrets were issued before the whsec_ form.
+        let old = b"whsec_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdEfGhIjKlMnOpQrSt";
+        assert_eq!(old.len(), 64);
+        let secrets = vec![bare(old)];
+        let v = verifier(&secrets, SignedString::BodyTimestampBase64);
+        let body = b"{}";
+        assert_eq!(
+            v.verify(&standard_headers(old, body), body),
+            Ok(Assurance::Signed)
         );
     }
 }

@@ -308,7 +308,8 @@ pub struct WebhookSecretView {
     pub customer: String,
     /// The webhook URL to configure in Falcon.
     pub url: String,
-    /// The HMAC secret; it is never shown again.
+    /// The secret, `whsec_` and the base64 of its key bytes (the Standard Webhooks form); the
+    /// CrowdStrike app and bearer senders use it whole, as pasted. It is never shown again.
     pub secret: String,
     /// The header Falcon signs in.
     pub header: String,

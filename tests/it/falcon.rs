@@ -7,6 +7,7 @@ use killswitch::remediation::action::ActionState;
 
 use std::sync::Arc;
 
+use base64::Engine;
 use common::entra::{self, BOB, CONTOSO};
 use common::{Analyst, TestApp};
 use fake_entra::{Endpoint, FakeEntra};
@@ -130,6 +131,142 @@ impl Rig {
     }
 }
 
+/// The HMAC key a Standard Webhooks library derives from a `whsec_` secret.
+fn standard_key(secret: &str) -> Vec<u8> {
+    let encoded = secret
+        .strip_prefix("whsec_")
+        .unwrap_or_else(|| panic!("not a whsec_ secret: {}", secret.len()));
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap()
+}
+
+/// A Standard Webhooks delivery of `body` signed with `key`, sent now.
+async fn standard_delivery(rig: &Rig, key: &[u8], id: &str, body: &[u8]) -> StatusCode {
+    let ts = now().to_string();
+    let headers = [
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", ts.clone()),
+        ("webhook-signature", sign_standard(key, id, &ts, body)),
+    ];
+    rig.post("contoso", &headers, body).await.status()
+}
+
+#[tokio::test]
+async fn an_issued_whsec_secret_verifies_standard_webhooks_with_its_decoded_key() {
+    let rig = rig(Policy::default()).await;
+    let key = standard_key(&rig.secret);
+    assert!(key.len() >= 24, "{} key bytes", key.len());
+    let body = detection_body("whsec:1", json!("high"));
+    assert_eq!(
+        standard_delivery(&rig, &key, "msg_w1", &body).await,
+        StatusCode::ACCEPTED
+    );
+    let body = detection_body("whsec:2", json!("high"));
+    assert_eq!(
+        standard_delivery(&rig, rig.secret.as_bytes(), "msg_w2", &body).await,
+        StatusCode::UNAUTHORIZED,
+        "the pasted string is not the Standard Webhooks key"
+    );
+    // The CrowdStrike app and the bearer scheme take the whole string as pasted.
+    let body = detection_body("whsec:3", json!("high"));
+    assert_eq!(
+        rig.signed("contoso", &rig.secret, now(), &body)
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    let body = detection_body("whsec:4", json!("high"));
+    let bearer = [("Authorization", format!("Bearer {}", rig.secret))];
+    assert_eq!(
+        rig.post("contoso", &bearer, &body).await.status(),
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn a_secret_stored_in_the_old_bare_form_verifies_as_its_utf8_bytes_until_rotated() {
+    let base = entra::two_tenants(&[], Policy::default()).await;
+    let cipher =
+        killswitch::secrets::SecretCipher::load_or_generate(None, &[], base.app.db.dir.path())
+            .unwrap()
+            .0;
+    // What `customer webhook-secret` issued before the whsec_ form: 64 URL-safe characters.
+    let old = "oldForm-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST".to_owned();
+    let id = Uuid::new_v4().to_string();
+    let now_at = killswitch::time::Clock::now(&base.app.clock);
+    base.app
+        .store
+        .add_webhook_secret(&killswitch::store::NewWebhookSecret {
+            customer: base.contoso.slug.clone(),
+            id: id.clone(),
+            sealed: cipher
+                .seal(
+                    old.as_bytes(),
+                    &killswitch::customers::onboarding::webhook_context("contoso", &id),
+                )
+                .unwrap(),
+            now: now_at,
+            previous_until: now_at,
+            actor: Actor::operator(),
+        })
+        .await
+        .unwrap();
+    let rig = Rig {
+        app: base.app,
+        fake: base.fake,
+        secret: old.clone(),
+        other_secret: String::new(),
+    };
+    let body = detection_body("bare:1", json!("high"));
+    assert_eq!(
+        standard_delivery(&rig, old.as_bytes(), "msg_b1", &body).await,
+        StatusCode::ACCEPTED
+    );
+    let body = detection_body("bare:2", json!("high"));
+    assert_eq!(
+        rig.signed("contoso", &old, now(), &body).await.status(),
+        StatusCode::ACCEPTED
+    );
+    let body = detection_body("bare:3", json!("high"));
+    let bearer = [("Authorization", format!("Bearer {old}"))];
+    assert_eq!(
+        rig.post("contoso", &bearer, &body).await.status(),
+        StatusCode::ACCEPTED
+    );
+
+    // Rotated: the replacement is in the whsec_ form.
+    let contoso = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let rotated = rig
+        .app
+        .onboarding
+        .issue_webhook_secret(
+            &contoso,
+            killswitch::customers::onboarding::SecretIssue::Revoke,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let new = rotated.secret.expose_secret().to_owned();
+    let body = detection_body("bare:4", json!("high"));
+    assert_eq!(
+        standard_delivery(&rig, &standard_key(&new), "msg_b4", &body).await,
+        StatusCode::ACCEPTED
+    );
+    let body = detection_body("bare:5", json!("high"));
+    assert_eq!(
+        standard_delivery(&rig, old.as_bytes(), "msg_b5", &body).await,
+        StatusCode::UNAUTHORIZED,
+        "revoked"
+    );
+}
+
 fn with_auto_disable(level: AutoDisable) -> Policy {
     Policy {
         auto_disable: level,
@@ -149,10 +286,11 @@ async fn every_scheme_accepts_a_good_signature_and_refuses_a_bad_one() {
         StatusCode::ACCEPTED
     );
 
-    // Standard Webhooks.
+    // Standard Webhooks, keyed as the official libraries key it: the secret after `whsec_`,
+    // base64-decoded.
     let body = detection_body("sw:1", json!("high"));
     let ts = now().to_string();
-    let signature = sign_standard(rig.secret.as_bytes(), "msg_1", &ts, &body);
+    let signature = sign_standard(&standard_key(&rig.secret), "msg_1", &ts, &body);
     let headers = [
         ("webhook-id", "msg_1".to_owned()),
         ("webhook-timestamp", ts.clone()),

@@ -906,3 +906,398 @@ async fn the_worked_example_in_the_doc_is_what_the_code_writes() {
         assert_eq!(serde_jcs::to_string(&shown_value).unwrap(), *shown);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files that break a promise of the format (section 1 and the member tables) and are otherwise
+// valid: what the change covers is hashed and signed again with the example key, so each is
+// refused by the new check rather than by a hash or a signature.
+
+/// Placeholders a crafted value is written with and then replaced by raw JSON text, for
+/// numbers no serializer writes (`1.0`, `2^53`).
+const RAW_FLOAT: &str = "@float@";
+const RAW_BIG: &str = "@big@";
+
+fn raw(value: &Value) -> String {
+    serde_jcs::to_string(value)
+        .unwrap()
+        .replace(&format!("\"{RAW_FLOAT}\""), "3.0")
+        .replace(&format!("\"{RAW_BIG}\""), "9007199254740992")
+}
+
+/// The worked example taken apart: the header and seal as values, the entries as text.
+struct Parts {
+    key: AuditKey,
+    header: Value,
+    entries: Vec<String>,
+    checkpoint: Value,
+    seal: Value,
+}
+
+fn entry_text(line: &str) -> String {
+    line["{\"entry\":".len()..line.len() - 64 - ",\"hash\":\"\",\"type\":\"entry\"}".len()]
+        .to_owned()
+}
+
+impl Parts {
+    fn new() -> Parts {
+        let example = worked_example();
+        let value = |i: usize| -> Value { serde_json::from_str(&example.lines[i]).unwrap() };
+        Parts {
+            header: value(0),
+            entries: [1, 2, 4].map(|i| entry_text(&example.lines[i])).to_vec(),
+            checkpoint: value(3),
+            seal: value(5),
+            key: example.key,
+        }
+    }
+
+    /// `value` with its `signature` made again over its text without it (placeholders in).
+    fn signed(&self, value: &Value) -> String {
+        let mut unsigned = value.clone();
+        unsigned.as_object_mut().unwrap().remove("signature");
+        let mut signed = unsigned.clone();
+        signed["signature"] = Value::String(self.key.sign_bytes(raw(&unsigned).as_bytes()));
+        raw(&signed)
+    }
+
+    /// The checkpoint with its signature made again over the message of its values.
+    fn checkpoint_line(&self) -> String {
+        let mut cp = self.checkpoint.clone();
+        let message = serde_json::json!({"chain": cp["chain"], "hash": cp["hash"],
+            "seq": cp["seq"], "time": cp["time"], "type": "killswitch-audit-checkpoint-v1"});
+        cp["signature"] = Value::String(self.key.sign_bytes(raw(&message).as_bytes()));
+        raw(&cp)
+    }
+
+    /// The file: entries chained from the header's `prev_hash` (each entry's own `prev_hash`
+    /// as written), the checkpoint after entry 2, the seal's `last_hash` and `header_sha256`
+    /// made to fit, the header and seal signed again.
+    fn file(&self) -> Vec<u8> {
+        let header = self.signed(&self.header);
+        let mut lines = vec![header.clone()];
+        let mut last_hash = None;
+        for text in &self.entries {
+            let own: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+            let prev = own["prev_hash"]
+                .as_str()
+                .and_then(Hash::from_hex)
+                .unwrap_or_else(|| Hash::genesis("contoso"));
+            let hash = Hash::link(&prev, text.as_bytes());
+            lines.push(format!(
+                "{{\"entry\":{text},\"hash\":\"{hash}\",\"type\":\"entry\"}}"
+            ));
+            if own["seq"] == 2 {
+                lines.push(self.checkpoint_line());
+            }
+            last_hash = Some(hash.to_hex());
+        }
+        let mut seal = self.seal.clone();
+        seal["last_hash"] = last_hash.map_or(Value::Null, Value::String);
+        if self.seal["last_hash"].is_number() {
+            seal["last_hash"] = self.seal["last_hash"].clone();
+        }
+        seal["header_sha256"] = Value::String(const_hex::encode(Sha256::digest(header.as_bytes())));
+        lines.push(self.signed(&seal));
+        lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    /// Entry 3 (the last) changed by `edit` on its value, written canonically.
+    fn with_last_entry(mut self, edit: impl FnOnce(&mut Value)) -> Parts {
+        let mut value: Value = serde_json::from_str(&self.entries[2]).unwrap();
+        edit(&mut value);
+        self.entries[2] = raw(&value);
+        self
+    }
+
+    /// Entry 3 (the last) changed by `edit` on its text.
+    fn with_last_entry_text(mut self, edit: impl FnOnce(&str) -> String) -> Parts {
+        self.entries[2] = edit(&self.entries[2]);
+        self
+    }
+}
+
+/// Moves the member `"name":…` that starts at `member` to the front of the object `text`.
+fn member_first(text: &str, member: &str) -> String {
+    let at = text.find(member).unwrap();
+    let end = text[at..].find(",\"").map_or(text.len() - 1, |e| at + e);
+    let moved = &text[at..end];
+    let before = text[1..at].trim_end_matches(',');
+    let after = text[end..].trim_start_matches(',');
+    if after == "}" {
+        format!("{{{moved},{before}}}")
+    } else {
+        format!("{{{moved},{before},{after}")
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers_on_its_line() {
+    let set = |name: &'static str, value: Value| move |v: &mut Value| v[name] = value.clone();
+    let header = |edit: &dyn Fn(&mut Value)| {
+        let mut p = Parts::new();
+        edit(&mut p.header);
+        p
+    };
+    let checkpoint = |edit: &dyn Fn(&mut Value)| {
+        let mut p = Parts::new();
+        edit(&mut p.checkpoint);
+        p
+    };
+    let seal = |edit: &dyn Fn(&mut Value)| {
+        let mut p = Parts::new();
+        edit(&mut p.seal);
+        p
+    };
+    let time_form = "is not a time of the form 2026-11-27T09:40:05.123456Z";
+    let count = "is not a whole number from 0 to 2^53 - 1";
+    let integer = "is not a whole number between -(2^53 - 1) and 2^53 - 1";
+    let reorder_header = |p: Parts| {
+        let file = String::from_utf8(p.file()).unwrap();
+        let (first, rest) = file.split_once('\n').unwrap();
+        format!("{}\n{rest}", member_first(first, "\"type\":\"header\"")).into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, u64, String)> = vec![
+        // The header, line 1.
+        (
+            "header: exported_at without fraction",
+            header(&set("exported_at", "2026-11-28T08:30:00Z".into())).file(),
+            1,
+            format!("the header's `exported_at` {time_form}"),
+        ),
+        (
+            "header: from a date",
+            header(&set("from", "2026-11-27".into())).file(),
+            1,
+            format!("the header's `from` {time_form} or null"),
+        ),
+        (
+            "header: version 3.0",
+            header(&set("version", RAW_FLOAT.into())).file(),
+            1,
+            format!("the header's `version` {count}"),
+        ),
+        (
+            "header: last_seq 2^53",
+            header(&set("last_seq", RAW_BIG.into())).file(),
+            1,
+            format!("the header's `last_seq` {count} or null"),
+        ),
+        (
+            "header: customer a number",
+            header(&set("customer", 5.into())).file(),
+            1,
+            "the header's `customer` is not a string".into(),
+        ),
+        (
+            "header: checkpoint_seqs a number",
+            header(&set("checkpoint_seqs", 2.into())).file(),
+            1,
+            "the header's `checkpoint_seqs` is not a list of whole numbers from 0 to 2^53 - 1"
+                .into(),
+        ),
+        (
+            "header: an unknown member",
+            header(&set("comment", "x".into())).file(),
+            1,
+            "the header has a member `comment` the format does not define".into(),
+        ),
+        (
+            "header: members reordered",
+            reorder_header(Parts::new()),
+            1,
+            "the header line is not in its canonical form (RFC 8785)".into(),
+        ),
+        // The last entry, line 5: hashed again, the seal made to fit.
+        (
+            "entry: members reordered",
+            Parts::new()
+                .with_last_entry_text(|t| member_first(t, "\"v\":1"))
+                .file(),
+            5,
+            "the entry is not in its canonical form (RFC 8785)".into(),
+        ),
+        (
+            "entry: a space after a colon",
+            Parts::new()
+                .with_last_entry_text(|t| t.replacen("\"seq\":3", "\"seq\": 3", 1))
+                .file(),
+            5,
+            "the entry is not in its canonical form (RFC 8785)".into(),
+        ),
+        (
+            "entry: time_step 3.0",
+            Parts::new()
+                .with_last_entry(|v| v["event"]["mfa"]["time_step"] = RAW_FLOAT.into())
+                .file(),
+            5,
+            format!("the entry's `event.mfa.time_step` {integer}"),
+        ),
+        (
+            "entry: time_step 2^53",
+            Parts::new()
+                .with_last_entry(|v| v["event"]["mfa"]["time_step"] = RAW_BIG.into())
+                .file(),
+            5,
+            format!("the entry's `event.mfa.time_step` {integer}"),
+        ),
+        (
+            "entry: time in milliseconds",
+            Parts::new()
+                .with_last_entry(|v| v["time"] = "2026-11-27T09:40:05.123Z".into())
+                .file(),
+            5,
+            format!("the entry's `time` {time_form}"),
+        ),
+        (
+            "entry: actor a string",
+            Parts::new()
+                .with_last_entry(|v| v["actor"] = "sam@soc.example".into())
+                .file(),
+            5,
+            "the entry's `actor` is not an object".into(),
+        ),
+        (
+            "entry: an unknown member",
+            Parts::new()
+                .with_last_entry(|v| v["note"] = "x".into())
+                .file(),
+            5,
+            "the entry has a member `note` the format does not define".into(),
+        ),
+        // The checkpoint, line 4: signed again.
+        (
+            "checkpoint: time in centiseconds",
+            checkpoint(&set("time", "2026-11-27T09:12:30.25Z".into())).file(),
+            4,
+            format!("the checkpoint's `time` {time_form}"),
+        ),
+        (
+            "checkpoint: seq 3.0",
+            checkpoint(&set("seq", RAW_FLOAT.into())).file(),
+            4,
+            format!("the checkpoint's `seq` {count}"),
+        ),
+        (
+            "checkpoint: seq 2^53",
+            checkpoint(&set("seq", RAW_BIG.into())).file(),
+            4,
+            format!("the checkpoint's `seq` {count}"),
+        ),
+        (
+            "checkpoint: hash a number",
+            checkpoint(&set("hash", 5.into())).file(),
+            4,
+            "the checkpoint's `hash` is not a string".into(),
+        ),
+        // The seal, line 6: signed again.
+        (
+            "seal: time with five digits",
+            seal(&set("time", "2026-11-28T08:30:00.00421Z".into())).file(),
+            6,
+            format!("the seal's `time` {time_form}"),
+        ),
+        (
+            "seal: entries 3.0",
+            seal(&set("entries", RAW_FLOAT.into())).file(),
+            6,
+            format!("the seal's `entries` {count}"),
+        ),
+        (
+            "seal: entries 2^53",
+            seal(&set("entries", RAW_BIG.into())).file(),
+            6,
+            format!("the seal's `entries` {count}"),
+        ),
+        (
+            "seal: last_hash a number",
+            seal(&set("last_hash", 5.into())).file(),
+            6,
+            "the seal's `last_hash` is not a string or null".into(),
+        ),
+        (
+            "seal: an unknown member",
+            seal(&set("comment", "x".into())).file(),
+            6,
+            "the seal has a member `comment` the format does not define".into(),
+        ),
+    ];
+
+    let db = TestDb::new().await;
+    let dir = db.dir.path();
+    let key_file = dir.join("example-key.pem");
+    std::fs::write(&key_file, example_key().public_key().to_pem().unwrap()).unwrap();
+    let ring = KeyRing::new([example_key().public_key()]);
+    let keys = [key_file];
+    let mut crafted = Cases {
+        dir,
+        cases: Vec::new(),
+    };
+    // The untouched parts put together again verify: what each case changes is all it changes.
+    crafted.add(
+        "reassembled".into(),
+        &Parts::new().file(),
+        (&ring, &keys),
+        None,
+        None,
+    );
+    for (label, bytes, line, _) in &cases {
+        crafted.add(
+            (*label).to_owned(),
+            bytes,
+            (&ring, &keys),
+            None,
+            Some(*line),
+        );
+    }
+    let outputs = run_python(&crafted.cases);
+    let mut problems = disagreements(&crafted.cases, &outputs);
+    assert!(crafted.cases[0].rust.is_ok(), "{:?}", crafted.cases[0].rust);
+    for ((label, _, _, reason), (case, output)) in
+        cases.iter().zip(crafted.cases.iter().zip(&outputs).skip(1))
+    {
+        let python = String::from_utf8_lossy(&output.stdout);
+        match &case.rust {
+            Err(bad) if bad.reason.starts_with(reason.as_str()) => {}
+            other => problems.push(format!("{label}: Rust says {other:?}, expected `{reason}`")),
+        }
+        if !python.contains(&format!(": {reason}")) {
+            problems.push(format!(
+                "{label}: Python says {python}, expected `{reason}`"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test]
+async fn a_seal_whose_first_entry_is_not_in_the_file_says_so_in_both_verifiers() {
+    // Entry 1 removed, the header made again to start at entry 2, the seal made again with the
+    // count and last entry of what is left but still announcing entry 1 first.
+    let mut p = Parts::new();
+    let first_hash = Hash::link(&Hash::genesis("contoso"), p.entries[0].as_bytes());
+    p.entries.remove(0);
+    p.header["first_seq"] = 2.into();
+    p.header["prev_hash"] = first_hash.to_hex().into();
+    p.seal["entries"] = 2.into();
+    let bytes = p.file();
+    assert_eq!(lines(&bytes).len(), 5);
+
+    let db = TestDb::new().await;
+    let file = db.dir.path().join("first-removed.jsonl");
+    std::fs::write(&file, &bytes).unwrap();
+    let key_file = db.dir.path().join("example-key.pem");
+    std::fs::write(&key_file, example_key().public_key().to_pem().unwrap()).unwrap();
+    let ring = KeyRing::new([example_key().public_key()]);
+    let expected = "line 5: the first entry the seal announces, entry 1, is missing: the file starts at entry 2";
+    let rust = verify_file(&file, &ring, None).unwrap().unwrap_err();
+    assert_eq!(rust.to_string(), expected);
+    let python = python(&file, &[key_file], None);
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout),
+        format!("NOT INTACT: {expected}\n")
+    );
+}

@@ -4,6 +4,7 @@
 
 mod csv;
 mod facts;
+mod form;
 mod html;
 pub mod jsonl;
 mod ocsf;

@@ -9,8 +9,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::form::{self, Broken};
 use super::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
 use crate::audit::entry::{ENTRY_FORMAT_VERSION, Link};
 use crate::audit::hash::Hash;
@@ -90,11 +92,10 @@ enum NotIntact {
         what: &'static str,
         error: serde_json::Error,
     },
-    #[error("{what}: {error}")]
-    NotCanonicalizable {
-        what: &'static str,
-        error: serde_json::Error,
-    },
+    /// A promise of docs/audit-format.md broken: a member missing, unknown or of the wrong
+    /// type, a number that is not a whole number below 2^53, a time in another spelling.
+    #[error("{}", broken.describe(what))]
+    Form { what: &'static str, broken: Broken },
     #[error("the {0} line is not in its canonical form (RFC 8785): it was edited")]
     NotCanonical(&'static str),
 
@@ -188,12 +189,20 @@ enum NotIntact {
     SealOfAnotherExport,
     #[error("the seal was made for another header: it comes from another export")]
     SealOfAnotherHeader,
+    /// The file (and its header) starts elsewhere than the seal says: the seal was made for
+    /// another run of entries.
+    #[error("{}", start_differs(*sealed, *held))]
+    StartDiffers {
+        sealed: Option<u64>,
+        held: Option<u64>,
+    },
     #[error(
-        "the seal signs {sealed} entries ending at {}, the file holds {held} ending at {}: entries were removed",
+        "the seal signs {sealed} entries ending at {}, the file holds {held} ending at {}: {}",
         ending(*sealed_last),
-        ending(*held_last)
+        ending(*held_last),
+        count_differs(*sealed, *held)
     )]
-    EntriesRemoved {
+    EntriesDiffer {
         sealed: u64,
         sealed_last: Option<u64>,
         held: u64,
@@ -321,20 +330,65 @@ fn line_type(line: &[u8]) -> Option<String> {
     serde_json::from_slice::<Typed>(line).ok().map(|t| t.kind)
 }
 
-/// Parses a non-entry line and insists it is byte for byte the RFC 8785 form of what it says,
-/// so no byte of it can change without being noticed here or by a signature.
-fn canonical<T: serde::de::DeserializeOwned + Serialize>(
+/// Parses a non-entry line, checks the members `table` lists and their types, and insists the
+/// line is byte for byte the RFC 8785 form of what it says, so no byte of it can change without
+/// being noticed here or by a signature.
+fn canonical<T: serde::de::DeserializeOwned>(
     line: &[u8],
     what: &'static str,
+    table: &'static [form::Member],
 ) -> Check<T> {
-    let value: T =
+    let value: Value =
         serde_json::from_slice(line).map_err(|error| NotIntact::Malformed { what, error })?;
-    let again =
-        serde_jcs::to_vec(&value).map_err(|error| NotIntact::NotCanonicalizable { what, error })?;
-    if again != line {
-        return Err(NotIntact::NotCanonical(what));
+    form::members(&value, table).map_err(|broken| NotIntact::Form { what, broken })?;
+    form::canonical(&value, line).map_err(|_| NotIntact::NotCanonical(what))?;
+    serde_json::from_value(value).map_err(|error| NotIntact::Malformed { what, error })
+}
+
+/// What the format promises of an entry whose hash holds: exactly its members, each of its
+/// type, whole numbers below 2^53, and no other spelling than its canonical bytes.
+fn entry_form(text: &str) -> Check<()> {
+    let broken = |broken| NotIntact::Form {
+        what: "entry",
+        broken,
+    };
+    let value: Value = serde_json::from_str(text).map_err(NotIntact::NotAnEntry)?;
+    form::members(&value, form::ENTRY).map_err(broken)?;
+    form::integers(&value, "").map_err(broken)?;
+    form::canonical(&value, text.as_bytes()).map_err(broken)
+}
+
+/// The seal's first entry against the file's (the header's `first_seq`, which the entries
+/// were held to), in words.
+fn start_differs(sealed: Option<u64>, held: Option<u64>) -> String {
+    match (sealed, held) {
+        (Some(s), Some(h)) if s < h => format!(
+            "the first entry the seal announces, entry {s}, is missing: the file starts at entry {h}"
+        ),
+        (Some(s), None) => {
+            format!(
+                "the first entry the seal announces, entry {s}, is missing: the file holds none"
+            )
+        }
+        (Some(s), Some(h)) => {
+            format!(
+                "the seal announces entry {s} as the first, but the file starts at entry {h}: entries were added before it"
+            )
+        }
+        (None, _) => format!(
+            "the seal announces no entries, but the file starts at {}: entries were added",
+            ending(held)
+        ),
     }
-    Ok(value)
+}
+
+/// What a difference in the number of entries means.
+fn count_differs(sealed: u64, held: u64) -> &'static str {
+    match held.cmp(&sealed) {
+        std::cmp::Ordering::Less => "entries were removed",
+        std::cmp::Ordering::Greater => "entries were added",
+        std::cmp::Ordering::Equal => "entries were replaced",
+    }
 }
 
 /// Where a run of entries ends, in words.
@@ -379,7 +433,7 @@ fn signed_header(line: &[u8], keys: &KeyRing) -> Check<Header> {
     if line.starts_with(ENTRY_PREFIX) || line_type(line).as_deref() != Some("header") {
         return Err(NotIntact::HeaderMissing);
     }
-    let header: Header = canonical(line, "header")?;
+    let header: Header = canonical(line, "header", form::HEADER)?;
     if !keys.contains(&header.key_id) {
         return Err(NotIntact::KeyNotGiven(header.key_id));
     }
@@ -485,7 +539,7 @@ impl State<'_> {
     }
 
     fn checkpoint(&mut self, line: &[u8]) -> Check<()> {
-        let cp: CheckpointLine = canonical(line, "checkpoint")?;
+        let cp: CheckpointLine = canonical(line, "checkpoint", form::CHECKPOINT)?;
         let Some((seq, hash)) = self.last else {
             return Err(NotIntact::CheckpointBeforeEntries);
         };
@@ -525,7 +579,7 @@ impl State<'_> {
         if let Some(seq) = self.owed_checkpoint() {
             return Err(NotIntact::CheckpointRemoved(seq));
         }
-        let seal: Seal = canonical(line, "seal")?;
+        let seal: Seal = canonical(line, "seal", form::SEAL)?;
         let signature = seal.signature.clone().ok_or(NotIntact::SealUnsigned)?;
         // The signature first: once it holds, every field below is the exporter's statement.
         self.keys
@@ -544,12 +598,15 @@ impl State<'_> {
         if seal.header_sha256 != self.header_sha256 {
             return Err(NotIntact::SealOfAnotherHeader);
         }
+        if seal.first_seq != self.header.first_seq {
+            return Err(NotIntact::StartDiffers {
+                sealed: seal.first_seq,
+                held: self.header.first_seq,
+            });
+        }
         let last_seq = self.last.map(|(seq, _)| seq);
-        if seal.entries != self.entries
-            || seal.last_seq != last_seq
-            || seal.first_seq != self.header.first_seq
-        {
-            return Err(NotIntact::EntriesRemoved {
+        if seal.entries != self.entries || seal.last_seq != last_seq {
+            return Err(NotIntact::EntriesDiffer {
                 sealed: seal.entries,
                 sealed_last: seal.last_seq,
                 held: self.entries,
@@ -596,6 +653,7 @@ fn self_consistent_entry(text: &str, stated: Hash) -> Check<(Link<'_>, Hash)> {
     if Hash::link(&own_prev, text.as_bytes()) != stated {
         return Err(NotIntact::EntryChanged);
     }
+    entry_form(text)?;
     if link.v != ENTRY_FORMAT_VERSION {
         return Err(NotIntact::UnsupportedEntryVersion(link.v));
     }
