@@ -128,6 +128,7 @@ async fn populate(url: &str, key: &Arc<AuditKey>, n: usize) {
         id: Uuid::from_u128(7),
         email: "night.shift@provider.example".to_owned(),
         auth: AuthMethod::ApiToken,
+        client_ip: None,
     };
     let started = Instant::now();
     let mut action = Uuid::new_v4();

@@ -148,6 +148,7 @@ fn disable(tenant: u128, user: u128, operation: Operation) -> ActionRequest {
             id: Uuid::nil(),
             email: "bench@provider.example".into(),
             auth: AuthMethod::ApiToken,
+            client_ip: None,
         },
         mfa: None,
         context: None,

@@ -154,7 +154,14 @@ impl Authenticator {
         Ok(Err(OtpFailure::Reused))
     }
 
-    async fn audit_refusal(&self, id: Uuid, reason: &str, attempt: &OtpAttempt<'_>) -> Result<()> {
+    /// Records a refused second factor of analyst `id` in the system chain and in the chain of
+    /// the customer the request was aimed at.
+    pub async fn audit_refusal(
+        &self,
+        id: Uuid,
+        reason: &str,
+        attempt: &OtpAttempt<'_>,
+    ) -> Result<()> {
         let event = crate::audit::AuditEvent::AuthenticationFailed {
             analyst_id: Some(id),
             reason: reason.to_owned(),

@@ -191,7 +191,10 @@ async fn consent_link(services: &Services, slug: &str, json: bool) -> Result<Exi
 /// Fails (exit 1) when the tenant is not ready, so a script can gate on it.
 async fn test(services: &Services, slug: &str, json: bool) -> Result<ExitCode> {
     let customer = find(services, slug).await?;
-    let connection = services.onboarding.test_connection(&customer).await?;
+    let connection = services
+        .onboarding
+        .test_connection(&customer, &Actor::operator())
+        .await?;
     if json {
         print_json(&json!({"customer": customer.slug, "connection": connection}))?;
     } else {

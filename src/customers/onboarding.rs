@@ -242,7 +242,8 @@ impl Onboarding {
         self.store
             .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
             .await?;
-        let _ = self.test_connection(customer).await;
+        // The service's own follow-up, not something the visitor asked for.
+        let _ = self.test_connection(customer, &Actor::Service).await;
         Ok(ConsentResult::Granted {
             customer: customer.name.clone(),
         })
@@ -298,8 +299,9 @@ impl Onboarding {
         Ok(())
     }
 
-    /// Token, roles, and one cheap Graph read; the result is stored with the time.
-    pub async fn test_connection(&self, customer: &Customer) -> Result<Connection> {
+    /// Token, roles, and one cheap Graph read, asked for by `actor`; the result is stored with
+    /// the time.
+    pub async fn test_connection(&self, customer: &Customer, actor: &Actor) -> Result<Connection> {
         let (ready, detail) = match self.check(customer.tenant_id).await {
             Ok(detail) => (true, detail),
             Err(why) => (false, why.to_string()),
@@ -313,11 +315,7 @@ impl Onboarding {
             detail: detail.clone(),
         };
         self.store
-            .append(
-                &ChainId::Customer(customer.slug.clone()),
-                &Actor::Service,
-                &event,
-            )
+            .append(&ChainId::Customer(customer.slug.clone()), actor, &event)
             .await?;
         let previous_ok = customer.connection.as_ref().and_then(|c| c.last_ready_at);
         Ok(Connection {

@@ -13,16 +13,26 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Actor {
-    /// A SOC analyst, identified by id and e-mail, with how they proved who they are.
+    /// A SOC analyst, identified by id and e-mail, with how they proved who they are, and the
+    /// client address their request came from (absent from entries written before it was
+    /// recorded, which therefore stay byte-identical).
     Analyst {
         id: Uuid,
         email: String,
         auth: AuthMethod,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ip: Option<String>,
     },
     /// Someone running the `killswitch` command on the server; `user` is the OS account.
     Operator { user: String },
-    /// Falcon, acting automatically under the customer policy named here.
-    Falcon { policy: String },
+    /// Falcon: the webhook sender delivering a detection (`policy` is `intake`, `client_ip` its
+    /// address), or the automatic rule acting under the customer policy named here (no address:
+    /// the service decides on its own).
+    Falcon {
+        policy: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_ip: Option<String>,
+    },
     /// The service itself (key registration, start-up reconciliation, scheduled checkpoints).
     Service,
     /// A request whose identity could not be established (failed authentication).
@@ -264,6 +274,32 @@ pub enum AuditEvent {
 }
 
 impl AuditEvent {
+    /// Every event name, in declaration order (a unit test keeps it complete), so checks over
+    /// all of them notice a new one.
+    pub const KINDS: &'static [&'static str] = &[
+        "signing_key_registered",
+        "customer_added",
+        "customer_updated",
+        "customer_policy_changed",
+        "consent_granted",
+        "consent_failed",
+        "analyst_added",
+        "analyst_disabled",
+        "analyst_enabled",
+        "analyst_mfa_reset",
+        "analyst_token_rotated",
+        "authentication_failed",
+        "analyst_locked_out",
+        "action_requested",
+        "action_outcome",
+        "detection_received",
+        "detection_decided",
+        "connection_tested",
+        "webhook_secret_issued",
+        "audit_exported",
+        "secrets_resealed",
+    ];
+
     /// The stable event name, identical to the JSON `type` tag (a unit test keeps them equal).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -432,6 +468,24 @@ pub(crate) mod tests {
                 webhook_secrets: 0,
             },
         ]
+    }
+
+    #[test]
+    fn actors_written_before_addresses_were_recorded_read_and_write_back_byte_identical() {
+        let old = [
+            r#"{"type":"analyst","id":"00000000-0000-0000-0000-000000000000","email":"a@soc.example","auth":"api_token"}"#,
+            r#"{"type":"falcon","policy":"intake"}"#,
+        ];
+        for text in old {
+            let actor: Actor = serde_json::from_str(text).unwrap();
+            assert_eq!(serde_json::to_string(&actor).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn kinds_lists_every_variant_in_order() {
+        let kinds: Vec<&str> = one_of_each().iter().map(AuditEvent::kind).collect();
+        assert_eq!(kinds, AuditEvent::KINDS);
     }
 
     #[test]

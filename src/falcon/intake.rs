@@ -78,9 +78,19 @@ pub struct Approved {
     pub action: Executed,
 }
 
-fn falcon_actor(policy: &str) -> Actor {
+/// Falcon as the sender of a webhook, known by its address.
+fn sender_actor(client: Option<std::net::IpAddr>) -> Actor {
     Actor::Falcon {
-        policy: policy.to_owned(),
+        policy: "intake".to_owned(),
+        client_ip: client.map(|ip| ip.to_string()),
+    }
+}
+
+/// Falcon's automatic rule: the service acting on its own under the customer's policy.
+fn rule_actor(rule: &str) -> Actor {
+    Actor::Falcon {
+        policy: rule.to_owned(),
+        client_ip: None,
     }
 }
 
@@ -106,11 +116,13 @@ impl Intake {
         }
     }
 
-    /// Verifies, parses and stores a webhook. Processing (account lookup, policy) follows in
+    /// Verifies, parses and stores a webhook from `sender` (the client address, recorded with
+    /// the detection). Processing (account lookup, policy) follows in
     /// [`process`](Self::process) for a new detection.
     pub async fn receive(
         &self,
         customer: &str,
+        sender: Option<std::net::IpAddr>,
         headers: &HeaderMap,
         body: &[u8],
     ) -> std::result::Result<Received, Refusal> {
@@ -152,7 +164,7 @@ impl Intake {
         };
         let (detection, new) = self
             .store
-            .record_detection(&record, &falcon_actor("intake"))
+            .record_detection(&record, &sender_actor(sender))
             .await?;
         metrics::counter!("killswitch_detections_received_total", "assurance" => assurance.as_str(), "new" => if new { "true" } else { "false" })
             .increment(1);
@@ -249,7 +261,7 @@ impl Intake {
             customer,
             detection,
             &id,
-            falcon_actor(&rule),
+            rule_actor(&rule),
             None,
             "disabled automatically",
         )?;

@@ -54,6 +54,7 @@ impl Caller {
             id: self.analyst.id,
             email: self.analyst.email.clone(),
             auth: self.method,
+            client_ip: self.client.map(|ip| ip.to_string()),
         }
     }
 
@@ -113,20 +114,29 @@ impl Caller {
         headers: &HeaderMap,
         customer: Option<&CustomerSlug>,
     ) -> Result<MfaEvidence, Problem> {
-        let Some(code) = headers
-            .get(OTP_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|c| !c.trim().is_empty())
-        else {
-            return Err(Problem::of(ProblemKind::OtpRequired).detail(
-                "send the current code from your authenticator app in the X-Killswitch-OTP header",
-            ));
-        };
         let actor = self.actor();
         let attempt = OtpAttempt {
             actor: &actor,
             request: Some(&self.context),
             customer,
+        };
+        let Some(code) = headers
+            .get(OTP_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|c| !c.trim().is_empty())
+        else {
+            // The caller passed the first factor, so the refusal is theirs to see (and the
+            // customer's, when aimed at one). A missing code is no guess: it locks nobody out,
+            // but counts against the credential like any refusal, so history cannot be flooded.
+            state.failures.record_failure(self.credential);
+            state
+                .auth
+                .audit_refusal(self.analyst.id, "one-time code refused: missing", &attempt)
+                .await
+                .map_err(|e| Problem::from(&e))?;
+            return Err(Problem::of(ProblemKind::OtpRequired).detail(
+                "send the current code from your authenticator app in the X-Killswitch-OTP header",
+            ));
         };
         let verdict = state
             .auth

@@ -236,7 +236,7 @@ pub async fn test(
     customer.connection = Some(
         state
             .onboarding
-            .test_connection(&customer)
+            .test_connection(&customer, &caller.actor())
             .await
             .map_err(Problem::from)?,
     );

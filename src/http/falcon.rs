@@ -78,6 +78,7 @@ fn refused(status: u16) -> Problem {
 pub async fn webhook(
     State(state): State<AppState>,
     Path(customer): Path<String>,
+    sender: super::customers::ClientAddress,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -93,7 +94,11 @@ pub async fn webhook(
             .detail("a detection is at most 256 KiB")
             .into_response();
     };
-    let received = match state.intake.receive(&customer, &headers, &body).await {
+    let received = match state
+        .intake
+        .receive(&customer, sender.0, &headers, &body)
+        .await
+    {
         Ok(received) => received,
         Err(Refusal::Rejected(rejection)) => return reject(rejection.label(), rejection.status()),
         Err(Refusal::Invalid(detail)) => {

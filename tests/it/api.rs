@@ -120,7 +120,12 @@ async fn an_analyst_disables_an_account_with_token_and_code_and_the_log_says_who
         .unwrap();
     match (&requested.actor, &requested.event) {
         (
-            Actor::Analyst { id, email, auth },
+            Actor::Analyst {
+                id,
+                email,
+                auth,
+                client_ip,
+            },
             AuditEvent::ActionRequested {
                 mfa: Some(mfa),
                 request: Some(request),
@@ -132,6 +137,11 @@ async fn an_analyst_disables_an_account_with_token_and_code_and_the_log_says_who
             assert_eq!(mfa.method, "totp");
             assert!(mfa.time_step > 0);
             assert_eq!(request.client_ip.as_deref(), Some("127.0.0.1"));
+            assert_eq!(
+                client_ip.as_deref(),
+                Some("127.0.0.1"),
+                "the actor says where from"
+            );
             assert!(request.request_id.is_some());
         }
         other => panic!("requested entry lacks who/how/MFA evidence: {other:?}"),

@@ -113,6 +113,7 @@ async fn random_event(store: &Arc<dyn Store>, slug: &str, rng: &mut Rng) {
             };
             let falcon = Actor::Falcon {
                 policy: "critical".into(),
+                client_ip: None,
             };
             store.append(&chain, &falcon, &event).await.unwrap();
         }
@@ -492,6 +493,7 @@ async fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
             id: Uuid::new_v4(),
             email: format!("@evil{i}.example"),
             auth: AuthMethod::Oidc,
+            client_ip: None,
         };
         store.append(&chain, &actor, &event).await.unwrap();
     }

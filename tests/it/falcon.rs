@@ -713,7 +713,9 @@ async fn a_signed_detection_at_the_threshold_disables_the_account_at_once() {
         .unwrap()
         .unwrap();
     assert_eq!(action.state, ActionState::Succeeded);
-    assert!(matches!(&action.actor, Actor::Falcon { policy } if policy == "auto-disable at high"));
+    assert!(
+        matches!(&action.actor, Actor::Falcon { policy, client_ip: None } if policy == "auto-disable at high")
+    );
     assert!(
         action.warnings.iter().any(|w| w.contains("on-premises")),
         "bob is synced from AD"

@@ -116,6 +116,7 @@ async fn events(store: &Arc<dyn Store>, slug: &str, round: usize) {
             };
             let falcon = Actor::Falcon {
                 policy: "critical".into(),
+                client_ip: None,
             };
             store.append(&chain, &falcon, &event).await.unwrap();
         }
@@ -629,6 +630,7 @@ fn example_events() -> Vec<(Timestamp, Actor, AuditEvent)> {
                 id: "0b5e1a2c-3d4e-4f60-8a7b-9c0d1e2f3a4b".parse().unwrap(),
                 email: "sam@soc.example".into(),
                 auth: AuthMethod::Oidc,
+                client_ip: None,
             },
             AuditEvent::ActionRequested {
                 action_id: "7d3f4e5a-6b7c-4d8e-9f0a-1b2c3d4e5f60".parse().unwrap(),

@@ -16,6 +16,7 @@ mod http_service;
 mod independent_verifier;
 mod migrations;
 mod no_secrets_in_logs;
+mod ocsf;
 mod oidc_sso;
 mod onboarding;
 mod readme;

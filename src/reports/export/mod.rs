@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
 pub(crate) use facts::{Facts, OpenActions};
+pub use ocsf::chain_events as ocsf_chain_events;
 
 /// Chunks are flushed at about this size; with the channel depth it bounds memory.
 const CHUNK: usize = 64 * 1024;
@@ -99,6 +100,8 @@ pub struct ExportRequest {
 pub struct Window {
     pub chain: String,
     pub customer_name: String,
+    /// The customer's Entra tenant id (the OCSF export names it as the accounts' cloud).
+    pub tenant_id: Option<String>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     /// Inclusive seq bounds; `None` when the window holds no entry.
@@ -151,7 +154,8 @@ pub async fn start(
             "the period is empty: `from` ({from}) is not before `to` ({to})"
         )));
     }
-    let window = fix_window(store.as_ref(), &request, customer.name).await?;
+    let tenant = customer.tenant_id.to_string();
+    let window = fix_window(store.as_ref(), &request, customer.name, tenant).await?;
     record_export(store.as_ref(), &request, &window).await?;
     let body = stream(store, key, window.clone(), request.format);
     Ok(Export { window, body })
@@ -163,6 +167,7 @@ async fn fix_window(
     store: &dyn Store,
     request: &ExportRequest,
     customer_name: String,
+    tenant_id: String,
 ) -> Result<Window> {
     let chain = request.customer.to_string();
     let exported_at = Timestamp::now();
@@ -192,6 +197,7 @@ async fn fix_window(
     Ok(Window {
         chain,
         customer_name,
+        tenant_id: Some(tenant_id),
         from: request.from,
         to: request.to,
         seqs,

@@ -1,16 +1,36 @@
 //! The export for SIEMs: one OCSF 1.3 event per line (NDJSON). Disables and enables are
 //! Account Change (3001), failed sign-ins and lock-outs Authentication (3002), everything else
-//! API Activity (6003). docs/audit-format.md lists the mapping.
+//! API Activity (6003). docs/audit-format.md lists the mapping; `.ci/ocsf-check` validates an
+//! export of every event type against the published 1.3.0 schema.
 
 use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
 
 use super::{Facts, OpenActions, Sink, Window};
+use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::time::Timestamp;
 
 pub(crate) const OCSF_VERSION: &str = "1.3.0";
+
+/// OCSF's name for the cloud the accounts live in (Microsoft Entra ID is part of Azure).
+const CLOUD_PROVIDER: &str = "Azure";
+
+/// What the events of one export share: the chain, and the customer's Entra tenant (none for
+/// the system chain).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub chain: &'a str,
+    pub tenant: Option<Tenant<'a>>,
+}
+
+/// A customer's Entra tenant: its id and the customer's name.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tenant<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+}
 
 /// The OCSF class an entry maps to, with its activity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +129,8 @@ fn put(map: &mut Map<String, Value>, key: &str, value: &str) {
 }
 
 /// One entry as an OCSF event: what every class shares, then what its class adds.
-pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
+pub(crate) fn event(f: &Facts, source: Source<'_>, hash: &str) -> Value {
+    let chain = source.chain;
     let c = classify(f);
     let (status_id, status_name, severity_id, severity) = status(f);
     let time = f
@@ -144,7 +165,7 @@ pub(crate) fn event(f: &Facts, chain: &str, hash: &str) -> Value {
     add_status_detail(obj, f);
     add_http_request(obj, f);
     match c.class_uid {
-        3001 => add_account_change(obj, f),
+        3001 => add_account_change(obj, f, source.tenant),
         3002 => add_authentication(obj, f, user),
         _ => add_api_activity(obj, f),
     }
@@ -204,10 +225,37 @@ fn actor(f: &Facts, user: &Map<String, Value>) -> Map<String, Value> {
     actor
 }
 
-fn src_endpoint(f: &Facts) -> Map<String, Value> {
-    let mut src = Map::new();
-    put(&mut src, "ip", &f.client_ip);
-    src
+/// Where the request that caused an entry came from, as OCSF's network endpoint (which needs
+/// at least one identifying attribute, and API Activity requires one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    /// The client address recorded with the entry (behind trusted proxies, the one they name).
+    Address(String),
+    /// No network request: the command line on the server, start-up, or the automatic rule.
+    Local,
+    /// A network request whose address the entry does not record (written before addresses
+    /// were recorded for it).
+    Unrecorded,
+}
+
+fn origin(f: &Facts) -> Origin {
+    if !f.client_ip.is_empty() {
+        return Origin::Address(f.client_ip.clone());
+    }
+    let automatic_rule = f.actor_type == "falcon" && f.raw["actor"]["policy"] != "intake";
+    match f.actor_type.as_str() {
+        "operator" | "service" => Origin::Local,
+        _ if automatic_rule => Origin::Local,
+        _ => Origin::Unrecorded,
+    }
+}
+
+fn src_endpoint(f: &Facts) -> Value {
+    match origin(f) {
+        Origin::Address(ip) => json!({"ip": ip}),
+        Origin::Local => json!({"svc_name": "killswitch"}),
+        Origin::Unrecorded => json!({"name": "unknown"}),
+    }
 }
 
 /// `outcome: detail`, when the entry says either.
@@ -236,8 +284,10 @@ fn add_http_request(obj: &mut Map<String, Value>, f: &Facts) {
     }
 }
 
-/// Account Change (3001): the Entra account acted on, and the Graph call that did it.
-fn add_account_change(obj: &mut Map<String, Value>, f: &Facts) {
+/// Account Change (3001): the Entra account acted on, the customer's tenant it lives in (the
+/// `cloud` profile), and the Graph call that did it (`api`, which 1.3.0 allows here only with
+/// that profile).
+fn add_account_change(obj: &mut Map<String, Value>, f: &Facts, tenant: Option<Tenant<'_>>) {
     let mut user = Map::new();
     put(&mut user, "name", &f.account);
     let state = &f.raw["event"]["after"];
@@ -247,7 +297,15 @@ fn add_account_change(obj: &mut Map<String, Value>, f: &Facts) {
         &f.raw["event"]["before"]
     };
     put(&mut user, "uid", state["id"].as_str().unwrap_or_default());
-    obj.insert("user".to_owned(), Value::Object(user));
+    obj.insert("user".to_owned(), named(user));
+    let mut cloud = json!({"provider": CLOUD_PROVIDER});
+    if let Some(tenant) = tenant {
+        cloud["org"] = json!({"uid": tenant.id, "name": tenant.name});
+    }
+    obj.insert("cloud".to_owned(), cloud);
+    if let Some(metadata) = obj.get_mut("metadata") {
+        metadata["profiles"] = json!(["cloud"]);
+    }
     if !f.graph_request_id.is_empty() {
         obj.insert(
             "api".to_owned(),
@@ -259,12 +317,21 @@ fn add_account_change(obj: &mut Map<String, Value>, f: &Facts) {
 /// Authentication (3002): who tried to sign in to killswitch, and whether a one-time code was
 /// part of it.
 fn add_authentication(obj: &mut Map<String, Value>, f: &Facts, user: Map<String, Value>) {
-    obj.insert("user".to_owned(), Value::Object(user));
+    obj.insert("user".to_owned(), named(user));
     obj.insert("service".to_owned(), json!({"name": "killswitch"}));
     obj.insert(
         "is_mfa".to_owned(),
         Value::Bool(f.reason.contains("one-time code")),
     );
+}
+
+/// A user the class requires: OCSF's user needs a name or uid, and where the entry knows neither
+/// (a sign-in by someone who is no analyst) it says so.
+fn named(mut user: Map<String, Value>) -> Value {
+    if user.is_empty() {
+        user.insert("name".to_owned(), Value::String("unknown".to_owned()));
+    }
+    Value::Object(user)
 }
 
 /// API Activity (6003): the killswitch operation, named by its event.
@@ -289,15 +356,49 @@ fn message(f: &Facts) -> String {
 }
 
 pub(super) async fn write(store: &dyn Store, window: &Window, sink: &mut Sink) -> Result<()> {
+    let source = Source {
+        chain: &window.chain,
+        tenant: window.tenant_id.as_deref().map(|id| Tenant {
+            id,
+            name: &window.customer_name,
+        }),
+    };
     let mut rows = super::rows(store, window);
     let mut open = OpenActions::default();
     while let Some(row) = rows.try_next().await? {
         let facts = Facts::read(&row, &mut open);
-        let line = event(&facts, &window.chain, &row.hash);
+        let line = event(&facts, source, &row.hash);
         serde_json::to_writer(&mut *sink.buffer(), &line)
             .map_err(|e| Error::Internal(format!("ocsf: {e}")))?;
         sink.buffer().push(b'\n');
         sink.maybe_flush().await?;
     }
     Ok(())
+}
+
+/// Every entry of `chain` as the OCSF export writes it, for checking the mapping (the system
+/// chain has no export of its own). A customer chain's events name its tenant.
+pub async fn chain_events(store: &dyn Store, chain: &ChainId) -> Result<Vec<Value>> {
+    let customer = match chain {
+        ChainId::Customer(slug) => store.customer(slug).await?,
+        ChainId::System => None,
+    };
+    let tenant_id = customer.as_ref().map(|c| c.tenant_id.to_string());
+    let source = Source {
+        chain: chain.as_str(),
+        tenant: customer
+            .as_ref()
+            .zip(tenant_id.as_deref())
+            .map(|(c, id)| Tenant { id, name: &c.name }),
+    };
+    let Some(head) = store.head(chain.as_str()).await?.filter(|h| h.seq > 0) else {
+        return Ok(Vec::new());
+    };
+    let mut rows = store.entry_range(chain.as_str(), 1, head.seq);
+    let mut open = OpenActions::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.try_next().await? {
+        events.push(event(&Facts::read(&row, &mut open), source, &row.hash));
+    }
+    Ok(events)
 }

@@ -282,6 +282,7 @@ pub fn request(customer: &str, operation: Operation, account: &str) -> ActionReq
             id: Uuid::from_u128(42),
             email: "night.shift@provider.example".to_owned(),
             auth: killswitch::audit::event::AuthMethod::ApiToken,
+            client_ip: None,
         },
         mfa: None,
         context: None,

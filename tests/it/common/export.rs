@@ -33,6 +33,7 @@ pub fn analyst(slug: &str) -> Actor {
         id: Uuid::new_v4(),
         email: format!("analyst-of-{slug}@provider.example"),
         auth: AuthMethod::ApiToken,
+        client_ip: None,
     }
 }
 
