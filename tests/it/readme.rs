@@ -38,10 +38,12 @@ fn the_readme_lists_every_problem_type_the_service_answers_and_no_other() {
     let start = readme
         .find("names the case:")
         .expect("the list of problem types");
-    let end = start
-        + readme[start..]
-            .find("\n\n##")
-            .unwrap_or(readme.len() - start);
+    // The list: its bullets, up to the blank line after them.
+    let bullets = start + readme[start..].find("\n- ").expect("the bulleted list");
+    let end = bullets
+        + readme[bullets..]
+            .find("\n\n")
+            .unwrap_or(readme.len() - bullets);
     let listed: std::collections::BTreeSet<&str> = readme[start..end]
         .split('`')
         .skip(1)
