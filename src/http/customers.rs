@@ -74,6 +74,7 @@ pub struct PolicyView {
     pub revoke_sessions: bool,
     #[schema(schema_with = schemas::auto_disable)]
     pub auto_disable: String,
+    #[schema(schema_with = schemas::contact)]
     pub contact: Option<String>,
     #[serde(default)]
     #[schema(schema_with = schemas::webhook_signature)]

@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 /// Analysts per role: each spends one one-time-code step per 30 seconds.
-const ANALYSTS: usize = 8;
+const ANALYSTS: usize = 24;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Schemathesis: run by .ci/schemathesis-check"]

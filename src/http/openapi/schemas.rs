@@ -149,3 +149,26 @@ pub fn page_limit() -> Object {
         .description(Some("at most this many, newest first (default 100)"))
         .build()
 }
+
+/// An `Idempotency-Key` a client may send (`domain::IdempotencyKey::from_client`): 1 to 255
+/// visible ASCII characters, not starting with the prefix the service keeps for detections.
+pub fn idempotency_key() -> Object {
+    string()
+        .pattern(Some(format!(
+            "^(?!{})[!-~]{{1,255}}$",
+            crate::domain::IdempotencyKey::RESERVED_PREFIX
+        )))
+        .description(Some(
+            "the same key and request return the same action (1 to 255 visible ASCII characters, not starting with `falcon-`)",
+        ))
+        .build()
+}
+
+/// The customer's security contact (`auth::analysts::normalize_email`), or none.
+pub fn contact() -> Object {
+    nullable_string()
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+        .max_length(Some(254))
+        .description(Some("the customer's security contact, an e-mail address"))
+        .build()
+}

@@ -3,7 +3,8 @@
 //! bad one by the body rule, every query string and account reference is checked. Handlers list
 //! their own answers; this adds the shared ones, so the document cannot forget one on one route.
 //! Problems are served as `application/problem+json` (RFC 9457), and documented so. A path's
-//! `{customer}` is a customer slug and `{account}` an account reference wherever they appear.
+//! `{customer}` is a customer slug, `{account}` an account reference and `Idempotency-Key` a
+//! client's key wherever they appear.
 
 use utoipa::Modify;
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -71,7 +72,7 @@ impl Modify for SharedAnswers {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
-                describe_path_parameters(operation);
+                describe_parameters(operation);
                 add_shared(path, operation);
                 serve_problems_as_problem_json(operation);
             }
@@ -102,19 +103,18 @@ fn add_shared(path: &str, operation: &mut Operation) {
     }
 }
 
-fn describe_path_parameters(operation: &mut Operation) {
+fn describe_parameters(operation: &mut Operation) {
     for parameter in operation.parameters.iter_mut().flatten() {
         let RefOr::T(parameter) = parameter else {
             continue;
         };
-        if !matches!(parameter.parameter_in, ParameterIn::Path) {
-            continue;
-        }
-        match parameter.name.as_str() {
-            "customer" => parameter.schema = Some(schemas::customer_slug().into()),
-            "account" => parameter.schema = Some(schemas::account().into()),
-            _ => {}
-        }
+        let schema = match (&parameter.parameter_in, parameter.name.as_str()) {
+            (ParameterIn::Path, "customer") => schemas::customer_slug(),
+            (ParameterIn::Path, "account") => schemas::account(),
+            (ParameterIn::Header, "Idempotency-Key") => schemas::idempotency_key(),
+            _ => continue,
+        };
+        parameter.schema = Some(schema.into());
     }
 }
 
