@@ -641,3 +641,51 @@ async fn refusals_read_as_plain_sentences() {
     assert!(bad.reason.contains("ending at entry"), "{bad}");
     assert!(!bad.reason.contains("Some("), "{bad}");
 }
+
+#[tokio::test]
+async fn a_period_bound_the_export_format_cannot_state_is_refused_before_anything_is_written() {
+    let app = common::TestApp::spawn().await;
+    add_customer(&app.store, "contoso").await;
+    let auditor = app
+        .enroll(
+            "auditor@provider.example",
+            killswitch::auth::Role::Auditor,
+            "all",
+        )
+        .await;
+    let before = common::entries(&app.store, "contoso").await.len();
+    for query in [
+        "from=0000-01-01T00:00:00Z",
+        "from=0000-01-01",
+        "to=9999-12-31T23:59:60Z",
+        "from=2026-06-30T23:59:60Z",
+    ] {
+        let answer = app
+            .client
+            .get(app.url(&format!("/api/v1/customers/contoso/audit/export?{query}")))
+            .bearer_auth(&auditor.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 422, "{query}");
+        let problem: serde_json::Value = answer.json().await.unwrap();
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("cannot bound an export"),
+            "{query}: {problem}"
+        );
+    }
+    assert_eq!(
+        common::entries(&app.store, "contoso").await.len(),
+        before,
+        "a refused export is not recorded as exported"
+    );
+    for bound in ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"] {
+        assert!(
+            killswitch::reports::export::parse_bound(bound).is_ok(),
+            "{bound}"
+        );
+    }
+}

@@ -118,16 +118,27 @@ impl Window {
     }
 }
 
-/// A period bound: an RFC 3339 time, or a date meaning its midnight UTC.
+/// A period bound: an RFC 3339 time, or a date meaning its midnight UTC. The header states it
+/// in the export's one time form, so a bound that form cannot hold (year 0, a leap second) is
+/// refused here rather than written into a file no verifier would accept.
 pub fn parse_bound(text: &str) -> Result<Timestamp> {
-    if let Ok(time) = text.parse::<Timestamp>() {
-        return Ok(time);
+    let time = text.parse::<Timestamp>().ok().or_else(|| {
+        chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| Timestamp::from_datetime(t.and_utc()))
+    });
+    let Some(time) = time else {
+        return Err(Error::InvalidInput(format!(
+            "`{text}` is not a time (RFC 3339, e.g. 2026-11-01T00:00:00Z) or a date (2026-11-01)"
+        )));
+    };
+    if !crate::time::is_canonical_text(&time.to_string()) {
+        return Err(Error::InvalidInput(format!(
+            "`{text}` cannot bound an export: use a time from year 0001 to 9999 without a leap second"
+        )));
     }
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| Timestamp::from_datetime(t.and_utc()))
-        .ok_or_else(|| Error::InvalidInput(format!("`{text}` is not a time (RFC 3339, e.g. 2026-11-01T00:00:00Z) or a date (2026-11-01)")))
+    Ok(time)
 }
 
 /// A started export: its window, and the body as a stream of chunks.
