@@ -278,12 +278,12 @@ pub fn clean_line(text: &str, max_chars: usize) -> String {
         .collect()
 }
 
-/// One line of free text for the audit log, a page or a report: trimmed, at most `max_chars`,
-/// without control, format or line/paragraph-separator characters, which could hide or
-/// reorder what a reader sees. The error names `field`.
+/// One line of free text for the audit log, a page or a report: at most `max_chars` as sent,
+/// then trimmed, without control, format or line/paragraph-separator characters, which could
+/// hide or reorder what a reader sees. The error names `field`.
 pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<String, InvalidValue> {
     let text = value.trim();
-    if text.chars().count() > max_chars {
+    if value.chars().count() > max_chars {
         return Err(InvalidValue::Input(format!(
             "`{field}` is longer than {max_chars} characters"
         )));
@@ -434,6 +434,13 @@ mod tests {
         assert!("two\nlines".parse::<Reason>().is_err());
         assert!("x".repeat(501).parse::<Reason>().is_err());
         assert!("é".repeat(500).parse::<Reason>().is_ok());
+        // The length is of the text as sent, as the API's schema says (`maxLength`), and the
+        // whitespace around it is trimmed, a trailing line break included.
+        assert!(format!("  {}", "x".repeat(500)).parse::<Reason>().is_err());
+        assert_eq!(
+            "false positive\n".parse::<Reason>().unwrap().as_str(),
+            "false positive"
+        );
     }
 
     #[test]

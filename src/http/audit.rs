@@ -36,7 +36,8 @@ pub struct ExportQuery {
     summary = "Export a customer's audit log for a period (role auditor or admin; the export is itself audited)",
     params(("customer" = String, Path, description = "customer slug"), ExportQuery),
     responses(
-        (status = 200, description = "the export, streamed: application/x-ndjson (jsonl, ocsf), text/csv or text/html"),
+        (status = 200, description = "the export, streamed: application/x-ndjson (jsonl, ocsf), text/csv or text/html",
+            content((String = "application/x-ndjson"), (String = "text/csv"), (String = "text/html"))),
         (status = 401, body = Problem, description = "unauthenticated"),
         (status = 403, body = Problem, description = "forbidden, out-of-scope"),
         (status = 404, body = Problem, description = "customer-not-found"),

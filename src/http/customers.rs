@@ -338,11 +338,7 @@ pub async fn webhook_secret(
 ) -> ApiResult {
     caller.require(Permission::ManageCustomers)?;
     let customer = in_scope(&state, &caller, &customer).await?;
-    let asked: WebhookSecretRequest = if body.is_empty() {
-        WebhookSecretRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| super::input::refusal_of_parse(&e))?
-    };
+    let asked: WebhookSecretRequest = super::input::optional_json(&headers, &body)?;
     let issue = SecretIssue::from_flags(asked.rotate, asked.revoke);
     caller
         .second_factor(&state, &headers, Some(&customer.slug))

@@ -74,6 +74,7 @@ fn refused(status: u16) -> Problem {
         (status = 401, body = Problem, description = "webhook-rejected: missing, wrong or stale signature"),
         (status = 413, body = Problem, description = "body-too-large (256 KiB)"),
         (status = 422, body = Problem, description = "invalid-detection: names the missing or invalid field"),
+        (status = 503, body = Problem, description = "audit-unavailable: the detection could not be stored; send it again"),
     ))]
 pub async fn webhook(
     State(state): State<AppState>,

@@ -41,9 +41,39 @@ fn refusal(rejection: JsonRejection) -> Problem {
     invalid_body(status, rejection.body_text())
 }
 
-/// The same rule for a body read by hand (an optional one): 400 when the bytes are not JSON, 422
-/// when it is JSON of the wrong shape.
-pub fn refusal_of_parse(error: &serde_json::Error) -> Problem {
+/// A body that may be left out: empty is `T::default()`; otherwise the same rule as
+/// [`JsonBody`], 415 without a JSON content type included.
+pub fn optional_json<T: DeserializeOwned + Default>(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<T, Problem> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    if !says_json(headers) {
+        return Err(invalid_body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expected request with `Content-Type: application/json`".to_owned(),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| refusal_of_parse(&e))
+}
+
+/// `application/json` or `application/…+json`, with any parameters, as axum's `Json` reads it.
+fn says_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(media) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+/// 400 when the bytes are not JSON, 422 when it is JSON of the wrong shape.
+fn refusal_of_parse(error: &serde_json::Error) -> Problem {
     let status = match error.classify() {
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             StatusCode::BAD_REQUEST

@@ -187,7 +187,7 @@ async fn the_document_gives_every_route_the_answers_its_kind_of_route_can_give()
         }
         let mut owed = Vec::new();
         if operation["security"].is_array() {
-            owed.extend(["401", "429"]);
+            owed.extend(["401", "429", "503"]);
             if operation["requestBody"].is_object() {
                 owed.extend(["400", "413", "415", "422"]);
             }
@@ -245,6 +245,13 @@ async fn the_document_states_the_values_the_server_accepts() {
     let slug = parameter("/api/v1/customers/{customer}", "customer");
     let pattern = slug["pattern"].as_str().unwrap();
     assert_eq!(pattern, "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$");
+    let export = &doc["paths"]["/api/v1/customers/{customer}/audit/export"]["get"];
+    let media: Vec<&String> = export["responses"]["200"]["content"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(media, ["application/x-ndjson", "text/csv", "text/html"]);
     let schemas = &doc["components"]["schemas"];
     let policy = &schemas["PolicyView"]["properties"];
     assert_eq!(

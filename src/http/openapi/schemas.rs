@@ -72,9 +72,10 @@ pub fn webhook_signature() -> Schema {
     )
 }
 
-/// One line of text with at least one visible character, at most `max` characters.
+/// One line of text with at least one visible character, at most `max` characters as sent;
+/// whitespace around it (a trailing line break from a form, say) is trimmed, not refused.
 fn one_line(max: usize) -> ObjectBuilder {
-    let pattern = format!("^[^{NOT_ONE_LINE}]*[^\\s{NOT_ONE_LINE}][^{NOT_ONE_LINE}]*$");
+    let pattern = format!("^\\s*[^{NOT_ONE_LINE}]*[^\\s{NOT_ONE_LINE}][^{NOT_ONE_LINE}]*\\s*$");
     string()
         .min_length(Some(1))
         .max_length(Some(max))

@@ -20,9 +20,9 @@ struct Answer {
     kinds: &'static str,
 }
 
-/// Whoever calls with a token or session: the credential or code may fail, and repeated
-/// failures are held back.
-const AUTHENTICATED: [Answer; 2] = [
+/// Whoever calls with a token or session: the credential or code may fail, repeated failures
+/// are held back, and the credential is looked up (and a refusal recorded) in the database.
+const AUTHENTICATED: [Answer; 3] = [
     Answer {
         status: "401",
         kinds: "unauthenticated, locked",
@@ -30,6 +30,10 @@ const AUTHENTICATED: [Answer; 2] = [
     Answer {
         status: "429",
         kinds: "too-many-failures: wait for `Retry-After` seconds",
+    },
+    Answer {
+        status: "503",
+        kinds: "audit-unavailable: the database cannot be reached",
     },
 ];
 
