@@ -298,7 +298,7 @@ fn changed_policy(current: &Policy, args: &PolicyArgs) -> Result<Policy> {
         policy.protected.retain(|p| p != &account);
     }
     if let Some(level) = &args.auto_disable {
-        policy.auto_disable = parse_auto_disable(level)?;
+        policy.auto_disable = level.parse::<AutoDisable>()?;
     }
     if let Some(n) = args.max_actions_per_hour {
         if n == 0 || n > 10_000 {
@@ -315,17 +315,6 @@ fn changed_policy(current: &Policy, args: &PolicyArgs) -> Result<Policy> {
         policy.contact = Some(crate::auth::analysts::normalize_email(contact)?);
     }
     Ok(policy)
-}
-
-fn parse_auto_disable(level: &str) -> Result<AutoDisable> {
-    match level {
-        "off" => Ok(AutoDisable::Off),
-        "high" => Ok(AutoDisable::High),
-        "critical" => Ok(AutoDisable::Critical),
-        other => Err(Error::InvalidInput(format!(
-            "`{other}` is not off, high or critical"
-        ))),
-    }
 }
 
 fn parse_on_off(value: &str) -> Result<bool> {

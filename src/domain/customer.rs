@@ -90,6 +90,19 @@ impl AutoDisable {
     }
 }
 
+impl std::str::FromStr for AutoDisable {
+    type Err = super::InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        AutoDisable::ALL
+            .into_iter()
+            .find(|level| level.as_str() == text)
+            .ok_or_else(|| {
+                super::InvalidValue::Input(format!("`{text}` is not off, high or critical"))
+            })
+    }
+}
+
 impl Policy {
     /// Whether the account as requested is on the protected list (no Graph call needed).
     pub fn protects(&self, account: &AccountRef) -> bool {

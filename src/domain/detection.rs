@@ -113,6 +113,21 @@ impl SignedString {
     }
 }
 
+impl std::str::FromStr for SignedString {
+    type Err = super::InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        SignedString::ALL
+            .into_iter()
+            .find(|signed| signed.as_str() == text)
+            .ok_or_else(|| {
+                super::InvalidValue::Input(format!(
+                    "`{text}` is not body_timestamp_base64 or timestamp_body_hex"
+                ))
+            })
+    }
+}
+
 /// Where a detection is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

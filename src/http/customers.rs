@@ -108,30 +108,17 @@ impl PolicyView {
                 .collect::<Result<_, _>>()?,
             max_actions_per_hour: self.max_actions_per_hour,
             revoke_sessions: self.revoke_sessions,
-            auto_disable: AutoDisable::ALL
-                .into_iter()
-                .find(|a| a.as_str() == self.auto_disable)
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "`{}` is not off, high or critical",
-                        self.auto_disable
-                    ))
-                })?,
+            auto_disable: self.auto_disable.parse::<AutoDisable>()?,
             contact: self
                 .contact
                 .map(|c| crate::auth::analysts::normalize_email(&c))
                 .transpose()?,
-            webhook_signature: match self.webhook_signature.as_deref() {
-                None => SignedString::default(),
-                Some(text) => SignedString::ALL
-                    .into_iter()
-                    .find(|s| s.as_str() == text)
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "`{text}` is not body_timestamp_base64 or timestamp_body_hex"
-                        ))
-                    })?,
-            },
+            webhook_signature: self
+                .webhook_signature
+                .as_deref()
+                .map(str::parse::<SignedString>)
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 }
