@@ -365,7 +365,7 @@ impl Onboarding {
         let secret = crate::falcon::signature::WebhookSecret::generate()?;
         let id = uuid::Uuid::new_v4().to_string();
         let sealed = self.cipher.seal(
-            secret.as_bytes(),
+            secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
             &webhook_context(customer.slug.as_str(), &id),
         )?;
         let previous_until = match issue {
@@ -389,7 +389,7 @@ impl Onboarding {
                 self.settings.public_url.as_str().trim_end_matches('/'),
                 customer.slug
             ),
-            secret: SecretString::from(secret),
+            secret,
             header: self.settings.signature_header.clone(),
             previous_valid_until: replaced.then_some(previous_until),
         })

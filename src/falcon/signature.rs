@@ -66,6 +66,10 @@ impl Rejection {
 
 /// What a Standard Webhooks secret starts with; the rest is the base64 of the HMAC key.
 pub const STANDARD_PREFIX: &str = "whsec_";
+/// The key sizes the Standard Webhooks specification allows. A `whsec_` string whose key is
+/// outside them is not taken as one: its Standard Webhooks key is then the string as pasted,
+/// never a key of a few bytes.
+const STANDARD_KEY_BYTES: std::ops::RangeInclusive<usize> = 24..=64;
 
 /// A customer's webhook secret: the string the sender was given, and the key Standard Webhooks
 /// derives from it.
@@ -83,14 +87,14 @@ impl WebhookSecret {
         let decoded = pasted
             .strip_prefix(STANDARD_PREFIX.as_bytes())
             .and_then(|encoded| BASE64.decode(encoded).ok())
-            .filter(|key| !key.is_empty());
+            .filter(|key| STANDARD_KEY_BYTES.contains(&key.len()));
         WebhookSecret { pasted, decoded }
     }
 
     /// A new secret in the Standard Webhooks form: `whsec_` and the base64 of 32 random bytes.
-    pub fn generate() -> crate::error::Result<String> {
-        let key: [u8; 32] = crate::secrets::random_bytes()?;
-        Ok(format!("{STANDARD_PREFIX}{}", BASE64.encode(key)))
+    pub fn generate() -> crate::error::Result<secrecy::SecretString> {
+        let key = zeroize::Zeroizing::new(crate::secrets::random_bytes::<32>()?);
+        Ok(format!("{STANDARD_PREFIX}{}", BASE64.encode(key.as_slice())).into())
     }
 
     /// The key the CrowdStrike app signs with, and the bearer token: the string as pasted.
@@ -413,8 +417,28 @@ mod tests {
     }
 
     #[test]
+    fn a_whsec_string_with_a_key_outside_the_standard_sizes_is_not_read_as_one() {
+        for key in [vec![7u8; 4], vec![7u8; 23], vec![7u8; 65]] {
+            let pasted = format!("{STANDARD_PREFIX}{}", BASE64.encode(&key));
+            let secret = WebhookSecret::new(pasted.clone().into_bytes());
+            assert_eq!(
+                secret.standard_key(),
+                pasted.as_bytes(),
+                "{} bytes",
+                key.len()
+            );
+        }
+        let fitting = format!("{STANDARD_PREFIX}{}", BASE64.encode([7u8; 24]));
+        assert_eq!(
+            WebhookSecret::new(fitting.into_bytes()).standard_key(),
+            [7u8; 24]
+        );
+    }
+
+    #[test]
     fn a_whsec_secret_is_its_decoded_key_for_standard_webhooks_and_as_pasted_otherwise() {
-        let issued = WebhookSecret::generate().unwrap();
+        let issued =
+            secrecy::ExposeSecret::expose_secret(&WebhookSecret::generate().unwrap()).to_owned();
         let key = BASE64
             .decode(issued.strip_prefix(STANDARD_PREFIX).unwrap())
             .unwrap();
