@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
 COPY config config
+COPY templates templates
 COPY benches benches
 # A workspace member: cargo reads its manifest to load the workspace, even for one binary.
 COPY tests/fake-entra tests/fake-entra

@@ -317,7 +317,7 @@ async fn from_session(
     Ok(Caller {
         analyst: record.analyst().map_err(|e| Problem::from(&e))?,
         record,
-        method: AuthMethod::Oidc,
+        method: session.method(),
         context,
         client,
         credential,

@@ -31,7 +31,7 @@ use super::caller::{CSRF_HEADER, SESSION_COOKIE, cookie};
 use super::limiter::FailureKey;
 use super::problem::{Problem, ProblemKind};
 use crate::audit::AuditEvent;
-use crate::audit::event::{Actor, RequestContext};
+use crate::audit::event::{Actor, AuthMethod, RequestContext};
 use crate::auth::analysts::AnalystRecord;
 use crate::auth::oidc::{LOGIN_TTL, OidcError, PendingLogin};
 use crate::auth::tokens;
@@ -47,12 +47,35 @@ const CALLBACK_PATH: &str = "/auth/callback";
 /// The form field the sign-out form carries the CSRF token in (scripts use the header).
 const CSRF_FIELD: &str = "csrf_token";
 
+mod sign_in;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
-        .route("/login", get(login))
+        .route("/login", get(sign_in::page).post(sign_in::submit))
+        .route("/login/sso", get(login))
         .route(CALLBACK_PATH, get(callback))
         .route("/logout", post(logout))
+        .route(STYLESHEET_PATH, get(stylesheet))
+}
+
+/// The console's stylesheet, served by killswitch itself so the pages' policy can stay
+/// `style-src 'self'`.
+const STYLESHEET_PATH: &str = "/assets/console.css";
+
+async fn stylesheet() -> Response {
+    let mut response = include_str!("console/console.css").into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// Where a request came from, for the audit log and the failure limiter.
@@ -104,10 +127,10 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     }
     let body = if state.oidc.is_some() {
         r#"<p>You are not signed in.</p>
-<p><a href="/login">Sign in</a> with your organisation's single sign-on.</p>"#
+<p><a href="/login">Sign in</a> with your organisation's single sign-on, or with your API token and one-time code.</p>"#
     } else {
-        r#"<p>You are not signed in, and single sign-on is not configured on this server.</p>
-<p>Use the API with an API token (<code>Authorization: Bearer ks_…</code>); it is described in <a href="/openapi.json">openapi.json</a>.</p>"#
+        r#"<p>You are not signed in.</p>
+<p><a href="/login">Sign in</a> with your API token and one-time code, or use the API with the token (<code>Authorization: Bearer ks_…</code>); it is described in <a href="/openapi.json">openapi.json</a>.</p>"#
     };
     let mut response = page(StatusCode::OK, "killswitch console", "", body);
     // A cookie that no longer names a session is cleared.
@@ -326,7 +349,7 @@ async fn start_session(
     {
         tracing::warn!(error = %e, "cannot end the previous console session");
     }
-    let (id, session) = match new_session(&analyst, ttl) {
+    let (id, session) = match new_session(&analyst, ttl, AuthMethod::Oidc) {
         Ok(made) => made,
         Err(e) => return e.into_response(),
     };
@@ -346,6 +369,7 @@ async fn start_session(
 fn new_session(
     analyst: &AnalystRecord,
     ttl: std::time::Duration,
+    method: AuthMethod,
 ) -> Result<(String, SessionRecord), Error> {
     let id = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes::<32>()?);
     let csrf = URL_SAFE_NO_PAD.encode(crate::secrets::random_bytes::<32>()?);
@@ -358,6 +382,7 @@ fn new_session(
         csrf_token: csrf,
         created_at: now.to_string(),
         expires_at: Timestamp::from_datetime(now.as_datetime() + ttl).to_string(),
+        auth_method: SessionRecord::method_text(method).to_owned(),
     };
     Ok((id, session))
 }
@@ -505,6 +530,20 @@ fn set_cookie(state: &AppState, name: &str, value: &str, path: &str, max_age: u6
     )
 }
 
+/// A cookie no other site's request carries, not even a top-level navigation.
+fn set_strict_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: u64,
+) -> String {
+    format!(
+        "{name}={value}; HttpOnly; SameSite=Strict; Path={path}; Max-Age={max_age}{}",
+        secure(state)
+    )
+}
+
 fn clear_cookie(state: &AppState, name: &str, path: &str) -> String {
     set_cookie(state, name, "", path, 0)
 }
@@ -524,7 +563,30 @@ fn message_html(status: StatusCode, title: &str, body: &str) -> Response {
     page(status, title, "", body)
 }
 
-/// A complete page: no scripts, no external assets, not cached, not framed.
+/// A page rendered from its template (askama escapes every value), with the console's headers.
+fn html_page(status: StatusCode, page: &impl askama::Template) -> Response {
+    match page.render() {
+        Ok(html) => with_page_headers((status, html).into_response()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render a console page");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "This page could not be shown; the cause is logged.",
+            )
+        }
+    }
+}
+
+/// A page for an error: its status, and the problem's title and detail as plain text.
+fn error_page(error: &Error) -> Response {
+    let problem = Problem::from(error);
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = problem.detail.unwrap_or_else(|| problem.title.clone());
+    message(status, &problem.title, &text)
+}
+
+/// A complete page: no scripts, only killswitch's own stylesheet, not cached, not framed.
 fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
     let html = format!(
         r#"<!doctype html>
@@ -534,7 +596,7 @@ fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · killswitch</title>
 {head}
-<style>body{{font-family:system-ui,sans-serif;max-width:42rem;margin:2rem auto;padding:0 1rem;line-height:1.5}}button{{font-size:1rem}}</style>
+<link rel="stylesheet" href="{STYLESHEET_PATH}">
 </head>
 <body>
 <main>
@@ -546,7 +608,10 @@ fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
 "#,
         title = escape(title),
     );
-    let mut response = (status, html).into_response();
+    with_page_headers((status, html).into_response())
+}
+
+fn with_page_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
@@ -556,7 +621,7 @@ fn page(status: StatusCode, title: &str, head: &str, body: &str) -> Response {
     headers.insert(
         CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

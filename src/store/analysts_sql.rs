@@ -371,6 +371,7 @@ where
                     .bind(session.csrf_token)
                     .bind(session.created_at)
                     .bind(session.expires_at)
+                    .bind(session.auth_method)
                     .execute(&mut *conn)
                     .await?;
                 Ok(())

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::audit::append::Sealer;
+use crate::audit::event::AuthMethod;
 use crate::audit::signing::PublicKey;
 use crate::domain::CustomerSlug;
 use crate::domain::action::ActionState;
@@ -124,6 +125,25 @@ pub struct SessionRecord {
     pub csrf_token: String,
     pub created_at: String,
     pub expires_at: String,
+    /// `oidc` or `api_token` (see [`SessionRecord::method`]).
+    pub auth_method: String,
+}
+
+impl SessionRecord {
+    /// How the analyst signed in (the column's CHECK allows these two only).
+    pub fn method(&self) -> AuthMethod {
+        match self.auth_method.as_str() {
+            "api_token" => AuthMethod::ApiToken,
+            _ => AuthMethod::Oidc,
+        }
+    }
+
+    pub fn method_text(method: AuthMethod) -> &'static str {
+        match method {
+            AuthMethod::ApiToken => "api_token",
+            AuthMethod::Oidc => "oidc",
+        }
+    }
 }
 
 impl std::fmt::Debug for SessionRecord {
@@ -135,8 +155,8 @@ impl std::fmt::Debug for SessionRecord {
     }
 }
 
-pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, analyst_id, csrf_token, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
-pub(crate) const SELECT_SESSION: &str = "SELECT id_hash, analyst_id, csrf_token, created_at, expires_at FROM sessions \
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, analyst_id, csrf_token, created_at, expires_at, auth_method) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const SELECT_SESSION: &str = "SELECT id_hash, analyst_id, csrf_token, created_at, expires_at, auth_method FROM sessions \
      WHERE id_hash = $1 AND expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 

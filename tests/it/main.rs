@@ -9,6 +9,7 @@ mod audit_append_only;
 mod audit_concurrency;
 mod audit_tamper;
 mod cli;
+mod console;
 mod contract;
 mod export;
 mod falcon;

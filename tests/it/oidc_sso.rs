@@ -219,12 +219,12 @@ async fn through_provider(
     panic!("the provider kept asking");
 }
 
-/// Signs in at killswitch's /login as the provider account `login`; the final response.
+/// Signs in at killswitch's /login/sso as the provider account `login`; the final response.
 async fn sign_in(rig: &Rig, client: &reqwest::Client, login: &str) -> Response {
-    let first = client.get(rig.app.url("/login")).send().await.unwrap();
+    let first = client.get(rig.app.url("/login/sso")).send().await.unwrap();
     assert!(
         first.url().as_str().starts_with(&rig.provider.issuer),
-        "/login leads to the provider, landed on {}",
+        "/login/sso leads to the provider, landed on {}",
         first.url()
     );
     through_provider(client, first, login).await
@@ -497,7 +497,7 @@ async fn a_provider_error_and_a_replayed_or_foreign_callback_are_explained_not_o
     let rig = rig().await;
     // The person cancels at the provider: it sends them back with error=access_denied.
     let (client, _) = browser();
-    let login_page = client.get(rig.app.url("/login")).send().await.unwrap();
+    let login_page = client.get(rig.app.url("/login/sso")).send().await.unwrap();
     let abort = login_page
         .url()
         .join(&format!("{}/abort", login_page.url().path()))
@@ -527,7 +527,11 @@ async fn a_provider_error_and_a_replayed_or_foreign_callback_are_explained_not_o
         }))
         .build()
         .unwrap();
-    let first = stopping.get(rig.app.url("/login")).send().await.unwrap();
+    let first = stopping
+        .get(rig.app.url("/login/sso"))
+        .send()
+        .await
+        .unwrap();
     let back = through_provider(&stopping, first, "night.shift").await;
     let callback = back.headers()["location"].to_str().unwrap().to_owned();
     // The sign-in travels sealed in the binding cookie: not the state itself, not readable.
@@ -685,7 +689,7 @@ async fn ten_thousand_abandoned_sign_ins_do_not_keep_anyone_out() {
         .build()
         .unwrap();
     let mut started = futures::stream::iter(0..10_000)
-        .map(|_| no_redirects.get(rig.app.url("/login")).send())
+        .map(|_| no_redirects.get(rig.app.url("/login/sso")).send())
         .buffer_unordered(32);
     let mut redirected = 0;
     while let Some(response) = started.next().await {
@@ -712,7 +716,7 @@ async fn a_made_up_code_with_a_genuine_sign_in_is_refused_and_writes_no_history(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let started = client.get(rig.app.url("/login")).send().await.unwrap();
+    let started = client.get(rig.app.url("/login/sso")).send().await.unwrap();
     assert_eq!(started.status(), StatusCode::SEE_OTHER);
     let to_provider = Url::parse(started.headers()["location"].to_str().unwrap()).unwrap();
     let state = to_provider

@@ -1,0 +1,261 @@
+//! The console in a browser's place: the sign-in page, its form for an API token and a
+//! one-time code, and what a session started there may do.
+
+use crate::common;
+
+use common::entra::CONTOSO;
+use common::{Analyst, TestApp};
+use killswitch::audit::event::{Actor, AuditEvent, AuthMethod};
+use killswitch::auth::Role;
+use killswitch::customers::Policy;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+
+/// A client that shows each answer as it is, redirects included.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The value of cookie `name` among an answer's Set-Cookie headers, with its attributes.
+fn set_cookie(answer: &reqwest::Response, name: &str) -> Option<String> {
+    answer
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    let pair = set_cookie.split(';').next().unwrap();
+    pair.split_once('=').unwrap().1
+}
+
+/// The sign-in page's form token, and the cookie it is bound to.
+async fn open_sign_in(app: &TestApp, client: &reqwest::Client) -> (String, String) {
+    let page = client.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let bound = set_cookie(&page, "ks_form").expect("the form's cookie");
+    let html = page.text().await.unwrap();
+    let field = html
+        .split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's token")
+        .to_owned();
+    (field, cookie_value(&bound).to_owned())
+}
+
+async fn submit(
+    app: &TestApp,
+    client: &reqwest::Client,
+    form_cookie: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    client
+        .post(app.url("/login"))
+        .header("cookie", format!("ks_form={form_cookie}"))
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_in(app: &TestApp, who: &Analyst, code: &str) -> reqwest::Response {
+    let client = browser();
+    let (token, bound) = open_sign_in(app, &client).await;
+    submit(
+        app,
+        &client,
+        &bound,
+        &[
+            ("token", &who.token),
+            ("code", code),
+            ("csrf_token", &token),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_sign_in_page_asks_for_a_token_and_a_code_under_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let client = browser();
+    let page = client.get(app.url("/login")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let policy = page.headers()[CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("style-src 'self'") && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let bound = set_cookie(&page, "ks_form").unwrap();
+    assert!(
+        bound.contains("SameSite=Strict") && bound.contains("HttpOnly"),
+        "{bound}"
+    );
+    let html = page.text().await.unwrap();
+    for field in [
+        r#"<label for="token">API token</label>"#,
+        r#"name="token" type="password""#,
+        r#"<label for="code">One-time code</label>"#,
+        r#"autocomplete="one-time-code""#,
+        &format!(r#"name="csrf_token" value="{}""#, cookie_value(&bound)),
+    ] {
+        assert!(html.contains(field), "{field} in {html}");
+    }
+    assert!(
+        !html.contains("/login/sso"),
+        "no single sign-on button without a provider"
+    );
+    assert!(!html.contains("<script"), "{html}");
+    let sheet = client
+        .get(app.url("/assets/console.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sheet.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
+    assert!(
+        sheet
+            .text()
+            .await
+            .unwrap()
+            .contains("prefers-color-scheme: dark")
+    );
+}
+
+#[tokio::test]
+async fn a_token_and_a_code_start_a_session_that_acts_as_the_analyst_signed_in_by_token() {
+    let app = TestApp::spawn().await;
+    common::entra::add_customer(&app.store, "contoso", CONTOSO, Policy::default()).await;
+    let admin = app
+        .enroll("admin@provider.example", Role::Admin, "all")
+        .await;
+    let signed_in = sign_in(&app, &admin, &admin.code()).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in.headers()[LOCATION], "/");
+    let session = set_cookie(&signed_in, "ks_session").expect("a session");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    let cleared = set_cookie(&signed_in, "ks_form").expect("the form's cookie is cleared");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let cookie = format!("ks_session={}", cookie_value(&session));
+    let home = browser()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("admin@provider.example"), "{home}");
+    let csrf = home
+        .split(r#"<meta name="csrf-token" content=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    // A change made with that session is recorded as made by token, the way it signed in.
+    let changed = browser()
+        .put(app.url("/api/v1/customers/contoso/policy"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("x-killswitch-otp", admin.next_code())
+        .json(&serde_json::json!({
+            "protected": [], "max_actions_per_hour": 30, "revoke_sessions": true,
+            "auto_disable": "off", "contact": null,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.status(),
+        StatusCode::OK,
+        "{:?}",
+        changed.text().await
+    );
+    let events = common::entries(&app.store, "contoso").await;
+    let by_session = events.iter().rev().find_map(|entry| match &entry.actor {
+        Actor::Analyst { auth, .. } => Some(*auth),
+        _ => None,
+    });
+    assert_eq!(by_session, Some(AuthMethod::ApiToken), "{events:?}");
+}
+
+#[tokio::test]
+async fn wrong_reused_and_unknown_credentials_are_refused_on_the_page_and_counted() {
+    let app = TestApp::spawn_with(&[("auth.max_failures_per_client", "4")]).await;
+    let lead = app.enroll("lead@provider.example", Role::Lead, "all").await;
+    let wrong = sign_in(&app, &lead, &lead.wrong_code()).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie(&wrong, "ks_session").is_none());
+    assert!(wrong.text().await.unwrap().contains("Wrong one-time code"));
+    let code = lead.code();
+    assert_eq!(
+        sign_in(&app, &lead, &code).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let reused = sign_in(&app, &lead, &code).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert!(reused.text().await.unwrap().contains("already used"));
+    let events = common::events(&app.store, "system").await;
+    let failures = events
+        .iter()
+        .filter(|e| matches!(e, AuditEvent::AuthenticationFailed { analyst_id: Some(id), .. } if *id == lead.id))
+        .count();
+    assert_eq!(
+        failures, 2,
+        "the wrong and the reused code are recorded: {events:?}"
+    );
+    // A token nobody holds writes nothing, and failing again and again is slowed down.
+    let stranger = Analyst {
+        token: format!("ks_{}", "A".repeat(43)),
+        ..lead
+    };
+    let before = common::entries(&app.store, "system").await.len();
+    let mut last = None;
+    for _ in 0..6 {
+        last = Some(sign_in(&app, &stranger, "123456").await);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(last.headers().contains_key(RETRY_AFTER));
+    assert_eq!(common::entries(&app.store, "system").await.len(), before);
+}
+
+#[tokio::test]
+async fn a_form_without_its_cookie_is_refused_before_anything_is_checked() {
+    let app = TestApp::spawn().await;
+    let lead = app.enroll("lead@provider.example", Role::Lead, "all").await;
+    let client = browser();
+    let (token, _) = open_sign_in(&app, &client).await;
+    let code = lead.code();
+    let forged = submit(
+        &app,
+        &client,
+        "another-browsers-cookie",
+        &[
+            ("token", &lead.token),
+            ("code", &code),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&forged, "ks_session").is_none());
+    // The code was not spent: the genuine form still signs in with it.
+    assert_eq!(
+        sign_in(&app, &lead, &code).await.status(),
+        StatusCode::SEE_OTHER
+    );
+}
