@@ -47,6 +47,7 @@ const CALLBACK_PATH: &str = "/auth/callback";
 /// The form field the sign-out form carries the CSRF token in (scripts use the header).
 const CSRF_FIELD: &str = "csrf_token";
 
+mod home;
 mod sign_in;
 
 pub fn routes() -> Router<AppState> {
@@ -108,22 +109,11 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
         },
         None => None,
     };
-    if let Some((session, analyst)) = signed_in {
-        let csrf = escape(&session.csrf_token);
-        let head = format!(r#"<meta name="csrf-token" content="{csrf}">"#);
-        let body = format!(
-            r#"<p>Signed in as <strong>{name}</strong> ({email}), role <code>{role}</code>. This session ends at {ends} (UTC).</p>
-<p>This page runs no scripts. The API is described in <a href="/openapi.json">openapi.json</a>; scripts that call it with this session must send the token from the <code>csrf-token</code> meta tag in the <code>X-CSRF-Token</code> header on every request that changes something (and, for every action, the current one-time code in <code>X-Killswitch-OTP</code>).</p>
-<form method="post" action="/logout">
-<input type="hidden" name="{CSRF_FIELD}" value="{csrf}">
-<button type="submit">Sign out</button>
-</form>"#,
-            name = escape(&analyst.display_name),
-            email = escape(&analyst.email),
-            role = escape(&analyst.role),
-            ends = escape(&session.expires_at),
-        );
-        return page(StatusCode::OK, "killswitch console", &head, &body);
+    if let Some((session, record)) = signed_in {
+        return match record.analyst() {
+            Ok(analyst) => home::page(&state, &session, &analyst).await,
+            Err(e) => error_page(&e),
+        };
     }
     let body = if state.oidc.is_some() {
         r#"<p>You are not signed in.</p>

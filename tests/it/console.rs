@@ -259,3 +259,100 @@ async fn a_form_without_its_cookie_is_refused_before_anything_is_checked() {
         StatusCode::SEE_OTHER
     );
 }
+
+/// A browser signed in as `who` (token and code); its session cookie.
+async fn session_of(app: &TestApp, who: &Analyst) -> String {
+    let signed_in = sign_in(app, who, &who.code()).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let session = set_cookie(&signed_in, "ks_session").unwrap();
+    format!("ks_session={}", cookie_value(&session))
+}
+
+async fn home(app: &TestApp, cookie: &str) -> String {
+    browser()
+        .get(app.url("/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn home_shows_each_customer_in_scope_with_its_light_what_waits_and_the_last_actions() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let now = killswitch::time::Timestamp::now();
+    let contoso = "contoso".parse().unwrap();
+    let fabrikam = "fabrikam".parse().unwrap();
+    app.store
+        .record_connection_check(&contoso, true, "ready", now)
+        .await
+        .unwrap();
+    let reason = "admin consent not granted <for> the remediation app";
+    app.store
+        .record_connection_check(&fabrikam, false, reason, now)
+        .await
+        .unwrap();
+    let lead = app.enroll("lead@provider.example", Role::Lead, "all").await;
+    let cookie = session_of(app, &lead).await;
+    let disabled = browser()
+        .post(app.url("/api/v1/customers/contoso/accounts/alice@contoso.onmicrosoft.com/disable"))
+        .bearer_auth(&lead.token)
+        .header("x-killswitch-otp", lead.next_code())
+        .json(&serde_json::json!({"reason": "phished at 03:00"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), StatusCode::OK);
+    let secret = app
+        .onboarding
+        .issue_webhook_secret(
+            &rig.contoso,
+            killswitch::customers::onboarding::SecretIssue::First,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    let delivered = browser()
+        .post(app.url("/api/v1/webhooks/falcon/contoso"))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&secret.secret))
+        .json(&serde_json::json!({
+            "composite_id": "home:1", "severity": "critical",
+            "source_account_upn": "bob@contoso.onmicrosoft.com",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), StatusCode::ACCEPTED);
+    let html = home(app, &cookie).await;
+    assert!(html.contains("1 pending detection<"), "{html}");
+    assert!(
+        html.contains("critical") && html.contains("bob@contoso.onmicrosoft.com"),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"class="light ready""#) && html.contains("contoso Ltd"),
+        "{html}"
+    );
+    assert!(html.contains(r#"class="light not-ready""#), "{html}");
+    assert!(
+        html.contains("Not ready: admin consent not granted &#60;for&#62; the remediation app")
+            || html
+                .contains("Not ready: admin consent not granted &lt;for&gt; the remediation app"),
+        "the reason, escaped: {html}"
+    );
+    assert!(
+        html.contains("alice@contoso.onmicrosoft.com") && html.contains("succeeded"),
+        "{html}"
+    );
+    // An analyst of one customer sees that customer only.
+    let scoped = app
+        .enroll("scoped@provider.example", Role::Analyst, "contoso")
+        .await;
+    let theirs = home(app, &session_of(app, &scoped).await).await;
+    assert!(theirs.contains("contoso Ltd"), "{theirs}");
+    assert!(!theirs.contains("fabrikam"), "{theirs}");
+}

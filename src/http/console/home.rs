@@ -1,0 +1,169 @@
+//! The home page: the analyst's customers with their connection light, the detections waiting
+//! for an analyst, and the last actions, all within the analyst's scope and role.
+
+use askama::Template;
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::{AppState, error_page, html_page};
+use crate::auth::{Analyst, Permission, Scope};
+use crate::customers::Customer;
+use crate::domain::CustomerSlug;
+use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
+use crate::error::Result;
+use crate::remediation::action::ActionRecord;
+use crate::store::{ActionFilter, SessionRecord};
+use crate::time::Timestamp;
+
+/// How many pending detections and actions the page lists.
+const PENDING_SHOWN: u32 = 50;
+const ACTIONS_SHOWN: u32 = 10;
+
+#[derive(Template)]
+#[template(path = "console/home.html")]
+struct HomePage {
+    name: String,
+    email: String,
+    role: String,
+    session_ends: String,
+    csrf_token: String,
+    customers: Vec<CustomerCard>,
+    pending: Vec<PendingRow>,
+    actions: Vec<ActionRow>,
+}
+
+struct CustomerCard {
+    slug: String,
+    name: String,
+    /// The CSS class of the light: `ready`, `not-ready` or `unknown`.
+    light: &'static str,
+    connection: String,
+    checked_at: Option<String>,
+    pending: usize,
+}
+
+struct PendingRow {
+    received: String,
+    customer: String,
+    severity: &'static str,
+    account: String,
+    waiting: String,
+}
+
+struct ActionRow {
+    requested: String,
+    customer: String,
+    account: String,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// Minutes are what a person compares at a glance; the API has the full times.
+fn shown(time: &Timestamp) -> String {
+    time.as_datetime().format("%Y-%m-%d %H:%M").to_string()
+}
+
+pub async fn page(state: &AppState, session: &SessionRecord, analyst: &Analyst) -> Response {
+    match gather(state, session, analyst).await {
+        Ok(home) => html_page(StatusCode::OK, &home),
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn gather(state: &AppState, session: &SessionRecord, analyst: &Analyst) -> Result<HomePage> {
+    let scope = match &analyst.customers {
+        Scope::All => None,
+        Scope::Customers(set) => Some(set.iter().cloned().collect::<Vec<CustomerSlug>>()),
+    };
+    let pending = if analyst.role.allows(Permission::ReadDetections) {
+        let filter = DetectionFilter {
+            customers: scope.clone(),
+            state: Some(DetectionState::Pending),
+            limit: PENDING_SHOWN,
+        };
+        state.store.detections(&filter).await?
+    } else {
+        Vec::new()
+    };
+    let actions = if analyst.role.allows(Permission::ReadActions) {
+        let filter = ActionFilter {
+            customers: scope,
+            state: None,
+            limit: ACTIONS_SHOWN,
+        };
+        state.store.actions(&filter).await?
+    } else {
+        Vec::new()
+    };
+    let customers = state
+        .store
+        .customers()
+        .await?
+        .iter()
+        .filter(|c| analyst.customers.covers(&c.slug))
+        .map(|c| card(c, &pending))
+        .collect();
+    Ok(HomePage {
+        name: analyst.display_name.clone(),
+        email: analyst.email.clone(),
+        role: analyst.role.to_string(),
+        session_ends: session
+            .expires_at
+            .parse::<Timestamp>()
+            .map_or_else(|_| session.expires_at.clone(), |t| shown(&t)),
+        csrf_token: session.csrf_token.clone(),
+        customers,
+        pending: pending.iter().map(pending_row).collect(),
+        actions: actions.iter().map(action_row).collect(),
+    })
+}
+
+fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
+    let (light, connection, checked_at) = match &customer.connection {
+        Some(c) if c.ready => ("ready", "Ready".to_owned(), Some(shown(&c.checked_at))),
+        Some(c) => (
+            "not-ready",
+            format!("Not ready: {}", c.detail),
+            Some(shown(&c.checked_at)),
+        ),
+        None => ("unknown", "Not tested yet".to_owned(), None),
+    };
+    CustomerCard {
+        slug: customer.slug.to_string(),
+        name: customer.name.clone(),
+        light,
+        connection,
+        checked_at,
+        pending: pending
+            .iter()
+            .filter(|d| d.customer == customer.slug)
+            .count(),
+    }
+}
+
+fn pending_row(detection: &DetectionRecord) -> PendingRow {
+    PendingRow {
+        received: shown(&detection.received_at),
+        customer: detection.customer.to_string(),
+        severity: detection.severity.as_str(),
+        account: detection
+            .target_upn
+            .clone()
+            .or_else(|| detection.account_upn.clone())
+            .unwrap_or_else(|| "unknown".to_owned()),
+        waiting: detection
+            .pending_reason
+            .clone()
+            .unwrap_or_else(|| "waiting for an analyst".to_owned()),
+    }
+}
+
+fn action_row(action: &ActionRecord) -> ActionRow {
+    ActionRow {
+        requested: shown(&action.created_at),
+        customer: action.customer.to_string(),
+        account: action.account.clone(),
+        operation: action.operation.as_str(),
+        outcome: action.state.as_str(),
+    }
+}
