@@ -70,19 +70,29 @@ pub async fn get_account(
     caller.require(Permission::ReadAccounts)?;
     let customer = super::customers::in_scope(&state, &caller, &customer).await?;
     let account: AccountRef = account.parse().map_err(Problem::invalid_input)?;
-    let engine = remediator(&state)?;
+    let (user, protected) = live_account(&state, &customer, &account).await?;
+    Ok(Json(AccountView::new(customer.slug.as_str(), user, protected)).into_response())
+}
+
+/// The account as Entra shows it now, and whether the customer's policy protects it.
+pub(super) async fn live_account(
+    state: &AppState,
+    customer: &crate::customers::Customer,
+    account: &AccountRef,
+) -> ApiResult<(crate::graph::GraphUser, bool)> {
+    let engine = remediator(state)?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let user = engine
         .graph()
-        .get_user(customer.tenant_id, &account, deadline)
+        .get_user(customer.tenant_id, account, deadline)
         .await
-        .map_err(|e| graph_problem(&e, &account))?
+        .map_err(|e| graph_problem(&e, account))?
         .value;
-    let protected = customer.policy.protects(&account)
+    let protected = customer.policy.protects(account)
         || customer
             .policy
             .protects_user(&user.id, &user.user_principal_name);
-    Ok(Json(AccountView::new(customer.slug.as_str(), user, protected)).into_response())
+    Ok((user, protected))
 }
 
 #[utoipa::path(
@@ -178,13 +188,13 @@ pub async fn enable(
 }
 
 /// What a disable or enable request asks, as sent.
-struct Asked {
-    operation: Operation,
-    customer: String,
-    account: String,
-    reason: String,
-    ticket: Option<String>,
-    revoke_sessions: Option<bool>,
+pub(super) struct Asked {
+    pub operation: Operation,
+    pub customer: String,
+    pub account: String,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub revoke_sessions: Option<bool>,
 }
 
 /// The request's `Idempotency-Key`, validated, and scoped to the caller.
@@ -200,6 +210,17 @@ fn idempotency_key(headers: &HeaderMap, caller: &Caller) -> ApiResult<Option<Ide
 }
 
 async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) -> ApiResult {
+    respond(&run_action(state, caller, asked, headers).await?)
+}
+
+/// Admits the request (with its one-time code) and runs it, waiting for the outcome until
+/// shortly before the client's own request would time out: the action as recorded then.
+pub(super) async fn run_action(
+    state: AppState,
+    caller: Caller,
+    asked: Asked,
+    headers: HeaderMap,
+) -> ApiResult<ActionRecord> {
     let customer = super::customers::in_scope(&state, &caller, &asked.customer).await?;
     let request = ActionRequest {
         customer: customer.slug.clone(),
@@ -233,7 +254,7 @@ async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) 
             .map_err(Problem::from)?
     {
         if existing.request_hash == fingerprint(&request).map_err(Problem::from)? {
-            return respond(&existing);
+            return Ok(existing);
         }
         caller
             .second_factor(&state, &headers, Some(&customer.slug))
@@ -251,7 +272,7 @@ async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) 
     let pending = match engine.admit(request).await {
         Ok(Decision::Pending(pending)) => pending,
         Ok(Decision::Done(Executed::Ran(record) | Executed::Replayed(record))) => {
-            return respond(&record);
+            return Ok(record);
         }
         Err(crate::Error::Conflict(_)) => return Err(idempotency_conflict()),
         Err(e) => return Err(Problem::from(e)),
@@ -261,14 +282,14 @@ async fn act(state: AppState, caller: Caller, asked: Asked, headers: HeaderMap) 
     // until shortly before its own request would time out, then gets 202 and polls.
     let running = tokio::spawn(async move { engine.complete(pending).await });
     match tokio::time::timeout(super::answer_within(&state), running).await {
-        Ok(Ok(record)) => respond(&record),
+        Ok(Ok(record)) => Ok(record),
         // Past admission Graph may have been called: never answer "nothing was done". The
         // action is recorded; reconciliation gives it its outcome, and the client polls.
         Ok(Err(join)) => {
             tracing::error!(action = %admitted.id, error = %join, "the action's task failed; reconciliation will record its outcome");
-            respond(&admitted)
+            Ok(admitted)
         }
-        Err(_) => respond(&admitted),
+        Err(_) => Ok(admitted),
     }
 }
 

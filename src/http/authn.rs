@@ -121,6 +121,7 @@ impl FromRequestParts<AppState> for Caller {
                     context,
                     client,
                     credential,
+                    csrf_token: None,
                 });
             }
             Resolved::Refused { analyst, reason } => (reason, analyst, true),
@@ -321,5 +322,6 @@ async fn from_session(
         context,
         client,
         credential,
+        csrf_token: Some(session.csrf_token.clone()),
     })
 }

@@ -33,6 +33,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// An authenticated analyst and the request's context.
+#[derive(Clone)]
 pub struct Caller {
     pub analyst: Analyst,
     pub record: AnalystRecord,
@@ -42,6 +43,9 @@ pub struct Caller {
     /// What this caller's failures (wrong or reused codes) count against: the credential it
     /// presented, so one analyst's mistakes never slow another down.
     pub credential: FailureKey,
+    /// The console session's CSRF token, for the forms of the pages it is shown; `None` for a
+    /// bearer credential.
+    pub csrf_token: Option<String>,
 }
 
 pub fn unauthenticated(detail: &str) -> Problem {

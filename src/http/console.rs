@@ -47,6 +47,7 @@ const CALLBACK_PATH: &str = "/auth/callback";
 /// The form field the sign-out form carries the CSRF token in (scripts use the header).
 const CSRF_FIELD: &str = "csrf_token";
 
+mod accounts;
 mod home;
 mod sign_in;
 
@@ -58,6 +59,19 @@ pub fn routes() -> Router<AppState> {
         .route(CALLBACK_PATH, get(callback))
         .route("/logout", post(logout))
         .route(STYLESHEET_PATH, get(stylesheet))
+        .route(
+            "/customers/{customer}/accounts/{account}",
+            get(accounts::account_page),
+        )
+        .route(
+            "/customers/{customer}/accounts/{account}/disable",
+            post(accounts::disable),
+        )
+        .route(
+            "/customers/{customer}/accounts/{account}/enable",
+            post(accounts::enable),
+        )
+        .route("/actions/{id}", get(accounts::action_page))
 }
 
 /// The console's stylesheet, served by killswitch itself so the pages' policy can stay

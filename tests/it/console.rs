@@ -356,3 +356,206 @@ async fn home_shows_each_customer_in_scope_with_its_light_what_waits_and_the_las
     assert!(theirs.contains("contoso Ltd"), "{theirs}");
     assert!(!theirs.contains("fabrikam"), "{theirs}");
 }
+
+/// The page's form token for the forms it shows.
+fn form_token(html: &str) -> String {
+    html.split(r#"name="csrf_token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a form token")
+        .to_owned()
+}
+
+async fn get_page(app: &TestApp, cookie: &str, path: &str) -> reqwest::Response {
+    browser()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn post_form(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    browser()
+        .post(app.url(path))
+        .header("cookie", cookie)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_analyst_finds_an_account_and_disables_it_from_its_page_with_a_code() {
+    let protected = Policy {
+        protected: vec!["breakglass@contoso.onmicrosoft.com".parse().unwrap()],
+        ..Policy::default()
+    };
+    let rig = common::entra::two_tenants(&[], protected).await;
+    let app = &rig.app;
+    let lead = app
+        .enroll("lead@provider.example", Role::Lead, "contoso")
+        .await;
+    let cookie = session_of(app, &lead).await;
+    let alice = "/customers/contoso/accounts/alice@contoso.onmicrosoft.com";
+    let page = get_page(app, &cookie, alice).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Enabled: it can sign in"), "{html}");
+    assert!(html.contains(r#"autocomplete="one-time-code""#), "{html}");
+    let csrf = form_token(&html);
+    // The code used to sign in is spent: the disable takes the next one.
+    let code = lead.next_code();
+    let fields = [
+        ("reason", "phished at 03:00"),
+        ("ticket", "SOC-1"),
+        ("revoke_sessions", "on"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let done = post_form(app, &cookie, &format!("{alice}/disable"), &fields).await;
+    assert_eq!(
+        done.status(),
+        StatusCode::SEE_OTHER,
+        "{:?}",
+        done.text().await
+    );
+    let result = done.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(result.starts_with("/actions/"), "{result}");
+    let outcome = get_page(app, &cookie, &result).await.text().await.unwrap();
+    assert!(outcome.contains("Done: disabled"), "{outcome}");
+    assert!(
+        outcome.contains("SOC-1") && outcome.contains("phished at 03:00"),
+        "{outcome}"
+    );
+    let entra = rig
+        .fake
+        .user(CONTOSO, "alice@contoso.onmicrosoft.com")
+        .unwrap();
+    assert!(!entra.account_enabled, "the fake Entra agrees");
+    // The same code again is refused on the page, and nothing more is sent.
+    let again = post_form(app, &cookie, &format!("{alice}/enable"), &fields).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert!(again.text().await.unwrap().contains("already used"));
+    assert!(
+        !rig.fake
+            .user(CONTOSO, "alice@contoso.onmicrosoft.com")
+            .unwrap()
+            .account_enabled
+    );
+    // A protected account: recorded as refused, nothing sent.
+    let breakglass = "/customers/contoso/accounts/breakglass@contoso.onmicrosoft.com";
+    let second = app
+        .enroll("lead2@provider.example", Role::Lead, "contoso")
+        .await;
+    let second_cookie = session_of(app, &second).await;
+    let second_csrf = form_token(
+        &get_page(app, &second_cookie, breakglass)
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let code = second.next_code();
+    let fields = [
+        ("reason", "test"),
+        ("code", code.as_str()),
+        ("csrf_token", second_csrf.as_str()),
+    ];
+    let refused = post_form(
+        app,
+        &second_cookie,
+        &format!("{breakglass}/disable"),
+        &fields,
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    let path = refused.headers()[LOCATION].to_str().unwrap().to_owned();
+    let words = get_page(app, &second_cookie, &path)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        words.contains("Refused: not disabled") && words.contains("protected"),
+        "{words}"
+    );
+    assert!(
+        rig.fake
+            .user(CONTOSO, "breakglass@contoso.onmicrosoft.com")
+            .unwrap()
+            .account_enabled
+    );
+}
+
+#[tokio::test]
+async fn another_customers_pages_are_not_found_and_a_form_without_its_token_changes_nothing() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let lead = app
+        .enroll("lead@provider.example", Role::Lead, "contoso")
+        .await;
+    let cookie = session_of(app, &lead).await;
+    let bob = "/customers/fabrikam/accounts/bob@fabrikam.onmicrosoft.com";
+    let unknown = "/customers/nosuch/accounts/bob@fabrikam.onmicrosoft.com";
+    for path in [bob, unknown] {
+        assert_eq!(
+            get_page(app, &cookie, path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let mine = get_page(
+        app,
+        &cookie,
+        "/customers/contoso/accounts/alice@contoso.onmicrosoft.com",
+    )
+    .await;
+    let csrf = form_token(&mine.text().await.unwrap());
+    let code = lead.next_code();
+    let theirs = post_form(
+        app,
+        &cookie,
+        &format!("{bob}/disable"),
+        &[
+            ("reason", "x"),
+            ("code", code.as_str()),
+            ("csrf_token", csrf.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    assert!(
+        rig.fake
+            .user(common::entra::FABRIKAM, "bob@fabrikam.onmicrosoft.com")
+            .unwrap()
+            .account_enabled
+    );
+    let forged = post_form(
+        app,
+        &cookie,
+        "/customers/contoso/accounts/alice@contoso.onmicrosoft.com/disable",
+        &[
+            ("reason", "x"),
+            ("code", code.as_str()),
+            ("csrf_token", "not-the-token"),
+        ],
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(
+        rig.fake
+            .user(CONTOSO, "alice@contoso.onmicrosoft.com")
+            .unwrap()
+            .account_enabled
+    );
+    // Signed out, a page sends the browser to sign in.
+    let anonymous = browser().get(app.url(bob)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    assert_eq!(anonymous.headers()[LOCATION], "/login");
+}

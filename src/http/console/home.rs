@@ -59,7 +59,7 @@ struct ActionRow {
 }
 
 /// Minutes are what a person compares at a glance; the API has the full times.
-fn shown(time: &Timestamp) -> String {
+pub(super) fn shown(time: &Timestamp) -> String {
     time.as_datetime().format("%Y-%m-%d %H:%M").to_string()
 }
 

@@ -1,0 +1,470 @@
+//! An account's page (its state in Entra now, killswitch's actions on it, and the disable and
+//! enable forms), what the forms post, and an action's page. The forms go through the API's own
+//! path: the session (whose CSRF token the form carries), the role, the customer's scope, the
+//! one-time code, the same admission and audit entries.
+
+use askama::Template;
+use axum::body::to_bytes;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+
+use super::{AppState, error_page, html_page, message, see_other};
+use crate::audit::event::{AccountState, Actor, Operation};
+use crate::auth::Permission;
+use crate::customers::Customer;
+use crate::domain::AccountRef;
+use crate::domain::action::{ActionRecord, ActionState, Denial};
+use crate::http::actions::{Asked, live_account, run_action};
+use crate::http::caller::{CSRF_HEADER, Caller, OTP_HEADER};
+use crate::http::customers::in_scope;
+use crate::http::problem::Problem;
+use crate::store::ActionFilter;
+
+/// How many of a customer's latest actions are searched for the account's history.
+const HISTORY_SEARCHED: u32 = 500;
+/// A form of a reason, a ticket, a code and a CSRF token is far below this.
+const FORM_LIMIT_BYTES: usize = 8192;
+
+#[derive(Template)]
+#[template(path = "console/account.html")]
+struct AccountPage {
+    customer: String,
+    customer_name: String,
+    account: String,
+    base: String,
+    csrf_token: String,
+    refusal: Option<String>,
+    live: Option<LiveAccount>,
+    unavailable: Option<String>,
+    can_disable: bool,
+    can_enable: bool,
+    revoke_by_default: bool,
+    history: Vec<HistoryRow>,
+}
+
+struct LiveAccount {
+    state: &'static str,
+    state_class: &'static str,
+    display_name: String,
+    upn: String,
+    id: String,
+    synced: &'static str,
+    protected: &'static str,
+}
+
+struct HistoryRow {
+    id: String,
+    requested: String,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+fn yes_no(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "not said by Entra",
+    }
+}
+
+/// A refused request as a page: sign-in for a missing session, 404 for a customer outside the
+/// analyst's scope (as for one that does not exist), the problem's words otherwise.
+fn refused(problem: &Problem, customer: &str) -> Response {
+    match problem.status {
+        401 => see_other("/login"),
+        403 | 404
+            if problem.kind.ends_with("/out-of-scope")
+                || problem.kind.ends_with("/customer-not-found") =>
+        {
+            message(
+                StatusCode::NOT_FOUND,
+                "No such customer",
+                &format!("There is no customer `{customer}` for you."),
+            )
+        }
+        status => message(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            &problem.title,
+            problem.detail.as_deref().unwrap_or(&problem.title),
+        ),
+    }
+}
+
+/// `GET /customers/{customer}/accounts/{account}`.
+pub async fn account_page(
+    State(state): State<AppState>,
+    caller: Result<Caller, Problem>,
+    Path((slug, account)): Path<(String, String)>,
+) -> Response {
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(problem) => return refused(&problem, &slug),
+    };
+    match account_view(&state, &caller, &slug, &account, None).await {
+        Ok(page) => html_page(StatusCode::OK, &page),
+        Err(problem) => refused(&problem, &slug),
+    }
+}
+
+async fn account_view(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+    account: &str,
+    refusal: Option<String>,
+) -> Result<AccountPage, Problem> {
+    caller.require(Permission::ReadAccounts)?;
+    let customer = in_scope(state, caller, slug).await?;
+    let reference: AccountRef = account.parse().map_err(Problem::invalid_input)?;
+    let (live, unavailable) = match live_account(state, &customer, &reference).await {
+        Ok((user, protected)) => (
+            Some(LiveAccount {
+                state: match user.account_enabled {
+                    Some(true) => "Enabled: it can sign in",
+                    Some(false) => "Disabled: it cannot sign in",
+                    None => "Not said by Entra",
+                },
+                state_class: match user.account_enabled {
+                    Some(true) => "enabled",
+                    Some(false) => "disabled",
+                    None => "unknown",
+                },
+                display_name: user.display_name.clone().unwrap_or_default(),
+                upn: user.user_principal_name.clone(),
+                id: user.id.clone(),
+                synced: yes_no(user.on_premises_sync_enabled),
+                protected: if protected {
+                    "yes: killswitch will not change it"
+                } else {
+                    "no"
+                },
+            }),
+            None,
+        ),
+        Err(problem) => (None, Some(problem.detail.unwrap_or(problem.title))),
+    };
+    let history = history(state, &customer, account, live.as_ref()).await?;
+    Ok(AccountPage {
+        customer: customer.slug.to_string(),
+        customer_name: customer.name.clone(),
+        account: account.to_owned(),
+        base: format!(
+            "/customers/{}/accounts/{}",
+            customer.slug,
+            url_path(account)
+        ),
+        csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+        refusal,
+        live,
+        unavailable,
+        can_disable: caller.analyst.role.allows(Permission::Disable),
+        can_enable: caller.analyst.role.allows(Permission::Enable),
+        revoke_by_default: customer.policy.revoke_sessions,
+        history,
+    })
+}
+
+/// A path segment: the account as typed, percent-encoded.
+fn url_path(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+async fn history(
+    state: &AppState,
+    customer: &Customer,
+    account: &str,
+    live: Option<&LiveAccount>,
+) -> Result<Vec<HistoryRow>, Problem> {
+    let filter = ActionFilter {
+        customers: Some(vec![customer.slug.clone()]),
+        state: None,
+        limit: HISTORY_SEARCHED,
+    };
+    let actions = state.store.actions(&filter).await.map_err(Problem::from)?;
+    let names_it = |a: &ActionRecord| {
+        a.account.eq_ignore_ascii_case(account)
+            || live.is_some_and(|l| {
+                a.target_id.as_deref() == Some(l.id.as_str())
+                    || a.account.eq_ignore_ascii_case(&l.upn)
+            })
+    };
+    Ok(actions
+        .iter()
+        .filter(|a| names_it(a))
+        .map(|a| HistoryRow {
+            id: a.id.to_string(),
+            requested: super::home::shown(&a.created_at),
+            operation: a.operation.as_str(),
+            outcome: a.state.as_str(),
+        })
+        .collect())
+}
+
+/// The disable and enable forms' fields.
+struct ActionForm {
+    reason: String,
+    ticket: String,
+    revoke_sessions: bool,
+    code: String,
+    csrf_token: String,
+}
+
+impl ActionForm {
+    fn parse(body: &[u8]) -> ActionForm {
+        let mut form = ActionForm {
+            reason: String::new(),
+            ticket: String::new(),
+            revoke_sessions: false,
+            code: String::new(),
+            csrf_token: String::new(),
+        };
+        for (key, value) in url::form_urlencoded::parse(body) {
+            match key.as_ref() {
+                "reason" => form.reason = value.into_owned(),
+                "ticket" => form.ticket = value.trim().to_owned(),
+                "revoke_sessions" => form.revoke_sessions = true,
+                "code" => form.code = value.trim().to_owned(),
+                "csrf_token" => form.csrf_token = value.into_owned(),
+                _ => {}
+            }
+        }
+        form
+    }
+}
+
+pub async fn disable(
+    State(state): State<AppState>,
+    Path((slug, account)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    act(state, Operation::Disable, slug, account, request).await
+}
+
+pub async fn enable(
+    State(state): State<AppState>,
+    Path((slug, account)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    act(state, Operation::Enable, slug, account, request).await
+}
+
+/// A form's action: the form's CSRF token and code take the places of the API's headers, and
+/// only the session speaks for the request.
+async fn act(
+    state: AppState,
+    operation: Operation,
+    slug: String,
+    account: String,
+    request: Request,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Ok(body) = to_bytes(body, FORM_LIMIT_BYTES).await else {
+        return message(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too large",
+            "The form is too large.",
+        );
+    };
+    let form = ActionForm::parse(&body);
+    parts.headers.remove(AUTHORIZATION);
+    for (name, value) in [(CSRF_HEADER, &form.csrf_token), (OTP_HEADER, &form.code)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            parts.headers.insert(name, value);
+        }
+    }
+    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => caller,
+        Err(problem) => return refused(&problem, &slug),
+    };
+    let permission = match operation {
+        Operation::Disable => Permission::Disable,
+        Operation::Enable => Permission::Enable,
+    };
+    if let Err(problem) = caller.require(permission) {
+        return refused(&problem, &slug);
+    }
+    if let Err(problem) = in_scope(&state, &caller, &slug).await {
+        return refused(&problem, &slug);
+    }
+    let asked = Asked {
+        operation,
+        customer: slug.clone(),
+        account: account.clone(),
+        reason: form.reason,
+        ticket: Some(form.ticket).filter(|t| !t.is_empty()),
+        revoke_sessions: (operation == Operation::Disable).then_some(form.revoke_sessions),
+    };
+    let (headers, view_caller) = (parts.headers.clone(), caller.clone());
+    match run_action(state.clone(), caller, asked, headers).await {
+        Ok(record) => see_other(&format!("/actions/{}", record.id)),
+        Err(problem) => {
+            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let text = match &problem.detail {
+                Some(detail) => format!("{}: {detail}", problem.title),
+                None => problem.title.clone(),
+            };
+            match account_view(&state, &view_caller, &slug, &account, Some(text)).await {
+                Ok(page) => html_page(status, &page),
+                Err(problem) => refused(&problem, &slug),
+            }
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/action.html")]
+struct ActionPage {
+    id: String,
+    headline: String,
+    sentence: String,
+    outcome_class: &'static str,
+    running: bool,
+    warnings: Vec<String>,
+    account: String,
+    account_href: String,
+    customer: String,
+    operation: &'static str,
+    requested: String,
+    by: String,
+    reason: String,
+    ticket: Option<String>,
+    before: String,
+    after: String,
+    request_id: Option<String>,
+    audit_seq: u64,
+}
+
+/// `GET /actions/{id}`: the outcome in words nobody can misread at 3 a.m.
+pub async fn action_page(
+    State(state): State<AppState>,
+    caller: Result<Caller, Problem>,
+    Path(id): Path<String>,
+) -> Response {
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(problem) => return refused(&problem, ""),
+    };
+    if let Err(problem) = caller.require(Permission::ReadActions) {
+        return refused(&problem, "");
+    }
+    let not_found = || {
+        message(
+            StatusCode::NOT_FOUND,
+            "No such action",
+            &format!("There is no action `{id}` for you."),
+        )
+    };
+    let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
+        return not_found();
+    };
+    match state.store.action(uuid).await {
+        Ok(Some(record)) if caller.sees(record.customer.as_str()) => {
+            html_page(StatusCode::OK, &action_view(&record))
+        }
+        Ok(_) => not_found(),
+        Err(e) => error_page(&e),
+    }
+}
+
+/// The headline, the sentence under it, and its colour, for the action's state.
+fn outcome_words(record: &ActionRecord) -> (String, String, &'static str) {
+    let account = &record.account;
+    let (done, doing) = match record.operation {
+        Operation::Disable => ("disabled", "disable"),
+        Operation::Enable => ("enabled", "enable"),
+    };
+    let detail = record.detail.clone().unwrap_or_default();
+    match (record.state, record.denial) {
+        (ActionState::Succeeded, _) => (
+            format!("Done: {done}"),
+            format!("{account} is now {done} in Entra; Entra confirmed it."),
+            "good",
+        ),
+        (ActionState::Noop, _) => (
+            format!("Already {done}"),
+            format!("Nothing was changed: {account} was already {done}."),
+            "good",
+        ),
+        (ActionState::Denied, Some(Denial::HourlyLimit)) => (
+            format!("Refused: not {done}"),
+            format!("The customer's hourly limit is reached; nothing was sent to Entra. {detail}"),
+            "bad",
+        ),
+        (ActionState::Denied, _) => (
+            format!("Refused: not {done}"),
+            format!("{account} is protected by the customer's policy; nothing was sent to Entra."),
+            "bad",
+        ),
+        (ActionState::Failed, _) => (
+            format!("FAILED: not {done}"),
+            format!("killswitch could not {doing} {account}: {detail}"),
+            "bad",
+        ),
+        (ActionState::Requested, _) => (
+            "Still running".to_owned(),
+            format!("The request to {doing} {account} is with Entra; waiting for its answer."),
+            "",
+        ),
+    }
+}
+
+fn state_words(state: Option<&AccountState>) -> String {
+    let Some(state) = state else {
+        return "not known".to_owned();
+    };
+    let enabled = match state.account_enabled {
+        Some(true) => "enabled",
+        Some(false) => "disabled",
+        None => "not said by Entra",
+    };
+    match state.on_premises_sync_enabled {
+        Some(true) => format!("{enabled} (synced from on-premises AD)"),
+        _ => enabled.to_owned(),
+    }
+}
+
+fn actor_words(actor: &Actor) -> String {
+    match actor {
+        Actor::Analyst { email, auth, .. } => {
+            let how = match auth {
+                crate::audit::event::AuthMethod::ApiToken => "signed in with an API token",
+                crate::audit::event::AuthMethod::Oidc => "signed in with single sign-on",
+            };
+            format!("{email}, {how}, with a one-time code")
+        }
+        Actor::Falcon { policy, .. } => format!("the automatic rule `{policy}`"),
+        Actor::Operator { user } => format!("operator {user} on the server"),
+        Actor::Service => "killswitch itself".to_owned(),
+        Actor::Unauthenticated { .. } => "nobody signed in".to_owned(),
+    }
+}
+
+fn action_view(record: &ActionRecord) -> ActionPage {
+    let (headline, sentence, outcome_class) = outcome_words(record);
+    ActionPage {
+        id: record.id.to_string(),
+        headline,
+        sentence,
+        outcome_class,
+        running: record.state == ActionState::Requested,
+        warnings: record.warnings.clone(),
+        account: record.account.clone(),
+        account_href: format!(
+            "/customers/{}/accounts/{}",
+            record.customer,
+            url_path(&record.account)
+        ),
+        customer: record.customer.to_string(),
+        operation: record.operation.as_str(),
+        requested: super::home::shown(&record.created_at),
+        by: actor_words(&record.actor),
+        reason: record.reason.clone(),
+        ticket: record.ticket.clone(),
+        before: state_words(record.before.as_ref()),
+        after: state_words(record.after.as_ref()),
+        request_id: record.graph.as_ref().and_then(|g| g.request_id.clone()),
+        audit_seq: record.requested_seq,
+    }
+}
