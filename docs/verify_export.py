@@ -706,34 +706,6 @@ class Verifier:
             )
 
 
-# How deep arrays and objects may nest in a line (section 1); checked before anything parses
-# the line, so every verifier refuses the same lines whatever its JSON parser's own limit.
-MAX_NESTING = 64
-
-
-def nesting_depth(line):
-    """The deepest nesting of arrays and objects in the line, brackets inside strings not counted."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for byte in line:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-            continue
-        if byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-        elif byte in (0x5D, 0x7D):
-            depth = max(depth - 1, 0)
-    return deepest
-
-
 def verify(stream, keys, expected_chain):
     """Reads the export from a binary stream. Returns (None, verifier) when intact, or
     (line number, reason) for the first line that cannot be trusted."""
@@ -749,8 +721,6 @@ def verify(stream, keys, expected_chain):
             if not data.endswith(b"\n"):
                 raise Bad("the line has no newline at its end: the file was cut off")
             line = data[:-1]
-            if nesting_depth(line) > MAX_NESTING:
-                raise Bad(f"the line nests arrays and objects deeper than {MAX_NESTING} levels; an export never does")
             if not started:
                 state.read_header(line)
                 started = True

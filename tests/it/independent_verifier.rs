@@ -1062,47 +1062,7 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
         let (first, rest) = file.split_once('\n').unwrap();
         format!("{}\n{rest}", member_first(first, "\"type\":\"header\"")).into_bytes()
     };
-    // Arrays `levels` deep inside entry 3's event: its line nests three more (line, entry,
-    // event), and is line 5 of the file.
-    let nested = |levels: usize| {
-        Parts::new().with_last_entry(move |v| {
-            let mut deep = Value::from(0);
-            for _ in 0..levels {
-                deep = Value::Array(vec![deep]);
-            }
-            v["event"]["n"] = deep;
-        })
-    };
-    let too_deep =
-        "the line nests arrays and objects deeper than 64 levels; an export never does".to_owned();
-    let mut brackets = "[".repeat(100_000).into_bytes();
-    brackets.push(b'\n');
     let cases: Vec<(&str, Vec<u8>, u64, String)> = vec![
-        // Nesting, counted before any parser (each has its own limit, or crashes) reads a line.
-        (
-            "entry: 65 levels deep",
-            nested(62).file(),
-            5,
-            too_deep.clone(),
-        ),
-        (
-            "entry: 130 levels deep",
-            nested(127).file(),
-            5,
-            too_deep.clone(),
-        ),
-        (
-            "entry: 453 levels deep",
-            nested(450).file(),
-            5,
-            too_deep.clone(),
-        ),
-        (
-            "first line: 100,000 brackets",
-            brackets,
-            1,
-            too_deep.clone(),
-        ),
         // The header, line 1.
         (
             "header: exported_at without fraction",

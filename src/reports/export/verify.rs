@@ -77,10 +77,6 @@ enum NotIntact {
     Empty,
     #[error("the line has no newline at its end: the file was cut off")]
     CutOff,
-    #[error(
-        "the line nests arrays and objects deeper than {MAX_NESTING} levels; an export never does"
-    )]
-    TooDeep,
     #[error("a line follows the seal: it was added after the export was signed")]
     AfterSeal,
     #[error("the export ends before its seal: lines were cut off the end")]
@@ -244,38 +240,6 @@ pub fn verify_file(
     )
 }
 
-/// How deep arrays and objects may nest in a line (docs/audit-format.md §1). Checked before
-/// anything parses the line, so every verifier refuses the same lines whatever its JSON
-/// parser's own limit (serde_json stops at 128, a recursive one may at a few hundred).
-const MAX_NESTING: usize = 64;
-
-/// The deepest nesting of arrays and objects in `line`, brackets inside strings not counted.
-fn nesting_depth(line: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in line {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
 /// Verifies an export read from `reader`. `Ok(Err(bad))` is a verdict; `Err` is an I/O error.
 pub fn verify<R: BufRead>(
     mut reader: R,
@@ -320,9 +284,6 @@ impl Reading<'_, '_> {
         let Some(line) = buf.strip_suffix(b"\n") else {
             return Err(NotIntact::CutOff);
         };
-        if nesting_depth(line) > MAX_NESTING {
-            return Err(NotIntact::TooDeep);
-        }
         match self.state.as_mut() {
             None => read_header(line, self.keys, self.expected_chain).map(|s| self.state = Some(s)),
             Some(st) if line.starts_with(ENTRY_PREFIX) => st.entry(line),
