@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 import sys
 from datetime import datetime
@@ -176,7 +177,7 @@ def parse_public_key(text):
     elif text.startswith("{"):
         try:
             document = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise KeyError_(f"not a public key JSON document: {e}") from None
         encoded = document.get("public_key") if isinstance(document, dict) else None
         if not isinstance(encoded, str):
@@ -214,6 +215,32 @@ class Bad(Exception):
     """The line being read cannot be trusted; the message says why."""
 
 
+# How deep arrays and objects may nest on a line (section 1). Checked before a line is parsed,
+# so that no parser's own limit (Python's recursion, serde_json's 128) decides a verdict.
+MAX_DEPTH = 32
+TOO_DEEP = f"the line nests arrays and objects deeper than {MAX_DEPTH} levels"
+# A string (to its closing quote, or to the end of the line when it has none) or a bracket.
+STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def nests_within_limit(line):
+    """Whether `line` never has more than MAX_DEPTH arrays and objects open at once: each [ or {
+    outside a string opens one, each ] or } outside a string closes one, and a string runs from
+    a quote to the next quote not escaped by a backslash."""
+    if line.count(b"[") + line.count(b"{") <= MAX_DEPTH:
+        return True  # what every line the service writes takes: no more opened than that
+    depth = 0
+    for token in STRUCTURE.finditer(line):
+        first = token.group()[:1]
+        if first in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif first in (b"]", b"}"):
+            depth -= 1
+    return True
+
+
 def _no_duplicates(pairs):
     obj = {}
     for name, value in pairs:
@@ -227,10 +254,43 @@ def _no_constants(name):
     raise ValueError(f"`{name}` is not JSON")
 
 
+def _double(text):
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError("a number beyond the range of a double")
+    return number
+
+
+def _integer(text):
+    # `-0` is the double negative zero, as serde_json reads it: no integer of this format.
+    if text == "-0":
+        return -0.0
+    if len(text) > 300:
+        _double(text)  # a thousand digits are no double either
+    return int(text)
+
+
+# Where a string may hold an escaped surrogate; only then is the parsed value searched for one.
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(data):
-    """Strict JSON: UTF-8, no NaN/Infinity, no repeated member names."""
+    """Strict JSON (section 1): UTF-8, no NaN/Infinity, no repeated member names, no lone
+    surrogate in a string, no number beyond the range of a double."""
     text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    value = json.loads(
+        text,
+        object_pairs_hook=_no_duplicates,
+        parse_constant=_no_constants,
+        parse_float=_double,
+        parse_int=_integer,
+    )
+    if SURROGATE_ESCAPE.search(data):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone surrogate") from None
+    return value
 
 
 def jcs(value):
@@ -569,8 +629,8 @@ class Verifier:
             entry = parse_json(raw)
         except UnicodeDecodeError:
             raise Bad("the entry is not UTF-8") from None
-        except ValueError as e:
-            raise Bad(f"the entry is not a valid audit entry: {e}") from None
+        except ValueError:
+            raise Bad("the entry is not valid JSON") from None
         link_ok = (
             isinstance(entry, dict)
             and is_u64(entry.get("v"), 32)
@@ -582,7 +642,10 @@ class Verifier:
             and is_str(entry["event"].get("type"))
         )
         if not link_ok:
-            raise Bad("the entry is not a valid audit entry: v, chain, seq, time, prev_hash, event")
+            raise Bad(
+                "the entry is not a valid audit entry: an object with v, chain, seq, time, "
+                "prev_hash and an event with a type"
+            )
         if not HEX64.fullmatch(entry["prev_hash"]):
             raise Bad("the entry's prev_hash is not 64 lowercase hex digits")
         own_prev = bytes.fromhex(entry["prev_hash"])
@@ -721,6 +784,8 @@ def verify(stream, keys, expected_chain):
             if not data.endswith(b"\n"):
                 raise Bad("the line has no newline at its end: the file was cut off")
             line = data[:-1]
+            if not nests_within_limit(line):
+                raise Bad(TOO_DEEP)
             if not started:
                 state.read_header(line)
                 started = True
@@ -741,6 +806,10 @@ def verify(stream, keys, expected_chain):
                     raise Bad("the line is not an export line (JSON object with a `type`)")
         except Bad as bad:
             return number, str(bad)
+        except RecursionError:
+            # Not reached past the depth check; should any value still be too deep to walk,
+            # it is the line's fault, not a reason to stop without a verdict.
+            return number, TOO_DEEP
     # Step 6: the end of the file.
     if not started:
         return 1, "the file is empty; an export starts with its header"

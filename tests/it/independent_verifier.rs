@@ -915,15 +915,36 @@ async fn the_worked_example_in_the_doc_is_what_the_code_writes() {
 // refused by the new check rather than by a hash or a signature.
 
 /// Placeholders a crafted value is written with and then replaced by raw JSON text, for
-/// numbers no serializer writes (`1.0`, `2^53`).
+/// numbers no serializer writes (`1.0`, `2^53`, `-0`).
 const RAW_FLOAT: &str = "@float@";
 const RAW_BIG: &str = "@big@";
+const RAW_MINUS_ZERO: &str = "@minus-zero@";
 
 fn raw(value: &Value) -> String {
     serde_jcs::to_string(value)
         .unwrap()
         .replace(&format!("\"{RAW_FLOAT}\""), "3.0")
         .replace(&format!("\"{RAW_BIG}\""), "9007199254740992")
+        .replace(&format!("\"{RAW_MINUS_ZERO}\""), "-0")
+}
+
+/// The hash an entry's text says it chains from: its `prev_hash` member, the fifth item of an
+/// array, or (in text no parser here reads, too deep or not JSON) the last `"prev_hash"` in it.
+fn own_prev(text: &str) -> Hash {
+    let own: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let parsed = own
+        .get("prev_hash")
+        .or_else(|| own.get(4))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let found = || {
+        let at = text.rfind("\"prev_hash\":\"")? + "\"prev_hash\":\"".len();
+        text.get(at..at + 64).map(str::to_owned)
+    };
+    parsed
+        .or_else(found)
+        .and_then(|hex| Hash::from_hex(&hex))
+        .unwrap_or_else(|| Hash::genesis("contoso"))
 }
 
 /// The worked example taken apart: the header and seal as values, the entries as text.
@@ -980,11 +1001,7 @@ impl Parts {
         let mut last_hash = None;
         for text in &self.entries {
             let own: Value = serde_json::from_str(text).unwrap_or(Value::Null);
-            let prev = own["prev_hash"]
-                .as_str()
-                .and_then(Hash::from_hex)
-                .unwrap_or_else(|| Hash::genesis("contoso"));
-            let hash = Hash::link(&prev, text.as_bytes());
+            let hash = Hash::link(&own_prev(text), text.as_bytes());
             lines.push(format!(
                 "{{\"entry\":{text},\"hash\":\"{hash}\",\"type\":\"entry\"}}"
             ));
@@ -1057,6 +1074,20 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
     let time_form = "is not a time of the form 2026-11-27T09:40:05.123456Z";
     let count = "is not a whole number from 0 to 2^53 - 1";
     let integer = "is not a whole number between -(2^53 - 1) and 2^53 - 1";
+    let too_deep = "the line nests arrays and objects deeper than 32 levels";
+    let not_json = "the entry is not valid JSON";
+    // Empty arrays `levels` deep, a member `n` of entry 3's event (in its place by name).
+    let nested_in_event = |levels: usize| {
+        let n = format!("\"n\":{}{},", "[".repeat(levels), "]".repeat(levels));
+        Parts::new()
+            .with_last_entry_text(|t| t.replacen("\"operation\"", &format!("{n}\"operation\""), 1))
+            .file()
+    };
+    let first_line = |line: &str| {
+        let file = String::from_utf8(Parts::new().file()).unwrap();
+        let (_, rest) = file.split_once('\n').unwrap();
+        format!("{line}\n{rest}").into_bytes()
+    };
     let reorder_header = |p: Parts| {
         let file = String::from_utf8(p.file()).unwrap();
         let (first, rest) = file.split_once('\n').unwrap();
@@ -1147,6 +1178,67 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
             format!("the entry's `event.mfa.time_step` {integer}"),
         ),
         (
+            "entry: time_step -0",
+            Parts::new()
+                .with_last_entry(|v| v["event"]["mfa"]["time_step"] = RAW_MINUS_ZERO.into())
+                .file(),
+            5,
+            format!("the entry's `event.mfa.time_step` {integer}"),
+        ),
+        (
+            "entry: time_step 1e400",
+            Parts::new()
+                .with_last_entry_text(|t| t.replacen("59859080", "1e400", 1))
+                .file(),
+            5,
+            not_json.into(),
+        ),
+        (
+            "entry: a lone surrogate in the reason",
+            Parts::new()
+                .with_last_entry_text(|t| t.replacen("Falcon: credential", "\\ud800", 1))
+                .file(),
+            5,
+            not_json.into(),
+        ),
+        (
+            "entry: an array of the members in order",
+            Parts::new()
+                .with_last_entry_text(|t| {
+                    let v: Value = serde_json::from_str(t).unwrap();
+                    let items = ["v", "chain", "seq", "time", "prev_hash", "event"]
+                        .map(|name| v[name].clone());
+                    raw(&Value::Array(items.to_vec()))
+                })
+                .file(),
+            5,
+            "the entry is not a valid audit entry: an object with v, chain, seq, time, prev_hash and an event with a type".into(),
+        ),
+        (
+            "entry: 127 levels of arrays in the event",
+            nested_in_event(127),
+            5,
+            too_deep.into(),
+        ),
+        (
+            "entry: 450 levels of arrays in the event",
+            nested_in_event(450),
+            5,
+            too_deep.into(),
+        ),
+        (
+            "entry: 30 levels of arrays in the event, 33 on the line",
+            nested_in_event(30),
+            5,
+            too_deep.into(),
+        ),
+        (
+            "a first line of 100,000 [",
+            first_line(&"[".repeat(100_000)),
+            1,
+            too_deep.into(),
+        ),
+        (
             "entry: time in milliseconds",
             Parts::new()
                 .with_last_entry(|v| v["time"] = "2026-11-27T09:40:05.123Z".into())
@@ -1186,6 +1278,12 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
         (
             "checkpoint: seq 2^53",
             checkpoint(&set("seq", RAW_BIG.into())).file(),
+            4,
+            format!("the checkpoint's `seq` {count}"),
+        ),
+        (
+            "checkpoint: seq -0",
+            checkpoint(&set("seq", RAW_MINUS_ZERO.into())).file(),
             4,
             format!("the checkpoint's `seq` {count}"),
         ),
@@ -1246,6 +1344,14 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
         None,
         None,
     );
+    // Nested as deep as a line may be (the line, `entry`, `event`, then 29 arrays): intact.
+    crafted.add(
+        "32 levels on an entry line".into(),
+        &nested_in_event(29),
+        (&ring, &keys),
+        None,
+        None,
+    );
     for (label, bytes, line, _) in &cases {
         crafted.add(
             (*label).to_owned(),
@@ -1258,17 +1364,26 @@ async fn a_file_that_breaks_a_promise_of_the_format_is_refused_by_both_verifiers
     let outputs = run_python(&crafted.cases);
     let mut problems = disagreements(&crafted.cases, &outputs);
     assert!(crafted.cases[0].rust.is_ok(), "{:?}", crafted.cases[0].rust);
+    assert!(crafted.cases[1].rust.is_ok(), "{:?}", crafted.cases[1].rust);
     for ((label, _, _, reason), (case, output)) in
-        cases.iter().zip(crafted.cases.iter().zip(&outputs).skip(1))
+        cases.iter().zip(crafted.cases.iter().zip(&outputs).skip(2))
     {
         let python = String::from_utf8_lossy(&output.stdout);
         match &case.rust {
-            Err(bad) if bad.reason.starts_with(reason.as_str()) => {}
+            Err(bad) if bad.reason.starts_with(reason.as_str()) => {
+                // The same words, to the last, not just the same line.
+                let same = format!("NOT INTACT: {bad}\n");
+                if python != same {
+                    problems.push(format!("{label}: Rust says `{bad}`, Python says {python}"));
+                }
+            }
             other => problems.push(format!("{label}: Rust says {other:?}, expected `{reason}`")),
         }
         if !python.contains(&format!(": {reason}")) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let last = stderr.lines().last().unwrap_or("");
             problems.push(format!(
-                "{label}: Python says {python}, expected `{reason}`"
+                "{label}: Python says {python}{last}, expected `{reason}`"
             ));
         }
     }

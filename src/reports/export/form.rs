@@ -9,6 +9,44 @@ use serde_json::{Map, Value};
 /// 2^53: beyond it an IEEE 754 double, which RFC 8785 writes every number as, loses integers.
 const LIMIT: u64 = 1 << 53;
 
+/// How deep arrays and objects may nest on a line. The deepest line the service writes, a
+/// policy change listing protected accounts, nests 6 levels; parsers stop at different depths
+/// (serde_json at 128, Python's recursion far later), so a deeper line is refused before any
+/// parser sees it, and every verifier gives it the same verdict.
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether `line` never has more than [`MAX_DEPTH`] arrays and objects open at once: each `[`
+/// or `{` outside a string opens one, each `]` or `}` outside a string closes one, and a
+/// string runs from a `"` to the next `"` not escaped by a `\`.
+pub fn nests_within_limit(line: &[u8]) -> bool {
+    let mut depth = 0isize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in line {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH as isize {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    true
+}
+
 /// The JSON type of a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Type {
@@ -286,6 +324,20 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings_up_to_the_limit() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(nests_within_limit(deep(MAX_DEPTH).as_bytes()));
+        assert!(!nests_within_limit(deep(MAX_DEPTH + 1).as_bytes()));
+        assert!(!nests_within_limit("[".repeat(100_000).as_bytes()));
+        let quoted = format!(r#"{{"a":"{}\\\"{}"}}"#, "[".repeat(40), "{".repeat(40));
+        assert!(nests_within_limit(quoted.as_bytes()), "{quoted}");
+        let after_escaped_backslash = format!(r#"{{"a":"\\\\",{}}}"#, deep(MAX_DEPTH));
+        assert!(!nests_within_limit(after_escaped_backslash.as_bytes()));
+        let unterminated = format!(r#"{{"a":"{}"#, "[".repeat(40));
+        assert!(nests_within_limit(unterminated.as_bytes()));
     }
 
     #[test]
