@@ -240,7 +240,7 @@ pub async fn approve(
 pub(crate) enum Approval {
     Done(Box<crate::falcon::intake::Approved>),
     /// The disable runs on to its outcome; the detection shows it when it ends.
-    StillRunning(DetectionRecord),
+    StillRunning(Box<DetectionRecord>),
 }
 
 /// Approves a pending detection found in the caller's scope, for the API and the console
@@ -266,7 +266,7 @@ pub(crate) async fn approve_detection(
         Ok(Err(join)) => Err(Problem::from(crate::Error::Internal(format!(
             "approval task failed: {join}"
         )))),
-        Err(_) => Ok(Approval::StillRunning(detection)),
+        Err(_) => Ok(Approval::StillRunning(Box::new(detection))),
     }
 }
 
