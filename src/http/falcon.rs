@@ -229,7 +229,7 @@ pub async fn approve(
             Ok((
                 StatusCode::ACCEPTED,
                 [(axum::http::header::LOCATION, href)],
-                Json(DetectionView::from(&detection)),
+                Json(DetectionView::from(detection.as_ref())),
             )
                 .into_response())
         }
