@@ -88,7 +88,7 @@ pub async fn run(command: AnalystCommand, settings: &Settings) -> Result<ExitCod
 async fn add(services: &Services, args: AddArgs) -> Result<ExitCode> {
     let role: Role = args.role.parse()?;
     let scope: Scope = args.customers.parse()?;
-    require_known_customers(services, &scope).await?;
+    crate::customers::require_known(services.store.as_ref(), &scope).await?;
     let enrolled = services
         .auth
         .enroll(
@@ -114,20 +114,6 @@ async fn add(services: &Services, args: AddArgs) -> Result<ExitCode> {
         print_enrolled(&enrolled)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A typo in a slug would otherwise grant a scope that matches nothing, silently.
-async fn require_known_customers(services: &Services, scope: &Scope) -> Result<()> {
-    if let Scope::Customers(slugs) = scope {
-        for slug in slugs {
-            if services.store.customer(slug).await?.is_none() {
-                return Err(Error::InvalidInput(format!(
-                    "there is no customer `{slug}` (see `killswitch customer list`)"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn print_enrolled(enrolled: &Enrollment) -> Result<()> {

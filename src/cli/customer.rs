@@ -11,10 +11,9 @@ use crate::app::Services;
 use crate::audit::Actor;
 use crate::config::Settings;
 use crate::customers::onboarding::{IssuedSecret, SecretIssue};
-use crate::customers::{AutoDisable, Customer, Policy, discovery};
-use crate::domain::{AccountRef, CustomerSlug, TenantId};
+use crate::customers::{AutoDisable, Customer, Policy};
+use crate::domain::{AccountRef, CustomerSlug};
 use crate::error::{Error, Result};
-use crate::time::Timestamp;
 
 #[derive(Debug, Subcommand)]
 pub enum CustomerCommand {
@@ -108,34 +107,20 @@ pub async fn run(command: CustomerCommand, settings: &Settings) -> Result<ExitCo
 }
 
 async fn add(services: &Services, settings: &Settings, args: AddArgs) -> Result<ExitCode> {
-    let slug: CustomerSlug = args.slug.parse()?;
-    let name = crate::domain::one_line_text("--name", &args.name, 200)?;
-    if name.is_empty() {
-        return Err(Error::InvalidInput("--name is required".to_owned()));
-    }
-    let domain = discovery::primary_domain(&args.domain)?;
-    let tenant_id: TenantId = match args.tenant_id {
-        Some(id) => id.parse()?,
-        None => {
-            let http = reqwest::Client::builder()
-                .build()
-                .map_err(|e| Error::Internal(format!("HTTP client: {e}")))?;
-            discovery::tenant_of(&http, &settings.entra.authority_url, &domain).await?
-        }
+    let asked = crate::customers::NewCustomer {
+        slug: &args.slug,
+        name: &args.name,
+        domain: &args.domain,
+        tenant_id: args.tenant_id.as_deref(),
     };
-    let customer = Customer {
-        slug,
-        name,
-        domain,
-        tenant_id,
-        policy: Policy::default(),
-        created_at: Timestamp::now(),
-        connection: None,
-    };
-    services
-        .store
-        .add_customer(&customer, &Actor::operator())
-        .await?;
+    let customer = crate::customers::register(
+        services.store.as_ref(),
+        &settings.entra.authority_url,
+        &asked,
+        "--name",
+        &Actor::operator(),
+    )
+    .await?;
     if args.json {
         print_json(&customer)?;
     } else {

@@ -48,6 +48,7 @@ const CALLBACK_PATH: &str = "/auth/callback";
 const CSRF_FIELD: &str = "csrf_token";
 
 mod accounts;
+mod admin;
 mod audit;
 mod customers;
 mod detections;
@@ -88,6 +89,10 @@ pub fn routes() -> Router<AppState> {
             post(accounts::enable),
         )
         .route("/actions/{id}", get(accounts::action_page))
+        .route("/admin", get(admin::page))
+        .route("/admin/customers", post(admin::add_customer))
+        .route("/admin/analysts", post(admin::enroll))
+        .route("/admin/analysts/{id}", post(admin::change_analyst))
         .route("/audit", get(audit::page))
         .route("/audit/export", post(audit::export))
         .route("/detections", get(detections::queue))
@@ -206,6 +211,16 @@ fn problem_text(problem: &Problem) -> String {
         Some(detail) => format!("{}: {detail}.", problem.title),
         None => format!("{}.", problem.title),
     }
+}
+
+/// The CSRF token a page's forms carry: the session's (empty for an API token's request,
+/// whose forms the session check refuses anyway).
+fn csrf_of(caller: &Caller) -> String {
+    caller
+        .session
+        .as_ref()
+        .map(|s| s.csrf_token.clone())
+        .unwrap_or_default()
 }
 
 /// Minutes are what a person compares at a glance; the API has the full times.

@@ -262,7 +262,7 @@ async fn a_form_without_its_cookie_is_refused_before_anything_is_checked() {
 
 /// A browser signed in as `who` (token and code); its session cookie.
 async fn session_of(app: &TestApp, who: &Analyst) -> String {
-    let signed_in = sign_in(app, who, &who.code()).await;
+    let signed_in = sign_in(app, who, &code_now(app, who)).await;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
     let session = set_cookie(&signed_in, "ks_session").unwrap();
     format!("ks_session={}", cookie_value(&session))
@@ -558,4 +558,384 @@ async fn another_customers_pages_are_not_found_and_a_form_without_its_token_chan
     let anonymous = browser().get(app.url(bob)).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
     assert_eq!(anonymous.headers()[LOCATION], "/login");
+}
+
+/// A code of a time step nobody has used yet: the services' clock moves on one step first.
+fn fresh_code(app: &TestApp, who: &Analyst) -> String {
+    app.clock.advance(std::time::Duration::from_secs(
+        killswitch::auth::mfa::STEP_SECS,
+    ));
+    code_now(app, who)
+}
+
+/// The code of the services' clock's time step (which tests move on instead of waiting).
+fn code_now(app: &TestApp, who: &Analyst) -> String {
+    use killswitch::time::Clock;
+    let at = app.clock.now().as_datetime().timestamp() as u64;
+    killswitch::auth::mfa::code_at(&who.totp, at).unwrap()
+}
+
+/// Two detections for contoso that wait for an analyst; their ids.
+async fn pending_detections(rig: &common::entra::TwoTenants) -> Vec<String> {
+    let app = &rig.app;
+    let secret = app
+        .onboarding
+        .issue_webhook_secret(
+            &rig.contoso,
+            killswitch::customers::onboarding::SecretIssue::First,
+            &Actor::operator(),
+        )
+        .await
+        .unwrap();
+    for (id, upn) in [
+        ("queue:1", "alice@contoso.onmicrosoft.com"),
+        ("queue:2", "bob@contoso.onmicrosoft.com"),
+    ] {
+        let delivered = browser()
+            .post(app.url("/api/v1/webhooks/falcon/contoso"))
+            .bearer_auth(secrecy::ExposeSecret::expose_secret(&secret.secret))
+            .json(&serde_json::json!({
+                "composite_id": id, "severity": "high", "source_account_upn": upn,
+                "tactic": "Credential Access", "technique": "Pass the Ticket",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(delivered.status(), StatusCode::ACCEPTED);
+    }
+    let filter = killswitch::domain::detection::DetectionFilter {
+        customers: None,
+        state: None,
+        limit: 10,
+    };
+    let mut found = app.store.detections(&filter).await.unwrap();
+    found.sort_by(|a, b| a.composite_id.cmp(&b.composite_id));
+    found.iter().map(|d| d.id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn the_queue_shows_what_waits_and_a_detection_is_approved_or_dismissed_with_a_code() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let ids = pending_detections(&rig).await;
+    let analyst = app
+        .enroll("night@provider.example", Role::Analyst, "contoso")
+        .await;
+    let cookie = session_of(app, &analyst).await;
+    let queue = get_page(app, &cookie, "/detections").await;
+    assert_eq!(queue.status(), StatusCode::OK);
+    let html = queue.text().await.unwrap();
+    for id in &ids {
+        assert!(html.contains(&format!("/detections/{id}")), "{html}");
+    }
+    let first = format!("/detections/{}", ids[0]);
+    let page = get_page(app, &cookie, &first).await.text().await.unwrap();
+    assert!(
+        page.contains("Waiting for an analyst") && page.contains("Pass the Ticket"),
+        "{page}"
+    );
+    let csrf = form_token(&page);
+    // A dismissal needs its reason: refused on the page, nothing decided.
+    let code = fresh_code(app, &analyst);
+    let bare = [("code", code.as_str()), ("csrf_token", csrf.as_str())];
+    let refused = post_form(app, &cookie, &format!("{first}/dismiss"), &bare).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("reason"));
+    let code = fresh_code(app, &analyst);
+    let approve = [("code", code.as_str()), ("csrf_token", csrf.as_str())];
+    let approved = post_form(app, &cookie, &format!("{first}/approve"), &approve).await;
+    assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    let page = get_page(app, &cookie, &first).await.text().await.unwrap();
+    assert!(page.contains("Approved"), "{page}");
+    assert!(
+        !rig.fake
+            .user(CONTOSO, "alice@contoso.onmicrosoft.com")
+            .unwrap()
+            .account_enabled,
+        "approving disabled alice"
+    );
+    // The same code again is refused on the detection's page.
+    let second = format!("/detections/{}", ids[1]);
+    let dismiss = [
+        ("reason", "a known test account"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let reused = post_form(app, &cookie, &format!("{second}/dismiss"), &dismiss).await;
+    assert_eq!(reused.status(), StatusCode::UNAUTHORIZED);
+    assert!(reused.text().await.unwrap().contains("already used"));
+    let code = fresh_code(app, &analyst);
+    let dismiss = [
+        ("reason", "a known test account"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let dismissed = post_form(app, &cookie, &format!("{second}/dismiss"), &dismiss).await;
+    assert_eq!(dismissed.status(), StatusCode::SEE_OTHER);
+    let page = get_page(app, &cookie, &second).await.text().await.unwrap();
+    assert!(
+        page.contains("Dismissed") && page.contains("a known test account"),
+        "{page}"
+    );
+    assert!(
+        rig.fake
+            .user(CONTOSO, "bob@contoso.onmicrosoft.com")
+            .unwrap()
+            .account_enabled,
+        "dismissing sent nothing"
+    );
+    // Another customer's analyst finds neither the detection nor the queue's rows.
+    let other = app
+        .enroll("other@provider.example", Role::Analyst, "fabrikam")
+        .await;
+    let theirs = session_of(app, &other).await;
+    assert_eq!(
+        get_page(app, &theirs, &first).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let html = get_page(app, &theirs, "/detections")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(&ids[0]), "{html}");
+}
+
+#[tokio::test]
+async fn the_customer_page_finds_an_account_and_changes_the_policy_with_a_code() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let lead = app
+        .enroll("lead@provider.example", Role::Lead, "contoso")
+        .await;
+    let cookie = session_of(app, &lead).await;
+    let page = get_page(app, &cookie, "/customers/contoso").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(r#"action="/customers/contoso/accounts""#),
+        "{html}"
+    );
+    let found = get_page(
+        app,
+        &cookie,
+        "/customers/contoso/accounts?account=alice%40contoso.onmicrosoft.com",
+    )
+    .await;
+    assert_eq!(found.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        found.headers()[LOCATION],
+        "/customers/contoso/accounts/alice%40contoso.onmicrosoft.com"
+    );
+    let empty = get_page(app, &cookie, "/customers/contoso/accounts?account=").await;
+    assert_eq!(empty.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        get_page(app, &cookie, "/customers/fabrikam").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let csrf = form_token(&html);
+    let code = fresh_code(app, &lead);
+    let policy = [
+        (
+            "protected",
+            "breakglass@contoso.onmicrosoft.com\r\n\r\nsvc-backup@contoso.onmicrosoft.com",
+        ),
+        ("max_actions_per_hour", "30"),
+        ("auto_disable", "critical"),
+        ("contact", "soc@contoso.example"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let saved = post_form(app, &cookie, "/customers/contoso/policy", &policy).await;
+    assert_eq!(
+        saved.status(),
+        StatusCode::SEE_OTHER,
+        "{:?}",
+        saved.text().await
+    );
+    let stored = app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .policy;
+    assert_eq!(stored.protected.len(), 2);
+    assert_eq!(stored.max_actions_per_hour, 30);
+    assert!(!stored.revoke_sessions, "an unticked box turns it off");
+    assert_eq!(stored.contact.as_deref(), Some("soc@contoso.example"));
+    // A limit that is not a number is refused on the page, and nothing changes.
+    let code = fresh_code(app, &lead);
+    let bad = [
+        ("max_actions_per_hour", "lots"),
+        ("auto_disable", "off"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let refused = post_form(app, &cookie, "/customers/contoso/policy", &bad).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("lots"));
+    let again = app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.policy.max_actions_per_hour, 30);
+}
+
+#[tokio::test]
+async fn an_auditor_downloads_an_export_and_others_may_not() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let auditor = app
+        .enroll("auditor@provider.example", Role::Auditor, "contoso")
+        .await;
+    let cookie = session_of(app, &auditor).await;
+    let page = get_page(app, &cookie, "/audit").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("BEGIN PUBLIC KEY") && html.contains("audit verify"),
+        "{html}"
+    );
+    assert!(
+        !html.contains(r#"value="fabrikam""#),
+        "only its customers: {html}"
+    );
+    let csrf = form_token(&html);
+    let fields = [
+        ("customer", "contoso"),
+        ("format", "jsonl"),
+        ("from", ""),
+        ("to", ""),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let file = post_form(app, &cookie, "/audit/export", &fields).await;
+    assert_eq!(file.status(), StatusCode::OK);
+    let disposition = file.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    let body = file.text().await.unwrap();
+    let header: serde_json::Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    assert_eq!(header["chain"], "contoso", "{header}");
+    let theirs = [("customer", "fabrikam"), ("csrf_token", csrf.as_str())];
+    let refused = post_form(app, &cookie, "/audit/export", &theirs).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let analyst = app
+        .enroll("night@provider.example", Role::Analyst, "contoso")
+        .await;
+    let theirs = session_of(app, &analyst).await;
+    assert_eq!(
+        get_page(app, &theirs, "/audit").await.status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn an_admin_enrolls_an_analyst_whose_credentials_are_shown_once_and_can_rotate_them() {
+    let rig = common::entra::two_tenants(&[], Policy::default()).await;
+    let app = &rig.app;
+    let admin = app
+        .enroll("admin@provider.example", Role::Admin, "all")
+        .await;
+    let cookie = session_of(app, &admin).await;
+    let page = get_page(app, &cookie, "/admin").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("contoso") && html.contains("admin@provider.example"),
+        "{html}"
+    );
+    let csrf = form_token(&html);
+    let code = fresh_code(app, &admin);
+    let enroll = [
+        ("email", "new@provider.example"),
+        ("name", "New <Analyst>"),
+        ("role", "analyst"),
+        ("customers", "contoso"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let shown = post_form(app, &cookie, "/admin/analysts", &enroll).await;
+    assert_eq!(shown.status(), StatusCode::OK);
+    assert_eq!(shown.headers()["cache-control"], "no-store");
+    let html = shown.text().await.unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("otpauth://totp/"),
+        "{html}"
+    );
+    let token = html
+        .split(r#"id="new-token" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let me = browser()
+        .get(app.url("/api/v1/customers"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "the shown token works");
+    let record = app
+        .auth
+        .by_email("new@provider.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.display_name, "New <Analyst>");
+    // Rotating the token ends the old one.
+    let code = fresh_code(app, &admin);
+    let rotate = [
+        ("change", "rotate-token"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let rotated = post_form(
+        app,
+        &cookie,
+        &format!("/admin/analysts/{}", record.id),
+        &rotate,
+    )
+    .await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let old = browser()
+        .get(app.url("/api/v1/customers"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    // An admin of one customer may not manage analysts; a wrong code changes nothing.
+    let narrow = app
+        .enroll("narrow@provider.example", Role::Admin, "contoso")
+        .await;
+    let narrow_cookie = session_of(app, &narrow).await;
+    assert_eq!(
+        get_page(app, &narrow_cookie, "/admin").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let disable = [
+        ("change", "disable"),
+        ("code", "000000"),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let wrong = post_form(
+        app,
+        &cookie,
+        &format!("/admin/analysts/{}", record.id),
+        &disable,
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let still = app
+        .auth
+        .by_email("new@provider.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(still.is_active());
 }

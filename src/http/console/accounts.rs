@@ -132,11 +132,7 @@ async fn account_view(
             customer.slug,
             url_path(account)
         ),
-        csrf_token: caller
-            .session
-            .as_ref()
-            .map(|s| s.csrf_token.clone())
-            .unwrap_or_default(),
+        csrf_token: super::csrf_of(caller),
         refusal,
         live,
         unavailable,

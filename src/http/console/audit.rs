@@ -50,11 +50,7 @@ async fn show(
         let key = state.audit_key.public_key();
         Ok::<_, Problem>(AuditPage {
             frame: Frame::of(caller, "/audit"),
-            csrf_token: caller
-                .session
-                .as_ref()
-                .map(|s| s.csrf_token.clone())
-                .unwrap_or_default(),
+            csrf_token: super::csrf_of(caller),
             refusal,
             customers: customers
                 .iter()

@@ -104,11 +104,7 @@ fn view(caller: &Caller, customer: &Customer, said: Said) -> CustomerPage {
         light,
         connection,
         checked_at,
-        csrf_token: caller
-            .session
-            .as_ref()
-            .map(|s| s.csrf_token.clone())
-            .unwrap_or_default(),
+        csrf_token: super::csrf_of(caller),
         notice: said.notice,
         refusal: said.refusal,
         consent: said.consent,

@@ -200,11 +200,7 @@ fn detection_view(
         action_id: detection.action_id.map(|id| id.to_string()),
         pending,
         can_decide: pending && caller.analyst.role.allows(Permission::DecideDetections),
-        csrf_token: caller
-            .session
-            .as_ref()
-            .map(|s| s.csrf_token.clone())
-            .unwrap_or_default(),
+        csrf_token: super::csrf_of(caller),
     }
 }
 
