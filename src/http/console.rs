@@ -65,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .route(CALLBACK_PATH, get(callback))
         .route("/logout", post(logout))
         .route(STYLESHEET_PATH, get(stylesheet))
+        .route(SCRIPT_PATH, get(script))
         .route("/customers/{customer}", get(customers::customer_page))
         .route(
             "/customers/{customer}/accounts",
@@ -101,17 +102,29 @@ pub fn routes() -> Router<AppState> {
         .route("/detections/{id}/dismiss", post(detections::dismiss))
 }
 
-/// The console's stylesheet, served by killswitch itself so the pages' policy can stay
-/// `style-src 'self'`.
+/// The console's stylesheet and script, served by killswitch itself so the pages' policy can
+/// stay `style-src 'self'; script-src 'self'`.
 const STYLESHEET_PATH: &str = "/assets/console.css";
+const SCRIPT_PATH: &str = "/assets/console.js";
 
 async fn stylesheet() -> Response {
-    let mut response = include_str!("console/console.css").into_response();
+    asset(
+        include_str!("console/console.css"),
+        "text/css; charset=utf-8",
+    )
+}
+
+async fn script() -> Response {
+    asset(
+        include_str!("console/console.js"),
+        "text/javascript; charset=utf-8",
+    )
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
@@ -686,7 +699,7 @@ fn with_page_headers(mut response: Response) -> Response {
     headers.insert(
         CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -116,6 +116,17 @@ async fn the_sign_in_page_asks_for_a_token_and_a_code_under_a_strict_policy() {
         "no single sign-on button without a provider"
     );
     assert!(!html.contains("<script"), "{html}");
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    let script = client
+        .get(app.url("/assets/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        script.headers()[CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(script.text().await.unwrap().contains("data-refresh-secs"));
     let sheet = client
         .get(app.url("/assets/console.css"))
         .send()
