@@ -144,6 +144,14 @@ impl Scope {
         }
     }
 
+    /// The customers a listing is narrowed to: `None` for every customer.
+    pub fn slugs(&self) -> Option<Vec<CustomerSlug>> {
+        match self {
+            Scope::All => None,
+            Scope::Customers(set) => Some(set.iter().cloned().collect()),
+        }
+    }
+
     /// The slugs for audit entries and listings: `["all"]` or the customers.
     pub fn names(&self) -> Vec<String> {
         match self {

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use super::AppState;
-use super::caller::{CSRF_HEADER, Caller, SESSION_COOKIE, cookie, unauthenticated};
+use super::caller::{CSRF_HEADER, Caller, ConsoleSession, SESSION_COOKIE, cookie, unauthenticated};
 use super::limiter::FailureKey;
 use super::problem::{Problem, ProblemKind};
 use crate::audit::AuditEvent;
@@ -121,7 +121,7 @@ impl FromRequestParts<AppState> for Caller {
                     context,
                     client,
                     credential,
-                    csrf_token: None,
+                    session: None,
                 });
             }
             Resolved::Refused { analyst, reason } => (reason, analyst, true),
@@ -322,6 +322,13 @@ async fn from_session(
         context,
         client,
         credential,
-        csrf_token: Some(session.csrf_token.clone()),
+        session: Some(ConsoleSession {
+            expires_at: session.expires_at.parse().map_err(|e| {
+                Problem::from(&crate::error::Error::Internal(format!(
+                    "stored session: {e}"
+                )))
+            })?,
+            csrf_token: session.csrf_token,
+        }),
     })
 }

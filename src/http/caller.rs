@@ -43,9 +43,16 @@ pub struct Caller {
     /// What this caller's failures (wrong or reused codes) count against: the credential it
     /// presented, so one analyst's mistakes never slow another down.
     pub credential: FailureKey,
-    /// The console session's CSRF token, for the forms of the pages it is shown; `None` for a
-    /// bearer credential.
-    pub csrf_token: Option<String>,
+    /// The console session the request came with; `None` for a bearer credential.
+    pub session: Option<ConsoleSession>,
+}
+
+/// What a console page needs of its session: the CSRF token its forms carry, and when it ends
+/// (shown on every page, so nobody is surprised mid-action).
+#[derive(Clone, Debug)]
+pub struct ConsoleSession {
+    pub csrf_token: String,
+    pub expires_at: crate::time::Timestamp,
 }
 
 pub fn unauthenticated(detail: &str) -> Problem {
@@ -89,14 +96,13 @@ impl Caller {
         &self,
         asked: Option<&str>,
     ) -> Result<Option<Vec<CustomerSlug>>, Problem> {
-        match (asked, &self.analyst.customers) {
-            (Some(slug), _) => {
+        match asked {
+            Some(slug) => {
                 let slug: CustomerSlug = slug.parse().map_err(Problem::invalid_input)?;
                 self.require_customer(&slug)?;
                 Ok(Some(vec![slug]))
             }
-            (None, crate::auth::Scope::All) => Ok(None),
-            (None, crate::auth::Scope::Customers(set)) => Ok(Some(set.iter().cloned().collect())),
+            None => Ok(self.analyst.customers.slugs()),
         }
     }
 

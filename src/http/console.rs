@@ -27,7 +27,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use super::caller::{CSRF_HEADER, SESSION_COOKIE, cookie};
+use super::caller::{CSRF_HEADER, Caller, SESSION_COOKIE, cookie};
 use super::limiter::FailureKey;
 use super::problem::{Problem, ProblemKind};
 use crate::audit::AuditEvent;
@@ -48,6 +48,8 @@ const CALLBACK_PATH: &str = "/auth/callback";
 const CSRF_FIELD: &str = "csrf_token";
 
 mod accounts;
+mod forms;
+mod frame;
 mod home;
 mod sign_in;
 
@@ -114,21 +116,20 @@ impl FromRequestParts<AppState> for Visitor {
     }
 }
 
-/// The console: who is signed in, the CSRF token for scripts, and sign-out; or a sign-in link.
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let signed_in = match cookie(&headers, SESSION_COOKIE) {
-        Some(value) => match current_session(&state, value).await {
-            Ok(found) => found,
-            Err(e) => return e.into_response(),
-        },
-        None => None,
-    };
-    if let Some((session, record)) = signed_in {
-        return match record.analyst() {
-            Ok(analyst) => home::page(&state, &session, &analyst).await,
-            Err(e) => error_page(&e),
-        };
+/// The home page of a signed-in analyst; otherwise a sign-in link.
+async fn home(
+    State(state): State<AppState>,
+    caller: Result<Caller, Problem>,
+    headers: HeaderMap,
+) -> Response {
+    match caller {
+        Ok(caller) => home::page(&state, &caller).await,
+        Err(problem) if problem.status == 401 => signed_out(&state, &headers),
+        Err(problem) => refused(&problem),
     }
+}
+
+fn signed_out(state: &AppState, headers: &HeaderMap) -> Response {
     let body = if state.oidc.is_some() {
         r#"<p>You are not signed in.</p>
 <p><a href="/login">Sign in</a> with your organisation's single sign-on, or with your API token and one-time code.</p>"#
@@ -138,33 +139,55 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     let mut response = page(StatusCode::OK, "killswitch console", "", body);
     // A cookie that no longer names a session is cleared.
-    if cookie(&headers, SESSION_COOKIE).is_some() {
-        append_cookie(&mut response, &clear_cookie(&state, SESSION_COOKIE, "/"));
+    if cookie(headers, SESSION_COOKIE).is_some() {
+        append_cookie(&mut response, &clear_cookie(state, SESSION_COOKIE, "/"));
     }
     response
 }
 
-/// The session a cookie value names, and its analyst while they are active.
-async fn current_session(
-    state: &AppState,
-    value: &str,
-) -> Result<Option<(SessionRecord, AnalystRecord)>, Error> {
-    let Some(session) = state
-        .store
-        .session(&tokens::hash(value), Timestamp::now())
-        .await?
-    else {
-        return Ok(None);
-    };
-    let Ok(id) = uuid::Uuid::parse_str(&session.analyst_id) else {
-        return Ok(None);
-    };
-    Ok(state
-        .store
-        .analyst(id)
-        .await?
-        .filter(AnalystRecord::is_active)
-        .map(|analyst| (session, analyst)))
+/// A refused request as a page: the sign-in page for a missing or ended session, 404 for a
+/// customer outside the analyst's scope (the same page as for one that does not exist, as its
+/// existence is that customer's information), the problem's own words otherwise.
+fn refused(problem: &Problem) -> Response {
+    match problem.status {
+        401 if problem.kind.ends_with("/unauthenticated") => see_other("/login"),
+        403 | 404
+            if problem.kind.ends_with("/out-of-scope")
+                || problem.kind.ends_with("/customer-not-found") =>
+        {
+            message(
+                StatusCode::NOT_FOUND,
+                "No such customer",
+                "There is no such customer among yours.",
+            )
+        }
+        status => {
+            let mut response = message(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                &problem.title,
+                &problem_text(problem),
+            );
+            if let Some(secs) = problem.retry_after {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
+    }
+}
+
+/// A problem in one sentence for a page: its title, and its detail when it has one.
+fn problem_text(problem: &Problem) -> String {
+    match &problem.detail {
+        Some(detail) => format!("{}: {detail}.", problem.title),
+        None => format!("{}.", problem.title),
+    }
+}
+
+/// Minutes are what a person compares at a glance; the API has the full times.
+fn shown(time: &Timestamp) -> String {
+    time.as_datetime().format("%Y-%m-%d %H:%M").to_string()
 }
 
 /// What the sealed sign-in cookie is bound to, so it opens nowhere else.

@@ -185,22 +185,32 @@ pub async fn consent_link(
     Path(customer): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    caller.require(Permission::ManageCustomers)?;
-    let customer = in_scope(&state, &caller, &customer).await?;
-    caller
-        .second_factor(&state, &headers, Some(&customer.slug))
-        .await?;
-    let link = state
-        .onboarding
-        .consent_link(&customer)
-        .await
-        .map_err(Problem::from)?;
+    let link = issue_consent_link(&state, &caller, &customer, &headers).await?;
     Ok(Json(ConsentLinkView {
         customer: link.customer,
         url: link.url,
         expires_at: link.expires_at.to_string(),
     })
     .into_response())
+}
+
+/// A consent link for the customer, for the API and the console alike.
+pub(crate) async fn issue_consent_link(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+    headers: &HeaderMap,
+) -> ApiResult<crate::customers::onboarding::ConsentLink> {
+    caller.require(Permission::ManageCustomers)?;
+    let customer = in_scope(state, caller, slug).await?;
+    caller
+        .second_factor(state, headers, Some(&customer.slug))
+        .await?;
+    state
+        .onboarding
+        .consent_link(&customer)
+        .await
+        .map_err(Problem::from)
 }
 
 #[utoipa::path(post, path = "/api/v1/customers/{customer}/test", tag = "customers",
@@ -216,10 +226,22 @@ pub async fn test(
     Path(customer): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let customer = test_connection(&state, &caller, &customer, &headers).await?;
+    Ok(Json(CustomerView::from(&customer)).into_response())
+}
+
+/// Runs the customer's connection test, for the API and the console alike; the customer with
+/// its new result.
+pub(crate) async fn test_connection(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+    headers: &HeaderMap,
+) -> ApiResult<Customer> {
     caller.require(Permission::ManageCustomers)?;
-    let mut customer = in_scope(&state, &caller, &customer).await?;
+    let mut customer = in_scope(state, caller, slug).await?;
     caller
-        .second_factor(&state, &headers, Some(&customer.slug))
+        .second_factor(state, headers, Some(&customer.slug))
         .await?;
     customer.connection = Some(
         state
@@ -228,7 +250,7 @@ pub async fn test(
             .await
             .map_err(Problem::from)?,
     );
-    Ok(Json(CustomerView::from(&customer)).into_response())
+    Ok(customer)
 }
 
 #[utoipa::path(get, path = "/api/v1/customers/{customer}/policy", tag = "customers", summary = "A customer's guard rails",
@@ -263,18 +285,32 @@ pub async fn put_policy(
     caller.require(Permission::ManagePolicy)?;
     let customer = in_scope(&state, &caller, &customer).await?;
     let JsonBody(body) = body?;
-    let policy = body.parse().map_err(Problem::invalid_input)?;
+    let policy = change_policy(&state, &caller, &customer, body, &headers).await?;
+    Ok(Json(PolicyView::from(&policy)).into_response())
+}
+
+/// Replaces the policy of `customer` (in the caller's scope), for the API and the console
+/// alike.
+pub(crate) async fn change_policy(
+    state: &AppState,
+    caller: &Caller,
+    customer: &Customer,
+    asked: PolicyView,
+    headers: &HeaderMap,
+) -> ApiResult<Policy> {
+    caller.require(Permission::ManagePolicy)?;
+    let policy = asked.parse().map_err(Problem::invalid_input)?;
     caller
-        .second_factor(&state, &headers, Some(&customer.slug))
+        .second_factor(state, headers, Some(&customer.slug))
         .await?;
     if policy != customer.policy {
         state
             .store
-            .update_policy(&customer, &policy, &caller.actor())
+            .update_policy(customer, &policy, &caller.actor())
             .await
             .map_err(Problem::from)?;
     }
-    Ok(Json(PolicyView::from(&policy)).into_response())
+    Ok(policy)
 }
 
 /// Body of `POST /api/v1/customers/{customer}/webhook-secret`.

@@ -4,32 +4,31 @@
 //! one-time code, the same admission and audit entries.
 
 use askama::Template;
-use axum::body::to_bytes;
-use axum::extract::{FromRequestParts, Path, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderValue, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{AppState, error_page, html_page, message, see_other};
+use super::forms::{Form, form_caller};
+use super::frame::Frame;
+use super::{AppState, error_page, html_page, message, problem_text, refused, see_other, shown};
 use crate::audit::event::{AccountState, Actor, Operation};
 use crate::auth::Permission;
 use crate::customers::Customer;
 use crate::domain::AccountRef;
 use crate::domain::action::{ActionRecord, ActionState, Denial};
 use crate::http::actions::{Asked, live_account, run_action};
-use crate::http::caller::{CSRF_HEADER, Caller, OTP_HEADER};
+use crate::http::caller::Caller;
 use crate::http::customers::in_scope;
 use crate::http::problem::Problem;
 use crate::store::ActionFilter;
 
 /// How many of a customer's latest actions are searched for the account's history.
 const HISTORY_SEARCHED: u32 = 500;
-/// A form of a reason, a ticket, a code and a CSRF token is far below this.
-const FORM_LIMIT_BYTES: usize = 8192;
 
 #[derive(Template)]
 #[template(path = "console/account.html")]
 struct AccountPage {
+    frame: Option<Frame>,
     customer: String,
     customer_name: String,
     account: String,
@@ -69,29 +68,6 @@ fn yes_no(value: Option<bool>) -> &'static str {
     }
 }
 
-/// A refused request as a page: sign-in for a missing session, 404 for a customer outside the
-/// analyst's scope (as for one that does not exist), the problem's words otherwise.
-fn refused(problem: &Problem, customer: &str) -> Response {
-    match problem.status {
-        401 => see_other("/login"),
-        403 | 404
-            if problem.kind.ends_with("/out-of-scope")
-                || problem.kind.ends_with("/customer-not-found") =>
-        {
-            message(
-                StatusCode::NOT_FOUND,
-                "No such customer",
-                &format!("There is no customer `{customer}` for you."),
-            )
-        }
-        status => message(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-            &problem.title,
-            problem.detail.as_deref().unwrap_or(&problem.title),
-        ),
-    }
-}
-
 /// `GET /customers/{customer}/accounts/{account}`.
 pub async fn account_page(
     State(state): State<AppState>,
@@ -100,11 +76,11 @@ pub async fn account_page(
 ) -> Response {
     let caller = match caller {
         Ok(caller) => caller,
-        Err(problem) => return refused(&problem, &slug),
+        Err(problem) => return refused(&problem),
     };
     match account_view(&state, &caller, &slug, &account, None).await {
         Ok(page) => html_page(StatusCode::OK, &page),
-        Err(problem) => refused(&problem, &slug),
+        Err(problem) => refused(&problem),
     }
 }
 
@@ -147,6 +123,7 @@ async fn account_view(
     };
     let history = history(state, &customer, account, live.as_ref()).await?;
     Ok(AccountPage {
+        frame: Frame::of(caller, "/customers"),
         customer: customer.slug.to_string(),
         customer_name: customer.name.clone(),
         account: account.to_owned(),
@@ -155,7 +132,11 @@ async fn account_view(
             customer.slug,
             url_path(account)
         ),
-        csrf_token: caller.csrf_token.clone().unwrap_or_default(),
+        csrf_token: caller
+            .session
+            .as_ref()
+            .map(|s| s.csrf_token.clone())
+            .unwrap_or_default(),
         refusal,
         live,
         unavailable,
@@ -195,43 +176,11 @@ async fn history(
         .filter(|a| names_it(a))
         .map(|a| HistoryRow {
             id: a.id.to_string(),
-            requested: super::home::shown(&a.created_at),
+            requested: shown(&a.created_at),
             operation: a.operation.as_str(),
             outcome: a.state.as_str(),
         })
         .collect())
-}
-
-/// The disable and enable forms' fields.
-struct ActionForm {
-    reason: String,
-    ticket: String,
-    revoke_sessions: bool,
-    code: String,
-    csrf_token: String,
-}
-
-impl ActionForm {
-    fn parse(body: &[u8]) -> ActionForm {
-        let mut form = ActionForm {
-            reason: String::new(),
-            ticket: String::new(),
-            revoke_sessions: false,
-            code: String::new(),
-            csrf_token: String::new(),
-        };
-        for (key, value) in url::form_urlencoded::parse(body) {
-            match key.as_ref() {
-                "reason" => form.reason = value.into_owned(),
-                "ticket" => form.ticket = value.trim().to_owned(),
-                "revoke_sessions" => form.revoke_sessions = true,
-                "code" => form.code = value.trim().to_owned(),
-                "csrf_token" => form.csrf_token = value.into_owned(),
-                _ => {}
-            }
-        }
-        form
-    }
 }
 
 pub async fn disable(
@@ -260,54 +209,42 @@ async fn act(
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, FORM_LIMIT_BYTES).await else {
-        return message(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Too large",
-            "The form is too large.",
-        );
+    let form = match Form::read(body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
-    let form = ActionForm::parse(&body);
-    parts.headers.remove(AUTHORIZATION);
-    for (name, value) in [(CSRF_HEADER, &form.csrf_token), (OTP_HEADER, &form.code)] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            parts.headers.insert(name, value);
-        }
-    }
-    let caller = match Caller::from_request_parts(&mut parts, &state).await {
+    let caller = match form_caller(&state, &mut parts, &form).await {
         Ok(caller) => caller,
-        Err(problem) => return refused(&problem, &slug),
+        Err(problem) => return refused(&problem),
     };
     let permission = match operation {
         Operation::Disable => Permission::Disable,
         Operation::Enable => Permission::Enable,
     };
     if let Err(problem) = caller.require(permission) {
-        return refused(&problem, &slug);
+        return refused(&problem);
     }
     if let Err(problem) = in_scope(&state, &caller, &slug).await {
-        return refused(&problem, &slug);
+        return refused(&problem);
     }
     let asked = Asked {
         operation,
         customer: slug.clone(),
         account: account.clone(),
-        reason: form.reason,
-        ticket: Some(form.ticket).filter(|t| !t.is_empty()),
-        revoke_sessions: (operation == Operation::Disable).then_some(form.revoke_sessions),
+        reason: form.text("reason").to_owned(),
+        ticket: form.optional("ticket"),
+        revoke_sessions: (operation == Operation::Disable)
+            .then_some(form.checked("revoke_sessions")),
     };
     let (headers, view_caller) = (parts.headers.clone(), caller.clone());
     match run_action(state.clone(), caller, asked, headers).await {
         Ok(record) => see_other(&format!("/actions/{}", record.id)),
         Err(problem) => {
             let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
-            let text = match &problem.detail {
-                Some(detail) => format!("{}: {detail}", problem.title),
-                None => problem.title.clone(),
-            };
+            let text = problem_text(&problem);
             match account_view(&state, &view_caller, &slug, &account, Some(text)).await {
                 Ok(page) => html_page(status, &page),
-                Err(problem) => refused(&problem, &slug),
+                Err(problem) => refused(&problem),
             }
         }
     }
@@ -316,6 +253,7 @@ async fn act(
 #[derive(Template)]
 #[template(path = "console/action.html")]
 struct ActionPage {
+    frame: Option<Frame>,
     id: String,
     headline: String,
     sentence: String,
@@ -344,10 +282,10 @@ pub async fn action_page(
 ) -> Response {
     let caller = match caller {
         Ok(caller) => caller,
-        Err(problem) => return refused(&problem, ""),
+        Err(problem) => return refused(&problem),
     };
     if let Err(problem) = caller.require(Permission::ReadActions) {
-        return refused(&problem, "");
+        return refused(&problem);
     }
     let not_found = || {
         message(
@@ -361,7 +299,7 @@ pub async fn action_page(
     };
     match state.store.action(uuid).await {
         Ok(Some(record)) if caller.sees(record.customer.as_str()) => {
-            html_page(StatusCode::OK, &action_view(&record))
+            html_page(StatusCode::OK, &action_view(&caller, &record))
         }
         Ok(_) => not_found(),
         Err(e) => error_page(&e),
@@ -441,9 +379,10 @@ fn actor_words(actor: &Actor) -> String {
     }
 }
 
-fn action_view(record: &ActionRecord) -> ActionPage {
+fn action_view(caller: &Caller, record: &ActionRecord) -> ActionPage {
     let (headline, sentence, outcome_class) = outcome_words(record);
     ActionPage {
+        frame: Frame::of(caller, "/actions"),
         id: record.id.to_string(),
         headline,
         sentence,
@@ -458,7 +397,7 @@ fn action_view(record: &ActionRecord) -> ActionPage {
         ),
         customer: record.customer.to_string(),
         operation: record.operation.as_str(),
-        requested: super::home::shown(&record.created_at),
+        requested: shown(&record.created_at),
         by: actor_words(&record.actor),
         reason: record.reason.clone(),
         ticket: record.ticket.clone(),

@@ -5,15 +5,15 @@ use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{AppState, error_page, html_page};
-use crate::auth::{Analyst, Permission, Scope};
+use super::frame::Frame;
+use super::{AppState, error_page, html_page, shown};
+use crate::auth::Permission;
 use crate::customers::Customer;
-use crate::domain::CustomerSlug;
 use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
 use crate::error::Result;
+use crate::http::caller::Caller;
 use crate::remediation::action::ActionRecord;
-use crate::store::{ActionFilter, SessionRecord};
-use crate::time::Timestamp;
+use crate::store::ActionFilter;
 
 /// How many pending detections and actions the page lists.
 const PENDING_SHOWN: u32 = 50;
@@ -22,11 +22,7 @@ const ACTIONS_SHOWN: u32 = 10;
 #[derive(Template)]
 #[template(path = "console/home.html")]
 struct HomePage {
-    name: String,
-    email: String,
-    role: String,
-    session_ends: String,
-    csrf_token: String,
+    frame: Option<Frame>,
     customers: Vec<CustomerCard>,
     pending: Vec<PendingRow>,
     actions: Vec<ActionRow>,
@@ -43,6 +39,7 @@ struct CustomerCard {
 }
 
 struct PendingRow {
+    id: String,
     received: String,
     customer: String,
     severity: &'static str,
@@ -51,6 +48,7 @@ struct PendingRow {
 }
 
 struct ActionRow {
+    id: String,
     requested: String,
     customer: String,
     account: String,
@@ -58,23 +56,16 @@ struct ActionRow {
     outcome: &'static str,
 }
 
-/// Minutes are what a person compares at a glance; the API has the full times.
-pub(super) fn shown(time: &Timestamp) -> String {
-    time.as_datetime().format("%Y-%m-%d %H:%M").to_string()
-}
-
-pub async fn page(state: &AppState, session: &SessionRecord, analyst: &Analyst) -> Response {
-    match gather(state, session, analyst).await {
+pub async fn page(state: &AppState, caller: &Caller) -> Response {
+    match gather(state, caller).await {
         Ok(home) => html_page(StatusCode::OK, &home),
         Err(e) => error_page(&e),
     }
 }
 
-async fn gather(state: &AppState, session: &SessionRecord, analyst: &Analyst) -> Result<HomePage> {
-    let scope = match &analyst.customers {
-        Scope::All => None,
-        Scope::Customers(set) => Some(set.iter().cloned().collect::<Vec<CustomerSlug>>()),
-    };
+async fn gather(state: &AppState, caller: &Caller) -> Result<HomePage> {
+    let analyst = &caller.analyst;
+    let scope = analyst.customers.slugs();
     let pending = if analyst.role.allows(Permission::ReadDetections) {
         let filter = DetectionFilter {
             customers: scope.clone(),
@@ -104,14 +95,7 @@ async fn gather(state: &AppState, session: &SessionRecord, analyst: &Analyst) ->
         .map(|c| card(c, &pending))
         .collect();
     Ok(HomePage {
-        name: analyst.display_name.clone(),
-        email: analyst.email.clone(),
-        role: analyst.role.to_string(),
-        session_ends: session
-            .expires_at
-            .parse::<Timestamp>()
-            .map_or_else(|_| session.expires_at.clone(), |t| shown(&t)),
-        csrf_token: session.csrf_token.clone(),
+        frame: Frame::of(caller, "/"),
         customers,
         pending: pending.iter().map(pending_row).collect(),
         actions: actions.iter().map(action_row).collect(),
@@ -143,6 +127,7 @@ fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
 
 fn pending_row(detection: &DetectionRecord) -> PendingRow {
     PendingRow {
+        id: detection.id.to_string(),
         received: shown(&detection.received_at),
         customer: detection.customer.to_string(),
         severity: detection.severity.as_str(),
@@ -160,6 +145,7 @@ fn pending_row(detection: &DetectionRecord) -> PendingRow {
 
 fn action_row(action: &ActionRecord) -> ActionRow {
     ActionRow {
+        id: action.id.to_string(),
         requested: shown(&action.created_at),
         customer: action.customer.to_string(),
         account: action.account.clone(),

@@ -7,7 +7,6 @@
 //! (SameSite=Strict), so another site cannot sign a browser in to someone else's session.
 
 use askama::Template;
-use axum::body::to_bytes;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -16,9 +15,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use subtle::ConstantTimeEq;
 
+use super::forms::Form;
 use super::{
-    AppState, append_cookie, clear_cookie, error_page, html_page, new_session, see_other,
-    set_cookie, set_strict_cookie,
+    AppState, append_cookie, clear_cookie, error_page, html_page, new_session, problem_text,
+    see_other, set_cookie, set_strict_cookie,
 };
 use crate::audit::event::AuthMethod;
 use crate::http::caller::{Caller, OTP_HEADER, SESSION_COOKIE, cookie};
@@ -28,12 +28,11 @@ use crate::http::problem::Problem;
 const FORM_COOKIE: &str = "ks_form";
 /// How long a sign-in page stays usable.
 const FORM_TTL_SECS: u64 = 3600;
-/// A form of a token, a code and a CSRF token is far below this.
-const FORM_LIMIT_BYTES: usize = 4096;
 
 #[derive(Template)]
 #[template(path = "console/sign_in.html")]
 struct SignInPage<'a> {
+    frame: Option<super::frame::Frame>,
     single_sign_on: bool,
     csrf_token: &'a str,
     refusal: Option<&'a str>,
@@ -60,6 +59,7 @@ fn sign_in_page(
     html_page(
         status,
         &SignInPage {
+            frame: None,
             single_sign_on: state.oidc.is_some(),
             csrf_token: form_token,
             refusal,
@@ -67,48 +67,18 @@ fn sign_in_page(
     )
 }
 
-/// The sign-in form's fields.
-struct SignInForm {
-    token: String,
-    code: String,
-    csrf_token: String,
-}
-
-impl SignInForm {
-    fn parse(body: &[u8]) -> SignInForm {
-        let mut form = SignInForm {
-            token: String::new(),
-            code: String::new(),
-            csrf_token: String::new(),
-        };
-        for (key, value) in url::form_urlencoded::parse(body) {
-            match key.as_ref() {
-                "token" => form.token = value.trim().to_owned(),
-                "code" => form.code = value.trim().to_owned(),
-                "csrf_token" => form.csrf_token = value.into_owned(),
-                _ => {}
-            }
-        }
-        form
-    }
-}
-
 /// `POST /login`: the token and code checked as an API request's, then a console session.
 pub async fn submit(State(state): State<AppState>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Ok(body) = to_bytes(body, FORM_LIMIT_BYTES).await else {
-        return sign_in_refused(
-            &state,
-            "",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "The form is too large.",
-        );
+    let form = match Form::read(body).await {
+        Ok(form) => form,
+        Err(page) => return page,
     };
-    let form = SignInForm::parse(&body);
     let bound = cookie(&parts.headers, FORM_COOKIE)
         .unwrap_or_default()
         .to_owned();
-    if bound.is_empty() || !bool::from(bound.as_bytes().ct_eq(form.csrf_token.as_bytes())) {
+    let sent = form.text("csrf_token");
+    if bound.is_empty() || !bool::from(bound.as_bytes().ct_eq(sent.as_bytes())) {
         return sign_in_refused(
             &state,
             "",
@@ -119,7 +89,7 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
     // The form's token takes the place of an Authorization header, and nothing else the
     // browser holds (an old session) speaks for the request.
     parts.headers.remove(COOKIE);
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", form.token))
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", form.trimmed("token")))
         .unwrap_or(HeaderValue::from_static("Bearer -"));
     parts.headers.insert(AUTHORIZATION, bearer);
     let caller = match Caller::from_request_parts(&mut parts, &state).await {
@@ -131,7 +101,7 @@ pub async fn submit(State(state): State<AppState>, request: Request) -> Response
         Err(problem) => return refused_by(&state, &bound, &problem),
     };
     let mut code = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&form.code) {
+    if let Ok(value) = HeaderValue::from_str(&form.code()) {
         code.insert(OTP_HEADER, value);
     }
     if let Err(problem) = caller.second_factor(&state, &code, None).await {
@@ -162,11 +132,7 @@ async fn start_session(state: &AppState, caller: &Caller) -> Response {
 /// The page again, saying why the sign-in was refused in the words the API uses.
 fn refused_by(state: &AppState, form_token: &str, problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::UNAUTHORIZED);
-    let text = match &problem.detail {
-        Some(detail) => format!("{}: {detail}.", problem.title),
-        None => format!("{}.", problem.title),
-    };
-    let mut response = sign_in_refused(state, form_token, status, &text);
+    let mut response = sign_in_refused(state, form_token, status, &problem_text(problem));
     if let Some(secs) = problem.retry_after {
         response
             .headers_mut()
