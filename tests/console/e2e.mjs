@@ -156,6 +156,34 @@ async function whereAmI(page) {
   return `at ${page.url()}: ${text.replace(/\s+/g, ' ').slice(0, 400)}`;
 }
 
+async function runAxe(page) {
+  const loaded = await page.evaluate(() => typeof window.axe === 'object');
+  if (!loaded) await page.addScriptTag({ path: AXE_SCRIPT });
+  return page.evaluate(async () => {
+    // eslint-disable-next-line no-undef
+    const result = await axe.run(document, { resultTypes: ['violations'] });
+    return result.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => ({ target: n.target.join(' '), html: n.html })),
+    }));
+  });
+}
+
+// `work(page)`, again on the new document if the page reloaded itself meanwhile (a running
+// action's page refreshes every two seconds).
+async function settled(page, work) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await work(page);
+    } catch (e) {
+      if (attempt === 3 || !/context was destroyed|navigat/i.test(String(e))) throw e;
+      await page.waitForLoadState('load');
+    }
+  }
+}
+
 // axe-core at both widths, in both colour schemes: a phone's layout and the dark theme have
 // their own ways to fail (a table that scrolls, a colour without contrast).
 async function axe(page, name) {
@@ -166,18 +194,7 @@ async function axe(page, name) {
     await page.setViewportSize({ width, height: viewport.height });
     for (const scheme of SCHEMES) {
       await page.emulateMedia({ colorScheme: scheme });
-      const loaded = await page.evaluate(() => typeof window.axe === 'object');
-      if (!loaded) await page.addScriptTag({ path: AXE_SCRIPT });
-      const found = await page.evaluate(async () => {
-        // eslint-disable-next-line no-undef
-        const result = await axe.run(document, { resultTypes: ['violations'] });
-        return result.violations.map((v) => ({
-          id: v.id,
-          impact: v.impact,
-          help: v.help,
-          nodes: v.nodes.map((n) => ({ target: n.target.join(' '), html: n.html })),
-        }));
-      });
+      const found = await settled(page, runAxe);
       for (const v of found.filter((v) => v.impact === 'serious' || v.impact === 'critical')) {
         const key = [name, v.id, ...v.nodes.map((n) => n.target)].join(' ');
         const view = `${width} px ${scheme}`;
@@ -205,7 +222,7 @@ async function screenshots(page, name) {
     for (const scheme of ['dark', 'light']) {
       await page.emulateMedia({ colorScheme: scheme });
       const path = join(config.screenshot_dir, `${name}-${width}-${scheme}.png`);
-      await page.screenshot({ path, fullPage: true });
+      await settled(page, (p) => p.screenshot({ path, fullPage: true }));
     }
   }
   await page.setViewportSize(viewport);
