@@ -51,8 +51,21 @@ pub async fn export(
     query: Result<QueryParams<ExportQuery>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::ExportAudit)?;
-    let customer = in_scope(&state, &caller, &customer).await?;
+    in_scope(&state, &caller, &customer).await?;
     let QueryParams(query) = query?;
+    export_download(&state, &caller, &customer, &query).await
+}
+
+/// The export as a download, for the API and the console alike: the role, the scope, the
+/// period and format asked for; the export is itself audited.
+pub(crate) async fn export_download(
+    state: &AppState,
+    caller: &Caller,
+    customer: &str,
+    query: &ExportQuery,
+) -> ApiResult {
+    caller.require(Permission::ExportAudit)?;
+    let customer = in_scope(state, caller, customer).await?;
     let format: Format = query
         .format
         .as_deref()

@@ -48,6 +48,9 @@ const CALLBACK_PATH: &str = "/auth/callback";
 const CSRF_FIELD: &str = "csrf_token";
 
 mod accounts;
+mod audit;
+mod customers;
+mod detections;
 mod forms;
 mod frame;
 mod home;
@@ -61,6 +64,17 @@ pub fn routes() -> Router<AppState> {
         .route(CALLBACK_PATH, get(callback))
         .route("/logout", post(logout))
         .route(STYLESHEET_PATH, get(stylesheet))
+        .route("/customers/{customer}", get(customers::customer_page))
+        .route(
+            "/customers/{customer}/accounts",
+            get(customers::find_account),
+        )
+        .route("/customers/{customer}/test", post(customers::test))
+        .route(
+            "/customers/{customer}/consent-link",
+            post(customers::consent_link),
+        )
+        .route("/customers/{customer}/policy", post(customers::policy))
         .route(
             "/customers/{customer}/accounts/{account}",
             get(accounts::account_page),
@@ -74,6 +88,12 @@ pub fn routes() -> Router<AppState> {
             post(accounts::enable),
         )
         .route("/actions/{id}", get(accounts::action_page))
+        .route("/audit", get(audit::page))
+        .route("/audit/export", post(audit::export))
+        .route("/detections", get(detections::queue))
+        .route("/detections/{id}", get(detections::detection_page))
+        .route("/detections/{id}/approve", post(detections::approve))
+        .route("/detections/{id}/dismiss", post(detections::dismiss))
 }
 
 /// The console's stylesheet, served by killswitch itself so the pages' policy can stay
@@ -151,16 +171,11 @@ fn signed_out(state: &AppState, headers: &HeaderMap) -> Response {
 fn refused(problem: &Problem) -> Response {
     match problem.status {
         401 if problem.kind.ends_with("/unauthenticated") => see_other("/login"),
-        403 | 404
-            if problem.kind.ends_with("/out-of-scope")
-                || problem.kind.ends_with("/customer-not-found") =>
-        {
-            message(
-                StatusCode::NOT_FOUND,
-                "No such customer",
-                "There is no such customer among yours.",
-            )
-        }
+        _ if ends_the_request(problem) => message(
+            StatusCode::NOT_FOUND,
+            "No such customer",
+            "There is no such customer among yours.",
+        ),
         status => {
             let mut response = message(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
@@ -175,6 +190,14 @@ fn refused(problem: &Problem) -> Response {
             response
         }
     }
+}
+
+/// Whether a problem refuses the request itself (no session, a customer that is not the
+/// analyst's), so the page it was sent from cannot be shown again either.
+fn ends_the_request(problem: &Problem) -> bool {
+    ["/unauthenticated", "/out-of-scope", "/customer-not-found"]
+        .iter()
+        .any(|kind| problem.kind.ends_with(kind))
 }
 
 /// A problem in one sentence for a page: its title, and its detail when it has one.

@@ -133,7 +133,7 @@ pub async fn webhook(
     (StatusCode::ACCEPTED, Json(DetectionView::from(&current))).into_response()
 }
 
-async fn detection_in_scope(
+pub(crate) async fn detection_in_scope(
     state: &AppState,
     caller: &Caller,
     id: &str,
@@ -217,38 +217,57 @@ pub async fn approve(
     headers: HeaderMap,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
-    let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
+    let found = detection_in_scope(&state, &caller, &id).await?;
+    match approve_detection(&state, &caller, found, &headers).await? {
+        Approval::Done(approved) => Ok(Json(ApprovedView {
+            action: ActionView::from(approved.action.record()),
+            detection: DetectionView::from(&approved.detection),
+        })
+        .into_response()),
+        Approval::StillRunning(detection) => {
+            let href = format!("/api/v1/detections/{}", detection.id);
+            Ok((
+                StatusCode::ACCEPTED,
+                [(axum::http::header::LOCATION, href)],
+                Json(DetectionView::from(detection.as_ref())),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// What approving a detection came to within the time the analyst is answered in.
+pub(crate) enum Approval {
+    Done(Box<crate::falcon::intake::Approved>),
+    /// The disable runs on to its outcome; the detection shows it when it ends.
+    StillRunning(Box<DetectionRecord>),
+}
+
+/// Approves a pending detection found in the caller's scope, for the API and the console
+/// alike: the role, the one-time code, then the disable.
+pub(crate) async fn approve_detection(
+    state: &AppState,
+    caller: &Caller,
+    (id, detection): (uuid::Uuid, DetectionRecord),
+    headers: &HeaderMap,
+) -> ApiResult<Approval> {
+    caller.require(Permission::DecideDetections)?;
     let customer = still_pending(&detection)?;
     let mfa = caller
-        .second_factor(&state, &headers, Some(&customer))
+        .second_factor(state, headers, Some(&customer))
         .await?;
     // The disable runs to its outcome even if the request times out; the analyst is answered
     // shortly before that, with the detection to poll if it is still running.
     let intake = state.intake.clone();
     let (actor, context) = (caller.actor(), caller.context.clone());
     let running = tokio::spawn(async move { intake.approve(id, actor, mfa, context).await });
-    let approved = match tokio::time::timeout(super::answer_within(&state), running).await {
-        Ok(Ok(approved)) => approved.map_err(Problem::from)?,
-        Ok(Err(join)) => {
-            return Err(Problem::from(crate::Error::Internal(format!(
-                "approval task failed: {join}"
-            ))));
-        }
-        Err(_) => {
-            let href = format!("/api/v1/detections/{}", detection.id);
-            return Ok((
-                StatusCode::ACCEPTED,
-                [(axum::http::header::LOCATION, href)],
-                Json(DetectionView::from(&detection)),
-            )
-                .into_response());
-        }
-    };
-    Ok(Json(ApprovedView {
-        action: ActionView::from(approved.action.record()),
-        detection: DetectionView::from(&approved.detection),
-    })
-    .into_response())
+    match tokio::time::timeout(super::answer_within(state), running).await {
+        Ok(Ok(approved)) => Ok(Approval::Done(Box::new(approved.map_err(Problem::from)?))),
+        Ok(Err(join)) => Err(Problem::from(crate::Error::Internal(format!(
+            "approval task failed: {join}"
+        )))),
+        Err(_) => Ok(Approval::StillRunning(Box::new(detection))),
+    }
 }
 
 /// The detection's customer while it is pending; 409 with its state once it is decided.
@@ -275,25 +294,37 @@ pub async fn dismiss(
     body: Result<JsonBody<DismissRequest>, Problem>,
 ) -> ApiResult {
     caller.require(Permission::DecideDetections)?;
-    let (id, detection) = detection_in_scope(&state, &caller, &id).await?;
+    let found = detection_in_scope(&state, &caller, &id).await?;
     let JsonBody(body) = body?;
-    if body.reason.trim().is_empty() {
+    let dismissed = dismiss_detection(&state, &caller, found, &body.reason, &headers).await?;
+    Ok(Json(DetectionView::from(&dismissed)).into_response())
+}
+
+/// Dismisses a pending detection found in the caller's scope, for the API and the console
+/// alike: the role, the reason, the one-time code; nothing is sent to Entra.
+pub(crate) async fn dismiss_detection(
+    state: &AppState,
+    caller: &Caller,
+    (id, detection): (uuid::Uuid, DetectionRecord),
+    reason: &str,
+    headers: &HeaderMap,
+) -> ApiResult<DetectionRecord> {
+    caller.require(Permission::DecideDetections)?;
+    if reason.trim().is_empty() {
         return Err(Problem::invalid_input(
             "`reason` is required: say why this detection needs no action",
         ));
     }
-    let reason: Reason = body
-        .reason
+    let reason: Reason = reason
         .parse()
         .map_err(|e: crate::domain::InvalidValue| Problem::invalid_input(e))?;
     let customer = still_pending(&detection)?;
     caller
-        .second_factor(&state, &headers, Some(&customer))
+        .second_factor(state, headers, Some(&customer))
         .await?;
-    let dismissed = state
+    state
         .intake
         .dismiss(id, caller.actor(), reason.as_str())
         .await
-        .map_err(Problem::from)?;
-    Ok(Json(DetectionView::from(&dismissed)).into_response())
+        .map_err(Problem::from)
 }

@@ -8,7 +8,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::forms::{Form, form_caller};
+use super::forms::posted;
 use super::frame::Frame;
 use super::{AppState, error_page, html_page, message, problem_text, refused, see_other, shown};
 use crate::audit::event::{AccountState, Actor, Operation};
@@ -148,7 +148,7 @@ async fn account_view(
 }
 
 /// A path segment: the account as typed, percent-encoded.
-fn url_path(text: &str) -> String {
+pub(super) fn url_path(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
@@ -208,14 +208,9 @@ async fn act(
     account: String,
     request: Request,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let form = match Form::read(body).await {
-        Ok(form) => form,
+    let (caller, form, headers) = match posted(&state, request).await {
+        Ok(posted) => posted,
         Err(page) => return page,
-    };
-    let caller = match form_caller(&state, &mut parts, &form).await {
-        Ok(caller) => caller,
-        Err(problem) => return refused(&problem),
     };
     let permission = match operation {
         Operation::Disable => Permission::Disable,
@@ -236,7 +231,7 @@ async fn act(
         revoke_sessions: (operation == Operation::Disable)
             .then_some(form.checked("revoke_sessions")),
     };
-    let (headers, view_caller) = (parts.headers.clone(), caller.clone());
+    let view_caller = caller.clone();
     match run_action(state.clone(), caller, asked, headers).await {
         Ok(record) => see_other(&format!("/actions/{}", record.id)),
         Err(problem) => {

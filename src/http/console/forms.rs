@@ -4,13 +4,13 @@
 //! (a stray `Authorization` header is dropped), so a page can do nothing the API does not check.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
-use super::{AppState, message};
+use super::{AppState, message, refused};
 use crate::http::caller::{CSRF_HEADER, Caller, OTP_HEADER};
 use crate::http::problem::Problem;
 
@@ -86,4 +86,18 @@ pub(super) async fn form_caller(
         }
     }
     Caller::from_request_parts(parts, state).await
+}
+
+/// A posted console form and the analyst it speaks for, with the headers an API operation
+/// reads its code from; or the page that refuses it.
+pub(super) async fn posted(
+    state: &AppState,
+    request: Request,
+) -> Result<(Caller, Form, HeaderMap), Response> {
+    let (mut parts, body) = request.into_parts();
+    let form = Form::read(body).await?;
+    let caller = form_caller(state, &mut parts, &form)
+        .await
+        .map_err(|problem| refused(&problem))?;
+    Ok((caller, form, parts.headers))
 }

@@ -102,8 +102,10 @@ async fn gather(state: &AppState, caller: &Caller) -> Result<HomePage> {
     })
 }
 
-fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
-    let (light, connection, checked_at) = match &customer.connection {
+/// The customer's connection light: its CSS class (`ready`, `not-ready` or `unknown`), its
+/// words (with the exact reason the last test gave), and when it was checked.
+pub(super) fn connection_light(customer: &Customer) -> (&'static str, String, Option<String>) {
+    match &customer.connection {
         Some(c) if c.ready => ("ready", "Ready".to_owned(), Some(shown(&c.checked_at))),
         Some(c) => (
             "not-ready",
@@ -111,7 +113,11 @@ fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
             Some(shown(&c.checked_at)),
         ),
         None => ("unknown", "Not tested yet".to_owned(), None),
-    };
+    }
+}
+
+fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
+    let (light, connection, checked_at) = connection_light(customer);
     CustomerCard {
         slug: customer.slug.to_string(),
         name: customer.name.clone(),
