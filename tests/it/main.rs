@@ -10,6 +10,7 @@ mod audit_concurrency;
 mod audit_tamper;
 mod cli;
 mod console;
+mod console_browser;
 mod contract;
 mod export;
 mod falcon;

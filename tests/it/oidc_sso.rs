@@ -5,17 +5,14 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::TestApp;
+use common::oidc::{self, CLIENT_ID, CLIENT_SECRET, Provider, SIGNING_KEY, SIGNING_KID, repo};
 use killswitch::audit::event::{Actor, AuditEvent};
 use killswitch::auth::{Role, Scope};
 use reqwest::cookie::{CookieStore, Jar};
@@ -24,88 +21,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
-const CLIENT_ID: &str = "killswitch-console";
-const CLIENT_SECRET: &str = "oidc-provider-test-secret";
 /// Enrolled in killswitch; `stranger` and `unverified` exist only at the provider.
 const NIGHT_SHIFT: &str = "night.shift@provider.example";
-/// The provider signs with this key (and publishes it as `test-signing-key`), so a test can
-/// also make tokens the provider's key set vouches for, such as already expired ones.
-const SIGNING_KEY: &str = "tests/fake-entra/fixtures/remediation-app.pem";
-const SIGNING_KID: &str = "test-signing-key";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// The node process running oidc-provider; stopped when dropped.
-struct Provider {
-    child: Child,
-    issuer: String,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Provider {
-    fn start(redirect_uri: &str) -> Provider {
-        let dir = repo("tests/oidc");
-        assert!(
-            dir.join("node_modules/oidc-provider").is_dir(),
-            "tests/oidc/node_modules is missing: run npm ci --prefix tests/oidc"
-        );
-        let mut child = Command::new("node")
-            .arg(dir.join("provider.mjs"))
-            .args([
-                "--port",
-                "0",
-                "--client-id",
-                CLIENT_ID,
-                "--client-secret",
-                CLIENT_SECRET,
-            ])
-            .args(["--redirect-uri", redirect_uri])
-            .arg("--signing-key")
-            .arg(repo(SIGNING_KEY))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node (is Node.js installed?): {e}"));
-        // Keep what the provider says on stderr, to explain a failed start.
-        let said = Arc::new(Mutex::new(String::new()));
-        let (mut stderr, log) = (child.stderr.take().unwrap(), said.clone());
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            log.lock().unwrap().push_str(&text);
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        let issuer = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v["issuer"].as_str().map(str::to_owned));
-        let Some(issuer) = issuer else {
-            let _ = child.kill();
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(200));
-            panic!(
-                "the OpenID provider did not start (stdout: {line:?}); it said: {}",
-                said.lock().unwrap()
-            );
-        };
-        Provider { child, issuer }
-    }
-}
 
 struct Rig {
     app: TestApp,
@@ -119,32 +36,7 @@ async fn rig() -> Rig {
 
 /// [`rig`] with more settings.
 async fn rig_with(overrides: &[(&str, &str)]) -> Rig {
-    // The provider must know killswitch's callback before killswitch starts, so pick the port
-    // first (bind, note, release); another test may take it meanwhile, then try another.
-    let mut attempts = 0;
-    let (app, provider) = loop {
-        attempts += 1;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let base = format!("http://127.0.0.1:{port}");
-        let provider = Provider::start(&format!("{base}/auth/callback"));
-        let listen = format!("127.0.0.1:{port}");
-        let mut settings = vec![
-            ("server.listen", listen.as_str()),
-            ("server.public_url", base.as_str()),
-            ("oidc.issuer_url", provider.issuer.as_str()),
-            ("oidc.client_id", CLIENT_ID),
-            ("oidc.client_secret", CLIENT_SECRET),
-        ];
-        settings.extend_from_slice(overrides);
-        match TestApp::try_spawn_with(&settings).await {
-            Ok(app) => break (app, provider),
-            Err(e) if attempts < 5 => eprintln!("port {port} was taken ({e}); trying another"),
-            Err(e) => panic!("no free port for killswitch: {e}"),
-        }
-    };
+    let (app, provider) = oidc::app_with_provider(overrides).await;
     app.auth
         .enroll(
             NIGHT_SHIFT,

@@ -86,14 +86,20 @@ pub fn add_tenant(fake: &FakeEntra, id: Uuid, name: &str) {
 /// over) the four entra.* settings.
 pub async fn spawn_app(fake: &FakeEntra, overrides: &[(&str, &str)]) -> TestApp {
     let base = fake.base_url();
-    let mut settings = vec![
-        ("entra.authority_url", base.as_str()),
-        ("entra.graph_url", base.as_str()),
-        ("entra.client_id", CLIENT_ID),
-        ("entra.client_secret", CLIENT_SECRET),
-    ];
+    let mut settings: Vec<(&str, &str)> = settings(&base).to_vec();
     settings.extend_from_slice(overrides);
     TestApp::spawn_with(&settings).await
+}
+
+/// The four entra.* settings of an app whose remediation app is registered at the fake
+/// serving `base`.
+pub fn settings(base: &str) -> [(&'static str, &str); 4] {
+    [
+        ("entra.authority_url", base),
+        ("entra.graph_url", base),
+        ("entra.client_id", CLIENT_ID),
+        ("entra.client_secret", CLIENT_SECRET),
+    ]
 }
 
 /// The start of every HTTP test: the fake Entra with contoso's and fabrikam's tenants, the
