@@ -133,6 +133,18 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
+/// An address nothing answers: a problem for the API's paths, a page for a browser's.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return Problem::not_found().into_response();
+    }
+    message(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no page at this address. Start again from the home page, /.",
+    )
+}
+
 /// Where a request came from, for the audit log and the failure limiter.
 struct Visitor {
     ip: Option<IpAddr>,

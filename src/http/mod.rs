@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/audit/export", get(audit::export))
         .route("/api/v1/audit/public-key", get(audit::public_key))
         .merge(console::routes())
-        .fallback(|| async { problem::Problem::not_found().into_response() })
+        .fallback(console::not_found)
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::map_request(checked_request_id))

@@ -950,3 +950,22 @@ async fn an_admin_enrolls_an_analyst_whose_credentials_are_shown_once_and_can_ro
         .unwrap();
     assert!(still.is_active());
 }
+
+#[tokio::test]
+async fn an_address_nothing_answers_is_a_page_for_a_browser_and_a_problem_for_the_api() {
+    let app = TestApp::spawn().await;
+    let page = browser()
+        .get(app.url("/no-such-page"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    let api = browser()
+        .get(app.url("/api/v1/no-such-route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.headers()[CONTENT_TYPE], "application/problem+json");
+}
