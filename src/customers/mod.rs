@@ -22,6 +22,23 @@ pub struct NewCustomer<'a> {
     pub tenant_id: Option<&'a str>,
 }
 
+impl NewCustomer<'_> {
+    /// Whether the fields are well formed, before anything is spent on them.
+    pub fn check(&self, name_label: &str) -> Result<()> {
+        self.checked(name_label).map(|_| ())
+    }
+
+    fn checked(&self, name_label: &str) -> Result<(CustomerSlug, String, String)> {
+        let slug: CustomerSlug = self.slug.trim().parse()?;
+        let name = crate::domain::one_line_text(name_label, self.name, 200)?;
+        if name.is_empty() {
+            return Err(Error::InvalidInput(format!("{name_label} is required")));
+        }
+        let domain = discovery::primary_domain(self.domain.trim())?;
+        Ok((slug, name, domain))
+    }
+}
+
 /// Adds a customer with the default policy, for the CLI and the console alike; `name_label` names
 /// the name field as its user knows it (`--name`, `name`).
 pub async fn register(
@@ -31,12 +48,7 @@ pub async fn register(
     name_label: &str,
     actor: &Actor,
 ) -> Result<Customer> {
-    let slug: CustomerSlug = asked.slug.trim().parse()?;
-    let name = crate::domain::one_line_text(name_label, asked.name, 200)?;
-    if name.is_empty() {
-        return Err(Error::InvalidInput(format!("{name_label} is required")));
-    }
-    let domain = discovery::primary_domain(asked.domain.trim())?;
+    let (slug, name, domain) = asked.checked(name_label)?;
     let tenant_id: TenantId = match asked.tenant_id {
         Some(id) => id.parse()?,
         None => {

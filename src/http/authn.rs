@@ -226,7 +226,11 @@ pub fn shown_identity(identity: &str) -> String {
 
 /// The customer a request is aimed at, when its path names one that exists.
 async fn target_customer(state: &AppState, parts: &Parts) -> Option<CustomerSlug> {
-    let rest = parts.uri.path().strip_prefix("/api/v1/customers/")?;
+    // The API's paths and the console's name the customer the same way.
+    let path = parts.uri.path();
+    let rest = path
+        .strip_prefix("/api/v1/customers/")
+        .or_else(|| path.strip_prefix("/customers/"))?;
     let slug: CustomerSlug = rest.split('/').next()?.parse().ok()?;
     match state.store.customer(&slug).await {
         Ok(Some(_)) => Some(slug),

@@ -151,6 +151,14 @@ where
     let Some((email,)) = email else {
         return Err(Error::NotFound(format!("analyst {id}")));
     };
+    // A new credential or a disabled analyst ends every console session opened before: one
+    // signed in with a leaked token must not outlive the rotation meant to stop it.
+    if !matches!(change, AnalystChange::Status(AnalystStatus::Active)) {
+        sqlx::query::<DB>("DELETE FROM sessions WHERE analyst_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
     let event = match change {
         AnalystChange::Status(AnalystStatus::Disabled) => AuditEvent::AnalystDisabled {
             analyst_id: id,

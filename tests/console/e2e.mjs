@@ -491,10 +491,14 @@ async function approveAndDismissDetections() {
   check((await approval.count()) === 1, `no approve form on /detections/${approve.id}`);
   await approval.locator('input[name=code]').fill(await freshCode('responder'));
   await submit(page, approval.getByRole('button', { name: 'Approve' }));
+  // Approving leads to the action it started, whose outcome is said in words.
   const approved = await h1(page);
-  check(approved.includes('Approved'), `approving led to "${approved}": ${await whereAmI(page)}`);
-  await look(page, 'detection-approved', { shoot: false });
+  check(approved.includes('Done: disabled'), `approving led to "${approved}": ${await whereAmI(page)}`);
   await entraSays(approve.account, false);
+  await openDetection(page, approve.id);
+  const decided = await h1(page);
+  check(decided.includes('Approved'), `the approved detection says "${decided}"`);
+  await look(page, 'detection-approved', { shoot: false });
 
   await openDetection(page, dismiss.id);
   const dismissal = page.locator('form[action$="/dismiss"]');

@@ -745,8 +745,15 @@ async fn the_customer_page_finds_an_account_and_changes_the_policy_with_a_code()
         StatusCode::NOT_FOUND
     );
     let csrf = form_token(&html);
+    let version = html
+        .split(r#"name="policy_version" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
     let code = fresh_code(app, &lead);
     let policy = [
+        ("policy_version", version.as_str()),
         (
             "protected",
             "breakglass@contoso.onmicrosoft.com\r\n\r\nsvc-backup@contoso.onmicrosoft.com",
@@ -775,9 +782,32 @@ async fn the_customer_page_finds_an_account_and_changes_the_policy_with_a_code()
     assert_eq!(stored.max_actions_per_hour, 30);
     assert!(!stored.revoke_sessions, "an unticked box turns it off");
     assert_eq!(stored.contact.as_deref(), Some("soc@contoso.example"));
-    // A limit that is not a number is refused on the page, and nothing changes.
+    // A page opened before that change cannot undo it: refused, and the code not spent.
     let code = fresh_code(app, &lead);
+    let stale = [
+        ("policy_version", version.as_str()),
+        ("max_actions_per_hour", "5"),
+        ("auto_disable", "off"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let refused = post_form(app, &cookie, "/customers/contoso/policy", &stale).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let html = refused.text().await.unwrap();
+    assert!(
+        html.contains("changed since this page was opened"),
+        "{html}"
+    );
+    let version = html
+        .split(r#"name="policy_version" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    // A limit that is not a number is refused on the page, and nothing changes; the code
+    // the stale page did not spend still works.
     let bad = [
+        ("policy_version", version.as_str()),
         ("max_actions_per_hour", "lots"),
         ("auto_disable", "off"),
         ("code", code.as_str()),
@@ -793,6 +823,19 @@ async fn the_customer_page_finds_an_account_and_changes_the_policy_with_a_code()
         .unwrap()
         .unwrap();
     assert_eq!(again.policy.max_actions_per_hour, 30);
+    let good = [
+        ("policy_version", version.as_str()),
+        ("max_actions_per_hour", "40"),
+        ("auto_disable", "off"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let saved = post_form(app, &cookie, "/customers/contoso/policy", &good).await;
+    assert_eq!(
+        saved.status(),
+        StatusCode::SEE_OTHER,
+        "the unspent code still works"
+    );
 }
 
 #[tokio::test]

@@ -143,9 +143,12 @@ async fn account_view(
     })
 }
 
-/// A path segment: the account as typed, percent-encoded.
+/// A path segment: the account as typed, percent-encoded (form encoding, with a space as
+/// `%20`, since `+` means a plus sign in a path).
 pub(super) fn url_path(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 async fn history(

@@ -132,19 +132,29 @@ fn require_admin(caller: &Caller) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A posted admin form from an admin whose one-time code was right; or the page refusing it.
-async fn admitted(state: &AppState, request: Request) -> Result<(Caller, Form), Response> {
+/// A posted admin form from an admin of every customer; or the page refusing it.
+async fn admin_form(
+    state: &AppState,
+    request: Request,
+) -> Result<(Caller, Form, HeaderMap), Response> {
     let (caller, form, headers) = posted(state, request).await?;
-    if let Err(problem) = admit(state, &caller, &headers).await {
-        return Err(refusal(state, &caller, &problem).await);
+    if let Err(problem) = require_admin(&caller) {
+        return Err(refused(&problem));
     }
-    Ok((caller, form))
+    Ok((caller, form, headers))
 }
 
-async fn admit(state: &AppState, caller: &Caller, headers: &HeaderMap) -> Result<(), Problem> {
-    require_admin(caller)?;
-    caller.second_factor(state, headers, None).await?;
-    Ok(())
+/// Spends the admin's one-time code, once the form's fields have been checked (a typo must
+/// not cost the code).
+async fn spend_code(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    match caller.second_factor(state, headers, None).await {
+        Ok(_) => Ok(()),
+        Err(problem) => Err(refusal(state, caller, &problem).await),
+    }
 }
 
 /// The admin page again, saying why; a refusal of the request itself is the refused page.
@@ -163,7 +173,7 @@ async fn refusal(state: &AppState, caller: &Caller, problem: &Problem) -> Respon
 /// `POST /admin/customers`: a customer by its slug, name and e-mail domain (its tenant is
 /// found from the domain), then its page, where the consent link is made.
 pub async fn add_customer(State(state): State<AppState>, request: Request) -> Response {
-    let (caller, form) = match admitted(&state, request).await {
+    let (caller, form, headers) = match admin_form(&state, request).await {
         Ok(admitted) => admitted,
         Err(page) => return page,
     };
@@ -173,6 +183,12 @@ pub async fn add_customer(State(state): State<AppState>, request: Request) -> Re
         domain: form.text("domain"),
         tenant_id: None,
     };
+    if let Err(e) = asked.check("name") {
+        return refusal(&state, &caller, &Problem::from(&e)).await;
+    }
+    if let Err(page) = spend_code(&state, &caller, &headers).await {
+        return page;
+    }
     let authority = &state.settings.entra.authority_url;
     let added = crate::customers::register(
         state.store.as_ref(),
@@ -191,27 +207,36 @@ pub async fn add_customer(State(state): State<AppState>, request: Request) -> Re
 /// `POST /admin/analysts`: enrolls an analyst; the token and the authenticator's QR code are
 /// shown on the answer, once.
 pub async fn enroll(State(state): State<AppState>, request: Request) -> Response {
-    let (caller, form) = match admitted(&state, request).await {
+    let (caller, form, headers) = match admin_form(&state, request).await {
         Ok(admitted) => admitted,
         Err(page) => return page,
     };
-    let enrolled = async {
+    let checked = async {
         let role: Role = form.trimmed("role").parse()?;
         let scope: Scope = form.trimmed("customers").parse()?;
+        crate::auth::analysts::normalize_email(form.text("email"))?;
         crate::customers::require_known(state.store.as_ref(), &scope).await?;
-        let name = form.optional("name");
-        state
-            .auth
-            .enroll(
-                form.text("email"),
-                name.as_deref(),
-                role,
-                scope,
-                &caller.actor(),
-            )
-            .await
+        Ok::<_, crate::Error>((role, scope))
     };
-    match enrolled.await {
+    let (role, scope) = match checked.await {
+        Ok(checked) => checked,
+        Err(e) => return refusal(&state, &caller, &Problem::from(&e)).await,
+    };
+    if let Err(page) = spend_code(&state, &caller, &headers).await {
+        return page;
+    }
+    let name = form.optional("name");
+    let enrolled = state
+        .auth
+        .enroll(
+            form.text("email"),
+            name.as_deref(),
+            role,
+            scope,
+            &caller.actor(),
+        )
+        .await;
+    match enrolled {
         Ok(enrolled) => credentials(
             &caller,
             &enrolled.analyst.email,
@@ -250,19 +275,29 @@ pub async fn change_analyst(
     Path(id): Path<String>,
     request: Request,
 ) -> Response {
-    let (caller, form) = match admitted(&state, request).await {
+    let (caller, form, headers) = match admin_form(&state, request).await {
         Ok(admitted) => admitted,
         Err(page) => return page,
     };
-    let Some(change) = Change::parse(form.text("change")) else {
-        let problem =
-            Problem::invalid_input("`change` is one of disable, enable, reset-mfa or rotate-token");
-        return refusal(&state, &caller, &problem).await;
+    let checked = async {
+        let change = Change::parse(form.text("change")).ok_or_else(|| {
+            Problem::invalid_input("`change` is one of disable, enable, reset-mfa or rotate-token")
+        })?;
+        let record = find_analyst(&state, &id).await?;
+        if matches!(change, Change::Disable) && record.id == caller.analyst.id.to_string() {
+            return Err(Problem::invalid_input(
+                "you cannot disable yourself: ask another admin, so one always remains",
+            ));
+        }
+        Ok((change, record))
     };
-    let record = match find_analyst(&state, &id).await {
-        Ok(record) => record,
+    let (change, record) = match checked.await {
+        Ok(checked) => checked,
         Err(problem) => return refusal(&state, &caller, &problem).await,
     };
+    if let Err(page) = spend_code(&state, &caller, &headers).await {
+        return page;
+    }
     match apply(&state, &caller, &record, change).await {
         Ok(Some(page)) => page,
         Ok(None) => see_other("/admin"),

@@ -49,6 +49,8 @@ struct ConsentShown {
 }
 
 struct PolicyShown {
+    /// Which policy the form was filled from (see [`policy_version`]).
+    version: String,
     /// One protected account per line.
     protected: String,
     max_actions_per_hour: u32,
@@ -112,6 +114,7 @@ fn view(caller: &Caller, customer: &Customer, said: Said) -> CustomerPage {
         can_manage: role.allows(Permission::ManageCustomers),
         can_change_policy: role.allows(Permission::ManagePolicy),
         policy: PolicyShown {
+            version: policy_version(policy),
             protected: policy
                 .protected
                 .iter()
@@ -237,6 +240,12 @@ pub async fn policy(
         Ok(customer) => customer,
         Err(problem) => return refused(&problem),
     };
+    if form.text("policy_version") != policy_version(&customer.policy) {
+        let stale = Problem::of(crate::http::problem::ProblemKind::Conflict).detail(
+            "the policy was changed since this page was opened; it is shown as it is now, make your change again",
+        );
+        return refusal(&state, &caller, &slug, &stale).await;
+    }
     let asked = match policy_asked(&form, &customer) {
         Ok(asked) => asked,
         Err(problem) => return refusal(&state, &caller, &slug, &problem).await,
@@ -245,6 +254,14 @@ pub async fn policy(
         Ok(_) => see_other(&format!("/customers/{slug}")),
         Err(problem) => refusal(&state, &caller, &slug, &problem).await,
     }
+}
+
+/// A short fingerprint of a policy, carried by the form, so saving a page opened before
+/// someone else's change cannot silently undo it.
+fn policy_version(policy: &crate::customers::Policy) -> String {
+    use sha2::Digest;
+    let stated = serde_json::to_vec(policy).unwrap_or_default();
+    const_hex::encode(&sha2::Sha256::digest(&stated)[..8])
 }
 
 /// The policy the form states; what it does not show (the webhook's signed string) stays.

@@ -63,16 +63,22 @@ pub async fn queue(
         let waiting = list(Some(DetectionState::Pending));
         let pending = state.store.detections(&waiting).await;
         let pending = pending.map_err(Problem::from)?;
-        let latest = state.store.detections(&list(None)).await;
-        let decided = latest
-            .map_err(Problem::from)?
+        // Each decided state on its own, so a long queue cannot crowd the decisions out.
+        let mut decided = Vec::new();
+        for decision in DetectionState::ALL
             .into_iter()
-            .filter(|d| d.state != DetectionState::Pending);
+            .filter(|s| *s != DetectionState::Pending)
+        {
+            let listed = state.store.detections(&list(Some(decision))).await;
+            decided.extend(listed.map_err(Problem::from)?);
+        }
+        decided.sort_by(|a, b| (b.received_at, b.id).cmp(&(a.received_at, a.id)));
+        decided.truncate(QUEUE_SHOWN as usize);
         Ok::<_, Problem>(QueuePage {
             frame: Frame::of(&caller, "/detections"),
             customer: params.customer,
             pending: pending.iter().map(row).collect(),
-            decided: decided.map(|d| row(&d)).collect(),
+            decided: decided.iter().map(row).collect(),
         })
     };
     match gathered.await {
@@ -186,11 +192,7 @@ fn detection_view(
             );
             (upn.clone(), href)
         }),
-        // Only a web address is a link: the webhook's text decides nothing else on the page.
-        falcon_link: detection
-            .falcon_host_link
-            .clone()
-            .filter(|link| link.starts_with("https://")),
+        falcon_link: detection.falcon_host_link.as_deref().and_then(falcon_link),
         falcon_id: detection.composite_id.clone(),
         why: detection.pending_reason.clone().filter(|_| pending),
         decided: detection.decided_at.as_ref().map(|at| {
@@ -202,6 +204,16 @@ fn detection_view(
         can_decide: pending && caller.analyst.role.allows(Permission::DecideDetections),
         csrf_token: super::csrf_of(caller),
     }
+}
+
+/// Falcon's link for the detection, when it leads to a Falcon console: anyone holding the
+/// webhook's secret writes this text, so an analyst's page links only to https addresses on
+/// CrowdStrike's own domain.
+fn falcon_link(text: &str) -> Option<String> {
+    let url = url::Url::parse(text).ok()?;
+    let host = url.host_str()?;
+    let falcon = host == "crowdstrike.com" || host.ends_with(".crowdstrike.com");
+    (url.scheme() == "https" && falcon && url.port().is_none()).then(|| url.to_string())
 }
 
 /// `POST /detections/{id}/approve`: the form's code, then the disable.
@@ -266,5 +278,26 @@ async fn decision_refused(
             &detection_view(caller, &detection, Some(problem_text(problem))),
         ),
         Err(problem) => refused(&problem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::falcon_link;
+
+    #[test]
+    fn only_https_links_to_crowdstrike_become_links() {
+        let falcon = "https://falcon.us-2.crowdstrike.com/identity-protection/detections/1";
+        assert_eq!(falcon_link(falcon).as_deref(), Some(falcon));
+        for refused in [
+            "http://falcon.crowdstrike.com/x",
+            "https://falcon.crowdstrike.com.evil.example/x",
+            "https://evilcrowdstrike.com/x",
+            "javascript:alert(1)",
+            "https://falcon.crowdstrike.com:8443/x",
+            "not a url",
+        ] {
+            assert_eq!(falcon_link(refused), None, "{refused}");
+        }
     }
 }
