@@ -72,7 +72,7 @@ pub async fn queue(
             let listed = state.store.detections(&list(Some(decision))).await;
             decided.extend(listed.map_err(Problem::from)?);
         }
-        decided.sort_by(|a, b| (b.received_at, b.id).cmp(&(a.received_at, a.id)));
+        decided.sort_by_key(|d| std::cmp::Reverse((d.received_at, d.id)));
         decided.truncate(QUEUE_SHOWN as usize);
         Ok::<_, Problem>(QueuePage {
             frame: Frame::of(&caller, "/detections"),
