@@ -992,6 +992,24 @@ async fn an_admin_enrolls_an_analyst_whose_credentials_are_shown_once_and_can_ro
         .unwrap()
         .unwrap();
     assert!(still.is_active());
+    // A rotation ends the sessions the old token opened.
+    let victim = app
+        .enroll("victim@provider.example", Role::Analyst, "contoso")
+        .await;
+    let theirs = session_of(app, &victim).await;
+    assert!(home(app, &theirs).await.contains("Sign out"));
+    let code = fresh_code(app, &admin);
+    let rotate = [
+        ("change", "rotate-token"),
+        ("code", code.as_str()),
+        ("csrf_token", csrf.as_str()),
+    ];
+    let path = format!("/admin/analysts/{}", victim.id);
+    assert_eq!(
+        post_form(app, &cookie, &path, &rotate).await.status(),
+        StatusCode::OK
+    );
+    assert!(home(app, &theirs).await.contains("You are not signed in"));
 }
 
 #[tokio::test]
