@@ -230,6 +230,11 @@ fn ends_the_request(problem: &Problem) -> bool {
         .any(|kind| problem.kind.ends_with(kind))
 }
 
+/// The status a page answers a problem with.
+fn status_of(problem: &Problem) -> StatusCode {
+    StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 /// A problem in one sentence for a page: its title, and its detail when it has one.
 fn problem_text(problem: &Problem) -> String {
     match &problem.detail {
@@ -671,7 +676,7 @@ fn html_page(status: StatusCode, page: &impl askama::Template) -> Response {
 /// A page for an error: its status, and the problem's title and detail as plain text.
 fn error_page(error: &Error) -> Response {
     let problem = Problem::from(error);
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = status_of(&problem);
     let text = problem.detail.unwrap_or_else(|| problem.title.clone());
     message(status, &problem.title, &text)
 }

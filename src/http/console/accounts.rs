@@ -234,7 +234,7 @@ async fn act(
     match run_action(state.clone(), caller, asked, headers).await {
         Ok(record) => see_other(&format!("/actions/{}", record.id)),
         Err(problem) => {
-            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let status = super::status_of(&problem);
             let text = problem_text(&problem);
             match account_view(&state, &view_caller, &slug, &account, Some(text)).await {
                 Ok(page) => html_page(status, &page),

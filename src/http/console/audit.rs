@@ -85,7 +85,7 @@ pub async fn export(State(state): State<AppState>, request: Request) -> Response
         Ok(download) => download,
         Err(problem) if super::ends_the_request(&problem) => refused(&problem),
         Err(problem) => {
-            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let status = super::status_of(&problem);
             show(&state, &caller, status, Some(problem_text(&problem))).await
         }
     }

@@ -294,7 +294,7 @@ async fn refusal(state: &AppState, caller: &Caller, slug: &str, problem: &Proble
     if super::ends_the_request(problem) {
         return refused(problem);
     }
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = super::status_of(problem);
     let said = Said {
         refusal: Some(problem_text(problem)),
         ..Said::default()

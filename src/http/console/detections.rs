@@ -89,7 +89,7 @@ pub async fn queue(
 
 /// The account a detection is about: the Entra account it was matched to, else as Falcon
 /// named it.
-fn account_of(detection: &DetectionRecord) -> String {
+pub(super) fn account_of(detection: &DetectionRecord) -> String {
     detection
         .target_upn
         .clone()
@@ -271,7 +271,7 @@ async fn decision_refused(
     if super::ends_the_request(problem) || problem.status == 404 {
         return refused(problem);
     }
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let status = super::status_of(problem);
     match detection_in_scope(state, caller, id).await {
         Ok((_, detection)) => html_page(
             status,

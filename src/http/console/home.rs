@@ -137,11 +137,7 @@ fn pending_row(detection: &DetectionRecord) -> PendingRow {
         received: shown(&detection.received_at),
         customer: detection.customer.to_string(),
         severity: detection.severity.as_str(),
-        account: detection
-            .target_upn
-            .clone()
-            .or_else(|| detection.account_upn.clone())
-            .unwrap_or_else(|| "unknown".to_owned()),
+        account: super::detections::account_of(detection),
         waiting: detection
             .pending_reason
             .clone()

@@ -131,7 +131,7 @@ async fn start_session(state: &AppState, caller: &Caller) -> Response {
 
 /// The page again, saying why the sign-in was refused in the words the API uses.
 fn refused_by(state: &AppState, form_token: &str, problem: &Problem) -> Response {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let status = super::status_of(problem);
     let mut response = sign_in_refused(state, form_token, status, &problem_text(problem));
     if let Some(secs) = problem.retry_after {
         response
