@@ -204,10 +204,12 @@ pub struct DetectionRecord {
     pub received_at: Timestamp,
 }
 
-/// Which detections to list, newest first.
+/// Which detections to list, newest first (`received_at`, then `id`, both descending).
 #[derive(Debug, Clone, Default)]
 pub struct DetectionFilter {
     pub customers: Option<Vec<crate::domain::CustomerSlug>>,
     pub state: Option<DetectionState>,
+    /// Only detections older than this position (the last row of the page before).
+    pub before: Option<super::cursor::ListCursor>,
     pub limit: u32,
 }

@@ -21,6 +21,7 @@ pub enum InvalidValue {
 
 pub mod action;
 pub mod analyst;
+pub mod cursor;
 pub mod customer;
 pub mod detection;
 pub mod event;

@@ -395,6 +395,7 @@ pub async fn list_actions(
             .transpose()
             .map_err(Problem::invalid_input)?,
         limit: PageLimit::or_default(query.limit),
+        ..ActionFilter::default()
     };
     let records = state.store.actions(&filter).await.map_err(Problem::from)?;
     Ok(Json(ActionList {

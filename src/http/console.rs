@@ -48,6 +48,7 @@ const CALLBACK_PATH: &str = "/auth/callback";
 const CSRF_FIELD: &str = "csrf_token";
 
 mod accounts;
+mod actions;
 mod admin;
 mod audit;
 mod customers;
@@ -89,6 +90,7 @@ pub fn routes() -> Router<AppState> {
             "/customers/{customer}/accounts/{account}/enable",
             post(accounts::enable),
         )
+        .route("/actions", get(actions::actions_page))
         .route("/actions/{id}", get(accounts::action_page))
         .route("/admin", get(admin::page))
         .route("/admin/customers", post(admin::add_customer))

@@ -175,6 +175,7 @@ pub async fn list(
     let filter = DetectionFilter {
         customers,
         state: state_filter,
+        before: None,
         limit: PageLimit::or_default(query.limit),
     };
     let detections = state

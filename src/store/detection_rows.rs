@@ -121,13 +121,12 @@ impl From<&DetectionRecord> for DetectionRow {
 }
 
 impl DetectionFilter {
-    pub(super) fn listing(&self) -> super::listing::Listing<'_> {
-        super::listing::Listing {
-            select: format!("SELECT {DETECTION_COLUMNS} FROM detections"),
-            time_column: "received_at",
-            customers: self.customers.as_deref(),
-            state: self.state.map(DetectionState::as_str),
-            limit: self.limit,
-        }
+    pub(super) const TIME_COLUMN: &'static str = "received_at";
+
+    pub(super) fn listing(&self) -> super::listing::Listing {
+        super::listing::Listing::new(format!("SELECT {DETECTION_COLUMNS} FROM detections"))
+            .customers(self.customers.as_deref())
+            .equal("state", self.state.map(DetectionState::as_str))
+            .before(Self::TIME_COLUMN, self.before.as_ref())
     }
 }

@@ -1,12 +1,15 @@
 //! Detection writes, once for both backends, each audited in the customer's chain in the same
 //! transaction.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::ChainTx;
 use super::engine::{Conn, Engine, Row};
+use super::listing::Listing;
 use crate::audit::append::Sealer;
 use crate::domain::action::NewAction;
 use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
@@ -43,6 +46,13 @@ pub trait DetectionStore: Send + Sync {
 
     /// How many detections wait for a decision (a metric).
     async fn pending_detections(&self) -> Result<i64>;
+
+    /// How many detections wait for a decision, per customer among `customers` (`None`: all);
+    /// a customer with none is absent.
+    async fn pending_by_customer(
+        &self,
+        customers: Option<&[CustomerSlug]>,
+    ) -> Result<BTreeMap<CustomerSlug, u64>>;
 }
 
 /// The chain a detection is audited in and the entry that records its arrival. Built before
@@ -299,6 +309,7 @@ where
     for<'t> i64: Encode<'t, E::Db> + Type<E::Db>,
     for<'r> (i64,): FromRow<'r, Row<E>>,
     for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> (String, i64): FromRow<'r, Row<E>>,
     for<'r> DetectionRow: FromRow<'r, Row<E>>,
 {
     async fn record_detection(
@@ -357,7 +368,10 @@ where
     }
 
     async fn detections(&self, filter: &DetectionFilter) -> Result<Vec<DetectionRecord>> {
-        let rows: Vec<DetectionRow> = filter.listing().fetch(self.pool()).await?;
+        let rows: Vec<DetectionRow> = filter
+            .listing()
+            .fetch(self.pool(), DetectionFilter::TIME_COLUMN, filter.limit)
+            .await?;
         rows.into_iter().map(DetectionRecord::try_from).collect()
     }
 
@@ -368,5 +382,27 @@ where
         .fetch_one(self.pool())
         .await?;
         Ok(count)
+    }
+
+    async fn pending_by_customer(
+        &self,
+        customers: Option<&[CustomerSlug]>,
+    ) -> Result<BTreeMap<CustomerSlug, u64>> {
+        let rows: Vec<(String, i64)> =
+            Listing::new("SELECT customer, COUNT(*) FROM detections".to_owned())
+                .equal("state", Some(DetectionState::Pending.as_str()))
+                .customers(customers)
+                .fetch_grouped(self.pool(), "customer")
+                .await?;
+        rows.into_iter()
+            .map(|(customer, count)| {
+                let slug = customer.parse().map_err(|_| {
+                    Error::Internal(format!(
+                        "a detection names the invalid customer `{customer}`"
+                    ))
+                })?;
+                Ok((slug, u64::try_from(count).unwrap_or_default()))
+            })
+            .collect()
     }
 }

@@ -191,7 +191,10 @@ where
     }
 
     async fn actions(&self, filter: &ActionFilter) -> Result<Vec<ActionRecord>> {
-        let rows: Vec<ActionRow> = filter.listing().fetch(self.pool()).await?;
+        let rows: Vec<ActionRow> = filter
+            .listing()
+            .fetch(self.pool(), ActionFilter::TIME_COLUMN, filter.limit)
+            .await?;
         rows.into_iter().map(ActionRecord::try_from).collect()
     }
 

@@ -25,6 +25,8 @@ use crate::audit::event::AuthMethod;
 use crate::audit::signing::PublicKey;
 use crate::domain::CustomerSlug;
 use crate::domain::action::ActionState;
+use crate::domain::cursor::ListCursor;
+use crate::domain::event::Operation;
 use crate::error::{Error, Result};
 pub use analyst_rows::{ANALYST_COLUMNS, AnalystRecord};
 pub use analysts_sql::{
@@ -160,24 +162,34 @@ pub(crate) const SELECT_SESSION: &str = "SELECT id_hash, analyst_id, csrf_token,
      WHERE id_hash = $1 AND expires_at > $2";
 pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 
-/// Which actions to list, newest first.
+/// Which actions to list, newest first (`created_at`, then `id`, both descending).
 #[derive(Debug, Clone, Default)]
 pub struct ActionFilter {
     /// Only these customers (an analyst's scope, or the one asked for); `None`: all.
     pub customers: Option<Vec<CustomerSlug>>,
     pub state: Option<ActionState>,
+    pub operation: Option<Operation>,
+    /// An account's history: actions whose account is one of these names in any case, or
+    /// whose Entra object id is one of them. `None`: every account; empty: none.
+    pub accounts: Option<Vec<String>>,
+    /// Only actions older than this position (the last row of the page before).
+    pub before: Option<ListCursor>,
     pub limit: u32,
 }
 
 impl ActionFilter {
-    fn listing(&self) -> listing::Listing<'_> {
-        listing::Listing {
-            select: format!("SELECT {} FROM actions", domain_sql::ACTION_COLUMNS),
-            time_column: "created_at",
-            customers: self.customers.as_deref(),
-            state: self.state.map(ActionState::as_str),
-            limit: self.limit,
-        }
+    const TIME_COLUMN: &'static str = "created_at";
+
+    fn listing(&self) -> listing::Listing {
+        listing::Listing::new(format!(
+            "SELECT {} FROM actions",
+            domain_sql::ACTION_COLUMNS
+        ))
+        .customers(self.customers.as_deref())
+        .equal("state", self.state.map(ActionState::as_str))
+        .equal("operation", self.operation.map(Operation::as_str))
+        .naming(self.accounts.as_deref())
+        .before(Self::TIME_COLUMN, self.before.as_ref())
     }
 }
 
@@ -297,8 +309,8 @@ mod tests {
         };
         assert!(
             all.listing()
-                .sql()
-                .ends_with("FROM actions ORDER BY created_at DESC, id LIMIT $1")
+                .newest_first(ActionFilter::TIME_COLUMN, 10)
+                .ends_with("FROM actions ORDER BY created_at DESC, id DESC LIMIT 10")
         );
         let both = ActionFilter {
             customers: Some(vec![
@@ -306,18 +318,32 @@ mod tests {
                 "fabrikam".parse().unwrap(),
             ]),
             state: Some(ActionState::Failed),
+            operation: Some(Operation::Enable),
             limit: 10,
+            ..ActionFilter::default()
         };
-        assert!(both.listing().sql().ends_with(
-            "WHERE customer IN ($1, $2) AND state = $3 ORDER BY created_at DESC, id LIMIT $4"
-        ));
-        assert_eq!(both.listing().binds(), ["contoso", "fabrikam", "failed"]);
+        let sql = both.listing().newest_first("created_at", 10);
+        assert!(
+            sql.contains(
+                "WHERE customer = $2 AND state = $3 AND operation = $4 \
+                 ORDER BY created_at DESC, id DESC LIMIT 10) AS customer_1"
+            ),
+            "{sql}"
+        );
+        assert_eq!(
+            both.listing().binds(),
+            ["contoso", "fabrikam", "failed", "enable"]
+        );
         let none = ActionFilter {
             customers: Some(vec![]),
             limit: 1,
             ..ActionFilter::default()
         };
-        assert!(none.listing().sql().contains("WHERE 1 = 0"));
+        assert!(
+            none.listing()
+                .newest_first("created_at", 1)
+                .contains("WHERE 1 = 0")
+        );
     }
 
     #[test]

@@ -618,6 +618,7 @@ async fn pending_detections(rig: &common::entra::TwoTenants) -> Vec<String> {
         customers: None,
         state: None,
         limit: 10,
+        before: None,
     };
     let mut found = app.store.detections(&filter).await.unwrap();
     found.sort_by(|a, b| a.composite_id.cmp(&b.composite_id));

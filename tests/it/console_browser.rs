@@ -249,6 +249,7 @@ impl Stage {
             customers: Some(vec![self.contoso.slug.clone()]),
             state: Some(state),
             limit: 100,
+            ..ActionFilter::default()
         };
         let mut actions = self.app.store.actions(&filter).await.unwrap();
         actions.retain(|a| a.account == account);

@@ -1087,6 +1087,7 @@ async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited
         .detections(&killswitch::falcon::records::DetectionFilter {
             customers: None,
             state: None,
+            before: None,
             limit: 1000,
         })
         .await

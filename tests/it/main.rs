@@ -11,6 +11,7 @@ mod audit_tamper;
 mod cli;
 mod console;
 mod console_browser;
+mod console_lists;
 mod contract;
 mod export;
 mod falcon;

@@ -22,8 +22,8 @@ use crate::http::customers::in_scope;
 use crate::http::problem::Problem;
 use crate::store::ActionFilter;
 
-/// How many of a customer's latest actions are searched for the account's history.
-const HISTORY_SEARCHED: u32 = 500;
+/// How many of the account's latest actions its page lists.
+const HISTORY_SHOWN: u32 = 50;
 
 #[derive(Template)]
 #[template(path = "console/account.html")]
@@ -151,28 +151,27 @@ pub(super) fn url_path(text: &str) -> String {
         .replace('+', "%20")
 }
 
+/// The account's latest actions: those naming it as typed, or by the UPN or object id Entra
+/// reports for it now (an action may have been asked for either way).
 async fn history(
     state: &AppState,
     customer: &Customer,
     account: &str,
     live: Option<&LiveAccount>,
 ) -> Result<Vec<HistoryRow>, Problem> {
+    let mut names = vec![account.to_owned()];
+    if let Some(live) = live {
+        names.extend([live.upn.clone(), live.id.clone()]);
+    }
     let filter = ActionFilter {
         customers: Some(vec![customer.slug.clone()]),
-        state: None,
-        limit: HISTORY_SEARCHED,
+        accounts: Some(names),
+        limit: HISTORY_SHOWN,
+        ..ActionFilter::default()
     };
     let actions = state.store.actions(&filter).await.map_err(Problem::from)?;
-    let names_it = |a: &ActionRecord| {
-        a.account.eq_ignore_ascii_case(account)
-            || live.is_some_and(|l| {
-                a.target_id.as_deref() == Some(l.id.as_str())
-                    || a.account.eq_ignore_ascii_case(&l.upn)
-            })
-    };
     Ok(actions
         .iter()
-        .filter(|a| names_it(a))
         .map(|a| HistoryRow {
             id: a.id.to_string(),
             requested: shown(&a.created_at),

@@ -11,6 +11,7 @@ use super::forms::posted;
 use super::frame::Frame;
 use super::{AppState, html_page, problem_text, refused, see_other, shown};
 use crate::auth::Permission;
+use crate::domain::cursor::ListCursor;
 use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
 use crate::http::caller::Caller;
 use crate::http::falcon::{Approval, approve_detection, detection_in_scope, dismiss_detection};
@@ -27,6 +28,9 @@ struct QueuePage {
     customer: Option<String>,
     pending: Vec<Row>,
     decided: Vec<Row>,
+    /// The next page of the queue, and the way back to its start.
+    older: Option<String>,
+    newest: Option<String>,
 }
 
 struct Row {
@@ -42,6 +46,22 @@ struct Row {
 #[derive(Deserialize)]
 pub struct QueueParams {
     customer: Option<String>,
+    before: Option<String>,
+}
+
+/// The queue's address for `customer` (if any), from `before` (`None`: its start).
+fn queue_href(customer: Option<&str>, before: Option<&ListCursor>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(customer) = customer {
+        query.append_pair("customer", customer);
+    }
+    if let Some(before) = before {
+        query.append_pair("before", &before.to_string());
+    }
+    match query.finish() {
+        query if query.is_empty() => "/detections".to_owned(),
+        query => format!("/detections?{query}"),
+    }
 }
 
 /// `GET /detections`: pending detections first, then the ones decided lately.
@@ -55,27 +75,42 @@ pub async fn queue(
         let QueryParams(params) = params?;
         caller.require(Permission::ReadDetections)?;
         let customers = caller.customer_filter(params.customer.as_deref())?;
-        let list = |state_filter| DetectionFilter {
+        let before = params
+            .before
+            .as_deref()
+            .map(str::parse::<ListCursor>)
+            .transpose()
+            .map_err(Problem::invalid_input)?;
+        let list = |state_filter, before| DetectionFilter {
             customers: customers.clone(),
             state: state_filter,
             limit: QUEUE_SHOWN,
+            before,
         };
-        let waiting = list(Some(DetectionState::Pending));
+        let waiting = list(Some(DetectionState::Pending), before);
         let pending = state.store.detections(&waiting).await;
         let pending = pending.map_err(Problem::from)?;
         // Each decided state on its own, so a long queue cannot crowd the decisions out.
+        // Later pages go on through the queue only.
         let mut decided = Vec::new();
         for decision in DetectionState::ALL
             .into_iter()
-            .filter(|s| *s != DetectionState::Pending)
+            .filter(|s| *s != DetectionState::Pending && before.is_none())
         {
-            let listed = state.store.detections(&list(Some(decision))).await;
+            let listed = state.store.detections(&list(Some(decision), None)).await;
             decided.extend(listed.map_err(Problem::from)?);
         }
         decided.sort_by_key(|d| std::cmp::Reverse((d.received_at, d.id)));
         decided.truncate(QUEUE_SHOWN as usize);
+        let customer = params.customer.as_deref();
+        let older = (pending.len() == QUEUE_SHOWN as usize)
+            .then(|| pending.last())
+            .flatten()
+            .map(|last| queue_href(customer, Some(&ListCursor::new(last.received_at, last.id))));
         Ok::<_, Problem>(QueuePage {
             frame: Frame::of(&caller, "/detections"),
+            older,
+            newest: before.is_some().then(|| queue_href(customer, None)),
             customer: params.customer,
             pending: pending.iter().map(row).collect(),
             decided: decided.iter().map(row).collect(),

@@ -1,6 +1,8 @@
 //! The home page: the analyst's customers with their connection light, the detections waiting
 //! for an analyst, and the last actions, all within the analyst's scope and role.
 
+use std::collections::BTreeMap;
+
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -9,6 +11,7 @@ use super::frame::Frame;
 use super::{AppState, error_page, html_page, shown};
 use crate::auth::Permission;
 use crate::customers::Customer;
+use crate::domain::CustomerSlug;
 use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
 use crate::error::Result;
 use crate::http::caller::Caller;
@@ -35,7 +38,7 @@ struct CustomerCard {
     light: &'static str,
     connection: String,
     checked_at: Option<String>,
-    pending: usize,
+    pending: u64,
 }
 
 struct PendingRow {
@@ -66,21 +69,24 @@ pub async fn page(state: &AppState, caller: &Caller) -> Response {
 async fn gather(state: &AppState, caller: &Caller) -> Result<HomePage> {
     let analyst = &caller.analyst;
     let scope = analyst.customers.slugs();
-    let pending = if analyst.role.allows(Permission::ReadDetections) {
+    // The cards count every pending detection, not only the ones listed.
+    let (pending, counts) = if analyst.role.allows(Permission::ReadDetections) {
         let filter = DetectionFilter {
             customers: scope.clone(),
             state: Some(DetectionState::Pending),
+            before: None,
             limit: PENDING_SHOWN,
         };
-        state.store.detections(&filter).await?
+        let counts = state.store.pending_by_customer(scope.as_deref()).await?;
+        (state.store.detections(&filter).await?, counts)
     } else {
-        Vec::new()
+        (Vec::new(), BTreeMap::new())
     };
     let actions = if analyst.role.allows(Permission::ReadActions) {
         let filter = ActionFilter {
             customers: scope,
-            state: None,
             limit: ACTIONS_SHOWN,
+            ..ActionFilter::default()
         };
         state.store.actions(&filter).await?
     } else {
@@ -92,7 +98,7 @@ async fn gather(state: &AppState, caller: &Caller) -> Result<HomePage> {
         .await?
         .iter()
         .filter(|c| analyst.customers.covers(&c.slug))
-        .map(|c| card(c, &pending))
+        .map(|c| card(c, &counts))
         .collect();
     Ok(HomePage {
         frame: Frame::of(caller, "/"),
@@ -116,7 +122,7 @@ pub(super) fn connection_light(customer: &Customer) -> (&'static str, String, Op
     }
 }
 
-fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
+fn card(customer: &Customer, pending: &BTreeMap<CustomerSlug, u64>) -> CustomerCard {
     let (light, connection, checked_at) = connection_light(customer);
     CustomerCard {
         slug: customer.slug.to_string(),
@@ -124,10 +130,7 @@ fn card(customer: &Customer, pending: &[DetectionRecord]) -> CustomerCard {
         light,
         connection,
         checked_at,
-        pending: pending
-            .iter()
-            .filter(|d| d.customer == customer.slug)
-            .count(),
+        pending: pending.get(&customer.slug).copied().unwrap_or(0),
     }
 }
 
