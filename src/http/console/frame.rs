@@ -44,7 +44,8 @@ impl Frame {
             .map(|&(href, label, _)| NavLink {
                 href,
                 label,
-                current: here == href || (href != "/" && here.starts_with(href)),
+                current: here == href
+                    || (href != "/" && here.strip_prefix(href).is_some_and(|r| r.starts_with('/'))),
             })
             .collect();
         let session = caller.session.as_ref();
