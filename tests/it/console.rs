@@ -657,6 +657,13 @@ async fn the_queue_shows_what_waits_and_a_detection_is_approved_or_dismissed_wit
     let approve = [("code", code.as_str()), ("csrf_token", csrf.as_str())];
     let approved = post_form(app, &cookie, &format!("{first}/approve"), &approve).await;
     assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+    let outcome = approved.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        outcome.starts_with("/actions/"),
+        "lands on its action: {outcome}"
+    );
+    let words = get_page(app, &cookie, &outcome).await.text().await.unwrap();
+    assert!(words.contains("Done: disabled"), "{words}");
     let page = get_page(app, &cookie, &first).await.text().await.unwrap();
     assert!(page.contains("Approved"), "{page}");
     assert!(

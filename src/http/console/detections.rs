@@ -266,8 +266,9 @@ pub async fn approve(
         approve_detection(&state, &caller, found, &headers).await
     };
     match decided.await {
+        // The action's page says in words whether Entra took the change.
         Ok(Approval::Done(approved)) => {
-            see_other(&format!("/detections/{}", approved.detection.id))
+            see_other(&format!("/actions/{}", approved.action.record().id))
         }
         Ok(Approval::StillRunning(detection)) => {
             see_other(&format!("/detections/{}", detection.id))
