@@ -4,11 +4,11 @@
 //! one-time code, the same admission and audit entries.
 
 use askama::Template;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::forms::posted;
+use super::forms::Posted;
 use super::frame::Frame;
 use super::{AppState, error_page, html_page, message, problem_text, refused, see_other, shown};
 use crate::audit::event::{AccountState, Actor, Operation};
@@ -184,17 +184,17 @@ async fn history(
 pub async fn disable(
     State(state): State<AppState>,
     Path((slug, account)): Path<(String, String)>,
-    request: Request,
+    posted: Posted,
 ) -> Response {
-    act(state, Operation::Disable, slug, account, request).await
+    act(state, Operation::Disable, slug, account, posted).await
 }
 
 pub async fn enable(
     State(state): State<AppState>,
     Path((slug, account)): Path<(String, String)>,
-    request: Request,
+    posted: Posted,
 ) -> Response {
-    act(state, Operation::Enable, slug, account, request).await
+    act(state, Operation::Enable, slug, account, posted).await
 }
 
 /// A form's action: the form's CSRF token and code take the places of the API's headers, and
@@ -204,12 +204,12 @@ async fn act(
     operation: Operation,
     slug: String,
     account: String,
-    request: Request,
+    Posted {
+        caller,
+        form,
+        headers,
+    }: Posted,
 ) -> Response {
-    let (caller, form, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     let permission = match operation {
         Operation::Disable => Permission::Disable,
         Operation::Enable => Permission::Enable,

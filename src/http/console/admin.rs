@@ -5,12 +5,12 @@
 //! scope wider than their own.
 
 use askama::Template;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::forms::{Form, posted};
+use super::forms::Posted;
 use super::frame::Frame;
 use super::home::connection_light;
 use super::{AppState, html_page, problem_text, refused, see_other};
@@ -132,18 +132,6 @@ fn require_admin(caller: &Caller) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A posted admin form from an admin of every customer; or the page refusing it.
-async fn admin_form(
-    state: &AppState,
-    request: Request,
-) -> Result<(Caller, Form, HeaderMap), Response> {
-    let (caller, form, headers) = posted(state, request).await?;
-    if let Err(problem) = require_admin(&caller) {
-        return Err(refused(&problem));
-    }
-    Ok((caller, form, headers))
-}
-
 /// Spends the admin's one-time code, once the form's fields have been checked (a typo must
 /// not cost the code).
 async fn spend_code(
@@ -172,11 +160,16 @@ async fn refusal(state: &AppState, caller: &Caller, problem: &Problem) -> Respon
 
 /// `POST /admin/customers`: a customer by its slug, name and e-mail domain (its tenant is
 /// found from the domain), then its page, where the consent link is made.
-pub async fn add_customer(State(state): State<AppState>, request: Request) -> Response {
-    let (caller, form, headers) = match admin_form(&state, request).await {
-        Ok(admitted) => admitted,
-        Err(page) => return page,
-    };
+pub async fn add_customer(State(state): State<AppState>, posted: Posted) -> Response {
+    // Admin forms are for admins of every customer.
+    if let Err(problem) = require_admin(&posted.caller) {
+        return refused(&problem);
+    }
+    let Posted {
+        caller,
+        form,
+        headers,
+    } = posted;
     let asked = crate::customers::NewCustomer {
         slug: form.text("slug"),
         name: form.text("name"),
@@ -206,11 +199,16 @@ pub async fn add_customer(State(state): State<AppState>, request: Request) -> Re
 
 /// `POST /admin/analysts`: enrolls an analyst; the token and the authenticator's QR code are
 /// shown on the answer, once.
-pub async fn enroll(State(state): State<AppState>, request: Request) -> Response {
-    let (caller, form, headers) = match admin_form(&state, request).await {
-        Ok(admitted) => admitted,
-        Err(page) => return page,
-    };
+pub async fn enroll(State(state): State<AppState>, posted: Posted) -> Response {
+    // Admin forms are for admins of every customer.
+    if let Err(problem) = require_admin(&posted.caller) {
+        return refused(&problem);
+    }
+    let Posted {
+        caller,
+        form,
+        headers,
+    } = posted;
     let checked = async {
         let role: Role = form.trimmed("role").parse()?;
         let scope: Scope = form.trimmed("customers").parse()?;
@@ -273,12 +271,17 @@ impl Change {
 pub async fn change_analyst(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: Request,
+    posted: Posted,
 ) -> Response {
-    let (caller, form, headers) = match admin_form(&state, request).await {
-        Ok(admitted) => admitted,
-        Err(page) => return page,
-    };
+    // Admin forms are for admins of every customer.
+    if let Err(problem) = require_admin(&posted.caller) {
+        return refused(&problem);
+    }
+    let Posted {
+        caller,
+        form,
+        headers,
+    } = posted;
     let checked = async {
         let change = Change::parse(form.text("change")).ok_or_else(|| {
             Problem::invalid_input("`change` is one of disable, enable, reset-mfa or rotate-token")

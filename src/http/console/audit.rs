@@ -3,11 +3,11 @@
 //! us.
 
 use askama::Template;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::forms::posted;
+use super::forms::Posted;
 use super::frame::Frame;
 use super::{AppState, html_page, problem_text, refused};
 use crate::auth::Permission;
@@ -71,11 +71,10 @@ async fn show(
 
 /// `POST /audit/export`: the form's customer, period and format, answered with the file. A
 /// POST, because an export is itself written into the audit log.
-pub async fn export(State(state): State<AppState>, request: Request) -> Response {
-    let (caller, form, _) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
+pub async fn export(
+    State(state): State<AppState>,
+    Posted { caller, form, .. }: Posted,
+) -> Response {
     let query = ExportQuery {
         from: form.optional("from"),
         to: form.optional("to"),

@@ -3,12 +3,12 @@
 //! change goes through the API's own operation (role, scope, one-time code, audit entry).
 
 use askama::Template;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::forms::{Form, posted};
+use super::forms::{Form, Posted};
 use super::frame::Frame;
 use super::home::connection_light;
 use super::{AppState, html_page, problem_text, refused, see_other, shown};
@@ -181,12 +181,10 @@ pub async fn find_account(
 pub async fn test(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    request: Request,
+    Posted {
+        caller, headers, ..
+    }: Posted,
 ) -> Response {
-    let (caller, _, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     let said = match test_connection(&state, &caller, &slug, &headers).await {
         Ok(customer) => Said {
             notice: Some(match customer.connection {
@@ -205,12 +203,10 @@ pub async fn test(
 pub async fn consent_link(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    request: Request,
+    Posted {
+        caller, headers, ..
+    }: Posted,
 ) -> Response {
-    let (caller, _, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     match issue_consent_link(&state, &caller, &slug, &headers).await {
         Ok(link) => {
             let said = Said {
@@ -230,12 +226,12 @@ pub async fn consent_link(
 pub async fn policy(
     State(state): State<AppState>,
     Path(slug): Path<String>,
-    request: Request,
+    Posted {
+        caller,
+        form,
+        headers,
+    }: Posted,
 ) -> Response {
-    let (caller, form, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     let customer = match in_scope(&state, &caller, &slug).await {
         Ok(customer) => customer,
         Err(problem) => return refused(&problem),

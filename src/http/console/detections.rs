@@ -2,12 +2,12 @@
 //! and dismiss forms, which go through the API's own operations.
 
 use askama::Template;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::forms::posted;
+use super::forms::Posted;
 use super::frame::Frame;
 use super::{AppState, html_page, problem_text, refused, see_other, shown};
 use crate::auth::Permission;
@@ -255,12 +255,10 @@ fn falcon_link(text: &str) -> Option<String> {
 pub async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: Request,
+    Posted {
+        caller, headers, ..
+    }: Posted,
 ) -> Response {
-    let (caller, _, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     let decided = async {
         let found = detection_in_scope(&state, &caller, &id).await?;
         approve_detection(&state, &caller, found, &headers).await
@@ -281,12 +279,12 @@ pub async fn approve(
 pub async fn dismiss(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    request: Request,
+    Posted {
+        caller,
+        form,
+        headers,
+    }: Posted,
 ) -> Response {
-    let (caller, form, headers) = match posted(&state, request).await {
-        Ok(posted) => posted,
-        Err(page) => return page,
-    };
     let decided = async {
         let found = detection_in_scope(&state, &caller, &id).await?;
         dismiss_detection(&state, &caller, found, form.text("reason"), &headers).await

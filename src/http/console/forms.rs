@@ -4,7 +4,7 @@
 //! (a stray `Authorization` header is dropped), so a page can do nothing the API does not check.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -89,15 +89,26 @@ pub(super) async fn form_caller(
 }
 
 /// A posted console form and the analyst it speaks for, with the headers an API operation
-/// reads its code from; or the page that refuses it.
-pub(super) async fn posted(
-    state: &AppState,
-    request: Request,
-) -> Result<(Caller, Form, HeaderMap), Response> {
-    let (mut parts, body) = request.into_parts();
-    let form = Form::read(body).await?;
-    let caller = form_caller(state, &mut parts, &form)
-        .await
-        .map_err(|problem| refused(&problem))?;
-    Ok((caller, form, parts.headers))
+/// reads its code from. As an extractor, a refused form is answered with the page saying why.
+pub(super) struct Posted {
+    pub caller: Caller,
+    pub form: Form,
+    pub headers: HeaderMap,
+}
+
+impl FromRequest<AppState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Posted, Response> {
+        let (mut parts, body) = request.into_parts();
+        let form = Form::read(body).await?;
+        let caller = form_caller(state, &mut parts, &form)
+            .await
+            .map_err(|problem| refused(&problem))?;
+        Ok(Posted {
+            caller,
+            form,
+            headers: parts.headers,
+        })
+    }
 }
