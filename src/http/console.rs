@@ -277,7 +277,7 @@ async fn login(State(state): State<AppState>) -> Response {
         .and_then(|json| state.cipher.seal(&json, LOGIN_SEAL_CONTEXT));
     let sealed = match sealed {
         Ok(sealed) => sealed,
-        Err(e) => return e.into_response(),
+        Err(e) => return error_page(&e),
     };
     let mut response = see_other(redirect.url.as_str());
     // The path the browser sees, with any prefix of server.public_url.
@@ -423,7 +423,7 @@ async fn start_session(
 ) -> Response {
     let analyst = match state.auth.by_email(who).await {
         Ok(found) => found.filter(AnalystRecord::is_active),
-        Err(e) => return e.into_response(),
+        Err(e) => return error_page(&e),
     };
     let Some(analyst) = analyst else {
         let shown = super::authn::shown_identity(who);
@@ -448,10 +448,10 @@ async fn start_session(
     }
     let (id, session) = match new_session(&analyst, ttl, AuthMethod::Oidc) {
         Ok(made) => made,
-        Err(e) => return e.into_response(),
+        Err(e) => return error_page(&e),
     };
     if let Err(e) = state.store.create_session(&session).await {
-        return e.into_response();
+        return error_page(&e);
     }
     tracing::info!(analyst = %analyst.id, "console session started after single sign-on");
     let mut response = see_other("/");
@@ -492,7 +492,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         let hash = tokens::hash(value);
         let session = match state.store.session(&hash, Timestamp::now()).await {
             Ok(session) => session,
-            Err(e) => return e.into_response(),
+            Err(e) => return error_page(&e),
         };
         if let Some(session) = session {
             let field = url::form_urlencoded::parse(&body)
@@ -511,7 +511,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
                     .into_response();
             }
             if let Err(e) = state.store.delete_session(&hash).await {
-                return e.into_response();
+                return error_page(&e);
             }
             tracing::info!(analyst = %session.analyst_id, "console session ended");
         }

@@ -1030,6 +1030,21 @@ async fn an_address_nothing_answers_is_a_page_for_a_browser_and_a_problem_for_th
         .unwrap();
     assert_eq!(page.status(), StatusCode::NOT_FOUND);
     assert_eq!(page.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    // A form sent after its session ended says so, and nothing is done.
+    let late = browser()
+        .post(app.url("/detections/00000000-0000-0000-0000-000000000001/approve"))
+        .header("cookie", "ks_session=ended")
+        .form(&[("code", "123456"), ("csrf_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        late.text()
+            .await
+            .unwrap()
+            .contains("Your session has ended")
+    );
     let api = browser()
         .get(app.url("/api/v1/no-such-route"))
         .send()

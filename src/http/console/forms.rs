@@ -104,11 +104,24 @@ impl FromRequest<AppState> for Posted {
         let form = Form::read(body).await?;
         let caller = form_caller(state, &mut parts, &form)
             .await
-            .map_err(|problem| refused(&problem))?;
+            .map_err(|problem| form_refused(&problem))?;
         Ok(Posted {
             caller,
             form,
             headers: parts.headers,
         })
     }
+}
+
+/// A form whose sender is refused; a session that ended while the page was open is said in
+/// words (the form was not sent) rather than by a silent trip to the sign-in page.
+fn form_refused(problem: &Problem) -> Response {
+    if problem.kind.ends_with("/unauthenticated") {
+        return super::message_html(
+            StatusCode::UNAUTHORIZED,
+            "Your session has ended",
+            r#"<p>Nothing was sent: your session ended while the page was open.</p><p><a href="/login">Sign in again</a>, then repeat what you were doing.</p>"#,
+        );
+    }
+    refused(problem)
 }
