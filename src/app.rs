@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::falcon::intake::{Intake, IntakeSettings};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
 use crate::http::{self, AppState};
+use crate::notify::route::Router;
+use crate::notify::worker::Notifier;
 use crate::remediation::{RemediationSettings, Remediator};
 use crate::secrets::SecretCipher;
 use crate::store::{self, Store, StoreOptions};
@@ -273,6 +275,7 @@ impl Application {
             intake: services.intake,
             cipher: services.cipher,
             metrics: crate::telemetry::metrics(),
+            clock: services.clock,
         };
         Ok(Application { listener, state })
     }
@@ -329,7 +332,30 @@ fn spawn_timers(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinHandl
             stop.clone(),
         ))
     });
-    [checkpoints, reconciler].into_iter().flatten().collect()
+    let notifier = notifier(state).map(|notifier| tokio::spawn(notifier.run(stop.clone())));
+    [checkpoints, reconciler, notifier]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The notification worker. Without a working channel it still runs: notices are routed (to
+/// no one) so they do not pile up, and messages left from an earlier configuration are retried.
+fn notifier(state: &AppState) -> Option<Arc<Notifier>> {
+    let router = Router {
+        store: state.store.clone(),
+        key: state.audit_key.clone(),
+        settings: Arc::new(state.settings.notify.clone()),
+        public_url: state.settings.server.public_url.clone(),
+        clock: state.clock.clone(),
+    };
+    match Notifier::new(router) {
+        Ok(notifier) => Some(Arc::new(notifier)),
+        Err(e) => {
+            tracing::error!(error = %e, "notifications cannot start; nothing will be sent");
+            None
+        }
+    }
 }
 
 /// The HTTP server, accepting connections until `stop` changes.

@@ -39,6 +39,7 @@ pub struct Settings {
     pub mfa: MfaSettings,
     pub auth: AuthSettings,
     pub oidc: OidcSettings,
+    pub notify: crate::notify::NotifySettings,
     /// Unknown keys and similar; logged once tracing is up.
     pub warnings: Vec<String>,
 }
@@ -252,6 +253,7 @@ impl Settings {
         let mfa = MfaSettings::read(r);
         let auth = AuthSettings::read(r);
         let oidc = OidcSettings::read(r);
+        let notify = read_notify(r);
         Some(Settings {
             data_dir: data_dir?,
             server: server?,
@@ -266,6 +268,7 @@ impl Settings {
             mfa: mfa?,
             auth: auth?,
             oidc: oidc?,
+            notify: notify?,
             warnings: Vec::new(),
         })
     }
@@ -556,6 +559,98 @@ impl OidcSettings {
             _ => {}
         }
     }
+}
+
+/// `notify.*`: channels are optional, but one half-configured is a mistake worth stopping for.
+fn read_notify(r: &mut Reader) -> Option<crate::notify::NotifySettings> {
+    use crate::notify::settings::{NotifySettings, SmtpSettings, SocWebhook, WebhookKind};
+    use secrecy::ExposeSecret;
+    let smtp_url = r.secret("notify.smtp_url");
+    let smtp_given = smtp_url.is_some();
+    let smtp = smtp_url.and_then(|url| {
+        SmtpSettings::parse(url.expose_secret())
+            .map_err(|why| r.problem("notify.smtp_url", format!("the SMTP URL {why}")))
+            .ok()
+    });
+    let from = r.string("notify.from");
+    let soc_email = r.list("notify.soc_email");
+    let webhook_url = r.secret("notify.soc_webhook_url");
+    let kind: Option<WebhookKind> = r.parse("notify.soc_webhook_kind", "slack, teams or standard");
+    let secret = r.secret("notify.soc_webhook_secret");
+    let give_up_after = r.seconds("notify.give_up_after_secs", 60, 30 * 86_400);
+    let pending_reminder = r.seconds("notify.pending_reminder_secs", 60, 7 * 86_400);
+    let poll_interval = r
+        .number("notify.poll_interval_ms", 10, 60_000)
+        .map(Duration::from_millis);
+    let send_timeout = r.seconds("notify.send_timeout_secs", 1, 300);
+    let digest_hour = r.number("notify.digest_hour_utc", 0, 23);
+    for address in &soc_email {
+        if let Err(e) = crate::auth::analysts::normalize_email(address) {
+            r.problem("notify.soc_email", e.to_string());
+        }
+    }
+    if let Some(url) = &webhook_url {
+        let text = url.expose_secret().to_owned();
+        // The URL is a credential: checked, but never repeated in the message.
+        if r.checked_url("notify.soc_webhook_url", &text, true)
+            .is_none()
+        {
+            r.problems.retain(|p| !p.contains(&text));
+            r.problem(
+                "notify.soc_webhook_url",
+                "is not an https URL (plain http is accepted only for loopback hosts)".to_owned(),
+            );
+        }
+    }
+    let soc_webhook = webhook_url.map(|url| SocWebhook {
+        url,
+        kind: kind.unwrap_or(WebhookKind::Slack),
+        secret: secret.clone(),
+    });
+    if soc_webhook
+        .as_ref()
+        .is_some_and(|w| w.kind == WebhookKind::Standard)
+    {
+        match secret
+            .as_ref()
+            .map(|s| crate::falcon::signature::standard_key(s.expose_secret()))
+        {
+            Some(Ok(_)) => {}
+            Some(Err(why)) => r.problem("notify.soc_webhook_secret", why),
+            None => r.problem(
+                "notify.soc_webhook_secret",
+                "a standard webhook needs a whsec_ secret to sign with".to_owned(),
+            ),
+        }
+    }
+    if (!soc_email.is_empty() || smtp_given) && (from.is_none() || !smtp_given) {
+        let missing = if from.is_none() {
+            "notify.from"
+        } else {
+            "notify.smtp_url"
+        };
+        r.problem(
+            missing,
+            "e-mail needs both notify.smtp_url and notify.from".to_owned(),
+        );
+    }
+    if let Some(from) = from
+        .as_ref()
+        .filter(|f| f.parse::<lettre::message::Mailbox>().is_err())
+    {
+        r.problem("notify.from", format!("`{from}` is not an e-mail address"));
+    }
+    Some(NotifySettings {
+        smtp,
+        from,
+        soc_email,
+        soc_webhook,
+        give_up_after: give_up_after?,
+        pending_reminder: pending_reminder?,
+        poll_interval: poll_interval?,
+        send_timeout: send_timeout?,
+        digest_hour_utc: u32::try_from(digest_hour?).ok()?,
+    })
 }
 
 /// Folds a multi-line parser message (TOML errors draw the offending line) into one line.

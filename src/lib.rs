@@ -16,6 +16,7 @@ pub mod files;
 pub mod graph;
 pub mod html;
 pub mod http;
+pub mod notify;
 pub mod remediation;
 pub mod reports;
 pub mod secrets;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::audit::entry::{Sealed, seal};
-use crate::audit::event::{Actor, AuditEvent};
+use crate::audit::event::{Actor, AuditEvent, NoticeKind};
 use crate::audit::hash::Hash;
 use crate::audit::records::{CheckpointRecord, EntryRecord, HeadRecord};
 use crate::audit::signing::AuditKey;
@@ -31,6 +31,8 @@ pub struct AppendPlan {
     pub entry: EntryRecord,
     pub head: HeadRecord,
     pub checkpoint: Option<CheckpointRecord>,
+    /// The notice the entry calls for, written with it (see [`AuditEvent::notice`]).
+    pub notice: Option<NoticeKind>,
     pub appended: Appended,
 }
 
@@ -91,7 +93,7 @@ impl Sealer {
         } else {
             None
         };
-        Ok(plan_from(sealed, checkpoint))
+        Ok(plan_from(sealed, checkpoint, event.notice()))
     }
 
     /// A checkpoint over the current head, or `None` when the chain is empty or its head is
@@ -123,7 +125,11 @@ impl Sealer {
     }
 }
 
-fn plan_from(sealed: Sealed, checkpoint: Option<CheckpointRecord>) -> AppendPlan {
+fn plan_from(
+    sealed: Sealed,
+    checkpoint: Option<CheckpointRecord>,
+    notice: Option<NoticeKind>,
+) -> AppendPlan {
     let seq = i64::try_from(sealed.seq).unwrap_or(i64::MAX);
     let hash = sealed.hash.to_hex();
     AppendPlan {
@@ -141,6 +147,7 @@ fn plan_from(sealed: Sealed, checkpoint: Option<CheckpointRecord>) -> AppendPlan
             hash,
         },
         checkpoint,
+        notice,
         appended: Appended {
             chain: sealed.chain,
             seq: sealed.seq,

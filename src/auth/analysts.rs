@@ -50,6 +50,23 @@ impl AnalystRecord {
     }
 }
 
+/// A customer's contact addresses, comma-separated, each normalised as [`normalize_email`];
+/// an empty list is none.
+pub fn normalize_contacts(text: &str) -> Result<Option<String>> {
+    let addresses = text
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(normalize_email)
+        .collect::<Result<Vec<_>>>()?;
+    if addresses.len() > 20 {
+        return Err(Error::InvalidInput(
+            "at most 20 contact addresses".to_owned(),
+        ));
+    }
+    Ok((!addresses.is_empty()).then(|| addresses.join(", ")))
+}
+
 /// An e-mail address as analysts are keyed: trimmed, lowercased, one `@`, no spaces.
 pub fn normalize_email(email: &str) -> Result<String> {
     let email = email.trim().to_lowercase();

@@ -87,9 +87,13 @@ pub struct PolicyArgs {
     max_actions_per_hour: Option<u32>,
     #[arg(long, value_name = "on|off")]
     revoke_sessions: Option<String>,
-    /// The customer's security contact.
-    #[arg(long, value_name = "EMAIL")]
+    /// The customer's security contacts (comma-separated; "" for none): each action on the
+    /// tenant is notified there.
+    #[arg(long, value_name = "EMAIL[,EMAIL…]")]
     contact: Option<String>,
+    /// How the contacts hear of actions: a notice each, a daily digest, or not at all.
+    #[arg(long, value_name = "immediate|digest|off")]
+    notify: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -297,7 +301,10 @@ fn changed_policy(current: &Policy, args: &PolicyArgs) -> Result<Policy> {
         policy.revoke_sessions = parse_on_off(value)?;
     }
     if let Some(contact) = &args.contact {
-        policy.contact = Some(crate::auth::analysts::normalize_email(contact)?);
+        policy.contact = crate::auth::analysts::normalize_contacts(contact)?;
+    }
+    if let Some(mode) = &args.notify {
+        policy.notify = mode.parse::<crate::domain::customer::NotifyMode>()?;
     }
     Ok(policy)
 }
@@ -337,6 +344,7 @@ fn print_policy(slug: &CustomerSlug, policy: &Policy) {
         "  contact:              {}",
         policy.contact.as_deref().unwrap_or("none")
     );
+    println!("  notify:               {}", policy.notify.as_str());
 }
 
 async fn find(services: &Services, slug: &str) -> Result<Customer> {

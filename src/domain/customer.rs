@@ -51,9 +51,49 @@ pub struct Policy {
     /// Revoke sign-in sessions with every disable unless the request says otherwise.
     pub revoke_sessions: bool,
     pub auto_disable: AutoDisable,
+    /// The customer's security contact address(es), comma-separated.
     pub contact: Option<String>,
     /// Which string the customer's Falcon webhook signs (public receivers disagree).
     pub webhook_signature: SignedString,
+    /// How the contact hears of actions on the tenant.
+    pub notify: NotifyMode,
+}
+
+/// How a customer's contact hears of the actions on its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyMode {
+    /// A notice for each action, as it ends.
+    #[default]
+    Immediate,
+    /// One message a day listing the day's actions, with the last witness.
+    Digest,
+    Off,
+}
+
+impl NotifyMode {
+    pub const ALL: [NotifyMode; 3] = [NotifyMode::Immediate, NotifyMode::Digest, NotifyMode::Off];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyMode::Immediate => "immediate",
+            NotifyMode::Digest => "digest",
+            NotifyMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for NotifyMode {
+    type Err = super::InvalidValue;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        NotifyMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+            .ok_or_else(|| {
+                super::InvalidValue::Input(format!("`{text}` is not immediate, digest or off"))
+            })
+    }
 }
 
 impl Default for Policy {
@@ -65,6 +105,7 @@ impl Default for Policy {
             auto_disable: AutoDisable::Off,
             contact: None,
             webhook_signature: Default::default(),
+            notify: NotifyMode::Immediate,
         }
     }
 }
@@ -104,6 +145,18 @@ impl std::str::FromStr for AutoDisable {
 }
 
 impl Policy {
+    /// The contact addresses, each as stored (normalised when set).
+    pub fn contact_addresses(&self) -> Vec<String> {
+        self.contact
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Whether the account as requested is on the protected list (no Graph call needed).
     pub fn protects(&self, account: &AccountRef) -> bool {
         self.protected.contains(account)

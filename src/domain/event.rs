@@ -143,6 +143,52 @@ pub struct GraphEvidence {
     pub date: Option<String>,
 }
 
+/// What a notification tells of. Stored by name (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoticeKind {
+    ActionOutcome,
+    DetectionPending,
+    /// A detection still waiting, `notify.pending_reminder_secs` after the last word of it.
+    DetectionReminder,
+    ConsentGranted,
+    ConsentFailed,
+    ConnectionFailed,
+    AnalystLockedOut,
+    /// A customer's daily list of the actions on its tenant.
+    Digest,
+}
+
+impl NoticeKind {
+    pub const ALL: [NoticeKind; 8] = [
+        NoticeKind::ActionOutcome,
+        NoticeKind::DetectionPending,
+        NoticeKind::DetectionReminder,
+        NoticeKind::ConsentGranted,
+        NoticeKind::ConsentFailed,
+        NoticeKind::ConnectionFailed,
+        NoticeKind::AnalystLockedOut,
+        NoticeKind::Digest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::ActionOutcome => "action_outcome",
+            NoticeKind::DetectionPending => "detection_pending",
+            NoticeKind::DetectionReminder => "detection_reminder",
+            NoticeKind::ConsentGranted => "consent_granted",
+            NoticeKind::ConsentFailed => "consent_failed",
+            NoticeKind::ConnectionFailed => "connection_failed",
+            NoticeKind::AnalystLockedOut => "analyst_locked_out",
+            NoticeKind::Digest => "digest",
+        }
+    }
+
+    pub fn parse_stored(text: &str) -> Option<NoticeKind> {
+        NoticeKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AuditEvent {
@@ -271,6 +317,17 @@ pub enum AuditEvent {
         totp_secrets: u64,
         webhook_secrets: u64,
     },
+
+    /// A notice about this customer's tenant was delivered: which notice (its id and kind, and
+    /// the entry it told of), by which channel, to whom (addresses, or which webhook); never its
+    /// content or a webhook's URL.
+    NotificationSent {
+        notification_id: Uuid,
+        kind: String,
+        channel: String,
+        destination: String,
+        about_seq: Option<u64>,
+    },
 }
 
 impl AuditEvent {
@@ -298,6 +355,7 @@ impl AuditEvent {
         "webhook_secret_issued",
         "audit_exported",
         "secrets_resealed",
+        "notification_sent",
     ];
 
     /// The stable event name, identical to the JSON `type` tag (a unit test keeps them equal).
@@ -324,6 +382,22 @@ impl AuditEvent {
             AuditEvent::WebhookSecretIssued { .. } => "webhook_secret_issued",
             AuditEvent::AuditExported { .. } => "audit_exported",
             AuditEvent::SecretsResealed { .. } => "secrets_resealed",
+            AuditEvent::NotificationSent { .. } => "notification_sent",
+        }
+    }
+
+    /// The notice this entry calls for, if someone must hear of it: the SOC and the customer
+    /// of every action's outcome, the SOC of a detection that may be waiting, of consent, of a
+    /// connection test that failed and of a lockout. Written with the entry, in its transaction.
+    pub fn notice(&self) -> Option<NoticeKind> {
+        match self {
+            AuditEvent::ActionOutcome { .. } => Some(NoticeKind::ActionOutcome),
+            AuditEvent::DetectionReceived { .. } => Some(NoticeKind::DetectionPending),
+            AuditEvent::ConsentGranted { .. } => Some(NoticeKind::ConsentGranted),
+            AuditEvent::ConsentFailed { .. } => Some(NoticeKind::ConsentFailed),
+            AuditEvent::ConnectionTested { ready: false, .. } => Some(NoticeKind::ConnectionFailed),
+            AuditEvent::AnalystLockedOut { .. } => Some(NoticeKind::AnalystLockedOut),
+            _ => None,
         }
     }
 }

@@ -251,6 +251,19 @@ pub fn sign_crowdstrike(
     }
 }
 
+/// The HMAC key of a `whsec_` secret we sign outgoing Standard Webhooks with; unlike a
+/// customer's intake secret, nothing but the specification's form is accepted.
+pub fn standard_key(secret: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    secret
+        .strip_prefix(STANDARD_PREFIX)
+        .and_then(|encoded| BASE64.decode(encoded).ok())
+        .filter(|key| STANDARD_KEY_BYTES.contains(&key.len()))
+        .map(zeroize::Zeroizing::new)
+        .ok_or_else(|| {
+            "is not a Standard Webhooks secret (whsec_ and the base64 of 24 to 64 bytes)".to_owned()
+        })
+}
+
 /// `key` is the HMAC key: for a `whsec_` secret, the base64-decoded part after the prefix.
 pub fn sign_standard(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
     format!(

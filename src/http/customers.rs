@@ -18,6 +18,7 @@ use crate::audit::event::Actor;
 use crate::auth::Permission;
 use crate::customers::onboarding::{CallbackParams, ConsentResult, SecretIssue};
 use crate::customers::{AutoDisable, Customer, Policy};
+use crate::domain::customer::NotifyMode;
 use crate::domain::{AccountRef, CustomerSlug};
 use crate::falcon::signature::SignedString;
 
@@ -79,6 +80,11 @@ pub struct PolicyView {
     #[serde(default)]
     #[schema(schema_with = schemas::webhook_signature)]
     pub webhook_signature: Option<String>,
+    /// How the contact hears of actions: a notice each (`immediate`, the default), a daily
+    /// `digest`, or `off`.
+    #[serde(default)]
+    #[schema(schema_with = schemas::notify_mode)]
+    pub notify: Option<String>,
 }
 
 impl From<&Policy> for PolicyView {
@@ -90,6 +96,7 @@ impl From<&Policy> for PolicyView {
             auto_disable: p.auto_disable.as_str().to_owned(),
             contact: p.contact.clone(),
             webhook_signature: Some(p.webhook_signature.as_str().to_owned()),
+            notify: Some(p.notify.as_str().to_owned()),
         }
     }
 }
@@ -109,10 +116,16 @@ impl PolicyView {
             max_actions_per_hour: self.max_actions_per_hour,
             revoke_sessions: self.revoke_sessions,
             auto_disable: self.auto_disable.parse::<AutoDisable>()?,
-            contact: self
-                .contact
-                .map(|c| crate::auth::analysts::normalize_email(&c))
-                .transpose()?,
+            contact: match self.contact {
+                Some(c) => crate::auth::analysts::normalize_contacts(&c)?,
+                None => None,
+            },
+            notify: self
+                .notify
+                .as_deref()
+                .map(str::parse::<NotifyMode>)
+                .transpose()?
+                .unwrap_or_default(),
             webhook_signature: self
                 .webhook_signature
                 .as_deref()

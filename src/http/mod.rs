@@ -12,6 +12,7 @@ mod falcon;
 mod health;
 mod input;
 pub mod limiter;
+mod notifications;
 pub mod openapi;
 pub mod problem;
 pub mod serve;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub intake: Arc<crate::falcon::intake::Intake>,
     pub cipher: Arc<crate::secrets::SecretCipher>,
     pub metrics: PrometheusHandle,
+    /// Where background work reads the time (a test's clock, or the system's).
+    pub clock: Arc<dyn crate::time::Clock>,
 }
 
 /// How long a handler waits for work that runs on to its end regardless (a disable, a
@@ -82,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/customers/{customer}/accounts/{account}/disable", post(actions::disable))
         .route("/api/v1/customers/{customer}/accounts/{account}/enable", post(actions::enable))
         .route("/api/v1/actions", get(actions::list_actions))
+        .route("/api/v1/notifications", get(notifications::list))
         .route("/api/v1/customers", get(customers::list))
         .route("/api/v1/customers/{customer}", get(customers::get))
         .route("/api/v1/customers/{customer}/consent-link", post(customers::consent_link))

@@ -119,8 +119,21 @@ where
     if let Some(cp) = &plan.checkpoint {
         write_checkpoint::<DB>(conn, cp).await?;
     }
+    if let Some(kind) = plan.notice {
+        sqlx::query::<DB>(INSERT_NOTICE)
+            .bind(e.chain.as_str())
+            .bind(e.seq)
+            .bind(kind.as_str())
+            .bind(e.time.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
+
+/// A notice owed for an entry, written in the entry's transaction.
+pub const INSERT_NOTICE: &str =
+    "INSERT INTO notification_events (chain, seq, kind, created_at) VALUES ($1, $2, $3, $4)";
 
 pub async fn write_checkpoint<DB>(conn: &mut DB::Connection, cp: &CheckpointRecord) -> Result<()>
 where

@@ -11,6 +11,7 @@ pub mod detections_sql;
 pub mod domain_sql;
 mod engine;
 mod listing;
+pub mod notifications_sql;
 pub mod onboarding_sql;
 pub mod postgres;
 pub mod sqlite;
@@ -37,6 +38,7 @@ pub use detection_rows::DETECTION_COLUMNS;
 pub use detections_sql::{Decision, DetectionStore};
 pub use domain_sql::{ActionStore, CustomerStore};
 pub use engine::Engine;
+pub use notifications_sql::NotificationStore;
 pub use onboarding_sql::{
     NewWebhookSecret, OnboardingStore, Reseal, Resealed, WebhookSecretRecord,
 };
@@ -109,6 +111,7 @@ pub trait Store:
     + AnalystStore
     + OnboardingStore
     + DetectionStore
+    + NotificationStore
     + Send
     + Sync
     + 'static

@@ -487,6 +487,15 @@ async fn flush(conn: &mut SqliteConnection, pending: &mut Pending) -> Result<()>
         if let Some(cp) = &plan.checkpoint {
             super::audit_sql::write_checkpoint::<Sqlite>(conn, cp).await?;
         }
+        if let Some(kind) = plan.notice {
+            sqlx::query::<Sqlite>(super::audit_sql::INSERT_NOTICE)
+                .bind(plan.entry.chain.as_str())
+                .bind(plan.entry.seq)
+                .bind(kind.as_str())
+                .bind(plan.entry.time.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     pending.plans.clear();
     Ok(())

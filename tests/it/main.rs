@@ -19,6 +19,7 @@ mod http_service;
 mod independent_verifier;
 mod migrations;
 mod no_secrets_in_logs;
+mod notifications;
 mod ocsf;
 mod oidc_sso;
 mod onboarding;

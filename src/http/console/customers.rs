@@ -281,6 +281,7 @@ fn policy_asked(form: &Form, customer: &Customer) -> Result<PolicyView, Problem>
         auto_disable: form.trimmed("auto_disable"),
         contact: form.optional("contact"),
         webhook_signature: Some(customer.policy.webhook_signature.as_str().to_owned()),
+        notify: Some(customer.policy.notify.as_str().to_owned()),
     })
 }
 

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::PROBLEM_TYPES;
-use super::{actions, audit, customers, falcon};
+use super::{actions, audit, customers, falcon, notifications};
 
 pub mod schemas;
 mod shared;
@@ -39,10 +39,11 @@ use shared::SharedAnswers;
         falcon::approve,
         falcon::dismiss,
         audit::export,
-        audit::public_key
+        audit::public_key,
+        notifications::list
     ),
     modifiers(&BearerAuth, &ProblemTypes, &SharedAnswers),
-    tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"), (name = "audit"))
+    tags((name = "accounts"), (name = "actions"), (name = "customers"), (name = "falcon"), (name = "audit"), (name = "notifications"))
 )]
 pub struct ApiDoc;
 

@@ -38,6 +38,12 @@ pub fn action_state() -> Object {
         .build()
 }
 
+pub fn notification_state() -> Object {
+    one_of(crate::notify::NotificationState::ALL.map(crate::notify::NotificationState::as_str))
+        .description(Some("only notifications in this state"))
+        .build()
+}
+
 pub fn detection_state() -> Object {
     one_of(DetectionState::ALL.map(DetectionState::as_str))
         .description(Some("only detections in this state"))
@@ -165,11 +171,24 @@ pub fn idempotency_key() -> Object {
         .build()
 }
 
-/// The customer's security contact (`auth::analysts::normalize_email`), or none.
+/// The customer's security contacts (`auth::analysts::normalize_contacts`), or none.
 pub fn contact() -> Object {
     nullable_string()
-        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
-        .max_length(Some(254))
-        .description(Some("the customer's security contact, an e-mail address"))
+        .max_length(Some(20 * 256))
+        .description(Some(
+            "the customer's security contacts: one e-mail address, or several separated by commas; each action on the tenant is notified there",
+        ))
+        .build()
+}
+
+/// How a customer's contact hears of actions (`NotifyMode`).
+pub fn notify_mode() -> Object {
+    nullable_string()
+        .enum_values(Some(
+            crate::domain::customer::NotifyMode::ALL.map(|m| m.as_str()),
+        ))
+        .description(Some(
+            "`immediate`: a notice for each action (the default); `digest`: one message a day; `off`: none",
+        ))
         .build()
 }

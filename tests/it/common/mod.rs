@@ -4,6 +4,7 @@
 
 pub mod entra;
 pub mod export;
+pub mod notify;
 pub mod oidc;
 
 use std::net::SocketAddr;

@@ -1,0 +1,112 @@
+//! Webhooks: Slack and Microsoft Teams incoming webhooks, and Standard Webhooks (signed the way
+//! killswitch verifies Falcon's intake) for a provider's own SOAR or pager.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use super::render::Message;
+use super::settings::{SocWebhook, WebhookKind};
+use crate::error::{Error, Result};
+use crate::time::Timestamp;
+
+pub struct WebhookSender {
+    client: reqwest::Client,
+}
+
+impl WebhookSender {
+    pub fn new(timeout: Duration) -> Result<WebhookSender> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            // A redirect could carry the signed body somewhere nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("killswitch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the webhook client: {e}")))?;
+        Ok(WebhookSender { client })
+    }
+
+    /// POSTs the message in the receiver's shape; `Ok` with the status, `Err` with why not.
+    /// Neither ever holds the URL (a Slack or Teams URL is itself a credential).
+    pub async fn send(
+        &self,
+        hook: &SocWebhook,
+        id: Uuid,
+        event: &str,
+        message: &Message,
+        now: Timestamp,
+    ) -> std::result::Result<String, String> {
+        let (url, kind) = (&hook.url, hook.kind);
+        let body = body(kind, event, message, now);
+        let body = serde_json::to_vec(&body).map_err(|e| format!("cannot encode: {e}"))?;
+        let mut request = self
+            .client
+            .post(url.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if kind == WebhookKind::Standard {
+            let key = hook
+                .secret
+                .as_ref()
+                .map(|s| crate::falcon::signature::standard_key(s.expose_secret()))
+                .transpose()?
+                .ok_or_else(|| "no secret to sign with".to_owned())?;
+            let webhook_id = format!("msg_{}", id.simple());
+            let timestamp = now.as_datetime().timestamp().to_string();
+            let signature =
+                crate::falcon::signature::sign_standard(&key, &webhook_id, &timestamp, &body);
+            request = request
+                .header("webhook-id", webhook_id)
+                .header("webhook-timestamp", timestamp)
+                .header("webhook-signature", signature);
+        }
+        match request.body(body).send().await {
+            Ok(response) if response.status().is_success() => {
+                Ok(format!("HTTP {}", response.status().as_u16()))
+            }
+            Ok(response) => Err(format!(
+                "the receiver answered HTTP {}",
+                response.status().as_u16()
+            )),
+            Err(e) if e.is_timeout() => Err("the receiver did not answer in time".to_owned()),
+            Err(e) if e.is_connect() => Err("cannot connect to the receiver".to_owned()),
+            Err(_) => Err("the request to the receiver failed".to_owned()),
+        }
+    }
+}
+
+/// The JSON each receiver expects.
+fn body(kind: WebhookKind, event: &str, message: &Message, now: Timestamp) -> serde_json::Value {
+    match kind {
+        // Slack reads &, < and > as markup; escaped, a value cannot ping a channel or link.
+        WebhookKind::Slack => serde_json::json!({
+            "text": slack_escape(&format!("*{}*\n{}", message.subject, message.text)),
+        }),
+        WebhookKind::Teams => serde_json::json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "text": message.subject, "weight": "Bolder", "wrap": true},
+                        {"type": "TextBlock", "text": message.text, "wrap": true, "fontType": "Monospace"}
+                    ]
+                }
+            }]
+        }),
+        WebhookKind::Standard => serde_json::json!({
+            "type": format!("killswitch.{event}"),
+            "timestamp": now.to_string(),
+            "data": message.data,
+        }),
+    }
+}
+
+fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,296 @@
+//! Notifications against a real SMTP server and a webhook receiver: what a disable tells the
+//! customer and the SOC, exactly once each; delivery that outlasts an SMTP outage; and the
+//! record of every attempt.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::entra::{self, CONTOSO};
+use common::notify::{self, Receiver, SmtpSink};
+use common::{Analyst, TestApp};
+use killswitch::audit::event::AuditEvent;
+use killswitch::auth::Role;
+use killswitch::customers::Policy;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice@contoso.onmicrosoft.com";
+const CONTACTS: &str = "security@contoso.example, ciso@contoso.example";
+/// Long enough for a round trip through the worker, short enough to keep the suite quick.
+const ARRIVES_WITHIN: Duration = Duration::from_secs(15);
+
+struct Rig {
+    app: TestApp,
+    smtp: SmtpSink,
+    hook: Receiver,
+    lead: Analyst,
+}
+
+async fn rig(extra: &[(&str, &str)]) -> Rig {
+    let smtp = SmtpSink::start(0);
+    let hook = Receiver::start().await;
+    let mut settings = notify::settings(&smtp, &hook);
+    settings.push(("notify.soc_email", notify::SOC_MAILBOX.to_owned()));
+    settings.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let policy = Policy {
+        contact: Some(CONTACTS.to_owned()),
+        ..Policy::default()
+    };
+    let base = entra::two_tenants(&overrides, policy).await;
+    let lead = base
+        .app
+        .enroll("jane@provider.example", Role::Lead, "all")
+        .await;
+    Rig {
+        app: base.app,
+        smtp,
+        hook,
+        lead,
+    }
+}
+
+impl Rig {
+    async fn disable(&self, account: &str) -> Value {
+        let response = self
+            .app
+            .client
+            .post(self.app.url(&format!(
+                "/api/v1/customers/contoso/accounts/{account}/disable"
+            )))
+            .bearer_auth(&self.lead.token)
+            .header("X-Killswitch-OTP", self.lead.code())
+            .json(&json!({"reason": "Falcon ITP: credential theft <b>", "ticket": "SOC-7"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn notifications(&self) -> Vec<Value> {
+        let body: Value = self
+            .app
+            .client
+            .get(self.app.url("/api/v1/notifications"))
+            .bearer_auth(&self.lead.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["notifications"].as_array().unwrap().clone()
+    }
+
+    /// Waits until there are `count` messages and none is pending (each sent or given up).
+    async fn settled(&self, count: usize) -> Vec<Value> {
+        let start = std::time::Instant::now();
+        loop {
+            let all = self.notifications().await;
+            let done = all.len() >= count && all.iter().all(|n| n["state"] != "pending");
+            if done || start.elapsed() > ARRIVES_WITHIN {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn email_to<'m>(messages: &'m [Value], address: &str) -> Vec<&'m Value> {
+    messages
+        .iter()
+        .filter(|m| m["to"].as_array().unwrap().iter().any(|t| t == address))
+        .collect()
+}
+
+/// The message's text as a mail reader shows it (quoted-printable soft breaks undone).
+fn readable(message: &Value) -> String {
+    message["data"]
+        .as_str()
+        .unwrap()
+        .replace("=\r\n", "")
+        .replace("=3D", "=")
+}
+
+#[tokio::test]
+async fn a_disable_sends_one_customer_email_and_one_soc_message_with_what_happened() {
+    let rig = rig(&[]).await;
+    let action = rig.disable(ALICE).await;
+    assert_eq!(action["state"], "succeeded");
+    let settled = rig.settled(3).await;
+    // Let a second delivery, if there were one, arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mail = rig.smtp.messages();
+    let hooks = rig.hook.requests();
+
+    let customer = email_to(&mail, "security@contoso.example");
+    assert_eq!(customer.len(), 1, "one customer e-mail: {mail:#?}");
+    assert_eq!(
+        customer[0]["to"],
+        json!(["security@contoso.example", "ciso@contoso.example"])
+    );
+    assert_eq!(
+        customer[0]["user"],
+        notify::SMTP_USER,
+        "sent with authentication"
+    );
+    let soc = email_to(&mail, notify::SOC_MAILBOX);
+    assert_eq!(soc.len(), 1, "one SOC e-mail");
+    assert_eq!(mail.len(), 2);
+    assert_eq!(hooks.len(), 1, "one SOC webhook");
+
+    let text = readable(customer[0]);
+    for fact in [
+        "DISABLED",
+        ALICE,
+        "jane@provider.example",
+        "Falcon ITP: credential theft",
+        "SOC-7",
+        "one-time code",
+        "Witness of your audit log",
+        "\"type\":\"witness\"",
+        "killswitch audit verify",
+    ] {
+        assert!(
+            text.contains(fact),
+            "the customer e-mail lacks `{fact}`:\n{text}"
+        );
+    }
+    let graph_request_id = action["graph"]["request_id"].as_str().unwrap();
+    assert!(text.contains(graph_request_id), "Graph's request-id");
+    assert!(!text.contains(&rig.lead.code()), "never the code");
+    assert!(!text.contains(&rig.lead.token), "never the token");
+    assert!(
+        text.contains("&lt;b&gt;"),
+        "HTML escapes what the analyst typed"
+    );
+    assert!(
+        !readable(soc[0]).contains("Witness of your audit log"),
+        "the witness is the customer's"
+    );
+
+    let hook = &hooks[0];
+    let (id, timestamp) = (hook.header("webhook-id"), hook.header("webhook-timestamp"));
+    let key = killswitch::falcon::signature::standard_key(notify::WEBHOOK_SECRET).unwrap();
+    let expected = killswitch::falcon::signature::sign_standard(&key, &id, &timestamp, &hook.body);
+    assert_eq!(hook.header("webhook-signature"), expected);
+    let body = hook.json();
+    assert_eq!(body["type"], "killswitch.action_outcome");
+    assert_eq!(body["data"]["outcome"], "succeeded");
+    assert_eq!(body["data"]["account"], ALICE);
+    assert_eq!(body["data"]["mfa_verified"], true);
+
+    assert_eq!(settled.len(), 3, "{settled:#?}");
+    for n in &settled {
+        assert_eq!(n["state"], "sent", "{n:#?}");
+        assert_eq!(n["attempts"].as_array().unwrap().len(), 1);
+        assert_eq!(n["attempts"][0]["ok"], true);
+    }
+    let events = common::events(&rig.app.store, "contoso").await;
+    let sent: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, AuditEvent::NotificationSent { .. }))
+        .collect();
+    assert_eq!(sent.len(), 1, "the customer's notice is in its log");
+    let AuditEvent::NotificationSent {
+        channel,
+        destination,
+        ..
+    } = sent[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (channel.as_str(), destination.as_str()),
+        ("email", CONTACTS)
+    );
+}
+
+#[tokio::test]
+async fn mail_waits_out_an_smtp_outage_and_arrives_once() {
+    let mut rig = rig(&[]).await;
+    rig.smtp.stop();
+    rig.disable(ALICE).await;
+    // Two minutes of outage, in the service's time: each attempt fails and backs off.
+    for _ in 0..12 {
+        rig.app.clock.advance(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let during = rig.notifications().await;
+    let emails: Vec<&Value> = during.iter().filter(|n| n["channel"] == "email").collect();
+    assert_eq!(emails.len(), 2);
+    for n in &emails {
+        assert_eq!(n["state"], "pending", "{n:#?}");
+        let attempts = n["attempts"].as_array().unwrap();
+        assert!(
+            attempts.len() >= 3,
+            "retried while the server was down: {n:#?}"
+        );
+        assert!(attempts.iter().all(|a| a["ok"] == false));
+        assert!(n["last_error"].as_str().unwrap().contains("SMTP"), "{n:#?}");
+    }
+    assert!(rig.smtp.messages().is_empty());
+
+    rig.smtp.restart();
+    // The next backoff step comes due.
+    rig.app.clock.advance(Duration::from_secs(600));
+    let mail = rig.smtp.wait_for(2, ARRIVES_WITHIN).await;
+    let settled = rig.settled(3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rig.smtp.messages().len(), 2, "each e-mail once: {mail:#?}");
+    assert!(settled.iter().all(|n| n["state"] == "sent"), "{settled:#?}");
+}
+
+#[tokio::test]
+async fn a_message_undelivered_past_the_limit_is_given_up_and_says_why() {
+    let rig = rig(&[("notify.give_up_after_secs", "60")]).await;
+    rig.hook
+        .status
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    rig.disable(ALICE).await;
+    for _ in 0..10 {
+        rig.app.clock.advance(Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    let all = rig.settled(3).await;
+    let hook = all.iter().find(|n| n["channel"] == "webhook").unwrap();
+    assert_eq!(hook["state"], "failed", "{hook:#?}");
+    assert!(hook["last_error"].as_str().unwrap().contains("503"));
+    assert!(hook["attempts"].as_array().unwrap().len() >= 2);
+    assert!(
+        all.iter()
+            .filter(|n| n["channel"] == "email")
+            .all(|n| n["state"] == "sent"),
+        "one channel failing holds no other back"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_on_no_notices_gets_none_and_the_soc_still_hears() {
+    let rig = rig(&[]).await;
+    let mut customer = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut policy = customer.policy.clone();
+    policy.notify = killswitch::domain::customer::NotifyMode::Off;
+    rig.app
+        .store
+        .update_policy(&customer, &policy, &killswitch::audit::Actor::operator())
+        .await
+        .unwrap();
+    customer.policy = policy;
+    rig.disable(ALICE).await;
+    rig.hook.wait_for(1, ARRIVES_WITHIN).await;
+    let settled = rig.settled(2).await;
+    assert!(
+        settled.iter().all(|n| n["audience"] == "soc"),
+        "{settled:#?}"
+    );
+    assert!(email_to(&rig.smtp.messages(), "security@contoso.example").is_empty());
+    let _ = CONTOSO;
+}
