@@ -541,7 +541,38 @@ pub(crate) mod tests {
                 totp_secrets: 0,
                 webhook_secrets: 0,
             },
+            AuditEvent::NotificationSent {
+                notification_id: Uuid::nil(),
+                kind: "action_outcome".into(),
+                channel: "email".into(),
+                destination: "security@contoso.example".into(),
+                about_seq: Some(2),
+            },
         ]
+    }
+
+    #[test]
+    fn entries_someone_must_hear_of_owe_a_notice_and_no_other_does() {
+        let owing: Vec<&str> = one_of_each()
+            .iter()
+            .filter(|e| e.notice().is_some())
+            .map(AuditEvent::kind)
+            .collect();
+        assert_eq!(
+            owing,
+            [
+                "consent_granted",
+                "consent_failed",
+                "analyst_locked_out",
+                "action_outcome",
+                "detection_received"
+            ]
+        );
+        let red = AuditEvent::ConnectionTested {
+            ready: false,
+            detail: "consent withdrawn".into(),
+        };
+        assert_eq!(red.notice(), Some(NoticeKind::ConnectionFailed));
     }
 
     #[test]
