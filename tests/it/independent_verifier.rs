@@ -31,7 +31,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py");
+pub(crate) const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py");
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-format.md");
 
 // ---------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ impl Cases<'_> {
 
 /// The interpreter `python3` starts, looked up once: a version manager's `python3` shim (pyenv)
 /// costs a tenth of a second per start, more than a verification.
-fn python3() -> &'static Path {
+pub(crate) fn python3() -> &'static Path {
     static INTERPRETER: OnceLock<PathBuf> = OnceLock::new();
     INTERPRETER.get_or_init(|| {
         let output = Command::new("python3")

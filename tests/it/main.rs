@@ -27,3 +27,4 @@ mod remediation;
 mod remediation_resilience;
 mod security;
 mod storage_faults;
+mod witness;
