@@ -5,7 +5,7 @@ It follows docs/audit-format.md step by step, using nothing but the Python 3 sta
 library; Ed25519 (RFC 8032) verification is implemented below from the curve equations.
 
     python3 verify_export.py EXPORT.jsonl --public-key KEYFILE [--public-key KEYFILE ...]
-                             [--customer SLUG]
+                             [--customer SLUG] [--witness FILE ...]
 
 A key file holds the public key as SubjectPublicKeyInfo PEM (`killswitch audit public-key`),
 as the JSON of `killswitch audit public-key --json` or GET /api/v1/audit/public-key, or as the
@@ -13,8 +13,13 @@ bare base64 of the 32 key bytes. Give every key the export may be signed with (a
 rotation, old checkpoints are signed with the old key). EXPORT.jsonl may be `-` for standard
 input.
 
-Exit status: 0 and `intact: ...` when the export is intact; 1 and `NOT INTACT: line N: reason`
-at the first line that cannot be trusted; 2 when the command line or a key file is wrong.
+A witness file holds a witness from a notice about an action on your tenant (or a checkpoint
+line copied out of an earlier export): the export must agree with it, so a log rewritten after
+the witness was issued is refused (docs/audit-format.md, "Witnesses").
+
+Exit status: 0 and `intact: ...` when the export is intact (and agrees with every witness);
+1 and `NOT INTACT: line N: reason` at the first line that cannot be trusted; 2 when the command
+line, a key file or a witness file is wrong.
 """
 
 import argparse
@@ -542,10 +547,110 @@ class Keys:
             raise Bad(f"{what}'s signature does not verify with key {kid}: it was changed")
 
 
+# --------------------------------------------------------------------------------------------
+# Witnesses (section 5, "Witnesses")
+# --------------------------------------------------------------------------------------------
+
+WITNESS_MEMBERS = ["type", "chain", "seq", "hash", "time", "key_id", "signature"]
+KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+class WitnessError(Exception):
+    pass
+
+
+class _Members(list):
+    """An object's members as written, in order, a repeated name kept."""
+
+
+def parse_witness(text):
+    """A witness (or a checkpoint line) from a witness file's text, checked member by member;
+    WitnessError says what is wrong, in the words `killswitch audit verify` uses."""
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_Members,
+            parse_constant=_no_constants,
+            parse_float=_double,
+            parse_int=_integer,
+        )
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # no lone surrogate
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raise WitnessError("the witness is not valid JSON") from None
+    if not isinstance(value, _Members):
+        raise WitnessError("the witness is not a JSON object")
+    seen = set()
+    for name, _ in value:
+        if name in seen:
+            raise WitnessError(f"the witness has the member `{name}` twice")
+        seen.add(name)
+    witness = dict(value)
+    for name in WITNESS_MEMBERS:
+        if name not in witness:
+            raise WitnessError(f"the witness has no `{name}`")
+    unknown = sorted(name for name in witness if name not in WITNESS_MEMBERS)
+    if unknown:
+        raise WitnessError(f"the witness has a member `{unknown[0]}` a witness does not have")
+
+    def text_matching(name, test):
+        value = witness[name]
+        return isinstance(value, str) and bool(test(value))
+
+    signature = witness["signature"]
+    signature = strict_base64(signature) if isinstance(signature, str) else None
+    seq = witness["seq"]
+    checks = [
+        ("type", witness["type"] in ("witness", "checkpoint"), "`witness` or `checkpoint`"),
+        ("chain", isinstance(witness["chain"], str), "a string"),
+        ("seq", is_count(seq) and seq >= 1, "a whole number from 1 to 2^53 - 1"),
+        ("hash", text_matching("hash", HEX64.fullmatch), "64 lowercase hex digits"),
+        ("time", text_matching("time", canonical_time), DESCRIBED[TIMESTAMP]),
+        ("key_id", text_matching("key_id", KEY_ID.fullmatch), "16 lowercase hex digits"),
+        (
+            "signature",
+            signature is not None and len(signature) == 64,
+            "64 bytes in standard base64",
+        ),
+    ]
+    for name, holds_, described in checks:
+        if not holds_:
+            raise WitnessError(f"the witness's `{name}` is not {described}")
+    return witness
+
+
+def check_witness_signature(keys, witness):
+    """The witness is signed, over the checkpoint message of its chain, seq, hash and time, by
+    one of the keys given."""
+    seq, time, kid = witness["seq"], witness["time"], witness["key_id"]
+    raw = keys.by_id.get(kid)
+    if raw is None:
+        raise Bad(
+            f"the witness of entry {seq} issued {time} is signed with key {kid}, "
+            "which is not among the public keys given"
+        )
+    message = jcs(
+        {
+            "chain": witness["chain"],
+            "hash": witness["hash"],
+            "seq": seq,
+            "time": time,
+            "type": CHECKPOINT_TYPE,
+        }
+    )
+    if not ed25519_verify(raw, message, strict_base64(witness["signature"])):
+        raise Bad(
+            f"the witness of entry {seq} issued {time} does not verify with key {kid}: "
+            "it is forged or was changed"
+        )
+
+
 class Verifier:
-    def __init__(self, keys, expected_chain):
+    def __init__(self, keys, expected_chain, witnesses=()):
         self.keys = keys
         self.expected_chain = expected_chain
+        self.witnesses = list(witnesses)
+        self.awaited = []  # witnesses of entries inside the header's range, by seq, not yet met
+        self.beyond = []  # witnesses of entries outside it, by seq
         self.header = None
         self.header_sha256 = None
         self.prev = None  # 32 bytes the next entry must chain from
@@ -597,6 +702,17 @@ class Verifier:
         in_range = all(first is not None and first <= s <= last for s in seqs)
         if not (in_order and in_range):
             raise Bad("checkpoint_seqs are not in order inside the exported range")
+        # Witnesses, in the order given: signed by a key given, of this export's chain.
+        for witness in self.witnesses:
+            check_witness_signature(self.keys, witness)
+            if witness["chain"] != header["chain"]:
+                raise Bad(
+                    f"the witness of entry {witness['seq']} issued {witness['time']} is of chain "
+                    f"`{witness['chain']}`, but this is an export of `{header['chain']}`"
+                )
+        for witness in sorted(self.witnesses, key=lambda w: w["seq"]):
+            held = first is not None and first <= witness["seq"] <= last
+            (self.awaited if held else self.beyond).append(witness)
         self.header = header
         self.header_sha256 = hashlib.sha256(line).hexdigest()
         self.pending = list(seqs)
@@ -676,6 +792,14 @@ class Verifier:
             if self.entries == 0:
                 raise Bad("the first entry does not chain from the header's prev_hash")
             raise Bad(f"the entry does not chain from entry {expected - 1}")
+        while self.awaited and self.awaited[0]["seq"] == expected:
+            witness = self.awaited.pop(0)
+            if witness["hash"] != stated_text:
+                raise Bad(
+                    f"entry {expected} has hash {stated_text} but the witness issued "
+                    f"{witness['time']} says {witness['hash']}: the log was rewritten after the "
+                    "witness"
+                )
         self.prev = stated
         self.last = (expected, stated)
         self.next_seq = expected + 1
@@ -767,12 +891,24 @@ class Verifier:
                 f"the header announces a checkpoint for entry {self.pending[0]} "
                 "that is not in the file"
             )
+        unchecked = self.beyond or self.awaited
+        if unchecked:
+            witness = unchecked[0]
+            if header["first_seq"] is None:
+                holding = "it holds no entries"
+            else:
+                holding = f"it holds entries {header['first_seq']} to {header['last_seq']}"
+            raise Bad(
+                f"the witness issued {witness['time']} is of entry {witness['seq']}, which this "
+                f"export does not hold ({holding}): export a period that includes entry "
+                f"{witness['seq']}"
+            )
 
 
-def verify(stream, keys, expected_chain):
+def verify(stream, keys, expected_chain, witnesses=()):
     """Reads the export from a binary stream. Returns (None, verifier) when intact, or
     (line number, reason) for the first line that cannot be trusted."""
-    state = Verifier(keys, expected_chain)
+    state = Verifier(keys, expected_chain, witnesses)
     number = 0
     started = sealed = False
     for data in stream:
@@ -827,10 +963,11 @@ def describe(state):
     start = "the beginning" if header["from"] is None else header["from"]
     end = header["exported_at"] if header["to"] is None else header["to"]
     period = f"{start} to {end}"
+    witnessed = f", agrees with {len(state.witnesses)} witness(es)" if state.witnesses else ""
     return (
         f"intact: {header['chain']} ({header['customer']}), {extent} "
         f"({state.entries} entries, {state.checkpoints} signed checkpoint(s)), "
-        f"period {period}, sealed by key {header['key_id']}"
+        f"period {period}, sealed by key {header['key_id']}{witnessed}"
     )
 
 
@@ -848,6 +985,14 @@ def main(argv=None):
         "repeat for keys used before a rotation",
     )
     parser.add_argument("--customer", metavar="SLUG", help="fail unless the export is of SLUG")
+    parser.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a witness the export must agree with (from a notice, or a checkpoint line of an "
+        "earlier export); repeat for several",
+    )
     args = parser.parse_args(argv)
 
     raw_keys = []
@@ -859,12 +1004,28 @@ def main(argv=None):
             print(f"{path}: {e}", file=sys.stderr)
             return 2
     keys = Keys(raw_keys)
+    witnesses = []
+    for path in args.witness:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            print(f"cannot read witness {path}: {e}", file=sys.stderr)
+            return 2
+        try:
+            witnesses.append(parse_witness(data.decode("utf-8")))
+        except UnicodeDecodeError:
+            print(f"{path}: the witness is not UTF-8 text", file=sys.stderr)
+            return 2
+        except WitnessError as e:
+            print(f"{path}: {e}", file=sys.stderr)
+            return 2
     try:
         if args.export == "-":
-            result = verify(sys.stdin.buffer, keys, args.customer)
+            result = verify(sys.stdin.buffer, keys, args.customer, witnesses)
         else:
             with open(args.export, "rb") as f:
-                result = verify(f, keys, args.customer)
+                result = verify(f, keys, args.customer, witnesses)
     except OSError as e:
         print(f"cannot read {args.export}: {e}", file=sys.stderr)
         return 2

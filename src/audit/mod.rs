@@ -10,8 +10,10 @@ pub mod hash;
 pub mod records;
 pub mod signing;
 pub mod verify;
+pub mod witness;
 
 pub use entry::{Entry, Sealed};
 pub use event::{Actor, AuditEvent};
 pub use hash::Hash;
 pub use signing::{AuditKey, KeyId, KeyRing};
+pub use witness::Witness;

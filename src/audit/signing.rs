@@ -37,6 +37,12 @@ impl KeyId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A key id as written: exactly 16 lowercase hex digits.
+    pub fn parse(text: &str) -> Option<KeyId> {
+        let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        (text.len() == 16 && text.bytes().all(hex)).then(|| KeyId(text.to_owned()))
+    }
 }
 
 impl fmt::Display for KeyId {

@@ -15,12 +15,13 @@ use serde_json::json;
 use super::{exit_code, print_json};
 use crate::app::Services;
 use crate::audit::signing::PublicKey;
-use crate::audit::{Actor, AuditKey, KeyRing};
+use crate::audit::{Actor, AuditKey, KeyRing, Witness};
 use crate::config::Settings;
 use crate::domain::ChainId;
 use crate::error::{Error, Result};
 use crate::reports::check::{self, ChainReport};
-use crate::reports::export::{self, ExportRequest, verify::Verified};
+use crate::reports::export::verify::{Expected, Verified};
+use crate::reports::export::{self, ExportRequest};
 use crate::store::{self, Store, StoreOptions};
 
 #[derive(Debug, Subcommand)]
@@ -40,7 +41,8 @@ pub enum AuditCommand {
     },
     /// Export a customer's audit log (recorded in its chain): jsonl is the verifiable format.
     Export(ExportArgs),
-    /// Verify a JSON Lines export: chain, checkpoint and seal signatures, completeness.
+    /// Verify a JSON Lines export: chain, checkpoint and seal signatures, completeness, and
+    /// agreement with the witnesses given.
     Verify(VerifyArgs),
     /// Sign a checkpoint over the current head of every chain (or one) that advanced.
     Checkpoint {
@@ -84,6 +86,10 @@ pub struct VerifyArgs {
     /// Fail unless the export is of this customer.
     #[arg(long, value_name = "SLUG")]
     customer: Option<String>,
+    /// A witness the export must agree with: a file holding the witness from a notice (or a
+    /// checkpoint line of an earlier export); repeat for several.
+    #[arg(long = "witness", value_name = "FILE")]
+    witnesses: Vec<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -309,14 +315,36 @@ fn verification_keys(settings: &Settings, files: &[PathBuf]) -> Result<KeyRing> 
     Ok(keys)
 }
 
+/// The witnesses in the files given, each read strictly; a file that holds none is an error
+/// of the command line, not a verdict on the export.
+fn read_witnesses(files: &[PathBuf]) -> Result<Vec<Witness>> {
+    files
+        .iter()
+        .map(|file| {
+            let bytes = std::fs::read(file).map_err(|e| {
+                Error::InvalidInput(format!("cannot read witness {}: {e}", file.display()))
+            })?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                Error::InvalidInput(format!("{}: the witness is not UTF-8 text", file.display()))
+            })?;
+            Witness::parse(&text)
+                .map_err(|e| Error::InvalidInput(format!("{}: {e}", file.display())))
+        })
+        .collect()
+}
+
 fn verify(settings: &Settings, args: VerifyArgs) -> Result<ExitCode> {
     let keys = verification_keys(settings, &args.public_keys)?;
-    let customer = args.customer.as_deref();
+    let witnesses = read_witnesses(&args.witnesses)?;
+    let expected = Expected {
+        chain: args.customer.as_deref(),
+        witnesses: &witnesses,
+    };
     let file = args.file.as_path();
     let verdict = if file == Path::new("-") {
-        export::verify::verify(std::io::stdin().lock(), &keys, customer)
+        export::verify::verify_with(std::io::stdin().lock(), &keys, expected)
     } else {
-        export::verify::verify_file(file, &keys, customer)
+        export::verify::verify_file_with(file, &keys, expected)
     }
     .map_err(|e| Error::InvalidInput(format!("cannot read {}: {e}", file.display())))?;
     let intact = verdict.is_ok();
@@ -341,8 +369,12 @@ fn describe(v: &Verified) -> String {
         v.from.as_deref().unwrap_or("the beginning"),
         v.to.as_deref().unwrap_or(&v.exported_at)
     );
+    let witnessed = match v.witnesses {
+        0 => String::new(),
+        n => format!(", agrees with {n} witness(es)"),
+    };
     format!(
-        "intact: {} ({}), {range} ({} entries, {} signed checkpoint(s)), period {period}, sealed by key {}",
+        "intact: {} ({}), {range} ({} entries, {} signed checkpoint(s)), period {period}, sealed by key {}{witnessed}",
         v.chain, v.customer, v.entries, v.checkpoints, v.key_id
     )
 }

@@ -11,7 +11,7 @@ use killswitch::audit::{Actor, AuditEvent, AuditKey};
 use killswitch::domain::ChainId;
 use serde_json::Value;
 
-fn killswitch(db: &TestDb) -> Command {
+pub(crate) fn killswitch(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_killswitch"));
     cmd.current_dir(db.dir.path())
         .env("KILLSWITCH_DATA_DIR", db.dir.path())
@@ -20,7 +20,7 @@ fn killswitch(db: &TestDb) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {
         status,
         stdout,

@@ -19,19 +19,21 @@ use killswitch::audit::event::{
 };
 use killswitch::audit::records::CheckpointRecord;
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
-use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
+use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash, Witness};
 use killswitch::customers::{Customer, Policy};
 use killswitch::domain::{ChainId, TenantId};
 use killswitch::reports::export::Format;
 use killswitch::reports::export::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
-use killswitch::reports::export::verify::{BadLine, Verified, verify, verify_file};
+use killswitch::reports::export::verify::{
+    BadLine, Expected, Verified, verify, verify_file, verify_with,
+};
 use killswitch::store::Store;
 use killswitch::time::Timestamp;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py");
+pub(crate) const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/verify_export.py");
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/audit-format.md");
 
 // ---------------------------------------------------------------------------------------------
@@ -140,8 +142,12 @@ fn describe(v: &Verified) -> String {
         v.from.as_deref().unwrap_or("the beginning"),
         v.to.as_deref().unwrap_or(&v.exported_at)
     );
+    let witnessed = match v.witnesses {
+        0 => String::new(),
+        n => format!(", agrees with {n} witness(es)"),
+    };
     format!(
-        "intact: {} ({}), {range} ({} entries, {} signed checkpoint(s)), period {period}, sealed by key {}",
+        "intact: {} ({}), {range} ({} entries, {} signed checkpoint(s)), period {period}, sealed by key {}{witnessed}",
         v.chain, v.customer, v.entries, v.checkpoints, v.key_id
     )
 }
@@ -190,7 +196,7 @@ impl Cases<'_> {
 
 /// The interpreter `python3` starts, looked up once: a version manager's `python3` shim (pyenv)
 /// costs a tenth of a second per start, more than a verification.
-fn python3() -> &'static Path {
+pub(crate) fn python3() -> &'static Path {
     static INTERPRETER: OnceLock<PathBuf> = OnceLock::new();
     INTERPRETER.get_or_init(|| {
         let output = Command::new("python3")
@@ -652,6 +658,8 @@ fn example_events() -> Vec<(Timestamp, Actor, AuditEvent)> {
 
 struct Example {
     lines: Vec<String>,
+    /// The three entries, sealed.
+    entries: Vec<killswitch::audit::Sealed>,
     key: AuditKey,
     genesis: Hash,
     first_hash: Hash,
@@ -663,12 +671,17 @@ struct Example {
 
 /// The example export, built the way the export writer builds one, at fixed times.
 fn worked_example() -> Example {
+    worked_example_of(example_events())
+}
+
+/// An export like the example's (same key, times and checkpoint) of other `events`.
+fn worked_example_of(events: Vec<(Timestamp, Actor, AuditEvent)>) -> Example {
     let key = example_key();
     let contoso = chain("contoso");
     let genesis = Hash::genesis("contoso");
     let mut prev = genesis;
     let mut sealed = Vec::new();
-    for (i, (at, actor, event)) in example_events().iter().enumerate() {
+    for (i, (at, actor, event)) in events.iter().enumerate() {
         let s = killswitch::audit::entry::seal(&contoso, i as u64 + 1, &prev, *at, actor, event)
             .unwrap();
         prev = s.hash;
@@ -746,6 +759,7 @@ fn worked_example() -> Example {
         checkpoint_message: String::from_utf8(checkpoint_message).unwrap(),
         seal_message: String::from_utf8(seal_message).unwrap(),
         header_sha256,
+        entries: sealed,
     }
 }
 
@@ -906,6 +920,86 @@ async fn the_worked_example_in_the_doc_is_what_the_code_writes() {
         // Both canonical, so equal values mean equal bytes but for the masked values.
         assert_eq!(serde_jcs::to_string(&real_value).unwrap(), real);
         assert_eq!(serde_jcs::to_string(&shown_value).unwrap(), *shown);
+    }
+}
+
+/// The witness example of docs/audit-format.md: what a notice for the example's disable
+/// request (entry 3) carries, the example export agreeing with it, and the same log with that
+/// entry's reason rewritten afterwards refused on its line, by both verifiers.
+#[tokio::test]
+async fn the_witness_example_in_the_doc_is_what_the_code_signs_and_refuses() {
+    let example = worked_example();
+    let entry = &example.entries[2];
+    let witness = Witness::sign(&example.key, "contoso", 3, &entry.hash, entry.time).unwrap();
+    let witness_line = witness.to_line().unwrap();
+    let mut events = example_events();
+    if let AuditEvent::ActionRequested { reason, .. } = &mut events[2].2 {
+        *reason = "Routine clean-up".into();
+    }
+    let rewritten = worked_example_of(events);
+    assert_ne!(rewritten.entries[2].hash, entry.hash);
+
+    let db = TestDb::new().await;
+    let dir = db.dir.path();
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let text = |lines: &[String]| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let key_file = write(
+        "example-key.pem",
+        example.key.public_key().to_pem().unwrap(),
+    );
+    let witness_file = write("witness.json", format!("{witness_line}\n"));
+    let ring = KeyRing::new([example.key.public_key()]);
+    let expected = Expected {
+        chain: Some("contoso"),
+        witnesses: std::slice::from_ref(&witness),
+    };
+    let intact = verify_with(text(&example.lines).as_bytes(), &ring, expected)
+        .unwrap()
+        .unwrap();
+    let intact = describe(&intact);
+    let refused = verify_with(text(&rewritten.lines).as_bytes(), &ring, expected)
+        .unwrap()
+        .unwrap_err();
+    let refused = format!("NOT INTACT: {refused}");
+    assert!(
+        refused.contains("the log was rewritten after the witness"),
+        "{refused}"
+    );
+
+    let doc = std::fs::read_to_string(DOC).unwrap();
+    for (what, shown) in [
+        ("witness", &witness_line),
+        ("intact", &intact),
+        ("refusal", &refused),
+    ] {
+        assert!(
+            doc.contains(shown.as_str()),
+            "docs/audit-format.md lacks the {what} line:\n{witness_line}\n{intact}\n{refused}"
+        );
+    }
+    for (file, said) in [
+        (write("example.jsonl", text(&example.lines)), &intact),
+        (write("rewritten.jsonl", text(&rewritten.lines)), &refused),
+    ] {
+        let output = Command::new(python3())
+            .arg(SCRIPT)
+            .arg(&file)
+            .arg("--public-key")
+            .arg(&key_file)
+            .arg("--witness")
+            .arg(&witness_file)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("{said}\n"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 

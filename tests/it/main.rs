@@ -28,3 +28,4 @@ mod remediation;
 mod remediation_resilience;
 mod security;
 mod storage_faults;
+mod witness;

@@ -1,6 +1,7 @@
 //! Checks a JSON Lines export line by line, in constant memory, trusting nothing but the
 //! public keys it is given. The algorithm is the one docs/audit-format.md publishes, so a
-//! customer's own verifier reaches the same verdict on the same line.
+//! customer's own verifier reaches the same verdict on the same line. Given the witnesses a
+//! customer kept, it also refuses an export whose log was rewritten after one was issued.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,8 +18,10 @@ use super::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
 use crate::audit::entry::ENTRY_FORMAT_VERSION;
 use crate::audit::hash::Hash;
 use crate::audit::records::{BadCheckpoint, CheckpointRecord};
-use crate::audit::signing::{CheckpointRefusal, KeyRing, SignatureRefusal};
+use crate::audit::signing::{CheckpointRefusal, KeyId, KeyRing, SignatureRefusal};
+use crate::audit::witness::Witness;
 use crate::error::Error;
+use crate::time::Timestamp;
 
 /// The first line that cannot be trusted, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,18 @@ pub struct Verified {
     pub checkpoints: u64,
     pub last_hash: Option<String>,
     pub key_id: String,
+    /// The witnesses the export was found to agree with.
+    pub witnesses: u64,
+}
+
+/// What an export is held to besides the keys: none of it by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expected<'a> {
+    /// The chain (the customer's slug) the export must be of.
+    pub chain: Option<&'a str>,
+    /// Witnesses the customer kept: each must be signed by a key given, be of the export's
+    /// chain, and name an entry the export holds with exactly the witnessed hash.
+    pub witnesses: &'a [Witness],
 }
 
 // An entry line is exactly `{"entry":` ENTRY `,"hash":"` 64 hex `","type":"entry"}`.
@@ -54,7 +69,7 @@ const ENTRY_PREFIX: &[u8] = b"{\"entry\":";
 const HASH_INFIX: &[u8] = b",\"hash\":\"";
 const ENTRY_SUFFIX: &[u8] = b"\",\"type\":\"entry\"}";
 
-struct State<'k> {
+struct State<'k, 'c> {
     keys: &'k KeyRing,
     header: Header,
     header_sha256: String,
@@ -67,6 +82,10 @@ struct State<'k> {
     pending_checkpoints: VecDeque<u64>,
     entries: u64,
     checkpoints: u64,
+    /// Witnesses of entries inside the header's range, by seq, not yet met.
+    awaited: VecDeque<&'c Witness>,
+    /// Witnesses of entries outside it, by seq: the export cannot be checked against them.
+    beyond: Vec<&'c Witness>,
 }
 
 /// Why an export is not intact at the line being read; the message is a [`BadLine`]'s
@@ -225,6 +244,52 @@ enum NotIntact {
     SealHashDiffers,
     #[error("the header announces a checkpoint for entry {0} that is not in the file")]
     AnnouncedCheckpointMissing(u64),
+
+    // The witnesses given, checked after the header, and at their entry or the seal.
+    #[error(
+        "the witness of entry {seq} issued {time} is signed with key {key}, which is not among the public keys given"
+    )]
+    WitnessKeyNotGiven {
+        seq: u64,
+        time: Timestamp,
+        key: KeyId,
+    },
+    #[error(
+        "the witness of entry {seq} issued {time} does not verify with key {key}: it is forged or was changed"
+    )]
+    WitnessForged {
+        seq: u64,
+        time: Timestamp,
+        key: KeyId,
+    },
+    #[error(
+        "the witness of entry {seq} issued {time} is of chain `{found}`, but this is an export of `{expected}`"
+    )]
+    WitnessOfAnotherChain {
+        seq: u64,
+        time: Timestamp,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "entry {seq} has hash {found} but the witness issued {time} says {witnessed}: the log was rewritten after the witness"
+    )]
+    RewrittenSinceWitness {
+        seq: u64,
+        found: Hash,
+        time: Timestamp,
+        witnessed: Hash,
+    },
+    #[error(
+        "the witness issued {time} is of entry {seq}, which this export does not hold ({}): export a period that includes entry {seq}",
+        holding(*first, *last)
+    )]
+    WitnessedEntryNotHeld {
+        seq: u64,
+        time: Timestamp,
+        first: Option<u64>,
+        last: Option<u64>,
+    },
 }
 
 type Check<T> = std::result::Result<T, NotIntact>;
@@ -238,28 +303,55 @@ impl BadLine {
     }
 }
 
-/// Verifies the export in the file at `path`.
+/// Verifies the export in the file at `path`, of `expected_chain` when one is given.
 pub fn verify_file(
     path: &Path,
     keys: &KeyRing,
     expected_chain: Option<&str>,
 ) -> std::io::Result<Result<Verified, BadLine>> {
-    verify(
-        BufReader::with_capacity(1 << 20, File::open(path)?),
-        keys,
-        expected_chain,
-    )
+    let expected = Expected {
+        chain: expected_chain,
+        ..Expected::default()
+    };
+    verify_file_with(path, keys, expected)
 }
 
-/// Verifies an export read from `reader`. `Ok(Err(bad))` is a verdict; `Err` is an I/O error.
+/// Verifies an export read from `reader`, of `expected_chain` when one is given.
+/// `Ok(Err(bad))` is a verdict; `Err` is an I/O error.
 pub fn verify<R: BufRead>(
-    mut reader: R,
+    reader: R,
     keys: &KeyRing,
     expected_chain: Option<&str>,
 ) -> std::io::Result<Result<Verified, BadLine>> {
+    let expected = Expected {
+        chain: expected_chain,
+        ..Expected::default()
+    };
+    verify_with(reader, keys, expected)
+}
+
+/// [`verify_file`], holding the export to everything `expected` says.
+pub fn verify_file_with(
+    path: &Path,
+    keys: &KeyRing,
+    expected: Expected<'_>,
+) -> std::io::Result<Result<Verified, BadLine>> {
+    verify_with(
+        BufReader::with_capacity(1 << 20, File::open(path)?),
+        keys,
+        expected,
+    )
+}
+
+/// [`verify`], holding the export to everything `expected` says.
+pub fn verify_with<R: BufRead>(
+    mut reader: R,
+    keys: &KeyRing,
+    expected: Expected<'_>,
+) -> std::io::Result<Result<Verified, BadLine>> {
     let mut reading = Reading {
         keys,
-        expected_chain,
+        expected,
         state: None,
         sealed: false,
     };
@@ -281,8 +373,8 @@ pub fn verify<R: BufRead>(
 /// How far the file has been read: before the header, inside the export, or past the seal.
 struct Reading<'k, 'c> {
     keys: &'k KeyRing,
-    expected_chain: Option<&'c str>,
-    state: Option<State<'k>>,
+    expected: Expected<'c>,
+    state: Option<State<'k, 'c>>,
     sealed: bool,
 }
 
@@ -299,7 +391,7 @@ impl Reading<'_, '_> {
             return Err(NotIntact::TooDeep);
         }
         match self.state.as_mut() {
-            None => read_header(line, self.keys, self.expected_chain).map(|s| self.state = Some(s)),
+            None => read_header(line, self.keys, self.expected).map(|s| self.state = Some(s)),
             Some(st) if line.starts_with(ENTRY_PREFIX) => st.entry(line),
             Some(st) => match line_type(line).as_deref() {
                 Some("checkpoint") => st.checkpoint(line),
@@ -331,6 +423,7 @@ impl Reading<'_, '_> {
             checkpoints: st.checkpoints,
             last_hash: st.last.map(|(_, h)| h.to_hex()),
             key_id: st.header.key_id,
+            witnesses: u64::try_from(self.expected.witnesses.len()).unwrap_or(u64::MAX),
         })
     }
 }
@@ -412,19 +505,31 @@ fn ending(last_seq: Option<u64>) -> String {
     }
 }
 
-fn read_header<'k>(
+/// What an export holds, in words, after "this export does not hold".
+fn holding(first: Option<u64>, last: Option<u64>) -> String {
+    match (first, last) {
+        (Some(first), Some(last)) => format!("it holds entries {first} to {last}"),
+        _ => "it holds no entries".to_owned(),
+    }
+}
+
+fn read_header<'k, 'c>(
     line: &[u8],
     keys: &'k KeyRing,
-    expected_chain: Option<&str>,
-) -> Check<State<'k>> {
+    expected: Expected<'c>,
+) -> Check<State<'k, 'c>> {
     let header = signed_header(line, keys)?;
-    check_header_claims(&header, expected_chain)?;
+    check_header_claims(&header, expected.chain)?;
     let prev = header_prev_hash(&header)?;
     let seqs = &header.checkpoint_seqs;
     let in_range = |s: &u64| matches!((header.first_seq, header.last_seq), (Some(f), Some(l)) if *s >= f && *s <= l);
     if seqs.windows(2).any(|w| w[0] > w[1]) || !seqs.iter().all(in_range) {
         return Err(NotIntact::CheckpointSeqsOutOfRange);
     }
+    check_witnesses(&header, keys, expected.witnesses)?;
+    let mut witnesses: Vec<&Witness> = expected.witnesses.iter().collect();
+    witnesses.sort_by_key(|w| w.seq);
+    let (awaited, beyond): (Vec<_>, Vec<_>) = witnesses.into_iter().partition(|w| in_range(&w.seq));
     Ok(State {
         keys,
         header_sha256: const_hex::encode(Sha256::digest(line)),
@@ -435,7 +540,38 @@ fn read_header<'k>(
         header,
         entries: 0,
         checkpoints: 0,
+        awaited: awaited.into(),
+        beyond,
     })
+}
+
+/// Each witness, in the order given, signed by a key given and of the export's chain; a
+/// witness the keys do not vouch for proves nothing either way, so it is refused outright.
+fn check_witnesses(header: &Header, keys: &KeyRing, witnesses: &[Witness]) -> Check<()> {
+    for w in witnesses {
+        w.verify_signature(keys).map_err(|refusal| match refusal {
+            CheckpointRefusal::UnknownKey(key) => NotIntact::WitnessKeyNotGiven {
+                seq: w.seq,
+                time: w.time,
+                key,
+            },
+            CheckpointRefusal::DoesNotVerify(key) => NotIntact::WitnessForged {
+                seq: w.seq,
+                time: w.time,
+                key,
+            },
+            CheckpointRefusal::Unsignable(error) => NotIntact::Unsignable(error),
+        })?;
+        if w.chain != header.chain {
+            return Err(NotIntact::WitnessOfAnotherChain {
+                seq: w.seq,
+                time: w.time,
+                found: w.chain.clone(),
+                expected: header.chain.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The first line as a header, canonical and signed by one of the keys given.
@@ -495,7 +631,7 @@ fn header_prev_hash(header: &Header) -> Check<Option<Hash>> {
     }
 }
 
-impl State<'_> {
+impl State<'_, '_> {
     fn owed_checkpoint(&self) -> Option<u64> {
         match (self.last, self.pending_checkpoints.front()) {
             (Some((seq, _)), Some(&owed)) if owed == seq => Some(seq),
@@ -512,6 +648,7 @@ impl State<'_> {
         let value: Value = serde_json::from_str(text).map_err(|_| NotIntact::EntryNotJson)?;
         let (link, own_prev) = self_consistent_entry(&value, text, stated)?;
         let expected = self.place(&link, own_prev)?;
+        self.witnessed(expected, stated)?;
         self.prev = Some(stated);
         self.last = Some((expected, stated));
         self.next_seq = Some(expected + 1);
@@ -550,6 +687,22 @@ impl State<'_> {
             });
         }
         Ok(expected)
+    }
+
+    /// The entry at `seq`, intact and in its place, against the witnesses of that seq.
+    fn witnessed(&mut self, seq: u64, hash: Hash) -> Check<()> {
+        while let Some(&w) = self.awaited.front().filter(|w| w.seq == seq) {
+            if w.hash != hash {
+                return Err(NotIntact::RewrittenSinceWitness {
+                    seq,
+                    found: hash,
+                    time: w.time,
+                    witnessed: w.hash,
+                });
+            }
+            self.awaited.pop_front();
+        }
+        Ok(())
     }
 
     fn checkpoint(&mut self, line: &[u8]) -> Check<()> {
@@ -635,6 +788,15 @@ impl State<'_> {
         }
         if let Some(&seq) = self.pending_checkpoints.front() {
             return Err(NotIntact::AnnouncedCheckpointMissing(seq));
+        }
+        // Only an export found intact is worth telling to cover the witnessed entry.
+        if let Some(w) = self.beyond.first().or(self.awaited.front()) {
+            return Err(NotIntact::WitnessedEntryNotHeld {
+                seq: w.seq,
+                time: w.time,
+                first: self.header.first_seq,
+                last: self.header.last_seq,
+            });
         }
         Ok(())
     }
