@@ -16,6 +16,7 @@ use crate::audit::entry::Entry;
 use crate::audit::event::{Actor, AuditEvent, AuthMethod, MfaEvidence};
 use crate::audit::hash::Hash;
 use crate::audit::signing::AuditKey;
+use crate::audit::witness::Witness;
 use crate::domain::CustomerSlug;
 use crate::domain::action::ActionRecord;
 use crate::domain::customer::{Customer, NotifyMode};
@@ -186,7 +187,8 @@ impl Router {
     fn witness(&self, owed: &OwedNotice, entry: &Entry) -> Result<WitnessBlock> {
         let hash = Hash::from_hex(&owed.hash)
             .ok_or_else(|| Error::Internal("stored entry hash is not hex".to_owned()))?;
-        let line = witness_line(&self.key, &entry.chain, entry.seq, &hash, entry.time)?;
+        let line =
+            Witness::sign(&self.key, &entry.chain, entry.seq, &hash, entry.time)?.to_line()?;
         Ok(WitnessBlock {
             chain: entry.chain.clone(),
             seq: entry.seq,
@@ -294,28 +296,6 @@ struct To<'c> {
     customer: Option<&'c Customer>,
     channel: Channel,
     destination: String,
-}
-
-/// The witness line: a checkpoint of the chain at this entry, signed now by the audit key, in
-/// RFC 8785 form.
-fn witness_line(
-    key: &AuditKey,
-    chain: &str,
-    seq: u64,
-    hash: &Hash,
-    time: Timestamp,
-) -> Result<String> {
-    let cp = key.sign_checkpoint(chain, seq, hash, time)?;
-    serde_jcs::to_string(&serde_json::json!({
-        "type": "witness",
-        "chain": cp.chain,
-        "seq": cp.seq,
-        "hash": cp.hash.to_hex(),
-        "time": cp.time.to_string(),
-        "key_id": cp.key_id.as_str(),
-        "signature": cp.signature_base64(),
-    }))
-    .map_err(|e| Error::Internal(format!("cannot write the witness: {e}")))
 }
 
 /// Who acted, in words.

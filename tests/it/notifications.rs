@@ -51,6 +51,14 @@ async fn rig(extra: &[(&str, &str)]) -> Rig {
 }
 
 impl Rig {
+    /// A one-time code of a time step not yet used: the service's clock moves on one step.
+    fn fresh_code(&self) -> String {
+        use killswitch::time::Clock;
+        self.app.clock.advance(Duration::from_secs(30));
+        let now = self.app.clock.now().as_datetime().timestamp() as u64;
+        killswitch::auth::mfa::code_at(&self.lead.totp, now).unwrap()
+    }
+
     async fn disable(&self, account: &str) -> Value {
         let response = self
             .app
@@ -59,7 +67,7 @@ impl Rig {
                 "/api/v1/customers/contoso/accounts/{account}/disable"
             )))
             .bearer_auth(&self.lead.token)
-            .header("X-Killswitch-OTP", self.lead.code())
+            .header("X-Killswitch-OTP", self.fresh_code())
             .json(&json!({"reason": "Falcon ITP: credential theft <b>", "ticket": "SOC-7"}))
             .send()
             .await
@@ -159,7 +167,16 @@ async fn a_disable_sends_one_customer_email_and_one_soc_message_with_what_happen
     }
     let graph_request_id = action["graph"]["request_id"].as_str().unwrap();
     assert!(text.contains(graph_request_id), "Graph's request-id");
-    assert!(!text.contains(&rig.lead.code()), "never the code");
+    let codes: Vec<String> = (-2..=1)
+        .map(|step: i64| {
+            use killswitch::time::Clock;
+            let at = rig.app.clock.now().as_datetime().timestamp() + step * 30;
+            killswitch::auth::mfa::code_at(&rig.lead.totp, at as u64).unwrap()
+        })
+        .collect();
+    for code in &codes {
+        assert!(!text.contains(&format!(" {code}")), "never the code");
+    }
     assert!(!text.contains(&rig.lead.token), "never the token");
     assert!(
         text.contains("&lt;b&gt;"),
@@ -293,4 +310,56 @@ async fn a_customer_on_no_notices_gets_none_and_the_soc_still_hears() {
     );
     assert!(email_to(&rig.smtp.messages(), "security@contoso.example").is_empty());
     let _ = CONTOSO;
+}
+
+/// The witness line of a customer notice, as the customer would save it.
+fn witness_of(message: &Value) -> String {
+    readable(message)
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"type\":\"witness\""))
+        .unwrap_or_else(|| panic!("no witness line in {message:#?}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_witness_in_a_notice_verifies_against_a_later_export_and_refuses_a_changed_one() {
+    let rig = rig(&[]).await;
+    rig.disable(ALICE).await;
+    let mail = rig.smtp.wait_for(2, ARRIVES_WITHIN).await;
+    let notice = email_to(&mail, "security@contoso.example");
+    let witness = witness_of(notice[0]);
+    // The log goes on after the notice.
+    rig.disable("bob@contoso.onmicrosoft.com").await;
+
+    let dir = rig.app.db.dir.path();
+    std::fs::write(dir.join("witness.json"), &witness).unwrap();
+    let (code, _, stderr) = crate::cli::run(crate::cli::killswitch(&rig.app.db).args([
+        "audit",
+        "export",
+        "--customer",
+        "contoso",
+        "--out",
+        "export.jsonl",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let verify = |file: &str| {
+        crate::cli::run(crate::cli::killswitch(&rig.app.db).args([
+            "audit",
+            "verify",
+            "export.jsonl",
+            "--witness",
+            file,
+        ]))
+    };
+    let (code, stdout, stderr) = verify("witness.json");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("agrees with 1 witness"), "{stdout}");
+
+    // A witness of another head for that entry (as a rewritten log would need) is refused.
+    let mut forged: Value = serde_json::from_str(&witness).unwrap();
+    forged["hash"] = json!("0".repeat(64));
+    std::fs::write(dir.join("forged.json"), forged.to_string()).unwrap();
+    let (code, stdout, _) = verify("forged.json");
+    assert_ne!(code, 0);
+    assert!(stdout.starts_with("NOT INTACT: line 1:"), "{stdout}");
 }
