@@ -20,6 +20,7 @@ mod independent_verifier;
 mod migrations;
 mod no_secrets_in_logs;
 mod notifications;
+mod notifications_crash;
 mod ocsf;
 mod oidc_sso;
 mod onboarding;

@@ -363,3 +363,67 @@ async fn the_witness_in_a_notice_verifies_against_a_later_export_and_refuses_a_c
     assert_ne!(code, 0);
     assert!(stdout.starts_with("NOT INTACT: line 1:"), "{stdout}");
 }
+
+/// The id killswitch gave an e-mail (its `X-Killswitch-Notification` header).
+fn notification_id(message: &Value) -> String {
+    readable(message)
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Killswitch-Notification: "))
+        .unwrap_or_else(|| panic!("no notification id in {message:#?}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_send_each_notification_once() {
+    let smtp = SmtpSink::start(0);
+    let hook = Receiver::start().await;
+    let mut settings = notify::settings(&smtp, &hook);
+    settings.push(("notify.soc_email", notify::SOC_MAILBOX.to_owned()));
+    let overrides: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = TestApp::spawn_with(&overrides).await;
+    entra::add_customer(&first.store, "contoso", CONTOSO, Policy::default()).await;
+    // A second instance on the same database and keys, racing the first for every notice.
+    let mut second_settings = first.db.settings(&overrides);
+    second_settings.server.listen = "127.0.0.1:0".parse().unwrap();
+    let services = killswitch::app::Services::open(&second_settings)
+        .await
+        .unwrap();
+    let second = killswitch::app::Application::with_services(second_settings, services)
+        .await
+        .unwrap();
+    tokio::spawn(second.run_until(std::future::pending()));
+
+    const NOTICES: usize = 60;
+    let chain = killswitch::domain::ChainId::Customer("contoso".parse().unwrap());
+    let appends = (0..NOTICES).map(|i| {
+        let event = AuditEvent::ConnectionTested {
+            ready: false,
+            detail: format!("the tenant answered 503 (check {i})"),
+        };
+        let (store, chain) = (first.store.clone(), chain.clone());
+        async move {
+            store
+                .append(&chain, &killswitch::audit::Actor::Service, &event)
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(appends).await;
+
+    let mail = smtp.wait_for(NOTICES, Duration::from_secs(60)).await;
+    let hooks = hook.wait_for(NOTICES, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages().len(), NOTICES, "one e-mail per notice");
+    assert_eq!(hook.requests().len(), NOTICES, "one webhook per notice");
+    let ids: std::collections::BTreeSet<String> = mail.iter().map(notification_id).collect();
+    assert_eq!(ids.len(), NOTICES);
+    let hook_ids: std::collections::BTreeSet<String> =
+        hooks.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(hook_ids.len(), NOTICES);
+    let subjects: std::collections::BTreeSet<String> = hooks
+        .iter()
+        .map(|r| r.json()["data"]["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+}

@@ -125,6 +125,8 @@ fn spawn(port: u16, messages: Arc<Mutex<Vec<Value>>>) -> (Child, u16) {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -152,8 +154,13 @@ impl Receiver {
         let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
             let (log, answer) = (log.clone(), answer.clone());
             async move {
-                log.lock().unwrap().push(Received { headers, body });
-                StatusCode::from_u16(answer.load(Ordering::SeqCst)).unwrap()
+                let status = answer.load(Ordering::SeqCst);
+                log.lock().unwrap().push(Received {
+                    headers,
+                    body,
+                    status,
+                });
+                StatusCode::from_u16(status).unwrap()
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,12 +179,21 @@ impl Receiver {
         self.received.lock().unwrap().clone()
     }
 
+    /// The requests answered with success: the deliveries.
+    pub fn accepted(&self) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
+    }
+
+    /// Waits (in real time, up to `within`) until at least `count` deliveries were accepted.
     pub async fn wait_for(&self, count: usize, within: Duration) -> Vec<Received> {
         let start = Instant::now();
-        while self.requests().len() < count && start.elapsed() < within {
+        while self.accepted().len() < count && start.elapsed() < within {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.requests()
+        self.accepted()
     }
 }
 
