@@ -9,6 +9,7 @@
 pub mod email;
 pub mod render;
 pub mod route;
+pub mod schedule;
 pub mod settings;
 pub mod webhook;
 pub mod worker;
@@ -149,6 +150,10 @@ pub struct NewNotification {
     /// The rendered message ([`render::Message`] as JSON).
     pub message: String,
     pub created_at: Timestamp,
+    /// The id of the action or detection it is about, if one.
+    pub about: Option<String>,
+    /// Makes a message several instances may decide on at once exist only once.
+    pub dedupe_key: Option<String>,
 }
 
 /// A stored message and where it stands.
@@ -171,6 +176,7 @@ pub struct Notification {
     pub next_attempt_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub last_error: Option<String>,
+    pub about: Option<String>,
 }
 
 /// A notification row as both databases return it.
@@ -193,6 +199,7 @@ pub struct NotificationRow {
     pub lease_until: Option<String>,
     pub finished_at: Option<String>,
     pub last_error: Option<String>,
+    pub about: Option<String>,
 }
 
 impl TryFrom<NotificationRow> for Notification {
@@ -231,6 +238,7 @@ impl TryFrom<NotificationRow> for Notification {
             message: row.message,
             attempts: row.attempts,
             last_error: row.last_error,
+            about: row.about,
         })
     }
 }

@@ -84,14 +84,14 @@ impl Router {
             Ok(slug) => self.store.customer(&slug).await?,
             Err(_) => None,
         };
-        let soc =
-            |notice: Notice| Routed::Messages(self.to_soc(kind, owed, customer.as_ref(), notice));
+        let about = About::entry(kind, owed, subject_of(&entry.event));
+        let soc = |notice: Notice| Routed::Messages(self.to_soc(&about, customer.as_ref(), notice));
         Ok(match (&entry.event, kind) {
             (AuditEvent::ActionOutcome { action_id, .. }, NoticeKind::ActionOutcome) => {
                 let Some(customer) = customer else {
                     return Ok(Routed::Messages(Vec::new()));
                 };
-                self.action_outcome(owed, &entry, &customer, *action_id)
+                self.action_outcome(&about, owed, &entry, &customer, *action_id)
                     .await?
             }
             (AuditEvent::DetectionReceived { detection_id, .. }, _) => {
@@ -141,6 +141,7 @@ impl Router {
     /// The customer's notice and the SOC's message for an action that ended.
     async fn action_outcome(
         &self,
+        about: &About,
         owed: &OwedNotice,
         entry: &Entry,
         customer: &Customer,
@@ -152,19 +153,14 @@ impl Router {
         let mfa = self.requested_mfa(&action).await?;
         let link = self.link(&format!("actions/{}", action.id));
         let facts = action_notice(&action, customer, mfa.as_ref(), &link);
-        let mut messages = self.to_soc(
-            NoticeKind::ActionOutcome,
-            owed,
-            Some(customer),
-            facts.clone(),
-        );
+        let mut messages = self.to_soc(about, Some(customer), facts.clone());
         if customer.policy.notify == NotifyMode::Immediate {
             let witness = self.witness(owed, entry)?;
             let mut notice = facts;
             notice.witness = Some(witness);
             // The customer cannot open our console: no link.
             notice.link = None;
-            messages.extend(self.to_customer(owed, customer, notice));
+            messages.extend(self.to_customer(about, customer, notice));
         }
         Ok(Routed::Messages(messages))
     }
@@ -197,7 +193,7 @@ impl Router {
         })
     }
 
-    fn link(&self, path: &str) -> String {
+    pub(super) fn link(&self, path: &str) -> String {
         self.public_url
             .join(path)
             .map(|u| u.to_string())
@@ -205,10 +201,9 @@ impl Router {
     }
 
     /// One message per SOC channel configured.
-    fn to_soc(
+    pub fn to_soc(
         &self,
-        kind: NoticeKind,
-        owed: &OwedNotice,
+        about: &About,
         customer: Option<&Customer>,
         notice: Notice,
     ) -> Vec<NewNotification> {
@@ -221,7 +216,7 @@ impl Router {
                 channel: Channel::Email,
                 destination: self.settings.soc_email.join(", "),
             };
-            out.push(self.new_message(kind, owed, to, &message));
+            out.push(self.new_message(about, to, &message));
         }
         if let Some(hook) = &self.settings.soc_webhook {
             let channel = match hook.kind {
@@ -235,15 +230,15 @@ impl Router {
                 channel,
                 destination: "soc webhook".to_owned(),
             };
-            out.push(self.new_message(kind, owed, to, &message));
+            out.push(self.new_message(about, to, &message));
         }
         out
     }
 
     /// The customer's notice to its contact addresses.
-    fn to_customer(
+    pub fn to_customer(
         &self,
-        owed: &OwedNotice,
+        about: &About,
         customer: &Customer,
         notice: Notice,
     ) -> Vec<NewNotification> {
@@ -258,13 +253,12 @@ impl Router {
             channel: Channel::Email,
             destination: contacts.join(", "),
         };
-        vec![self.new_message(NoticeKind::ActionOutcome, owed, to, &message)]
+        vec![self.new_message(about, to, &message)]
     }
 
     fn new_message(
         &self,
-        kind: NoticeKind,
-        owed: &OwedNotice,
+        about: &About,
         to: To<'_>,
         message: &super::render::Message,
     ) -> NewNotification {
@@ -274,11 +268,17 @@ impl Router {
             channel,
             destination,
         } = to;
+        let dedupe_key = about
+            .dedupe
+            .as_ref()
+            .map(|key| format!("{key}:{}:{}", audience.as_str(), channel.as_str()));
         NewNotification {
             id: Uuid::new_v4(),
-            chain: Some(owed.chain.clone()),
-            seq: Some(owed.seq),
-            kind,
+            chain: about.entry.as_ref().map(|(chain, _)| chain.clone()),
+            seq: about.entry.as_ref().map(|(_, seq)| *seq),
+            kind: about.kind,
+            about: about.id.clone(),
+            dedupe_key,
             audience,
             customer: customer.map(|c| c.slug.clone()),
             channel,
@@ -287,6 +287,37 @@ impl Router {
             message: serde_json::to_string(message).unwrap_or_default(),
             created_at: self.clock.now(),
         }
+    }
+}
+
+/// What messages are about: their kind, the audit entry they tell of, the action or detection
+/// (by id), and for messages several instances may decide on at once (a reminder, a digest)
+/// the key that keeps each single.
+#[derive(Debug, Clone)]
+pub struct About {
+    pub kind: NoticeKind,
+    pub entry: Option<(String, i64)>,
+    pub id: Option<String>,
+    pub dedupe: Option<String>,
+}
+
+impl About {
+    fn entry(kind: NoticeKind, owed: &OwedNotice, id: Option<String>) -> About {
+        About {
+            kind,
+            entry: Some((owed.chain.clone(), owed.seq)),
+            id,
+            dedupe: None,
+        }
+    }
+}
+
+/// The action or detection an entry is about, if one.
+fn subject_of(event: &AuditEvent) -> Option<String> {
+    match event {
+        AuditEvent::ActionOutcome { action_id, .. } => Some(action_id.to_string()),
+        AuditEvent::DetectionReceived { detection_id, .. } => Some(detection_id.to_string()),
+        _ => None,
     }
 }
 

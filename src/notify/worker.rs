@@ -20,6 +20,8 @@ use crate::time::Clock;
 const CONCURRENCY: usize = 16;
 /// Notices routed, and messages leased, per round.
 const BATCH: u32 = 200;
+/// Reminders and digests are looked for once every this many rounds (5 s by default).
+const ROUNDS_PER_SCHEDULE: u32 = 25;
 /// The first retry waits this long; each next one twice as long, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -54,15 +56,30 @@ impl Notifier {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds = 0u32;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
+                    if rounds.is_multiple_of(ROUNDS_PER_SCHEDULE) {
+                        self.scheduled().await;
+                    }
+                    rounds = rounds.wrapping_add(1);
                     if let Err(e) = self.round().await {
                         tracing::error!(error = %e, "notification round failed; will try again");
                     }
                 }
                 _ = stop.changed() => return,
             }
+        }
+    }
+
+    /// Reminders of detections still waiting, and digests whose hour has come.
+    async fn scheduled(&self) {
+        if let Err(e) = self.router.remind_pending().await {
+            tracing::error!(error = %e, "cannot make reminders of pending detections; will try again");
+        }
+        if let Err(e) = self.router.send_digests().await {
+            tracing::error!(error = %e, "cannot make the daily digests; will try again");
         }
     }
 

@@ -60,19 +60,35 @@ pub trait NotificationStore: Send + Sync {
 
     /// Every attempt at the messages named, oldest first.
     async fn notification_attempts(&self, ids: &[uuid::Uuid]) -> Result<Vec<Attempt>>;
+
+    /// When the newest message about `about` (an action's or a detection's id) was made.
+    async fn last_notified_about(&self, about: &str) -> Result<Option<Timestamp>>;
+
+    /// Whether a message with this dedupe key exists.
+    async fn notification_made(&self, dedupe_key: &str) -> Result<bool>;
+
+    /// Detections still pending whose last message (or arrival, if none) is older than
+    /// `quiet_since`, oldest first.
+    async fn detections_to_remind(
+        &self,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<uuid::Uuid>>;
 }
 
 pub const NOTIFICATION_COLUMNS: &str = "id, chain, seq, kind, audience, customer, channel, destination, subject, message, \
-     state, attempts, created_at, next_attempt_at, lease_until, finished_at, last_error";
+     state, attempts, created_at, next_attempt_at, lease_until, finished_at, last_error, about";
 
 const OWED: &str = "SELECT n.chain, n.seq, n.kind, n.created_at, a.entry, a.hash FROM notification_events n \
      JOIN audit_entries a ON a.chain = n.chain AND a.seq = n.seq \
      WHERE n.routed_at IS NULL ORDER BY n.created_at LIMIT $1";
 const MARK_ROUTED: &str = "UPDATE notification_events SET routed_at = $3 \
      WHERE chain = $1 AND seq = $2 AND routed_at IS NULL RETURNING chain";
+// A message whose dedupe key exists was made by another instance already: that one stands.
 const INSERT: &str = "INSERT INTO notifications (id, chain, seq, kind, audience, customer, channel, destination, \
-     subject, message, state, attempts, created_at, next_attempt_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $11)";
+     subject, message, state, attempts, created_at, next_attempt_at, about, dedupe_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 0, $11, $11, $12, $13) \
+     ON CONFLICT (dedupe_key) DO NOTHING";
 const LEASE_SUFFIX: &str = " WHERE id = $1 AND state = 'pending' AND next_attempt_at <= $2 \
      AND (lease_until IS NULL OR lease_until < $2)";
 const INSERT_ATTEMPT: &str = "INSERT INTO notification_attempts (notification_id, attempt, at, ok, detail) \
@@ -99,6 +115,7 @@ where
     for<'r> OwedNotice: FromRow<'r, Row<E>>,
     for<'r> NotificationRow: FromRow<'r, Row<E>>,
     for<'r> Attempt: FromRow<'r, Row<E>>,
+    for<'r> (Option<String>,): FromRow<'r, Row<E>>,
 {
     async fn owed_notices(&self, limit: u32) -> Result<Vec<OwedNotice>> {
         Ok(sqlx::query_as::<E::Db, OwedNotice>(OWED)
@@ -236,6 +253,71 @@ where
         }
         Ok(attempts)
     }
+
+    async fn last_notified_about(&self, about: &str) -> Result<Option<Timestamp>> {
+        newest_time(
+            self.pool(),
+            "SELECT MAX(created_at) FROM notifications WHERE about = $1",
+            about,
+        )
+        .await
+    }
+
+    async fn detections_to_remind(
+        &self,
+        quiet_since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<uuid::Uuid>> {
+        let rows: Vec<(String,)> = sqlx::query_as::<E::Db, (String,)>(
+            "SELECT d.id FROM detections d WHERE d.state = 'pending' AND COALESCE(\
+             (SELECT MAX(n.created_at) FROM notifications n WHERE n.about = d.id), d.received_at) < $1 \
+             ORDER BY d.received_at LIMIT $2",
+        )
+        .bind(quiet_since.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(|(id,)| {
+                id.parse()
+                    .map_err(|_| Error::Internal(format!("stored detection id `{id}`")))
+            })
+            .collect()
+    }
+
+    async fn notification_made(&self, dedupe_key: &str) -> Result<bool> {
+        let made = newest_time(
+            self.pool(),
+            "SELECT MAX(created_at) FROM notifications WHERE dedupe_key = $1",
+            dedupe_key,
+        )
+        .await?;
+        Ok(made.is_some())
+    }
+}
+
+async fn newest_time<'q, DB>(
+    pool: &Pool<DB>,
+    sql: &'static str,
+    key: &'q str,
+) -> Result<Option<Timestamp>>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'r> (Option<String>,): FromRow<'r, DB::Row>,
+{
+    let (newest,): (Option<String>,) = sqlx::query_as::<DB, (Option<String>,)>(sql)
+        .bind(key)
+        .fetch_one(pool)
+        .await?;
+    newest
+        .map(|t| {
+            t.parse::<Timestamp>()
+                .map_err(|e| Error::Internal(format!("stored notification time: {e}")))
+        })
+        .transpose()
 }
 
 async fn insert_all<DB>(conn: &mut DB::Connection, messages: &[NewNotification]) -> Result<()>
@@ -261,6 +343,8 @@ where
             .bind(m.subject.as_str())
             .bind(m.message.as_str())
             .bind(m.created_at.to_string())
+            .bind(m.about.as_deref())
+            .bind(m.dedupe_key.as_deref())
             .execute(&mut *conn)
             .await?;
     }

@@ -427,3 +427,158 @@ async fn two_instances_on_one_database_send_each_notification_once() {
         .collect();
     assert_eq!(subjects.len(), 1, "{subjects:?}");
 }
+
+fn pending_detection() -> killswitch::falcon::records::DetectionRecord {
+    use killswitch::domain::detection::DetectionState;
+    killswitch::falcon::records::DetectionRecord {
+        id: uuid::Uuid::new_v4(),
+        customer: "contoso".parse().unwrap(),
+        composite_id: "ind:1234:5678".into(),
+        detection_id: None,
+        severity: killswitch::falcon::payload::Severity::High,
+        tactic: Some("Credential Access".into()),
+        technique: Some("Pass the Hash".into()),
+        account_upn: Some("bob@contoso.onmicrosoft.com".into()),
+        account_sid: None,
+        account_domain: None,
+        falcon_host_link: None,
+        cid: None,
+        falcon_time: None,
+        assurance: killswitch::falcon::signature::Assurance::Signed,
+        state: DetectionState::Pending,
+        target_id: None,
+        target_upn: None,
+        pending_reason: None,
+        action_id: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        received_at: killswitch::time::Timestamp::now(),
+    }
+}
+
+/// The webhooks the SOC received, by their event type.
+fn hook_types(hook: &Receiver) -> Vec<String> {
+    hook.accepted()
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_pending_detection_is_announced_then_reminded_until_decided() {
+    let rig = rig(&[("notify.pending_reminder_secs", "900")]).await;
+    let detection = pending_detection();
+    let falcon = killswitch::audit::Actor::Falcon {
+        policy: "intake".into(),
+        client_ip: None,
+    };
+    rig.app
+        .store
+        .record_detection(&detection, &falcon)
+        .await
+        .unwrap();
+    rig.app
+        .store
+        .set_detection_target(
+            detection.id,
+            None,
+            None,
+            Some("auto-disable is off for this customer"),
+        )
+        .await
+        .unwrap();
+    rig.hook.wait_for(1, ARRIVES_WITHIN).await;
+    assert_eq!(hook_types(&rig.hook), ["killswitch.detection_pending"]);
+    let first = rig.hook.accepted()[0].json();
+    assert_eq!(
+        first["data"]["pending_reason"],
+        "auto-disable is off for this customer"
+    );
+
+    let quiet = || tokio::time::sleep(Duration::from_millis(1500));
+    rig.app.clock.advance(Duration::from_secs(600));
+    quiet().await;
+    assert_eq!(
+        hook_types(&rig.hook).len(),
+        1,
+        "no reminder before the interval"
+    );
+    rig.app.clock.advance(Duration::from_secs(301));
+    rig.hook.wait_for(2, ARRIVES_WITHIN).await;
+    quiet().await;
+    assert_eq!(
+        hook_types(&rig.hook),
+        [
+            "killswitch.detection_pending",
+            "killswitch.detection_reminder"
+        ],
+        "one reminder"
+    );
+    rig.app.clock.advance(Duration::from_secs(900));
+    rig.hook.wait_for(3, ARRIVES_WITHIN).await;
+    assert_eq!(hook_types(&rig.hook).len(), 3, "and again");
+
+    let dismissed = killswitch::store::Decision {
+        id: detection.id,
+        customer: "contoso".parse().unwrap(),
+        state: killswitch::domain::detection::DetectionState::Dismissed,
+        action_id: None,
+        reason: Some("benign: the user's own new laptop".into()),
+        actor: killswitch::audit::Actor::operator(),
+    };
+    assert!(rig.app.store.decide_detection(&dismissed).await.unwrap());
+    rig.app.clock.advance(Duration::from_secs(1800));
+    quiet().await;
+    assert_eq!(hook_types(&rig.hook).len(), 3, "no reminder once decided");
+}
+
+#[tokio::test]
+async fn a_customer_on_the_digest_gets_one_message_a_day_listing_the_actions_with_a_witness() {
+    use chrono::Timelike;
+    use killswitch::time::Clock;
+    let now = killswitch::time::Timestamp::now().as_datetime();
+    let hour = (now.hour() + 1) % 24;
+    let rig = rig(&[("notify.digest_hour_utc", &hour.to_string())]).await;
+    let customer = rig
+        .app
+        .store
+        .customer(&"contoso".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut policy = customer.policy.clone();
+    policy.notify = killswitch::domain::customer::NotifyMode::Digest;
+    rig.app
+        .store
+        .update_policy(&customer, &policy, &killswitch::audit::Actor::operator())
+        .await
+        .unwrap();
+    rig.disable(ALICE).await;
+    rig.disable("bob@contoso.onmicrosoft.com").await;
+    rig.smtp.wait_for(2, ARRIVES_WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        email_to(&rig.smtp.messages(), "security@contoso.example").is_empty(),
+        "no notice per action on the digest"
+    );
+
+    // Past the digest's hour.
+    let clock_now = rig.app.clock.now().as_datetime();
+    let to_hour = 60 - u64::from(clock_now.minute()) + 1;
+    rig.app.clock.advance(Duration::from_secs(to_hour * 60));
+    let start = std::time::Instant::now();
+    while email_to(&rig.smtp.messages(), "security@contoso.example").is_empty()
+        && start.elapsed() < ARRIVES_WITHIN
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mail = rig.smtp.messages();
+    let digests = email_to(&mail, "security@contoso.example");
+    assert_eq!(digests.len(), 1, "one digest");
+    let text = readable(digests[0]);
+    assert!(text.contains("daily digest: 2 action(s)"), "{text}");
+    assert!(text.contains(ALICE) && text.contains("bob@contoso.onmicrosoft.com"));
+    assert!(text.contains("\"type\":\"witness\""), "{text}");
+}
