@@ -345,6 +345,7 @@ fn notifier(state: &AppState) -> Option<Arc<Notifier>> {
     let router = Router {
         store: state.store.clone(),
         key: state.audit_key.clone(),
+        cipher: state.cipher.clone(),
         settings: Arc::new(state.settings.notify.clone()),
         public_url: state.settings.server.public_url.clone(),
         clock: state.clock.clone(),

@@ -563,7 +563,7 @@ impl OidcSettings {
 
 /// `notify.*`: channels are optional, but one half-configured is a mistake worth stopping for.
 fn read_notify(r: &mut Reader) -> Option<crate::notify::NotifySettings> {
-    use crate::notify::settings::{NotifySettings, SmtpSettings, SocWebhook, WebhookKind};
+    use crate::notify::settings::{NotifySettings, SmtpSettings, WebhookKind, WebhookTarget};
     use secrecy::ExposeSecret;
     let smtp_url = r.secret("notify.smtp_url");
     let smtp_given = smtp_url.is_some();
@@ -602,7 +602,7 @@ fn read_notify(r: &mut Reader) -> Option<crate::notify::NotifySettings> {
             );
         }
     }
-    let soc_webhook = webhook_url.map(|url| SocWebhook {
+    let soc_webhook = webhook_url.map(|url| WebhookTarget {
         url,
         kind: kind.unwrap_or(WebhookKind::Slack),
         secret: secret.clone(),

@@ -94,6 +94,10 @@ pub struct PolicyArgs {
     /// How the contacts hear of actions: a notice each, a daily digest, or not at all.
     #[arg(long, value_name = "immediate|digest|off")]
     notify: Option<String>,
+    /// The customer's own HTTPS endpoint for action notices, signed with Standard Webhooks
+    /// ("" for none); the signing secret is printed.
+    #[arg(long, value_name = "URL")]
+    webhook_url: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -265,10 +269,24 @@ async fn policy(services: &Services, args: PolicyArgs) -> Result<ExitCode> {
             .update_policy(&customer, &policy, &Actor::operator())
             .await?;
     }
+    // The customer's notice webhook is signed with a secret they must hold: shown when the
+    // URL is set, never stored or logged.
+    let secret = (args.webhook_url.is_some() && policy.webhook_url.is_some())
+        .then(|| crate::notify::webhook::customer_secret(&services.cipher, &customer.slug));
     if args.json {
-        print_json(&json!({ "customer": customer.slug, "policy": policy }))?;
+        let mut out = json!({ "customer": customer.slug, "policy": policy });
+        if let Some(secret) = &secret {
+            out["webhook_secret"] = json!(secret.expose_secret());
+        }
+        print_json(&out)?;
     } else {
         print_policy(&customer.slug, &policy);
+        if let Some(secret) = &secret {
+            println!(
+                "  webhook secret:       {} (Standard Webhooks; give it to the customer to verify notices)",
+                secret.expose_secret()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -305,6 +323,12 @@ fn changed_policy(current: &Policy, args: &PolicyArgs) -> Result<Policy> {
     }
     if let Some(mode) = &args.notify {
         policy.notify = mode.parse::<crate::domain::customer::NotifyMode>()?;
+    }
+    if let Some(url) = &args.webhook_url {
+        policy.webhook_url = match url.trim() {
+            "" => None,
+            url => Some(crate::domain::customer::check_webhook_url(url)?),
+        };
     }
     Ok(policy)
 }
@@ -345,6 +369,10 @@ fn print_policy(slug: &CustomerSlug, policy: &Policy) {
         policy.contact.as_deref().unwrap_or("none")
     );
     println!("  notify:               {}", policy.notify.as_str());
+    println!(
+        "  webhook:              {}",
+        policy.webhook_url.as_deref().unwrap_or("none")
+    );
 }
 
 async fn find(services: &Services, slug: &str) -> Result<Customer> {

@@ -57,6 +57,10 @@ pub struct Policy {
     pub webhook_signature: SignedString,
     /// How the contact hears of actions on the tenant.
     pub notify: NotifyMode,
+    /// The customer's own HTTPS endpoint for action notices (Standard Webhooks, signed with a
+    /// secret killswitch derives for this customer), if any. Recorded in the audit log with
+    /// every policy change: it must not carry a credential of its own.
+    pub webhook_url: Option<String>,
 }
 
 /// How a customer's contact hears of the actions on its tenant.
@@ -106,6 +110,7 @@ impl Default for Policy {
             contact: None,
             webhook_signature: Default::default(),
             notify: NotifyMode::Immediate,
+            webhook_url: None,
         }
     }
 }
@@ -142,6 +147,32 @@ impl std::str::FromStr for AutoDisable {
                 super::InvalidValue::Input(format!("`{text}` is not off, high or critical"))
             })
     }
+}
+
+/// A customer's notice webhook: `https://…`, or plain `http://` to a loopback host only.
+pub fn check_webhook_url(text: &str) -> Result<String, super::InvalidValue> {
+    let bad = |why: &str| super::InvalidValue::Input(format!("the webhook URL {why}"));
+    let url = url::Url::parse(text.trim()).map_err(|_| bad("is not a URL"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return Err(bad("names no host")),
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if loopback => {}
+        _ => return Err(bad("must use https (plain http only to a loopback host)")),
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "must not carry a user or password (it is recorded in the audit log)",
+        ));
+    }
+    if url.as_str().len() > 2000 {
+        return Err(bad("is longer than 2000 characters"));
+    }
+    Ok(url.to_string())
 }
 
 impl Policy {

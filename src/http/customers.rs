@@ -85,6 +85,11 @@ pub struct PolicyView {
     #[serde(default)]
     #[schema(schema_with = schemas::notify_mode)]
     pub notify: Option<String>,
+    /// The customer's own HTTPS endpoint for action notices (Standard Webhooks); the signing
+    /// secret is shown by `killswitch customer policy S --webhook-url U`.
+    #[serde(default)]
+    #[schema(schema_with = schemas::webhook_url)]
+    pub webhook_url: Option<String>,
 }
 
 impl From<&Policy> for PolicyView {
@@ -97,6 +102,7 @@ impl From<&Policy> for PolicyView {
             contact: p.contact.clone(),
             webhook_signature: Some(p.webhook_signature.as_str().to_owned()),
             notify: Some(p.notify.as_str().to_owned()),
+            webhook_url: p.webhook_url.clone(),
         }
     }
 }
@@ -132,6 +138,12 @@ impl PolicyView {
                 .map(str::parse::<SignedString>)
                 .transpose()?
                 .unwrap_or_default(),
+            webhook_url: self
+                .webhook_url
+                .as_deref()
+                .filter(|u| !u.trim().is_empty())
+                .map(crate::domain::customer::check_webhook_url)
+                .transpose()?,
         })
     }
 }

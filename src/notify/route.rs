@@ -39,6 +39,8 @@ pub enum Routed {
 pub struct Router {
     pub store: Arc<dyn Store>,
     pub key: Arc<AuditKey>,
+    /// Derives each customer's notice-webhook secret.
+    pub cipher: Arc<crate::secrets::SecretCipher>,
     pub settings: Arc<NotifySettings>,
     pub public_url: url::Url,
     pub clock: Arc<dyn Clock>,
@@ -242,18 +244,28 @@ impl Router {
         customer: &Customer,
         notice: Notice,
     ) -> Vec<NewNotification> {
-        let contacts = customer.policy.contact_addresses();
-        if contacts.is_empty() || !self.settings.email_ready() {
-            return Vec::new();
-        }
         let message = notice.render();
-        let to = To {
-            audience: Audience::Customer,
-            customer: Some(customer),
-            channel: Channel::Email,
-            destination: contacts.join(", "),
-        };
-        vec![self.new_message(about, to, &message)]
+        let mut out = Vec::new();
+        let contacts = customer.policy.contact_addresses();
+        if !contacts.is_empty() && self.settings.email_ready() {
+            let to = To {
+                audience: Audience::Customer,
+                customer: Some(customer),
+                channel: Channel::Email,
+                destination: contacts.join(", "),
+            };
+            out.push(self.new_message(about, to, &message));
+        }
+        if customer.policy.webhook_url.is_some() {
+            let to = To {
+                audience: Audience::Customer,
+                customer: Some(customer),
+                channel: Channel::Webhook,
+                destination: "customer webhook".to_owned(),
+            };
+            out.push(self.new_message(about, to, &message));
+        }
+        out
     }
 
     fn new_message(

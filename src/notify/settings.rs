@@ -14,7 +14,7 @@ pub struct NotifySettings {
     pub from: Option<String>,
     /// Where SOC e-mails go (`notify.soc_email`).
     pub soc_email: Vec<String>,
-    pub soc_webhook: Option<SocWebhook>,
+    pub soc_webhook: Option<WebhookTarget>,
     /// A message still undelivered this long after it was made is given up (and counted).
     pub give_up_after: Duration,
     /// A detection still waiting this long after the last word of it is announced again.
@@ -51,7 +51,7 @@ impl NotifySettings {
 
 /// The SOC's incoming webhook.
 #[derive(Debug, Clone)]
-pub struct SocWebhook {
+pub struct WebhookTarget {
     /// A Slack or Teams webhook URL carries its own credential: kept secret, never logged.
     pub url: SecretString,
     pub kind: WebhookKind,

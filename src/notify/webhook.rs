@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::CustomerSlug;
+use crate::secrets::SecretCipher;
 use uuid::Uuid;
 
 use super::render::Message;
-use super::settings::{SocWebhook, WebhookKind};
+use super::settings::{WebhookKind, WebhookTarget};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -31,7 +34,7 @@ impl WebhookSender {
     /// Neither ever holds the URL (a Slack or Teams URL is itself a credential).
     pub async fn send(
         &self,
-        hook: &SocWebhook,
+        hook: &WebhookTarget,
         id: Uuid,
         event: &str,
         message: &Message,
@@ -73,6 +76,20 @@ impl WebhookSender {
             Err(_) => Err("the request to the receiver failed".to_owned()),
         }
     }
+}
+
+/// The `whsec_` secret a customer's notice webhook is signed with: derived from the key for
+/// secrets at rest and the customer's slug, so nothing more is stored (rotating
+/// `mfa.encryption_key` changes it; print it again with `customer policy S --webhook-url U`).
+pub fn customer_secret(cipher: &SecretCipher, customer: &CustomerSlug) -> SecretString {
+    use base64::Engine;
+    let key = zeroize::Zeroizing::new(
+        cipher.mac("customer-notice-webhook-v1", customer.as_str().as_bytes()),
+    );
+    SecretString::from(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key.as_slice())
+    ))
 }
 
 /// The JSON each receiver expects.

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use super::email::Mailer;
 use super::render::Message;
 use super::route::Router;
+use super::settings::{WebhookKind, WebhookTarget};
 use super::webhook::WebhookSender;
-use super::{AttemptOutcome, Channel, Notification, NotifySettings, Settlement};
+use super::{AttemptOutcome, Audience, Channel, Notification, NotifySettings, Settlement};
 use crate::error::Result;
 use crate::store::Store;
 use crate::time::Clock;
@@ -170,6 +171,12 @@ impl Notifier {
                 Some(mailer) => mailer.send(n.id, &n.destination, &message).await,
                 None => Err("e-mail is not configured (notify.smtp_url, notify.from)".to_owned()),
             },
+            Channel::Webhook if n.audience == Audience::Customer => {
+                let hook = self.customer_webhook(n).await?;
+                self.hooks
+                    .send(&hook, n.id, n.kind.as_str(), &message, self.clock.now())
+                    .await
+            }
             Channel::Slack | Channel::Teams | Channel::Webhook => {
                 let Some(hook) = &self.settings.soc_webhook else {
                     return Err(
@@ -182,6 +189,29 @@ impl Notifier {
                     .await
             }
         }
+    }
+}
+
+impl Notifier {
+    /// Where a customer's notice goes now: its policy's webhook, signed with its secret.
+    async fn customer_webhook(
+        &self,
+        n: &Notification,
+    ) -> std::result::Result<WebhookTarget, String> {
+        let gone = || "the customer no longer has a notice webhook".to_owned();
+        let slug = n.customer.as_ref().ok_or_else(gone)?;
+        let customer = self
+            .store
+            .customer(slug)
+            .await
+            .map_err(|_| "cannot read the customer's policy".to_owned())?
+            .ok_or_else(gone)?;
+        let url = customer.policy.webhook_url.ok_or_else(gone)?;
+        Ok(WebhookTarget {
+            url: url.into(),
+            kind: WebhookKind::Standard,
+            secret: Some(super::webhook::customer_secret(&self.router.cipher, slug)),
+        })
     }
 }
 

@@ -582,3 +582,54 @@ async fn a_customer_on_the_digest_gets_one_message_a_day_listing_the_actions_wit
     assert!(text.contains(ALICE) && text.contains("bob@contoso.onmicrosoft.com"));
     assert!(text.contains("\"type\":\"witness\""), "{text}");
 }
+
+#[tokio::test]
+async fn a_customer_with_its_own_webhook_receives_each_notice_signed_with_its_secret() {
+    let rig = rig(&[]).await;
+    let theirs = Receiver::start().await;
+    let (code, stdout, stderr) = crate::cli::run(crate::cli::killswitch(&rig.app.db).args([
+        "customer",
+        "policy",
+        "contoso",
+        "--webhook-url",
+        &theirs.url,
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let printed: Value = serde_json::from_str(&stdout).unwrap();
+    let secret = printed["webhook_secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{printed}");
+    assert_eq!(printed["policy"]["webhook_url"], theirs.url.as_str());
+    let events = common::events(&rig.app.store, "contoso").await;
+    let recorded = serde_json::to_string(&events).unwrap();
+    assert!(
+        !recorded.contains(&secret[6..]),
+        "the secret is never recorded"
+    );
+
+    rig.disable(ALICE).await;
+    let delivered = theirs.wait_for(1, ARRIVES_WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(theirs.accepted().len(), 1, "one notice");
+    let notice = &delivered[0];
+    let key = killswitch::falcon::signature::standard_key(&secret).unwrap();
+    let (id, timestamp) = (
+        notice.header("webhook-id"),
+        notice.header("webhook-timestamp"),
+    );
+    assert_eq!(
+        notice.header("webhook-signature"),
+        killswitch::falcon::signature::sign_standard(&key, &id, &timestamp, &notice.body)
+    );
+    let body = notice.json();
+    assert_eq!(body["type"], "killswitch.action_outcome");
+    assert_eq!(body["data"]["account"], ALICE);
+    assert_eq!(body["data"]["witness"]["type"], "witness");
+    assert!(
+        rig.hook
+            .accepted()
+            .iter()
+            .all(|r| r.json()["data"].get("witness").is_none()),
+        "the SOC's copy carries no witness"
+    );
+}

@@ -282,6 +282,7 @@ fn policy_asked(form: &Form, customer: &Customer) -> Result<PolicyView, Problem>
         contact: form.optional("contact"),
         webhook_signature: Some(customer.policy.webhook_signature.as_str().to_owned()),
         notify: Some(customer.policy.notify.as_str().to_owned()),
+        webhook_url: customer.policy.webhook_url.clone(),
     })
 }
 

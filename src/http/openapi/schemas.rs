@@ -181,6 +181,16 @@ pub fn contact() -> Object {
         .build()
 }
 
+/// A customer's notice webhook (`domain::customer::check_webhook_url`), or none.
+pub fn webhook_url() -> Object {
+    nullable_string()
+        .max_length(Some(2000))
+        .description(Some(
+            "the customer's own endpoint for action notices: https (http only to loopback), signed with Standard Webhooks",
+        ))
+        .build()
+}
+
 /// How a customer's contact hears of actions (`NotifyMode`).
 pub fn notify_mode() -> Object {
     nullable_string()
