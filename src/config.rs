@@ -572,6 +572,11 @@ fn read_notify(r: &mut Reader) -> Option<crate::notify::NotifySettings> {
             .map_err(|why| r.problem("notify.smtp_url", format!("the SMTP URL {why}")))
             .ok()
     });
+    let smtp_ca_pem = r.string("notify.smtp_ca_file").and_then(|path| {
+        std::fs::read(&path)
+            .map_err(|e| r.problem("notify.smtp_ca_file", format!("cannot read {path}: {e}")))
+            .ok()
+    });
     let from = r.string("notify.from");
     let soc_email = r.list("notify.soc_email");
     let webhook_url = r.secret("notify.soc_webhook_url");
@@ -642,6 +647,7 @@ fn read_notify(r: &mut Reader) -> Option<crate::notify::NotifySettings> {
     }
     Some(NotifySettings {
         smtp,
+        smtp_ca_pem,
         from,
         soc_email,
         soc_webhook,

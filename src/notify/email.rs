@@ -6,7 +6,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -21,12 +21,27 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    pub fn new(smtp: &SmtpSettings, from: &str, timeout: Duration) -> Result<Mailer> {
+    pub fn new(
+        smtp: &SmtpSettings,
+        ca_pem: Option<&[u8]>,
+        from: &str,
+        timeout: Duration,
+    ) -> Result<Mailer> {
         let config = |why: String| Error::Config(vec![format!("notify.smtp_url: {why}")]);
         let tls = match smtp.tls {
             SmtpTls::None => Tls::None,
             SmtpTls::StartTls | SmtpTls::Implicit => {
-                let params = TlsParameters::new(smtp.host.clone())
+                let mut params = TlsParameters::builder(smtp.host.clone());
+                if let Some(pem) = ca_pem {
+                    let ca = Certificate::from_pem(pem).map_err(|e| {
+                        Error::Config(vec![format!(
+                            "notify.smtp_ca_file: not a PEM certificate ({e})"
+                        )])
+                    })?;
+                    params = params.add_root_certificate(ca);
+                }
+                let params = params
+                    .build_rustls()
                     .map_err(|e| config(format!("cannot set up TLS: {e}")))?;
                 if smtp.tls == SmtpTls::Implicit {
                     Tls::Wrapper(params)
@@ -128,5 +143,17 @@ impl lettre::message::header::Header for NotificationId {
 
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tls_mailer_can_be_built() {
+        let smtp = SmtpSettings::parse("smtp://u:p@127.0.0.1:2525?tls=starttls").unwrap();
+        let built = Mailer::new(&smtp, None, "a@b.example", Duration::from_secs(1));
+        assert!(built.is_ok(), "{:?}", built.err());
     }
 }

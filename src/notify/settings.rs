@@ -10,6 +10,9 @@ use url::Url;
 #[derive(Debug, Clone)]
 pub struct NotifySettings {
     pub smtp: Option<SmtpSettings>,
+    /// Extra certificate authorities (PEM) the SMTP relay's certificate may chain to, beside
+    /// the public ones (`notify.smtp_ca_file`): a relay with a private CA.
+    pub smtp_ca_pem: Option<Vec<u8>>,
     /// The sender of every e-mail (`notify.from`).
     pub from: Option<String>,
     /// Where SOC e-mails go (`notify.soc_email`).
@@ -32,6 +35,7 @@ impl NotifySettings {
     pub fn disabled() -> NotifySettings {
         NotifySettings {
             smtp: None,
+            smtp_ca_pem: None,
             from: None,
             soc_email: Vec::new(),
             soc_webhook: None,

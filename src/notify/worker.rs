@@ -40,7 +40,12 @@ impl Notifier {
     pub fn new(router: Router) -> Result<Notifier> {
         let settings = router.settings.clone();
         let mailer = match (&settings.smtp, &settings.from) {
-            (Some(smtp), Some(from)) => Some(Mailer::new(smtp, from, settings.send_timeout)?),
+            (Some(smtp), Some(from)) => Some(Mailer::new(
+                smtp,
+                settings.smtp_ca_pem.as_deref(),
+                from,
+                settings.send_timeout,
+            )?),
             _ => None,
         };
         Ok(Notifier {

@@ -633,3 +633,88 @@ async fn a_customer_with_its_own_webhook_receives_each_notice_signed_with_its_se
         "the SOC's copy carries no witness"
     );
 }
+
+/// An app whose only channel is SOC e-mail through `smtp` (with `extra` settings).
+async fn soc_mail_app(smtp: &SmtpSink, extra: &[(&str, &str)]) -> TestApp {
+    let url = smtp.url();
+    let mut settings = vec![
+        ("notify.smtp_url", url.as_str()),
+        ("notify.from", notify::FROM),
+        ("notify.soc_email", notify::SOC_MAILBOX),
+        ("notify.poll_interval_ms", "20"),
+    ];
+    settings.extend_from_slice(extra);
+    TestApp::spawn_with(&settings).await
+}
+
+fn everything() -> killswitch::notify::NotificationFilter {
+    killswitch::notify::NotificationFilter {
+        limit: 100,
+        ..Default::default()
+    }
+}
+
+/// A failed connection test, which the SOC hears of.
+async fn connection_failed(app: &TestApp) {
+    entra::add_customer(&app.store, "contoso", CONTOSO, Policy::default()).await;
+    let event = AuditEvent::ConnectionTested {
+        ready: false,
+        detail: "the tenant answered 503".into(),
+    };
+    let chain = killswitch::domain::ChainId::Customer("contoso".parse().unwrap());
+    app.store
+        .append(&chain, &killswitch::audit::Actor::Service, &event)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn mail_goes_over_starttls_and_implicit_tls_with_authentication() {
+    for mode in ["starttls", "implicit"] {
+        let tls = notify::Tls::new(mode);
+        let ca = tls.ca();
+        let smtp = SmtpSink::start_with(0, Some(tls));
+        let app = soc_mail_app(&smtp, &[("notify.smtp_ca_file", ca.as_str())]).await;
+        connection_failed(&app).await;
+        let mail = smtp.wait_for(1, ARRIVES_WITHIN).await;
+        let listed = app.store.notifications(&everything()).await.unwrap();
+        assert_eq!(mail.len(), 1, "{mode}: {listed:#?}");
+        assert_eq!(mail[0]["secure"], true, "{mode}: sent over TLS");
+        assert_eq!(mail[0]["user"], notify::SMTP_USER, "{mode}: authenticated");
+        assert!(readable(&mail[0]).contains("Connection test FAILED"));
+    }
+}
+
+#[tokio::test]
+async fn starttls_that_the_server_does_not_offer_or_an_unknown_certificate_sends_nothing() {
+    // The URL asks for STARTTLS; the server offers none: nothing goes out in plain text.
+    let plain = SmtpSink::start(0);
+    let url = plain.url().replace("tls=none", "tls=starttls");
+    let app = TestApp::spawn_with(&[
+        ("notify.smtp_url", url.as_str()),
+        ("notify.from", notify::FROM),
+        ("notify.soc_email", notify::SOC_MAILBOX),
+        ("notify.poll_interval_ms", "20"),
+    ])
+    .await;
+    connection_failed(&app).await;
+    // A certificate nobody vouches for (no notify.smtp_ca_file) is refused too.
+    let unknown = SmtpSink::start_with(0, Some(notify::Tls::new("implicit")));
+    let other = soc_mail_app(&unknown, &[]).await;
+    connection_failed(&other).await;
+    for app in [&app, &other] {
+        let start = std::time::Instant::now();
+        let failed = loop {
+            let all = app.store.notifications(&everything()).await.unwrap();
+            if all.iter().any(|n| n.attempts > 0 && n.last_error.is_some())
+                || start.elapsed() > ARRIVES_WITHIN
+            {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let error = failed[0].last_error.clone().unwrap_or_default();
+        assert!(error.starts_with("SMTP"), "{error}");
+    }
+    assert!(plain.messages().is_empty() && unknown.messages().is_empty());
+}

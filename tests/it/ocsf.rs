@@ -298,6 +298,19 @@ async fn operator_and_service_events(rig: &Rig) {
         actor: operator,
     };
     rig.app.store.reseal(&reseal).await.unwrap();
+    let sent = AuditEvent::NotificationSent {
+        notification_id: uuid::Uuid::new_v4(),
+        kind: "action_outcome".to_owned(),
+        channel: "email".to_owned(),
+        destination: "security@contoso.example".to_owned(),
+        about_seq: Some(3),
+    };
+    let contoso = ChainId::Customer("contoso".parse().unwrap());
+    rig.app
+        .store
+        .append(&contoso, &Actor::Service, &sent)
+        .await
+        .unwrap();
 }
 
 /// contoso's OCSF export through the API, after a JSON Lines export (so an export is in it).

@@ -1,9 +1,10 @@
 // A real SMTP server for killswitch's notification tests (the npm `smtp-server` package).
 // Prints {"port": N} once listening, then one JSON line per message accepted:
 // {"from", "to": [...], "user", "data"} with `data` the message as received.
-//   node smtp-sink.mjs [--port N] [--user U --password P]
-// With --user, AUTH is required and checked; without, it is refused. No TLS: killswitch
-// speaks plain SMTP only to loopback (notify.smtp_url with ?tls=none).
+//   node smtp-sink.mjs [--port N] [--user U --password P] [--tls starttls|implicit --key K --cert C]
+// With --user, AUTH is required and checked; without, it is refused. Without --tls the server
+// offers no STARTTLS (killswitch speaks plain SMTP only to loopback, with ?tls=none).
+import { readFileSync } from "node:fs";
 import { SMTPServer } from "smtp-server";
 
 const args = process.argv.slice(2);
@@ -14,9 +15,13 @@ const option = (name) => {
 const port = Number(option("port") ?? 0);
 const user = option("user");
 const password = option("password");
+const tls = option("tls") ?? "none";
+const plain = tls === "none";
 
 const server = new SMTPServer({
-  disabledCommands: user ? ["STARTTLS"] : ["STARTTLS", "AUTH"],
+  disabledCommands: [...(plain ? ["STARTTLS"] : []), ...(user ? [] : ["AUTH"])],
+  secure: tls === "implicit",
+  ...(plain ? {} : { key: readFileSync(option("key")), cert: readFileSync(option("cert")) }),
   allowInsecureAuth: true,
   authOptional: !user,
   logger: false,
@@ -36,6 +41,7 @@ const server = new SMTPServer({
           from: session.envelope.mailFrom && session.envelope.mailFrom.address,
           to: session.envelope.rcptTo.map((r) => r.address),
           user: session.user ?? null,
+          secure: Boolean(session.secure),
           data: Buffer.concat(chunks).toString("utf8"),
         }) + "\n",
       );

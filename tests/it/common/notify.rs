@@ -27,6 +27,95 @@ pub struct SmtpSink {
     child: Option<Child>,
     pub port: u16,
     messages: Arc<Mutex<Vec<Value>>>,
+    tls: Option<Tls>,
+}
+
+/// A TLS server's mode and its certificate (self-signed for 127.0.0.1, made with openssl).
+pub struct Tls {
+    pub mode: &'static str,
+    pub dir: tempfile::TempDir,
+}
+
+impl Tls {
+    pub fn new(mode: &'static str) -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        std::fs::write(
+            path("leaf.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        // A certificate authority, and the server's certificate it signs.
+        let steps: [Vec<String>; 3] = [
+            [
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=killswitch test CA",
+            ]
+            .into_iter()
+            .chain(key)
+            .map(str::to_owned)
+            .chain([
+                "-keyout".into(),
+                path("ca.key"),
+                "-out".into(),
+                path("ca.pem"),
+            ])
+            .collect(),
+            ["req", "-subj", "/CN=127.0.0.1"]
+                .into_iter()
+                .chain(key)
+                .map(str::to_owned)
+                .chain([
+                    "-keyout".into(),
+                    path("key.pem"),
+                    "-out".into(),
+                    path("leaf.csr"),
+                ])
+                .collect(),
+            ["x509", "-req", "-days", "1", "-CAcreateserial"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain(["-in".into(), path("leaf.csr"), "-CA".into(), path("ca.pem")])
+                .chain([
+                    "-CAkey".into(),
+                    path("ca.key"),
+                    "-out".into(),
+                    path("cert.pem"),
+                ])
+                .chain(["-extfile".into(), path("leaf.ext")])
+                .collect(),
+        ];
+        for args in steps {
+            let made = Command::new("openssl")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(made.success(), "openssl {args:?} failed");
+        }
+        Tls { mode, dir }
+    }
+
+    /// The certificate authority's certificate (for `notify.smtp_ca_file`).
+    pub fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
+    }
+
+    pub fn cert(&self) -> String {
+        self.dir.path().join("cert.pem").display().to_string()
+    }
 }
 
 impl Drop for SmtpSink {
@@ -38,19 +127,26 @@ impl Drop for SmtpSink {
 impl SmtpSink {
     /// A server on `port` (0: any free one) requiring [`SMTP_USER`]'s password.
     pub fn start(port: u16) -> SmtpSink {
+        SmtpSink::start_with(port, None)
+    }
+
+    /// A server speaking TLS as `tls` says (STARTTLS offered, or TLS from the first byte).
+    pub fn start_with(port: u16, tls: Option<Tls>) -> SmtpSink {
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let (child, port) = spawn(port, messages.clone());
+        let (child, port) = spawn(port, messages.clone(), tls.as_ref());
         SmtpSink {
             child: Some(child),
             port,
             messages,
+            tls,
         }
     }
 
     /// `notify.smtp_url` for this server.
     pub fn url(&self) -> String {
+        let mode = self.tls.as_ref().map_or("none", |t| t.mode);
         format!(
-            "smtp://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{}?tls=none",
+            "smtp://{SMTP_USER}:{SMTP_PASSWORD}@127.0.0.1:{}?tls={mode}",
             self.port
         )
     }
@@ -66,7 +162,7 @@ impl SmtpSink {
     /// Starts it again on the same port, keeping what it received before.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn(self.port, self.messages.clone());
+        let (child, _) = spawn(self.port, self.messages.clone(), self.tls.as_ref());
         self.child = Some(child);
     }
 
@@ -84,7 +180,7 @@ impl SmtpSink {
     }
 }
 
-fn spawn(port: u16, messages: Arc<Mutex<Vec<Value>>>) -> (Child, u16) {
+fn spawn(port: u16, messages: Arc<Mutex<Vec<Value>>>, tls: Option<&Tls>) -> (Child, u16) {
     let dir = repo("tests/notify");
     assert!(
         dir.join("node_modules/smtp-server").is_dir(),
@@ -94,6 +190,17 @@ fn spawn(port: u16, messages: Arc<Mutex<Vec<Value>>>) -> (Child, u16) {
         .arg(dir.join("smtp-sink.mjs"))
         .args(["--port", &port.to_string()])
         .args(["--user", SMTP_USER, "--password", SMTP_PASSWORD])
+        .args(tls.map_or_else(Vec::new, |t| {
+            let dir = t.dir.path();
+            vec![
+                "--tls".to_owned(),
+                t.mode.to_owned(),
+                "--key".to_owned(),
+                dir.join("key.pem").display().to_string(),
+                "--cert".to_owned(),
+                dir.join("cert.pem").display().to_string(),
+            ]
+        }))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
