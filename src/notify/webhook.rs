@@ -127,3 +127,51 @@ fn slack_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Message {
+        Message {
+            subject: "[contoso] DISABLED: alice@contoso.example".to_owned(),
+            text: "Reason  <!channel> & <https://evil.example|click>".to_owned(),
+            html: String::new(),
+            data: serde_json::json!({"outcome": "succeeded"}),
+        }
+    }
+
+    #[test]
+    fn slack_gets_text_in_which_no_value_can_mention_a_channel_or_forge_a_link() {
+        let body = body(
+            WebhookKind::Slack,
+            "action_outcome",
+            &message(),
+            Timestamp::now(),
+        );
+        let text = body["text"].as_str().unwrap();
+        assert!(text.starts_with("*[contoso] DISABLED: alice@contoso.example*\n"));
+        assert!(text.contains("&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"));
+        assert!(!text.contains('<'));
+    }
+
+    #[test]
+    fn teams_gets_an_adaptive_card_and_standard_gets_type_timestamp_and_data() {
+        let now = Timestamp::now();
+        let card = body(WebhookKind::Teams, "action_outcome", &message(), now);
+        let attachment = &card["attachments"][0];
+        assert_eq!(
+            attachment["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        assert_eq!(attachment["content"]["type"], "AdaptiveCard");
+        assert_eq!(
+            attachment["content"]["body"][0]["text"],
+            "[contoso] DISABLED: alice@contoso.example"
+        );
+        let standard = body(WebhookKind::Standard, "action_outcome", &message(), now);
+        assert_eq!(standard["type"], "killswitch.action_outcome");
+        assert_eq!(standard["timestamp"], now.to_string());
+        assert_eq!(standard["data"]["outcome"], "succeeded");
+    }
+}

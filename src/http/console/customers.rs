@@ -15,6 +15,7 @@ use super::{AppState, html_page, problem_text, refused, see_other, shown};
 use crate::auth::Permission;
 use crate::customers::Customer;
 use crate::domain::customer::AutoDisable;
+use crate::domain::customer::NotifyMode;
 use crate::http::caller::Caller;
 use crate::http::customers::{
     PolicyView, change_policy, in_scope, issue_consent_link, test_connection,
@@ -57,6 +58,8 @@ struct PolicyShown {
     revoke_sessions: bool,
     auto_disable: Vec<(&'static str, bool)>,
     contact: String,
+    /// Each way the contacts may hear of actions, and whether it is the one chosen.
+    notify: Vec<(&'static str, bool)>,
 }
 
 /// What the page says above its content after a form was sent.
@@ -128,6 +131,10 @@ fn view(caller: &Caller, customer: &Customer, said: Said) -> CustomerPage {
                 .map(|level| (level.as_str(), *level == policy.auto_disable))
                 .collect(),
             contact: policy.contact.clone().unwrap_or_default(),
+            notify: NotifyMode::ALL
+                .iter()
+                .map(|mode| (mode.as_str(), *mode == policy.notify))
+                .collect(),
         },
     }
 }
@@ -260,7 +267,8 @@ fn policy_version(policy: &crate::customers::Policy) -> String {
     const_hex::encode(&sha2::Sha256::digest(&stated)[..8])
 }
 
-/// The policy the form states; what it does not show (the webhook's signed string) stays.
+/// The policy the form states; what it does not show (the Falcon webhook's signed string, the
+/// customer's notice webhook) stays.
 fn policy_asked(form: &Form, customer: &Customer) -> Result<PolicyView, Problem> {
     let limit = form.trimmed("max_actions_per_hour");
     let max_actions_per_hour = limit.parse::<u32>().map_err(|_| {
@@ -281,7 +289,7 @@ fn policy_asked(form: &Form, customer: &Customer) -> Result<PolicyView, Problem>
         auto_disable: form.trimmed("auto_disable"),
         contact: form.optional("contact"),
         webhook_signature: Some(customer.policy.webhook_signature.as_str().to_owned()),
-        notify: Some(customer.policy.notify.as_str().to_owned()),
+        notify: Some(form.trimmed("notify")).filter(|mode| !mode.is_empty()),
         webhook_url: customer.policy.webhook_url.clone(),
     })
 }
