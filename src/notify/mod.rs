@@ -134,6 +134,14 @@ pub struct OwedNotice {
     pub hash: String,
 }
 
+/// An owed notice and the messages routing made of it (possibly none).
+#[derive(Debug, Clone)]
+pub struct RoutedNotice {
+    pub chain: String,
+    pub seq: i64,
+    pub messages: Vec<NewNotification>,
+}
+
 /// A message to store, rendered for its destination.
 #[derive(Debug, Clone)]
 pub struct NewNotification {

@@ -11,7 +11,9 @@ use futures::StreamExt;
 use uuid::Uuid;
 
 use super::render::{Notice, WitnessBlock};
-use super::{Audience, Channel, NewNotification, NoticeKind, NotifySettings, OwedNotice};
+use super::{
+    Audience, Channel, NewNotification, NoticeKind, NotifySettings, OwedNotice, RoutedNotice,
+};
 use crate::audit::entry::Entry;
 use crate::audit::event::{Actor, AuditEvent, AuthMethod, MfaEvidence};
 use crate::audit::hash::Hash;
@@ -47,9 +49,9 @@ pub struct Router {
 }
 
 impl Router {
-    /// Routes up to `limit` owed notices; returns how many were routed here.
+    /// Routes up to `limit` owed notices in one transaction; returns the messages stored.
     pub async fn route_owed(&self, limit: u32) -> Result<usize> {
-        let mut routed = 0;
+        let mut routed = Vec::new();
         for owed in self.store.owed_notices(limit).await? {
             let messages = match self.route(&owed).await {
                 Ok(Routed::Messages(messages)) => messages,
@@ -60,17 +62,15 @@ impl Router {
                     Vec::new()
                 }
             };
-            let count = messages.len();
-            if self
-                .store
-                .route_notice(&owed.chain, owed.seq, messages, self.clock.now())
-                .await?
-            {
-                metrics::counter!("killswitch_notifications_created_total").increment(count as u64);
-                routed += 1;
-            }
+            routed.push(RoutedNotice {
+                chain: owed.chain,
+                seq: owed.seq,
+                messages,
+            });
         }
-        Ok(routed)
+        let stored = self.store.route_notices(routed, self.clock.now()).await?;
+        metrics::counter!("killswitch_notifications_created_total").increment(stored as u64);
+        Ok(stored)
     }
 
     async fn route(&self, owed: &OwedNotice) -> Result<Routed> {
@@ -86,6 +86,9 @@ impl Router {
             Ok(slug) => self.store.customer(&slug).await?,
             Err(_) => None,
         };
+        if self.nobody_listens(customer.as_ref()) {
+            return Ok(Routed::Messages(Vec::new()));
+        }
         let about = About::entry(kind, owed, subject_of(&entry.event));
         let soc = |notice: Notice| Routed::Messages(self.to_soc(&about, customer.as_ref(), notice));
         Ok(match (&entry.event, kind) {
@@ -132,6 +135,18 @@ impl Router {
             }
             _ => Routed::Messages(Vec::new()),
         })
+    }
+
+    /// No channel is configured that could carry a message about this customer (or the SOC's
+    /// own events): nothing to render.
+    fn nobody_listens(&self, customer: Option<&Customer>) -> bool {
+        let soc = self.settings.soc_webhook.is_some()
+            || (self.settings.email_ready() && !self.settings.soc_email.is_empty());
+        let theirs = customer.is_some_and(|c| {
+            c.policy.webhook_url.is_some()
+                || (self.settings.email_ready() && !c.policy.contact_addresses().is_empty())
+        });
+        !soc && !theirs
     }
 
     fn still_matching(&self, d: &DetectionRecord) -> bool {

@@ -15,7 +15,7 @@ use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 use crate::notify::{
     Attempt, Audience, NewNotification, Notification, NotificationFilter, NotificationRow,
-    OwedNotice, Settlement,
+    OwedNotice, RoutedNotice, Settlement,
 };
 use crate::time::Timestamp;
 
@@ -25,15 +25,10 @@ pub trait NotificationStore: Send + Sync {
     /// Notices not yet routed, oldest first, each with the audit entry it tells of.
     async fn owed_notices(&self, limit: u32) -> Result<Vec<OwedNotice>>;
 
-    /// Marks a notice routed and stores the messages it became, in one transaction; `false`
-    /// (and nothing stored) when another worker routed it first.
-    async fn route_notice(
-        &self,
-        chain: &str,
-        seq: i64,
-        messages: Vec<NewNotification>,
-        now: Timestamp,
-    ) -> Result<bool>;
+    /// Marks notices routed and stores the messages each became, all in one transaction; a
+    /// notice another worker routed first is skipped with its messages. Returns the messages
+    /// stored.
+    async fn route_notices(&self, routed: Vec<RoutedNotice>, now: Timestamp) -> Result<usize>;
 
     /// Stores messages that tell of no single entry (reminders, digests).
     async fn add_notifications(&self, messages: Vec<NewNotification>) -> Result<()>;
@@ -124,31 +119,29 @@ where
             .await?)
     }
 
-    async fn route_notice(
-        &self,
-        chain: &str,
-        seq: i64,
-        messages: Vec<NewNotification>,
-        now: Timestamp,
-    ) -> Result<bool> {
-        let chain = chain.to_owned();
-        let routed = self
-            .write(move |conn| {
-                Box::pin(async move {
+    async fn route_notices(&self, routed: Vec<RoutedNotice>, now: Timestamp) -> Result<usize> {
+        if routed.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut stored = 0;
+                for notice in &routed {
                     let marked = sqlx::query_as::<E::Db, (String,)>(MARK_ROUTED)
-                        .bind(chain)
-                        .bind(seq)
+                        .bind(notice.chain.as_str())
+                        .bind(notice.seq)
                         .bind(now.to_string())
                         .fetch_optional(&mut *conn)
                         .await?;
-                    if marked.is_none() {
-                        return Err(Error::Superseded);
+                    if marked.is_some() {
+                        insert_all::<E::Db>(conn, &notice.messages).await?;
+                        stored += notice.messages.len();
                     }
-                    insert_all::<E::Db>(conn, &messages).await
-                })
+                }
+                Ok(stored)
             })
-            .await;
-        super::superseded_is_false(routed)
+        })
+        .await
     }
 
     async fn add_notifications(&self, messages: Vec<NewNotification>) -> Result<()> {

@@ -973,34 +973,6 @@ async fn an_account_entra_does_not_know_leaves_the_detection_pending_with_the_re
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
 }
 
-fn stored_detection(id: Uuid, composite_id: &str) -> killswitch::falcon::records::DetectionRecord {
-    killswitch::falcon::records::DetectionRecord {
-        id,
-        customer: "contoso".parse().unwrap(),
-        composite_id: composite_id.into(),
-        detection_id: None,
-        severity: killswitch::falcon::payload::Severity::High,
-        tactic: None,
-        technique: None,
-        account_upn: Some("bob@contoso.onmicrosoft.com".into()),
-        account_sid: None,
-        account_domain: None,
-        falcon_host_link: None,
-        cid: None,
-        falcon_time: None,
-        assurance: killswitch::falcon::signature::Assurance::Signed,
-        state: DetectionState::Pending,
-        target_id: None,
-        target_upn: None,
-        pending_reason: None,
-        action_id: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        received_at: killswitch::time::Timestamp::now(),
-    }
-}
-
 /// Detections are written beside other writes (on SQLite, batched into one transaction): one
 /// that cannot be stored fails alone, and every other detection and append lands, audited once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1011,7 +983,7 @@ async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited
     store.add_customer(&contoso, &Actor::Service).await.unwrap();
     let taken = Uuid::new_v4();
     store
-        .record_detection(&stored_detection(taken, "first"), &Actor::Service)
+        .record_detection(&common::stored_detection(taken, "first"), &Actor::Service)
         .await
         .unwrap();
 
@@ -1026,21 +998,21 @@ async fn a_detection_that_cannot_be_stored_fails_alone_and_the_rest_land_audited
             match n {
                 0..200 => store
                     .record_detection(
-                        &stored_detection(Uuid::new_v4(), &format!("new:{n}")),
+                        &common::stored_detection(Uuid::new_v4(), &format!("new:{n}")),
                         &Actor::Service,
                     )
                     .await
                     .map(|(d, new)| format!("{}:{new}", d.composite_id)),
                 200..220 => store
                     .record_detection(
-                        &stored_detection(taken, &format!("clash:{n}")),
+                        &common::stored_detection(taken, &format!("clash:{n}")),
                         &Actor::Service,
                     )
                     .await
                     .map(|(d, new)| format!("{}:{new}", d.composite_id)),
                 220..240 => store
                     .record_detection(
-                        &stored_detection(Uuid::new_v4(), &format!("new:{}", n - 220)),
+                        &common::stored_detection(Uuid::new_v4(), &format!("new:{}", n - 220)),
                         &Actor::Service,
                     )
                     .await

@@ -429,32 +429,10 @@ async fn two_instances_on_one_database_send_each_notification_once() {
 }
 
 fn pending_detection() -> killswitch::falcon::records::DetectionRecord {
-    use killswitch::domain::detection::DetectionState;
-    killswitch::falcon::records::DetectionRecord {
-        id: uuid::Uuid::new_v4(),
-        customer: "contoso".parse().unwrap(),
-        composite_id: "ind:1234:5678".into(),
-        detection_id: None,
-        severity: killswitch::falcon::payload::Severity::High,
-        tactic: Some("Credential Access".into()),
-        technique: Some("Pass the Hash".into()),
-        account_upn: Some("bob@contoso.onmicrosoft.com".into()),
-        account_sid: None,
-        account_domain: None,
-        falcon_host_link: None,
-        cid: None,
-        falcon_time: None,
-        assurance: killswitch::falcon::signature::Assurance::Signed,
-        state: DetectionState::Pending,
-        target_id: None,
-        target_upn: None,
-        pending_reason: None,
-        action_id: None,
-        decided_by: None,
-        decided_at: None,
-        decision_reason: None,
-        received_at: killswitch::time::Timestamp::now(),
-    }
+    let mut detection = common::stored_detection(uuid::Uuid::new_v4(), "ind:1234:5678");
+    detection.tactic = Some("Credential Access".into());
+    detection.technique = Some("Pass the Hash".into());
+    detection
 }
 
 /// The webhooks the SOC received, by their event type.

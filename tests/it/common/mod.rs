@@ -280,3 +280,35 @@ pub async fn verify_chain(store: &Arc<dyn Store>, chain: &str) -> ChainSummary {
         .unwrap()
         .unwrap_or_else(|broken| panic!("chain {chain} is broken: {broken:?}"))
 }
+
+/// A pending detection of bob@contoso.onmicrosoft.com for contoso, as intake would store it.
+pub fn stored_detection(
+    id: Uuid,
+    composite_id: &str,
+) -> killswitch::falcon::records::DetectionRecord {
+    killswitch::falcon::records::DetectionRecord {
+        id,
+        customer: "contoso".parse().unwrap(),
+        composite_id: composite_id.into(),
+        detection_id: None,
+        severity: killswitch::falcon::payload::Severity::High,
+        tactic: None,
+        technique: None,
+        account_upn: Some("bob@contoso.onmicrosoft.com".into()),
+        account_sid: None,
+        account_domain: None,
+        falcon_host_link: None,
+        cid: None,
+        falcon_time: None,
+        assurance: killswitch::falcon::signature::Assurance::Signed,
+        state: killswitch::domain::detection::DetectionState::Pending,
+        target_id: None,
+        target_upn: None,
+        pending_reason: None,
+        action_id: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        received_at: killswitch::time::Timestamp::now(),
+    }
+}
