@@ -93,7 +93,7 @@ impl Sealer {
         } else {
             None
         };
-        Ok(plan_from(sealed, checkpoint, event.notice()))
+        Ok(plan_from(sealed, checkpoint, event.notice_in(chain)))
     }
 
     /// A checkpoint over the current head, or `None` when the chain is empty or its head is

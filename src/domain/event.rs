@@ -386,10 +386,19 @@ impl AuditEvent {
         }
     }
 
-    /// The notice this entry calls for, if someone must hear of it: the SOC and the customer
-    /// of every action's outcome, the SOC of a detection that may be waiting, of consent, of a
-    /// connection test that failed and of a lockout. Written with the entry, in its transaction.
-    pub fn notice(&self) -> Option<NoticeKind> {
+    /// The notice this entry calls for in `chain`, if someone must hear of it: the SOC and the
+    /// customer of every action's outcome, the SOC of a detection that may be waiting, of
+    /// consent, of a connection test that failed and of a lockout. Written with the entry, in
+    /// its transaction. A lockout is recorded in the system chain and in the customer's it was
+    /// aimed at; it is announced once, from the system chain.
+    pub fn notice_in(&self, chain: &crate::domain::ChainId) -> Option<NoticeKind> {
+        match self {
+            AuditEvent::AnalystLockedOut { .. } if *chain != crate::domain::ChainId::System => None,
+            other => other.notice(),
+        }
+    }
+
+    fn notice(&self) -> Option<NoticeKind> {
         match self {
             AuditEvent::ActionOutcome { .. } => Some(NoticeKind::ActionOutcome),
             AuditEvent::DetectionReceived { .. } => Some(NoticeKind::DetectionPending),
@@ -553,9 +562,10 @@ pub(crate) mod tests {
 
     #[test]
     fn entries_someone_must_hear_of_owe_a_notice_and_no_other_does() {
+        let system = crate::domain::ChainId::System;
         let owing: Vec<&str> = one_of_each()
             .iter()
-            .filter(|e| e.notice().is_some())
+            .filter(|e| e.notice_in(&system).is_some())
             .map(AuditEvent::kind)
             .collect();
         assert_eq!(
@@ -573,6 +583,16 @@ pub(crate) mod tests {
             detail: "consent withdrawn".into(),
         };
         assert_eq!(red.notice(), Some(NoticeKind::ConnectionFailed));
+        let lockout = AuditEvent::AnalystLockedOut {
+            analyst_id: Uuid::nil(),
+            until: Timestamp::now(),
+        };
+        let customer = crate::domain::ChainId::Customer("contoso".parse().unwrap());
+        assert_eq!(
+            lockout.notice_in(&customer),
+            None,
+            "announced once, from the system chain"
+        );
     }
 
     #[test]

@@ -696,3 +696,28 @@ async fn starttls_that_the_server_does_not_offer_or_an_unknown_certificate_sends
     }
     assert!(plain.messages().is_empty() && unknown.messages().is_empty());
 }
+
+#[tokio::test]
+async fn a_lockout_is_announced_to_the_soc_once() {
+    let rig = rig(&[("mfa.max_failures", "3")]).await;
+    for _ in 0..3 {
+        let response = rig
+            .app
+            .client
+            .post(rig.app.url(&format!(
+                "/api/v1/customers/contoso/accounts/{ALICE}/disable"
+            )))
+            .bearer_auth(&rig.lead.token)
+            .header("X-Killswitch-OTP", rig.lead.wrong_code())
+            .json(&json!({"reason": "Falcon ITP: credential theft"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    rig.hook.wait_for(1, ARRIVES_WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(hook_types(&rig.hook), ["killswitch.analyst_locked_out"]);
+    let body = rig.hook.accepted()[0].json();
+    assert_eq!(body["data"]["analyst_id"], rig.lead.id.to_string());
+}
