@@ -11,6 +11,7 @@ pub mod detections_sql;
 pub mod domain_sql;
 mod engine;
 mod listing;
+mod notification_rows;
 pub mod notifications_sql;
 pub mod onboarding_sql;
 pub mod postgres;

@@ -10,13 +10,14 @@ use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 use super::domain_sql::ChainTx;
 use super::engine::{Conn, Engine, Row};
 use super::listing::Listing;
+use super::notification_rows::NotificationRow;
 use crate::domain::ChainId;
 use crate::domain::event::{Actor, AuditEvent};
-use crate::error::{Error, Result};
-use crate::notify::{
-    Attempt, Audience, NewNotification, Notification, NotificationFilter, NotificationRow,
-    OwedNotice, RoutedNotice, Settlement,
+use crate::domain::notification::{
+    Attempt, Audience, NewNotification, Notification, NotificationFilter, OwedNotice, RoutedNotice,
+    Settlement,
 };
+use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
 /// The outbox: notices owed, messages to send, and what became of each attempt.
