@@ -49,10 +49,13 @@ pub struct Router {
 }
 
 impl Router {
-    /// Routes up to `limit` owed notices in one transaction; returns the messages stored.
+    /// Routes up to `limit` owed notices in one transaction; returns how many were read (all
+    /// `limit` of them: more are probably owed).
     pub async fn route_owed(&self, limit: u32) -> Result<usize> {
+        let owed_notices = self.store.owed_notices(limit).await?;
+        let read = owed_notices.len();
         let mut routed = Vec::new();
-        for owed in self.store.owed_notices(limit).await? {
+        for owed in owed_notices {
             let messages = match self.route(&owed).await {
                 Ok(Routed::Messages(messages)) => messages,
                 Ok(Routed::Later) => continue,
@@ -70,7 +73,7 @@ impl Router {
         }
         let stored = self.store.route_notices(routed, self.clock.now()).await?;
         metrics::counter!("killswitch_notifications_created_total").increment(stored as u64);
-        Ok(stored)
+        Ok(read)
     }
 
     async fn route(&self, owed: &OwedNotice) -> Result<Routed> {

@@ -58,23 +58,26 @@ impl Notifier {
         })
     }
 
-    /// Routes and delivers until `stop` changes.
+    /// Routes and delivers until `stop` changes: a round every poll interval, and the next one
+    /// at once after a round that filled a batch (a backlog is not paced by the interval).
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.settings.poll_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rounds = 0u32;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    if rounds.is_multiple_of(ROUNDS_PER_SCHEDULE) {
-                        self.scheduled().await;
-                    }
-                    rounds = rounds.wrapping_add(1);
-                    if let Err(e) = self.round().await {
-                        tracing::error!(error = %e, "notification round failed; will try again");
-                    }
-                }
+                biased;
                 _ = stop.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            if rounds.is_multiple_of(ROUNDS_PER_SCHEDULE) {
+                self.scheduled().await;
+            }
+            rounds = rounds.wrapping_add(1);
+            match self.round().await {
+                Ok(true) => ticker.reset_immediately(),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "notification round failed; will try again"),
             }
         }
     }
@@ -89,11 +92,12 @@ impl Notifier {
         }
     }
 
-    /// One round: route what is owed, send what is due.
-    pub async fn round(&self) -> Result<()> {
-        self.router.route_owed(BATCH).await?;
-        self.deliver_due().await?;
-        Ok(())
+    /// One round: route what is owed, send what is due; `true` when either filled its batch,
+    /// so more is probably waiting.
+    pub async fn round(&self) -> Result<bool> {
+        let read = self.router.route_owed(BATCH).await?;
+        let attempted = self.deliver_due().await?;
+        Ok(read == BATCH as usize || attempted == BATCH as usize)
     }
 
     /// Leases and sends the messages due now; returns how many were attempted here.
