@@ -1009,12 +1009,8 @@ fn whole(n: &figment::value::Num) -> Option<u128> {
 }
 
 fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
+    url.host()
+        .is_some_and(|host| crate::domain::is_loopback_host(&host))
 }
 
 /// Dotted paths of every leaf in `dict` that no reader asked for.

@@ -153,12 +153,10 @@ impl std::str::FromStr for AutoDisable {
 pub fn check_webhook_url(text: &str) -> Result<String, super::InvalidValue> {
     let bad = |why: &str| super::InvalidValue::Input(format!("the webhook URL {why}"));
     let url = url::Url::parse(text.trim()).map_err(|_| bad("is not a URL"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => return Err(bad("names no host")),
+    let Some(host) = url.host() else {
+        return Err(bad("names no host"));
     };
+    let loopback = super::is_loopback_host(&host);
     match url.scheme() {
         "https" => {}
         "http" if loopback => {}

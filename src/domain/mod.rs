@@ -283,6 +283,16 @@ pub fn clean_line(text: &str, max_chars: usize) -> String {
 /// One line of free text for the audit log, a page or a report: at most `max_chars` as sent,
 /// then trimmed, without control, format or line/paragraph-separator characters, which could
 /// hide or reorder what a reader sees. The error names `field`.
+/// Whether a URL's host is this machine (`localhost` or a loopback address): the one place
+/// plain `http://` or SMTP without TLS is allowed to go.
+pub fn is_loopback_host<S: AsRef<str>>(host: &url::Host<S>) -> bool {
+    match host {
+        url::Host::Domain(name) => name.as_ref().eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
 pub fn one_line_text(field: &str, value: &str, max_chars: usize) -> Result<String, InvalidValue> {
     let text = value.trim();
     if value.chars().count() > max_chars {

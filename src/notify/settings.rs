@@ -31,22 +31,6 @@ pub struct NotifySettings {
 }
 
 impl NotifySettings {
-    /// Settings that send nothing (no channel configured), for tools and tests.
-    pub fn disabled() -> NotifySettings {
-        NotifySettings {
-            smtp: None,
-            smtp_ca_pem: None,
-            from: None,
-            soc_email: Vec::new(),
-            soc_webhook: None,
-            give_up_after: Duration::from_secs(86_400),
-            pending_reminder: Duration::from_secs(900),
-            poll_interval: Duration::from_millis(200),
-            send_timeout: Duration::from_secs(15),
-            digest_hour_utc: 7,
-        }
-    }
-
     /// Whether e-mail can be sent at all.
     pub fn email_ready(&self) -> bool {
         self.smtp.is_some() && self.from.is_some()
@@ -131,8 +115,10 @@ impl SmtpSettings {
             SmtpTls::None => 25,
         });
         let decode = |part: &str| {
-            percent_decode(part)
-                .ok_or_else(|| "has a user or password that is not UTF-8".to_owned())
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|text| text.into_owned())
+                .map_err(|_| "has a user or password that is not UTF-8".to_owned())
         };
         let user = (!url.username().is_empty())
             .then(|| decode(url.username()))
@@ -155,12 +141,15 @@ impl SmtpSettings {
     }
 }
 
-/// `localhost` or a loopback address (an smtp:// URL's host is opaque text to the URL parser).
+/// `localhost` or a loopback address. An smtp:// URL's host is opaque text to the URL parser
+/// (an IPv6 address without its brackets here), so it is read as an address first.
 fn is_loopback_host(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => url::Host::Ipv4(ip),
+        Ok(std::net::IpAddr::V6(ip)) => url::Host::Ipv6(ip),
+        Err(_) => url::Host::Domain(host),
+    };
+    crate::domain::is_loopback_host(&host)
 }
 
 fn smtp_tls(url: &Url) -> Result<SmtpTls, String> {
@@ -177,23 +166,6 @@ fn smtp_tls(url: &Url) -> Result<SmtpTls, String> {
         }
     }
     Ok(tls)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]
@@ -213,6 +185,8 @@ mod tests {
         let s = SmtpSettings::parse("smtp://mail.example.com?tls=implicit").unwrap();
         assert_eq!((s.port, s.tls), (465, SmtpTls::Implicit));
         let s = SmtpSettings::parse("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert!(SmtpSettings::parse("smtp://[::1]:2525?tls=none").is_ok());
+        assert!(SmtpSettings::parse("smtp://LocalHost:2525?tls=none").is_ok());
         assert_eq!((s.port, s.tls, s.user), (2525, SmtpTls::None, None));
     }
 
