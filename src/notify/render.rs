@@ -41,6 +41,17 @@ pub struct WitnessBlock {
     pub line: String,
 }
 
+impl WitnessBlock {
+    pub fn of(witness: &crate::audit::witness::Witness) -> crate::error::Result<WitnessBlock> {
+        Ok(WitnessBlock {
+            chain: witness.chain.clone(),
+            seq: witness.seq,
+            hash: witness.hash.to_hex(),
+            line: witness.to_line()?,
+        })
+    }
+}
+
 /// How a customer keeps and uses the witness, in one line.
 pub const WITNESS_HOWTO: &str = "Keep this line as witness.json; later, `killswitch audit verify export.jsonl --witness witness.json` (or docs/verify_export.py) refuses any export of your log that does not hold this exact entry, so a log rewritten after today cannot pass.";
 

@@ -203,14 +203,13 @@ impl Router {
     fn witness(&self, owed: &OwedNotice, entry: &Entry) -> Result<WitnessBlock> {
         let hash = Hash::from_hex(&owed.hash)
             .ok_or_else(|| Error::Internal("stored entry hash is not hex".to_owned()))?;
-        let line =
-            Witness::sign(&self.key, &entry.chain, entry.seq, &hash, entry.time)?.to_line()?;
-        Ok(WitnessBlock {
-            chain: entry.chain.clone(),
-            seq: entry.seq,
-            hash: owed.hash.clone(),
-            line,
-        })
+        WitnessBlock::of(&Witness::sign(
+            &self.key,
+            &entry.chain,
+            entry.seq,
+            &hash,
+            entry.time,
+        )?)
     }
 
     pub(super) fn link(&self, path: &str) -> String {

@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::render::{Notice, WitnessBlock};
 use super::route::{About, Router, actor_words, reminder_notice};
-use crate::audit::hash::Hash;
 use crate::audit::witness::Witness;
 use crate::domain::ChainId;
 use crate::domain::action::{ActionRecord, ActionState};
@@ -141,13 +140,7 @@ impl Router {
             Error::Internal(format!("customer `{}` has no audit chain", customer.slug))
         })?;
         let (seq, hash) = crate::audit::append::parse_head(&chain, Some(&head))?;
-        let line = Witness::sign(&self.key, chain.as_str(), seq, &hash, now)?.to_line()?;
-        Ok(WitnessBlock {
-            chain: chain.as_str().to_owned(),
-            seq,
-            hash: Hash::to_hex(&hash),
-            line,
-        })
+        WitnessBlock::of(&Witness::sign(&self.key, chain.as_str(), seq, &hash, now)?)
     }
 }
 

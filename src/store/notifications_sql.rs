@@ -232,20 +232,21 @@ where
     }
 
     async fn notification_attempts(&self, ids: &[uuid::Uuid]) -> Result<Vec<Attempt>> {
-        let mut attempts = Vec::new();
-        // Pages are small (at most the API's limit), so one indexed read per message is cheap
-        // and the SQL stays the same on both databases.
-        for id in ids {
-            let mut rows = sqlx::query_as::<E::Db, Attempt>(
-                "SELECT notification_id, attempt, at, ok, detail FROM notification_attempts \
-                 WHERE notification_id = $1 ORDER BY attempt",
-            )
-            .bind(id.to_string())
-            .fetch_all(self.pool())
-            .await?;
-            attempts.append(&mut rows);
+        if ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(attempts)
+        // One read for the page; only numbered placeholders go into the text.
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT notification_id, attempt, at, ok, detail FROM notification_attempts \
+             WHERE notification_id IN ({}) ORDER BY notification_id, attempt",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query_as::<E::Db, Attempt>(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.to_string());
+        }
+        Ok(query.fetch_all(self.pool()).await?)
     }
 
     async fn last_notified_about(&self, about: &str) -> Result<Option<Timestamp>> {
