@@ -18,6 +18,7 @@ use crate::auth::gate::{Authenticator, MfaPolicy};
 use crate::config::Settings;
 use crate::customers::onboarding::{Onboarding, OnboardingSettings};
 use crate::domain::ChainId;
+use crate::domain::instance::InstanceRun;
 use crate::error::{Error, Result};
 use crate::falcon::intake::{Intake, IntakeSettings};
 use crate::graph::{Certificate, ClientCredential, GraphClient, GraphSettings};
@@ -27,7 +28,7 @@ use crate::notify::worker::Notifier;
 use crate::remediation::{RemediationSettings, Remediator};
 use crate::secrets::SecretCipher;
 use crate::store::{self, Store, StoreOptions};
-use crate::time::{Clock, SystemClock};
+use crate::time::{Clock, SystemClock, Timestamp};
 
 /// The parts every command that writes needs: a migrated store and the audit key; and, when the
 /// remediation app is configured, the engine that talks to Graph.
@@ -151,6 +152,8 @@ fn remediator(
     let remediation = RemediationSettings {
         deadline: settings.graph.deadline,
         give_up_after: settings.remediation.reconcile_give_up,
+        redrive_within: settings.remediation.redrive_within,
+        liveness: settings.instance.liveness,
         ..RemediationSettings::default()
     };
     Arc::new(Remediator::new(store.clone(), graph, remediation).with_clock(clock.clone()))
@@ -298,8 +301,15 @@ impl Application {
     ) -> Result<()> {
         let state = self.state.clone();
         let local = self.local_addr()?;
+        let run = register_run(&state, local).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let timers = spawn_timers(&state, &stop_rx);
+        let mut timers = spawn_timers(&state, &stop_rx);
+        timers.push(tokio::spawn(heartbeat_timer(
+            state.store.clone(),
+            run.run,
+            state.settings.instance.liveness.heartbeat,
+            stop_rx.clone(),
+        )));
         let server = spawn_server(self.listener, &state, stop_rx);
         tracing::info!(listen = %local, "killswitch is serving");
         let served = stop_after(
@@ -311,6 +321,9 @@ impl Application {
         .await;
         for task in timers {
             let _ = task.await;
+        }
+        if let Err(e) = state.store.stop_run(run.run, Timestamp::now()).await {
+            tracing::warn!(error = %e, "could not record this instance's stop; others take over after its heartbeat times out");
         }
         checkpoint_all(state.store.as_ref()).await;
         served.map_err(|e| Error::Internal(format!("server task failed: {e}")))
@@ -328,6 +341,7 @@ fn spawn_timers(state: &AppState, stop: &watch::Receiver<bool>) -> Vec<JoinHandl
     let reconciler = state.remediator.as_ref().map(|remediator| {
         tokio::spawn(reconcile_timer(
             remediator.clone(),
+            state.intake.clone(),
             settings.remediation.reconcile_interval,
             stop.clone(),
         ))
@@ -422,10 +436,11 @@ async fn checkpoint_timer(store: Arc<dyn Store>, every: Duration, mut stop: watc
     }
 }
 
-/// Settles actions a crash left without an outcome: once at start, then periodically (another
-/// instance may die while this one runs).
+/// Settles what a crash left unfinished (actions without an outcome, detections stored but not
+/// decided): once at start, then periodically (another instance may die while this one runs).
 async fn reconcile_timer(
     remediator: Arc<Remediator>,
+    intake: Arc<Intake>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -436,7 +451,64 @@ async fn reconcile_timer(
                 if let Err(e) = remediator.reconcile().await {
                     tracing::error!(error = %e, "reconciliation failed; will try again");
                 }
+                if let Err(e) = intake.resume_undecided().await {
+                    tracing::error!(error = %e, "deciding interrupted detections failed; will try again");
+                }
             }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Registers this start of the instance (a newer run under its name makes the older one gone
+/// at once) and names it the owner of what the engine admits from now on.
+async fn register_run(state: &AppState, local: SocketAddr) -> Result<InstanceRun> {
+    let instance = state
+        .settings
+        .instance
+        .id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", host_name(), local.port()));
+    let run = InstanceRun {
+        instance,
+        run: uuid::Uuid::new_v4(),
+        started_at: Timestamp::now(),
+    };
+    state.store.register_run(&run).await?;
+    if let Some(remediator) = &state.remediator {
+        remediator.set_owner(run.run);
+    }
+    tracing::info!(instance = %run.instance, run = %run.run, "instance registered");
+    Ok(run)
+}
+
+/// This host's name, for the default instance name: unique per host together with the port,
+/// which no other live process on the host can hold.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Records every `every` that this run is alive, so others leave its work alone.
+async fn heartbeat_timer(
+    store: Arc<dyn Store>,
+    run: uuid::Uuid,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => match store.heartbeat(run, Timestamp::now()).await {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(%run, "this instance's name was registered by another process: set a distinct instance.id on each instance"),
+                Err(e) => tracing::warn!(error = %e, "could not record this instance's heartbeat"),
+            },
             _ = stop.changed() => return,
         }
     }

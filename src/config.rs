@@ -34,6 +34,7 @@ pub struct Settings {
     pub entra: EntraSettings,
     pub graph: GraphLimits,
     pub remediation: RemediationConfig,
+    pub instance: InstanceConfig,
     pub onboarding: OnboardingConfig,
     pub falcon: FalconSettings,
     pub mfa: MfaSettings,
@@ -142,6 +143,16 @@ pub struct RemediationConfig {
     pub reconcile_interval: Duration,
     /// After this long, an action Entra will not show is finished as failed, effect unknown.
     pub reconcile_give_up: Duration,
+    /// An interrupted action younger than this is carried through on reconciliation.
+    pub redrive_within: Duration,
+}
+
+/// This instance among several on one database (see `domain::instance`).
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// The stable name; `None`: this host's name and the listening port.
+    pub id: Option<String>,
+    pub liveness: crate::domain::instance::Liveness,
 }
 
 #[derive(Debug, Clone)]
@@ -248,6 +259,7 @@ impl Settings {
         let entra = EntraSettings::read(r);
         let graph = GraphLimits::read(r);
         let remediation = RemediationConfig::read(r);
+        let instance = InstanceConfig::read(r);
         let onboarding = OnboardingConfig::read(r);
         let falcon = FalconSettings::read(r);
         let mfa = MfaSettings::read(r);
@@ -263,6 +275,7 @@ impl Settings {
             entra: entra?,
             graph: graph?,
             remediation: remediation?,
+            instance: instance?,
             onboarding: onboarding?,
             falcon: falcon?,
             mfa: mfa?,
@@ -440,9 +453,41 @@ impl RemediationConfig {
     fn read(r: &mut Reader) -> Option<Self> {
         let reconcile_interval = r.seconds("remediation.reconcile_interval_secs", 1, 86_400);
         let reconcile_give_up = r.seconds("remediation.reconcile_give_up_secs", 60, 30 * 86_400);
+        let redrive_within = r.seconds("remediation.redrive_within_secs", 0, 86_400);
         Some(RemediationConfig {
             reconcile_interval: reconcile_interval?,
             reconcile_give_up: reconcile_give_up?,
+            redrive_within: redrive_within?,
+        })
+    }
+}
+
+impl InstanceConfig {
+    fn read(r: &mut Reader) -> Option<Self> {
+        let id = r.string("instance.id");
+        if let Some(id) = &id
+            && (id.len() > 200 || id.chars().any(char::is_control))
+        {
+            r.problem(
+                "instance.id",
+                "expected a name of at most 200 printable characters".to_owned(),
+            );
+        }
+        let heartbeat = r.seconds("instance.heartbeat_secs", 1, 600)?;
+        let dead_after = r.seconds("instance.dead_after_secs", 2, 3600)?;
+        if dead_after < heartbeat * 2 {
+            r.problem(
+                "instance.dead_after_secs",
+                "must be at least twice instance.heartbeat_secs, or a live instance would look gone between two beats".to_owned(),
+            );
+            return None;
+        }
+        Some(InstanceConfig {
+            id,
+            liveness: crate::domain::instance::Liveness {
+                heartbeat,
+                dead_after,
+            },
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod customers;
 pub mod domain;
 pub mod error;
 pub mod falcon;
+pub mod fault;
 pub mod files;
 pub mod graph;
 pub mod html;

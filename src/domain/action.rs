@@ -193,6 +193,9 @@ pub struct NewAction {
     pub created_at: Timestamp,
     /// Until then nobody else may reconcile the action: the executing process owns it.
     pub lease_until: Timestamp,
+    /// The registered run executing it (see `domain::instance`): when that run is gone, the
+    /// action is reconciled without waiting for its lease. `None` outside a registered service.
+    pub owner_run: Option<Uuid>,
     /// The pending detection this action decides, if any.
     pub claim: Option<DetectionClaim>,
 }

@@ -202,6 +202,9 @@ pub struct DetectionRecord {
     pub decided_at: Option<Timestamp>,
     pub decision_reason: Option<String>,
     pub received_at: Timestamp,
+    /// The registered run that received it and decides it (see `domain::instance`); when that
+    /// run is gone before the detection was decided, another run decides it.
+    pub received_run: Option<Uuid>,
 }
 
 /// Which detections to list, newest first (`received_at`, then `id`, both descending).

@@ -25,6 +25,7 @@ pub mod cursor;
 pub mod customer;
 pub mod detection;
 pub mod event;
+pub mod instance;
 pub mod notification;
 
 /// The name of the chain that records events not tied to one customer.

@@ -15,6 +15,7 @@ use super::signature::{Assurance, Rejection, Verifier, WebhookSecret};
 use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
 use crate::customers::onboarding::webhook_context;
 use crate::customers::{AutoDisable, Customer};
+use crate::domain::instance::Takeover;
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason};
 use crate::error::{Error, Result};
 use crate::graph::GraphError;
@@ -161,6 +162,7 @@ impl Intake {
             decided_at: None,
             decision_reason: None,
             received_at: now,
+            received_run: self.remediator.as_ref().and_then(|r| r.owner()),
         };
         let (detection, new) = self
             .store
@@ -285,6 +287,76 @@ impl Intake {
             Err(e) => return Err(e),
         }
         self.reload(detection.id).await
+    }
+
+    /// Decides the detections a crash left stored but undecided (their receiving run is gone,
+    /// or they waited longer than an action's lease): as on arrival, under the customer's
+    /// policy now, while they are fresh; an older one waits for an analyst, saying why.
+    /// Returns how many were taken over.
+    pub async fn resume_undecided(&self) -> Result<usize> {
+        let Some(remediator) = self.remediator.as_deref() else {
+            return Ok(0);
+        };
+        let now = remediator.clock().now();
+        let lease = chrono::Duration::from_std(remediator.lease_length()).unwrap_or_default();
+        let takeover = Takeover {
+            lease_ended_before: Timestamp::from_datetime(now.as_datetime() - lease),
+            ..remediator.takeover()
+        };
+        let mut resumed = 0;
+        for detection in self.store.undecided_detections(&takeover).await? {
+            if !self
+                .store
+                .claim_detection(&detection, remediator.owner())
+                .await?
+            {
+                continue;
+            }
+            resumed += 1;
+            if let Err(e) = self.resume(detection, remediator, now).await {
+                tracing::error!(error = %e, "an interrupted detection could not be decided; it is tried again after its lease");
+            }
+        }
+        Ok(resumed)
+    }
+
+    async fn resume(
+        &self,
+        detection: DetectionRecord,
+        remediator: &Remediator,
+        now: Timestamp,
+    ) -> Result<()> {
+        let waited = (now.as_datetime() - detection.received_at.as_datetime())
+            .to_std()
+            .unwrap_or_default();
+        if waited > remediator.redrive_within() {
+            let why = format!(
+                "interrupted before it was decided, more than {} min ago: not disabled automatically, an analyst decides",
+                remediator.redrive_within().as_secs() / 60
+            );
+            return self
+                .store
+                .set_detection_target(
+                    detection.id,
+                    detection.target_id.as_deref(),
+                    detection.target_upn.as_deref(),
+                    Some(&why),
+                )
+                .await;
+        }
+        let customer = self.customer(&detection).await?;
+        tracing::info!(detection = %detection.id, "deciding a detection an interruption left undecided");
+        let received = Received {
+            detail: reparse(&detection),
+            new: true,
+            customer,
+            at: Instant::now(),
+            detection: DetectionRecord {
+                received_run: remediator.owner(),
+                ..detection
+            },
+        };
+        self.process(&received).await.map(|_| ())
     }
 
     /// An analyst approves a pending detection (with a one-time code, checked by the caller).

@@ -225,7 +225,9 @@ impl GraphClient {
                 body: Some(body),
                 deadline,
             })
-            .await?;
+            .await;
+        crate::fault::point("action.patch_sent").await;
+        let answer = answer?;
         Ok(Answer {
             value: (),
             evidence: answer.evidence,

@@ -121,7 +121,10 @@ pub async fn webhook(
     // are done or shortly before its request would time out.
     let intake = state.intake.clone();
     let detection = received.detection.clone();
-    let processing = tokio::spawn(async move { intake.process(&received).await });
+    let processing = tokio::spawn(async move {
+        crate::fault::point("intake.stored").await;
+        intake.process(&received).await
+    });
     let current = match tokio::time::timeout(super::answer_within(&state), processing).await {
         Ok(Ok(Ok(processed))) => processed,
         Ok(Ok(Err(e))) => {

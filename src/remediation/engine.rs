@@ -1,21 +1,27 @@
 //! Executing an action against Microsoft Graph, and reconciling actions a crash interrupted.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::action::{ActionRecord, Admission, DetectionClaim, Finish, Guard, NewAction};
+use super::action::{
+    ActionRecord, ActionState, Admission, DetectionClaim, Finish, Guard, NewAction,
+};
 use crate::audit::event::{AccountState, Actor, MfaEvidence, Operation, Outcome, RequestContext};
 use crate::customers::Customer;
+use crate::domain::detection::DetectionState;
+use crate::domain::instance::{Liveness, Takeover};
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, TenantId, Ticket};
 use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, GraphUser};
-use crate::store::Store;
+use crate::store::{ActionFilter, Store};
 use crate::time::{Clock, SystemClock, Timestamp};
 
 #[derive(Debug, Clone)]
@@ -28,6 +34,12 @@ pub struct RemediationSettings {
     /// requested (consent withdrawn, tenant gone) is finished as failed, its effect unknown:
     /// every action ends.
     pub give_up_after: Duration,
+    /// An interrupted action younger than this whose change had not reached Entra is carried
+    /// through by reconciliation (the analyst's approved intent); an older one is recorded
+    /// failed, to be requested again.
+    pub redrive_within: Duration,
+    /// When a run that owns an action counts as gone.
+    pub liveness: Liveness,
 }
 
 impl Default for RemediationSettings {
@@ -36,6 +48,8 @@ impl Default for RemediationSettings {
             deadline: Duration::from_secs(30),
             lease_margin: Duration::from_secs(30),
             give_up_after: Duration::from_secs(3600),
+            redrive_within: Duration::from_secs(900),
+            liveness: Liveness::default(),
         }
     }
 }
@@ -104,7 +118,14 @@ pub struct Remediator {
     settings: RemediationSettings,
     /// Stamps requests, sets leases and decides when one has run out.
     clock: Arc<dyn Clock>,
+    /// The registered run this engine works for, once the service registered it: actions it
+    /// admits carry it, so they are reconciled as soon as the run is gone.
+    owner: OnceLock<Uuid>,
 }
+
+/// Interrupted actions settled at once, so a restart after a crash with many in flight settles
+/// them in about one Graph round trip each, not one after another.
+const RECONCILE_CONCURRENCY: usize = 32;
 
 const PRIVILEGED_HINT: &str = "Entra refused to change this account: it holds an administrator role. \
      The customer must assign the remediation app's service principal the Privileged Authentication Administrator \
@@ -130,7 +151,36 @@ impl Remediator {
             graph,
             settings,
             clock: Arc::new(SystemClock),
+            owner: OnceLock::new(),
         }
+    }
+
+    /// Names the registered run this engine works for (once; later calls are ignored).
+    pub fn set_owner(&self, run: Uuid) {
+        let _ = self.owner.set(run);
+    }
+
+    pub fn owner(&self) -> Option<Uuid> {
+        self.owner.get().copied()
+    }
+
+    /// What may be taken over now: work whose lease ended, or whose run is gone (heartbeats
+    /// are real time, whatever clock stamps the actions).
+    pub fn takeover(&self) -> Takeover {
+        Takeover {
+            lease_ended_before: self.clock.now(),
+            alive_since: self.settings.liveness.alive_since(Timestamp::now()),
+            mine: self.owner(),
+        }
+    }
+
+    /// The interrupted-action window: work requested before this is too old to carry through.
+    pub fn redrive_within(&self) -> Duration {
+        self.settings.redrive_within
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The same engine reading the time from `clock`.
@@ -162,9 +212,13 @@ impl Remediator {
         claim: DetectionClaim,
         received: Option<std::time::Instant>,
     ) -> Result<Executed> {
+        let approval = claim.decision == DetectionState::Approved;
         match self.admit_with(request, Some(claim)).await? {
             Decision::Done(done) => Ok(done),
             Decision::Pending(mut pending) => {
+                if approval {
+                    crate::fault::point("approval.admitted").await;
+                }
                 pending.received = received;
                 Ok(Executed::Ran(self.complete(pending).await))
             }
@@ -209,6 +263,7 @@ impl Remediator {
             request: request.context.clone(),
             created_at: now,
             lease_until: self.lease_from(now),
+            owner_run: self.owner(),
             claim,
         };
         let guard = Guard {
@@ -242,9 +297,11 @@ impl Remediator {
     /// "nothing was done". When the outcome cannot be written, the action is returned as
     /// admitted (`requested`) and reconciliation records its outcome from Entra's state.
     pub async fn complete(&self, pending: Pending) -> ActionRecord {
+        crate::fault::point("action.admitted").await;
         let finish = self
             .run(&pending.customer, &pending.new, pending.received)
             .await;
+        crate::fault::point("action.answered").await;
         match self.store.finish_action(&finish).await {
             Ok(true) => {}
             Ok(false) => {
@@ -261,6 +318,12 @@ impl Remediator {
         }
     }
 
+    /// How long the executing run owns an action (and the receiving run a detection) before
+    /// anyone may take it over, whether or not that run is alive.
+    pub fn lease_length(&self) -> Duration {
+        self.settings.deadline + self.settings.lease_margin
+    }
+
     fn lease_from(&self, now: Timestamp) -> Timestamp {
         now.after(self.settings.deadline + self.settings.lease_margin)
     }
@@ -272,24 +335,44 @@ impl Remediator {
         new: &NewAction,
         received: Option<std::time::Instant>,
     ) -> Finish {
-        let mut attempt = Attempt::start(customer, new, &self.settings, self.clock.now());
+        let deadline = self.deadline_within(new.lease_until);
+        let attempt = Attempt::start(customer, Job::admitted(new), deadline);
+        self.run_attempt(attempt, customer, received).await
+    }
+
+    async fn run_attempt(
+        &self,
+        mut attempt: Attempt,
+        customer: &Customer,
+        received: Option<std::time::Instant>,
+    ) -> Finish {
         let ended = match self.steps(&mut attempt, customer, received).await {
             Ok(ended) | Err(ended) => ended,
         };
         attempt.end(ended)
     }
 
+    /// Graph is done with before the lease ends, however long admission took: after it,
+    /// another process may reconcile the action and record its outcome.
+    fn deadline_within(&self, lease_until: Timestamp) -> Instant {
+        let lease_left = (lease_until.as_datetime() - self.clock.now().as_datetime())
+            .to_std()
+            .unwrap_or_default()
+            .saturating_sub(self.settings.lease_margin);
+        Instant::now() + self.settings.deadline.min(lease_left)
+    }
+
     /// The steps in order; a step that settles the outcome ends the run early with it.
     async fn steps(
         &self,
-        attempt: &mut Attempt<'_>,
+        attempt: &mut Attempt,
         customer: &Customer,
         received: Option<std::time::Instant>,
     ) -> Step<Ended> {
         let user = self.read(attempt).await?;
         before_change(attempt, customer, &user)?;
         self.change(attempt, &user.id, received).await?;
-        if attempt.new.revoke_sessions {
+        if attempt.job.revoke_sessions {
             self.revoke(
                 attempt.tenant,
                 &user.id,
@@ -302,11 +385,10 @@ impl Remediator {
     }
 
     /// Reads the account as requested; it names the object the other steps work on.
-    async fn read(&self, attempt: &mut Attempt<'_>) -> Step<GraphUser> {
-        let new = attempt.new;
+    async fn read(&self, attempt: &mut Attempt) -> Step<GraphUser> {
         match self
             .graph
-            .get_user(attempt.tenant, &new.account, attempt.deadline)
+            .get_user(attempt.tenant, &attempt.job.account, attempt.deadline)
             .await
         {
             Ok(answer) => {
@@ -320,7 +402,7 @@ impl Remediator {
                 attempt.finish.graph = e.evidence().cloned();
                 Err(Ended(
                     Outcome::Failed,
-                    describe_failure(&e, &new.account, "reading"),
+                    describe_failure(&e, &attempt.job.account, "reading"),
                 ))
             }
         }
@@ -330,7 +412,7 @@ impl Remediator {
     /// read back before being called failed.
     async fn change(
         &self,
-        attempt: &mut Attempt<'_>,
+        attempt: &mut Attempt,
         user_id: &str,
         received: Option<std::time::Instant>,
     ) -> Step<()> {
@@ -358,7 +440,7 @@ impl Remediator {
                 if !applied {
                     return Err(Ended(
                         Outcome::Failed,
-                        describe_failure(&e, &attempt.new.account, "changing"),
+                        describe_failure(&e, &attempt.job.account, "changing"),
                     ));
                 }
                 attempt.finish.warnings.push(format!(
@@ -371,7 +453,7 @@ impl Remediator {
     }
 
     /// Reads the account again: the action succeeded only if Entra now shows the change.
-    async fn confirm(&self, attempt: &mut Attempt<'_>, user_id: &str) -> Ended {
+    async fn confirm(&self, attempt: &mut Attempt, user_id: &str) -> Ended {
         let (tenant, desired, deadline) = (attempt.tenant, attempt.desired, attempt.deadline);
         if let Some(after) = self.reads_as(tenant, user_id, desired, deadline).await {
             attempt.finish.after = Some(after);
@@ -439,41 +521,54 @@ impl Remediator {
         None
     }
 
-    /// Finishes every action whose owner stopped before recording an outcome, from what Entra
-    /// says about the account now. Returns how many were reconciled.
+    /// Finishes every action whose owner is gone (or whose lease ran out) before recording an
+    /// outcome: from what Entra says about the account now, carrying a fresh one through (see
+    /// [`reconcile_one`](Self::reconcile_one)). Returns how many were settled.
     pub async fn reconcile(&self) -> Result<usize> {
-        let now = self.clock.now();
+        let stale = self.store.stale_actions(&self.takeover()).await?;
+        let settled: Vec<Result<bool>> = futures::stream::iter(stale)
+            .map(|record| self.settle_interrupted(record))
+            .buffer_unordered(RECONCILE_CONCURRENCY)
+            .collect()
+            .await;
         let mut reconciled = 0;
-        for record in self.store.stale_actions(now).await? {
-            if !self
-                .store
-                .claim_action(&record, self.lease_from(now))
-                .await?
-            {
-                continue;
-            }
-            match self.reconcile_one(&record).await {
-                Ok(Some(finish)) => {
-                    if self.store.finish_action(&finish).await? {
-                        reconciled += 1;
-                        tracing::info!(action = %record.id, outcome = finish.outcome.as_str(), "reconciled an interrupted action");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => match self.given_up(&record, &e) {
-                    Some(finish) => {
-                        if self.store.finish_action(&finish).await? {
-                            reconciled += 1;
-                            tracing::error!(action = %record.id, error = %e, "gave up reconciling an interrupted action; recorded as failed, its effect unknown");
-                        }
-                    }
-                    None => {
-                        tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again")
-                    }
-                },
+        for result in settled {
+            if result? {
+                reconciled += 1;
             }
         }
         Ok(reconciled)
+    }
+
+    /// Takes one interrupted action over and records its outcome; `false` when another process
+    /// took it first or Entra cannot be asked yet.
+    async fn settle_interrupted(&self, record: ActionRecord) -> Result<bool> {
+        let lease = self.lease_from(self.clock.now());
+        if !self
+            .store
+            .claim_action(&record, lease, self.owner())
+            .await?
+        {
+            return Ok(false);
+        }
+        let finish = match self.reconcile_one(&record).await {
+            Ok(finish) => finish,
+            Err(e) => match self.given_up(&record, &e) {
+                Some(finish) => {
+                    tracing::error!(action = %record.id, error = %e, "gave up reconciling an interrupted action; recorded as failed, its effect unknown");
+                    finish
+                }
+                None => {
+                    tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again");
+                    return Ok(false);
+                }
+            },
+        };
+        let recorded = self.store.finish_action(&finish).await?;
+        if recorded {
+            tracing::info!(action = %record.id, outcome = finish.outcome.as_str(), detail = finish.detail.as_deref().unwrap_or_default(), "reconciled an interrupted action");
+        }
+        Ok(recorded)
     }
 
     /// The failed outcome of an action that could not be reconciled for
@@ -491,13 +586,16 @@ impl Remediator {
         Some(finish)
     }
 
-    async fn reconcile_one(&self, record: &ActionRecord) -> Result<Option<Finish>> {
+    /// An interrupted action's outcome: succeeded if Entra already shows the change; else,
+    /// while the request is fresh and nobody asked otherwise for the account since, the change
+    /// is sent again (setting `accountEnabled` is idempotent) and verified; else failed, with
+    /// the reason. `Err` when Entra cannot be asked now.
+    async fn reconcile_one(&self, record: &ActionRecord) -> Result<Finish> {
         let mut finish = interrupted(record, self.clock.now());
         let desired = record.operation.target_enabled();
-        let customer_slug = finish.customer.clone();
-        let Some(customer) = self.store.customer(&customer_slug).await? else {
+        let Some(customer) = self.store.customer(&finish.customer).await? else {
             finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
-            return Ok(Some(finish));
+            return Ok(finish);
         };
         let account: AccountRef = record
             .target_id
@@ -505,47 +603,171 @@ impl Remediator {
             .unwrap_or(&record.account)
             .parse()?;
         let deadline = Instant::now() + self.settings.deadline;
-        match self
+        let user = match self
             .graph
             .get_user(customer.tenant_id, &account, deadline)
             .await
         {
             Ok(answer) => {
-                let user = answer.value;
                 finish.graph = Some(answer.evidence);
-                finish.target_id = Some(user.id.clone());
-                finish.after = Some(state_of(&user));
-                if user.account_enabled == Some(desired) {
-                    finish.outcome = Outcome::Succeeded;
-                    finish.detail = Some(format!(
-                        "interrupted before its outcome was recorded; on reconciliation Entra shows the account {}",
-                        enabled_word(desired)
-                    ));
-                } else {
-                    finish.detail = Some(format!(
-                        "interrupted before the change reached Entra; the account is still {}. Nothing was retried: request the action again if it is still needed",
-                        enabled_word(!desired)
-                    ));
-                }
-                Ok(Some(finish))
+                answer.value
             }
             Err(GraphError::NotFound { evidence }) => {
                 finish.graph = Some(evidence);
                 finish.detail =
                     Some("interrupted, and the account no longer exists in Entra".to_owned());
-                Ok(Some(finish))
+                return Ok(finish);
             }
             // Entra cannot tell us now; keep the action for the next round.
-            Err(e) => Err(Error::AuditUnavailable(format!(
-                "cannot read the account to reconcile: {e}"
-            ))),
+            Err(e) => {
+                return Err(Error::AuditUnavailable(format!(
+                    "cannot read the account to reconcile: {e}"
+                )));
+            }
+        };
+        finish.target_id = Some(user.id.clone());
+        finish.after = Some(state_of(&user));
+        if user.account_enabled == Some(desired) {
+            finish.outcome = Outcome::Succeeded;
+            finish.detail = Some(format!(
+                "interrupted before its outcome was recorded; on reconciliation Entra shows the account {}",
+                enabled_word(desired)
+            ));
+            return Ok(finish);
+        }
+        if let Some(why) = self.not_carried_through(record, &user).await? {
+            finish.before = finish.after.clone();
+            finish.detail = Some(why);
+            return Ok(finish);
+        }
+        Ok(self.carry_through(record, &customer, &user).await)
+    }
+
+    /// Why an interrupted action whose change has not reached Entra must not be sent again:
+    /// it is too old, or someone asked killswitch for this account after it (their request
+    /// stands). `None`: carry it through.
+    async fn not_carried_through(
+        &self,
+        record: &ActionRecord,
+        user: &GraphUser,
+    ) -> Result<Option<String>> {
+        let still = enabled_word(!record.operation.target_enabled());
+        let waited = (self.clock.now().as_datetime() - record.created_at.as_datetime())
+            .to_std()
+            .unwrap_or_default();
+        if waited > self.settings.redrive_within {
+            return Ok(Some(format!(
+                "interrupted before the change reached Entra, and requested more than {} min ago, so it was not sent again; the account is still {still}. Request the action again if it is still needed",
+                self.settings.redrive_within.as_secs() / 60
+            )));
+        }
+        let later = self.later_action_on(record, user).await?;
+        Ok(later.map(|later| {
+            format!(
+                "interrupted before the change reached Entra, and not sent again: action {} ({} of the same account, {}) was requested after it and stands; the account is still {still}",
+                later.id,
+                later.operation.as_str(),
+                later.state.as_str()
+            )
+        }))
+    }
+
+    /// The newest action on the same account (by any of its names) requested after `record`
+    /// and not denied at admission.
+    async fn later_action_on(
+        &self,
+        record: &ActionRecord,
+        user: &GraphUser,
+    ) -> Result<Option<ActionRecord>> {
+        let names = vec![
+            record.account.clone(),
+            user.id.clone(),
+            user.user_principal_name.clone(),
+        ];
+        let filter = ActionFilter {
+            customers: Some(vec![record.customer.clone()]),
+            accounts: Some(names),
+            limit: 20,
+            ..ActionFilter::default()
+        };
+        let newer = |a: &ActionRecord| (a.created_at, a.id) > (record.created_at, record.id);
+        Ok(self
+            .store
+            .actions(&filter)
+            .await?
+            .into_iter()
+            .find(|a| newer(a) && a.state != ActionState::Denied))
+    }
+
+    /// Sends an interrupted action's change again, through the same steps as the first time
+    /// (read, protected list, change, revoke if asked, read back), recorded as the service's.
+    async fn carry_through(
+        &self,
+        record: &ActionRecord,
+        customer: &Customer,
+        user: &GraphUser,
+    ) -> Finish {
+        let object = AccountRef::ObjectId(parse_id(&user.id));
+        let job = Job::interrupted(record, object);
+        let attempt = Attempt::start(customer, job, Instant::now() + self.settings.deadline);
+        let mut finish = self.run_attempt(attempt, customer, None).await;
+        finish.duration_ms = interrupted(record, self.clock.now()).duration_ms;
+        let detail = finish.detail.take().unwrap_or_default();
+        finish.detail = Some(match finish.outcome {
+            Outcome::Succeeded => {
+                format!(
+                    "completed after an interruption: the change was sent again on reconciliation; {detail}"
+                )
+            }
+            _ => {
+                format!("interrupted, and carrying it through on reconciliation ended so: {detail}")
+            }
+        });
+        metrics::counter!("killswitch_actions_redriven_total", "outcome" => finish.outcome.as_str())
+            .increment(1);
+        finish
+    }
+}
+
+/// What the Graph steps work on: an admitted action, or an interrupted one carried through.
+struct Job {
+    id: Uuid,
+    customer: CustomerSlug,
+    operation: Operation,
+    account: AccountRef,
+    revoke_sessions: bool,
+    /// Whom the outcome's entry names: the requester, or the service when it carries an
+    /// interrupted action through.
+    actor: Actor,
+}
+
+impl Job {
+    fn admitted(new: &NewAction) -> Job {
+        Job {
+            id: new.id,
+            customer: new.customer.clone(),
+            operation: new.operation,
+            account: new.account.clone(),
+            revoke_sessions: new.revoke_sessions,
+            actor: new.actor.clone(),
+        }
+    }
+
+    fn interrupted(record: &ActionRecord, account: AccountRef) -> Job {
+        Job {
+            id: record.id,
+            customer: record.customer.clone(),
+            operation: record.operation,
+            account,
+            revoke_sessions: record.revoke_sessions,
+            actor: Actor::Service,
         }
     }
 }
 
 /// One action's Graph work in progress: what it aims for, by when, and its outcome as it forms.
-struct Attempt<'a> {
-    new: &'a NewAction,
+struct Attempt {
+    job: Job,
     tenant: TenantId,
     /// The `accountEnabled` the operation leads to.
     desired: bool,
@@ -560,29 +782,16 @@ struct Ended(Outcome, String);
 /// A step either lets the run go on (with its result) or ends it.
 type Step<T> = std::result::Result<T, Ended>;
 
-impl<'a> Attempt<'a> {
-    fn start(
-        customer: &Customer,
-        new: &'a NewAction,
-        settings: &RemediationSettings,
-        now: Timestamp,
-    ) -> Self {
-        let started = Instant::now();
-        // Graph is done with before the lease ends, however long admission took: after it,
-        // another process may reconcile the action and record its outcome.
-        let lease_left = (new.lease_until.as_datetime() - now.as_datetime())
-            .to_std()
-            .unwrap_or_default()
-            .saturating_sub(settings.lease_margin);
+impl Attempt {
+    fn start(customer: &Customer, job: Job, deadline: Instant) -> Self {
         Attempt {
-            new,
             tenant: customer.tenant_id,
-            desired: new.operation.target_enabled(),
-            started,
-            deadline: started + settings.deadline.min(lease_left),
+            desired: job.operation.target_enabled(),
+            started: Instant::now(),
+            deadline,
             finish: Finish {
-                id: new.id,
-                customer: new.customer.clone(),
+                id: job.id,
+                customer: job.customer.clone(),
                 outcome: Outcome::Failed,
                 detail: None,
                 warnings: Vec::new(),
@@ -591,8 +800,9 @@ impl<'a> Attempt<'a> {
                 after: None,
                 graph: None,
                 duration_ms: 0,
-                actor: new.actor.clone(),
+                actor: job.actor.clone(),
             },
+            job,
         }
     }
 
@@ -608,7 +818,7 @@ impl<'a> Attempt<'a> {
 
 /// What is settled before anything is written: a protected account is left alone, an account
 /// already as asked is a no-op; a synced account only earns a warning.
-fn before_change(attempt: &mut Attempt<'_>, customer: &Customer, user: &GraphUser) -> Step<()> {
+fn before_change(attempt: &mut Attempt, customer: &Customer, user: &GraphUser) -> Step<()> {
     if customer
         .policy
         .protects_user(&user.id, &user.user_principal_name)
@@ -622,7 +832,7 @@ fn before_change(attempt: &mut Attempt<'_>, customer: &Customer, user: &GraphUse
         attempt
             .finish
             .warnings
-            .push(synced_warning(attempt.new.operation));
+            .push(synced_warning(attempt.job.operation));
     }
     if user.account_enabled == Some(attempt.desired) {
         attempt.finish.after = attempt.finish.before.clone();

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 
 pub const DETECTION_COLUMNS: &str = "id, customer, composite_id, detection_id, severity, tactic, technique, account_upn, \
      account_sid, account_domain, falcon_host_link, cid, falcon_time, assurance, state, target_id, target_upn, \
-     pending_reason, action_id, decided_by, decided_at, decision_reason, received_at";
+     pending_reason, action_id, decided_by, decided_at, decision_reason, received_at, received_run";
 
 /// A detection row, columns as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -38,6 +38,7 @@ pub struct DetectionRow {
     pub decided_at: Option<String>,
     pub decision_reason: Option<String>,
     pub received_at: String,
+    pub received_run: Option<String>,
 }
 
 impl TryFrom<DetectionRow> for DetectionRecord {
@@ -71,6 +72,12 @@ impl TryFrom<DetectionRow> for DetectionRecord {
                 .received_at
                 .parse()
                 .map_err(|_| corrupt("arrival time"))?,
+            received_run: row
+                .received_run
+                .as_deref()
+                .map(Uuid::parse_str)
+                .transpose()
+                .map_err(|_| corrupt("receiving run"))?,
             composite_id: row.composite_id,
             detection_id: row.detection_id,
             tactic: row.tactic,
@@ -116,6 +123,7 @@ impl From<&DetectionRecord> for DetectionRow {
             decided_at: d.decided_at.map(|t| t.to_string()),
             decision_reason: d.decision_reason.clone(),
             received_at: d.received_at.to_string(),
+            received_run: d.received_run.map(|r| r.to_string()),
         }
     }
 }

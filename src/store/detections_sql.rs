@@ -14,6 +14,7 @@ use crate::audit::append::Sealer;
 use crate::domain::action::NewAction;
 use crate::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
 use crate::domain::event::{Actor, AuditEvent};
+use crate::domain::instance::Takeover;
 use crate::domain::{ChainId, CustomerSlug};
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
@@ -46,6 +47,18 @@ pub trait DetectionStore: Send + Sync {
 
     /// How many detections wait for a decision (a metric).
     async fn pending_detections(&self) -> Result<i64>;
+
+    /// Detections stored but never decided (a crash between storing and deciding) that
+    /// `takeover` allows to be taken over, oldest first; the lease is their arrival.
+    async fn undecided_detections(&self, takeover: &Takeover) -> Result<Vec<DetectionRecord>>;
+
+    /// Takes an undecided detection over for `run`; `false` when another run took it first or
+    /// it was decided meanwhile.
+    async fn claim_detection(
+        &self,
+        detection: &DetectionRecord,
+        run: Option<uuid::Uuid>,
+    ) -> Result<bool>;
 
     /// How many detections wait for a decision, per customer among `customers` (`None`: all);
     /// a customer with none is absent.
@@ -81,7 +94,7 @@ where
 {
     let sql = format!(
         "INSERT INTO detections ({DETECTION_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
          ON CONFLICT (customer, composite_id) DO NOTHING RETURNING id"
     );
     let d = DetectionRow::from(record);
@@ -109,6 +122,7 @@ where
         .bind(d.decided_at.as_deref())
         .bind(d.decision_reason.as_deref())
         .bind(d.received_at.as_str())
+        .bind(d.received_run.as_deref())
         .fetch_optional(&mut *conn)
         .await?;
     Ok(inserted.is_some())
@@ -291,6 +305,10 @@ where
         .ok_or_else(|| Error::Internal(format!("detection {id} has the unknown state `{state}`")))
 }
 
+const CLAIM_DETECTION: &str = "UPDATE detections SET received_run = $2 \
+     WHERE id = $1 AND state = 'pending' AND pending_reason IS NULL AND COALESCE(received_run, '') = $3 \
+     RETURNING id";
+
 pub const SET_TARGET: &str =
     "UPDATE detections SET target_id = $2, target_upn = $3, pending_reason = $4 WHERE id = $1";
 
@@ -382,6 +400,46 @@ where
         .fetch_one(self.pool())
         .await?;
         Ok(count)
+    }
+
+    async fn undecided_detections(&self, takeover: &Takeover) -> Result<Vec<DetectionRecord>> {
+        let gone = super::instances_sql::run_gone("detections.received_run", "$2", "$3");
+        let sql = format!(
+            "SELECT {DETECTION_COLUMNS} FROM detections WHERE state = 'pending' AND pending_reason IS NULL \
+             AND (received_at < $1 OR {gone}) ORDER BY received_at LIMIT 500"
+        );
+        let rows = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
+            .bind(takeover.lease_ended_before.to_string())
+            .bind(takeover.alive_since.to_string())
+            .bind(takeover.mine.map(|m| m.to_string()).unwrap_or_default())
+            .fetch_all(self.pool())
+            .await?;
+        rows.into_iter().map(DetectionRecord::try_from).collect()
+    }
+
+    async fn claim_detection(
+        &self,
+        detection: &DetectionRecord,
+        run: Option<uuid::Uuid>,
+    ) -> Result<bool> {
+        let id = detection.id.to_string();
+        let old = detection
+            .received_run
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        let run = run.map(|r| r.to_string());
+        self.write_statement(move |conn| {
+            Box::pin(async move {
+                let claimed = sqlx::query_as::<E::Db, (String,)>(CLAIM_DETECTION)
+                    .bind(id)
+                    .bind(run)
+                    .bind(old)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                Ok(claimed.is_some())
+            })
+        })
+        .await
     }
 
     async fn pending_by_customer(

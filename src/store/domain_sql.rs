@@ -20,6 +20,7 @@ use crate::domain::action::{
 };
 use crate::domain::customer::{Connection, Customer, Policy};
 use crate::domain::event::{Actor, AuditEvent, Outcome};
+use crate::domain::instance::Takeover;
 use crate::error::{Error, Result};
 use crate::time::Timestamp;
 
@@ -61,11 +62,18 @@ pub trait ActionStore: Send + Sync {
         key: &str,
     ) -> Result<Option<ActionRecord>>;
 
-    /// Actions without an outcome whose owner's lease ran out before `now`.
-    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>>;
+    /// Actions without an outcome that `takeover` allows to be taken over: their lease ran out,
+    /// or the run executing them is gone. Oldest first.
+    async fn stale_actions(&self, takeover: &Takeover) -> Result<Vec<ActionRecord>>;
 
-    /// Takes over a stale action until `lease_until`; `false` when another process took it first.
-    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool>;
+    /// Takes over a stale action for `owner` until `lease_until`; `false` when another process
+    /// took it first.
+    async fn claim_action(
+        &self,
+        action: &ActionRecord,
+        lease_until: Timestamp,
+        owner: Option<uuid::Uuid>,
+    ) -> Result<bool>;
 }
 
 /// Customers and their guard-rail policies.
@@ -215,9 +223,11 @@ where
             .transpose()
     }
 
-    async fn stale_actions(&self, now: Timestamp) -> Result<Vec<ActionRecord>> {
+    async fn stale_actions(&self, takeover: &Takeover) -> Result<Vec<ActionRecord>> {
         let rows = sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(stale_actions_sql()))
-            .bind(now.to_string())
+            .bind(takeover.lease_ended_before.to_string())
+            .bind(takeover.alive_since.to_string())
+            .bind(takeover.mine.map(|m| m.to_string()).unwrap_or_default())
             .fetch_all(self.pool())
             .await?;
         // One unreadable row must not keep every other interrupted action from its outcome.
@@ -231,14 +241,21 @@ where
             .collect())
     }
 
-    async fn claim_action(&self, action: &ActionRecord, lease_until: Timestamp) -> Result<bool> {
+    async fn claim_action(
+        &self,
+        action: &ActionRecord,
+        lease_until: Timestamp,
+        owner: Option<uuid::Uuid>,
+    ) -> Result<bool> {
         let (id, old) = (action.id.to_string(), action.lease_until.to_string());
+        let owner = owner.map(|o| o.to_string());
         self.write_statement(move |conn| {
             Box::pin(async move {
                 let claimed = sqlx::query_as::<E::Db, (String,)>(CLAIM_ACTION)
                     .bind(id)
                     .bind(old)
                     .bind(lease_until.to_string())
+                    .bind(owner)
                     .fetch_optional(&mut *conn)
                     .await?;
                 Ok(claimed.is_some())
@@ -301,13 +318,16 @@ pub fn select_action_sql() -> String {
     format!("SELECT {ACTION_COLUMNS} FROM actions WHERE id = $1")
 }
 
+/// `$1` the lease's end, `$2` the oldest heartbeat of a live run, `$3` the asking run ('' if none).
 pub fn stale_actions_sql() -> String {
+    let gone = super::instances_sql::run_gone("actions.owner_run", "$2", "$3");
     format!(
-        "SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND lease_until < $1 ORDER BY created_at"
+        "SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND (lease_until < $1 OR {gone}) \
+         ORDER BY created_at"
     )
 }
 
-pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3 \
+pub const CLAIM_ACTION: &str = "UPDATE actions SET lease_until = $3, owner_run = $4 \
      WHERE id = $1 AND lease_until = $2 AND finished_at IS NULL RETURNING id";
 
 pub const SELECT_CUSTOMER: &str = "SELECT slug, name, domain, tenant_id, policy, created_at, connection_ready, \
@@ -432,6 +452,7 @@ where
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
@@ -475,7 +496,7 @@ where
         .seq;
     let record = ActionRecord::requested(new, requested_seq);
     let Some((denial, detail)) = denial else {
-        insert_action::<DB>(conn, &record).await?;
+        insert_action::<DB>(conn, &record, new.owner_run).await?;
         return Ok(Admission::Admitted(record));
     };
     let outcome = AuditEvent::ActionOutcome {
@@ -490,7 +511,7 @@ where
     };
     let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
     let record = record.denied(denial, detail, seq);
-    insert_action::<DB>(conn, &record).await?;
+    insert_action::<DB>(conn, &record, new.owner_run).await?;
     Ok(Admission::Denied(record))
 }
 
@@ -556,20 +577,25 @@ where
     }))
 }
 
-async fn insert_action<DB>(conn: &mut DB::Connection, record: &ActionRecord) -> Result<()>
+async fn insert_action<DB>(
+    conn: &mut DB::Connection,
+    record: &ActionRecord,
+    owner_run: Option<uuid::Uuid>,
+) -> Result<()>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     for<'t> bool: Encode<'t, DB> + Type<DB>,
 {
     let sql = format!(
-        "INSERT INTO actions ({ACTION_COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
+        "INSERT INTO actions ({ACTION_COLUMNS}, owner_run) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
     );
     let r = ActionRow::try_from(record)?;
     let inserted = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
@@ -597,6 +623,7 @@ where
         .bind(r.finished_at.as_deref())
         .bind(r.duration_ms)
         .bind(r.denial.as_deref())
+        .bind(owner_run.map(|o| o.to_string()))
         .execute(&mut *conn)
         .await;
     match inserted {
@@ -658,6 +685,7 @@ where
     .bind((f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()))
     .fetch_optional(&mut *conn)
     .await?;
+    crate::fault::point("action.outcome_commit").await;
     match claimed {
         Some(_) => Ok(()),
         None => Err(Error::Superseded),

@@ -10,6 +10,7 @@ mod detection_rows;
 pub mod detections_sql;
 pub mod domain_sql;
 mod engine;
+pub mod instances_sql;
 mod listing;
 mod notification_rows;
 pub mod notifications_sql;
@@ -39,6 +40,7 @@ pub use detection_rows::DETECTION_COLUMNS;
 pub use detections_sql::{Decision, DetectionStore};
 pub use domain_sql::{ActionStore, CustomerStore};
 pub use engine::Engine;
+pub use instances_sql::InstanceStore;
 pub use notifications_sql::NotificationStore;
 pub use onboarding_sql::{
     NewWebhookSecret, OnboardingStore, Reseal, Resealed, WebhookSecretRecord,
@@ -113,6 +115,7 @@ pub trait Store:
     + OnboardingStore
     + DetectionStore
     + NotificationStore
+    + InstanceStore
     + Send
     + Sync
     + 'static

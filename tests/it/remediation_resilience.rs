@@ -112,7 +112,7 @@ async fn crash_during(rig: &Rig, endpoint: Endpoint) -> Uuid {
 }
 
 #[tokio::test]
-async fn a_crash_before_the_graph_write_is_reconciled_as_failed_after_restart() {
+async fn a_crash_before_the_graph_write_is_carried_through_after_restart() {
     let rig = Rig::new(Duration::from_secs(1)).await;
     let id = crash_during(&rig, Endpoint::GetUser).await;
     rig.fake.release_hung();
@@ -126,22 +126,80 @@ async fn a_crash_before_the_graph_write_is_reconciled_as_failed_after_restart() 
         "reconciled once only"
     );
     let record = rig.store.action(id).await.unwrap().unwrap();
-    assert_eq!(record.state, ActionState::Failed);
+    assert_eq!(record.state, ActionState::Succeeded, "{:?}", record.detail);
     assert!(
         record
             .detail
+            .as_deref()
             .unwrap()
-            .contains("the account is still enabled")
+            .starts_with("completed after an interruption"),
+        "{:?}",
+        record.detail
     );
     assert!(
-        rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled,
-        "matches Entra's real state"
+        !rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled,
+        "the approved intent was carried out"
     );
-    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert_eq!(
+        rig.fake.count(Endpoint::PatchUser),
+        1,
+        "sent once, by the re-drive"
+    );
+    assert_eq!(record.after.unwrap().account_enabled, Some(false));
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &id.to_string()).await,
+        [Outcome::Succeeded]
+    );
+    rig.verify("contoso").await;
+}
+
+#[tokio::test]
+async fn an_interrupted_action_older_than_the_redrive_window_is_recorded_failed_not_sent() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::GetUser).await;
+    rig.fake.release_hung();
+    rig.clock.advance(Duration::from_secs(901));
+
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, ActionState::Failed);
+    let detail = record.detail.unwrap();
+    assert!(detail.contains("more than 15 min ago"), "{detail}");
+    assert!(detail.contains("the account is still enabled"), "{detail}");
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0, "nothing re-sent");
+    assert!(rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
     assert_eq!(
         outcomes_of(&rig, "contoso", &id.to_string()).await,
         [Outcome::Failed]
     );
+    rig.verify("contoso").await;
+}
+
+#[tokio::test]
+async fn an_interrupted_action_is_not_sent_again_when_the_account_had_a_later_action() {
+    let rig = Rig::new(Duration::from_secs(1)).await;
+    let id = crash_during(&rig, Endpoint::GetUser).await;
+    rig.fake.release_hung();
+    // Meanwhile a lead decided the account stays enabled: their request stands.
+    rig.clock.advance(Duration::from_millis(10));
+    let later = rig
+        .remediator
+        .execute(request("contoso", Operation::Enable, ALICE_UPN))
+        .await
+        .unwrap();
+    assert_eq!(later.record().state, ActionState::Noop);
+    rig.clock.advance(Duration::from_millis(1100));
+
+    assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
+    let record = rig.store.action(id).await.unwrap().unwrap();
+    assert_eq!(record.state, ActionState::Failed);
+    let detail = record.detail.unwrap();
+    assert!(
+        detail.contains(&later.record().id.to_string()) && detail.contains("not sent again"),
+        "{detail}"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 0);
+    assert!(rig.fake.user(CONTOSO, ALICE_UPN).unwrap().account_enabled);
     rig.verify("contoso").await;
 }
 
@@ -450,5 +508,5 @@ async fn an_unreadable_interrupted_action_does_not_keep_the_others_from_their_ou
 
     assert_eq!(rig.restart().reconcile().await.unwrap(), 1);
     let record = rig.store.action(id).await.unwrap().unwrap();
-    assert_eq!(record.state, ActionState::Failed);
+    assert_eq!(record.state, ActionState::Succeeded, "carried through");
 }

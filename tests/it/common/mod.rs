@@ -310,5 +310,6 @@ pub fn stored_detection(
         decided_at: None,
         decision_reason: None,
         received_at: killswitch::time::Timestamp::now(),
+        received_run: None,
     }
 }
