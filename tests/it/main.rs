@@ -15,6 +15,7 @@ mod console_lists;
 mod contract;
 mod export;
 mod falcon;
+mod faults;
 mod http_service;
 mod independent_verifier;
 mod migrations;

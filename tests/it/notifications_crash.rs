@@ -4,13 +4,12 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::entra::{self, CONTOSO};
 use common::notify::{self, Receiver, SmtpSink};
+use common::serve::{Server, env_of};
 use killswitch::audit::Actor;
 use killswitch::auth::{Role, Scope, mfa};
 use killswitch::customers::Policy;
@@ -18,63 +17,6 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 const ALICE: &str = "alice@contoso.onmicrosoft.com";
-
-/// A `killswitch serve` process, killed (SIGKILL) when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(db: &TestDb, env: &[(String, String)]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_killswitch"))
-            .arg("serve")
-            .current_dir(db.dir.path())
-            .env("KILLSWITCH_DATA_DIR", db.dir.path())
-            .env("KILLSWITCH_DATABASE__URL", &db.url)
-            .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("KILLSWITCH_LOG__FORMAT", "text")
-            .env_remove("RUST_LOG")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        let listen = loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "serve exited: {seen}"
-            );
-            seen.push_str(&line);
-            if let Some(at) = line.find("listen=") {
-                break line[at + 7..].split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep reading, so a chatty log never blocks the server on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines().map_while(Result::ok) {});
-        Server {
-            child,
-            base: format!("http://{listen}"),
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, no goodbye.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn notifications(client: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
     let body: Value = client
@@ -136,15 +78,7 @@ async fn notices_committed_before_a_sigkill_are_delivered_once_after_restart() {
     let token = enrolled.token.expose_secret().to_owned();
     drop(services);
 
-    let mut env: Vec<(String, String)> = entra::settings(&fake.base_url())
-        .iter()
-        .map(|(k, v)| {
-            (
-                format!("KILLSWITCH_{}", k.to_uppercase().replace('.', "__")),
-                (*v).to_owned(),
-            )
-        })
-        .collect();
+    let mut env = env_of(entra::settings(&fake.base_url()));
     for (key, value) in notify::settings(&smtp, &hook) {
         env.push((
             format!("KILLSWITCH_{}", key.to_uppercase().replace('.', "__")),

@@ -6,6 +6,7 @@ pub mod entra;
 pub mod export;
 pub mod notify;
 pub mod oidc;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
