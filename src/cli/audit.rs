@@ -140,7 +140,7 @@ async fn check(settings: &Settings, customer: Option<String>, json: bool) -> Res
     Ok(exit_code(intact))
 }
 
-fn print_reports(reports: &[ChainReport]) {
+pub(super) fn print_reports(reports: &[ChainReport]) {
     if reports.is_empty() {
         println!("no audit entries yet");
     }
@@ -160,7 +160,7 @@ fn print_reports(reports: &[ChainReport]) {
     }
 }
 
-fn report_json(report: &ChainReport) -> serde_json::Value {
+pub(super) fn report_json(report: &ChainReport) -> serde_json::Value {
     match &report.result {
         Ok(s) => json!({
             "chain": report.chain,

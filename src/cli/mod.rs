@@ -3,6 +3,7 @@
 
 mod analyst;
 mod audit;
+mod backup;
 mod customer;
 mod secrets;
 
@@ -51,6 +52,9 @@ pub enum Command {
     /// Manage the secrets kept encrypted at rest.
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Copy the SQLite database into FILE while the service runs, and keep the copy only if
+    /// every audit chain in it verifies (PostgreSQL: pg_dump, see docs/operations.md).
+    Backup(backup::BackupArgs),
 }
 
 /// Runs the command line and maps the outcome to an exit code.
@@ -126,6 +130,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Customer(command) => customer::run(command, &settings).await,
         Command::Audit(command) => audit::run(command, &settings).await,
         Command::Secrets(command) => secrets::run(command, &settings).await,
+        Command::Backup(args) => backup::run(args, &settings).await,
     }
 }
 

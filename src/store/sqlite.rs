@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqliteConnection};
+use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
 use super::audit_sql as sql;
 use super::domain_sql::ChainTx;
@@ -271,4 +271,46 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         super::ping(&self.reader).await
     }
+}
+
+/// Writes a consistent copy of the database at `url` into `dest`, a file that is absent or
+/// empty, while the service may be writing: `VACUUM INTO` reads one snapshot, and in WAL mode a
+/// reader does not hold up the writer. The copy is written with the source connection's
+/// `synchronous` setting, then synced once more before this returns.
+pub async fn vacuum_into(url: &str, dest: &Path) -> Result<()> {
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .create_if_missing(false);
+    let target = dest
+        .to_str()
+        .ok_or_else(|| Error::InvalidInput(format!("{}: the path is not UTF-8", dest.display())))?;
+    let mut conn = SqliteConnection::connect_with(&connect)
+        .await
+        .map_err(|e| open_error(connect.get_filename(), e))?;
+    sqlx::query("VACUUM INTO $1")
+        .bind(target)
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let written = std::fs::File::open(dest).and_then(|file| file.sync_all());
+    written.map_err(|e| Error::io(format!("cannot sync {}", dest.display()), e))
+}
+
+/// A URL that opens the SQLite file at `path` read-only and immutable: no lock is taken and no
+/// WAL or shared-memory file is created beside it (for a copy nothing else has open).
+pub fn read_only_url(path: &Path) -> Result<String> {
+    const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b'%')
+        .add(b'?')
+        .add(b'#')
+        .add(b' ');
+    let text = path
+        .to_str()
+        .ok_or_else(|| Error::InvalidInput(format!("{}: the path is not UTF-8", path.display())))?;
+    Ok(format!(
+        "sqlite://{}?mode=ro&immutable=true",
+        percent_encoding::utf8_percent_encode(text, RESERVED)
+    ))
 }

@@ -8,6 +8,7 @@ mod api;
 mod audit_append_only;
 mod audit_concurrency;
 mod audit_tamper;
+mod backup;
 mod cli;
 mod console;
 mod console_browser;
