@@ -125,7 +125,7 @@ pub struct Remediator {
 
 /// Interrupted actions settled at once, so a restart after a crash with many in flight settles
 /// them in about one Graph round trip each, not one after another.
-const RECONCILE_CONCURRENCY: usize = 32;
+const RECONCILE_CONCURRENCY: usize = 128;
 
 const PRIVILEGED_HINT: &str = "Entra refused to change this account: it holds an administrator role. \
      The customer must assign the remediation app's service principal the Privileged Authentication Administrator \

@@ -43,11 +43,21 @@ impl Server {
     }
 
     pub fn start_on(db: &TestDb, listen: &str, env: &[(String, String)]) -> Server {
+        Self::start_at(&db.url, db.dir.path(), listen, env)
+    }
+
+    /// [`start_on`](Self::start_on) with the database URL and data folder given apart.
+    pub fn start_at(
+        url: &str,
+        data_dir: &std::path::Path,
+        listen: &str,
+        env: &[(String, String)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_killswitch"))
             .arg("serve")
-            .current_dir(db.dir.path())
-            .env("KILLSWITCH_DATA_DIR", db.dir.path())
-            .env("KILLSWITCH_DATABASE__URL", &db.url)
+            .current_dir(data_dir)
+            .env("KILLSWITCH_DATA_DIR", data_dir)
+            .env("KILLSWITCH_DATABASE__URL", url)
             .env("KILLSWITCH_SERVER__LISTEN", listen)
             .env("KILLSWITCH_LOG__FORMAT", "text")
             .env_remove("RUST_LOG")
