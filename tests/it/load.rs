@@ -609,3 +609,95 @@ fn duplicate_patches(fixture: &Fixture, actions: &[ActionRecord]) -> usize {
         .map(|(id, n)| n.saturating_sub(allowed.get(id).copied().unwrap_or(0)))
         .sum()
 }
+
+/// What [`recovery`] measured.
+#[derive(Debug)]
+pub struct Recovery {
+    /// Actions in flight when the instance was killed.
+    pub interrupted: usize,
+    /// From the kill (or, restarted, from the restart) until the new process listened.
+    pub listening_after: Option<Duration>,
+    /// From the restart (or, with a second instance, from the kill) until every action had its
+    /// outcome.
+    pub settled_after: Duration,
+    pub redriven: usize,
+    pub duplicate_patches: usize,
+}
+
+/// Starts `actions` disables at once on one instance with Graph answering after `latency`,
+/// kills it with SIGKILL once every one is recorded, then either restarts it on the same
+/// address (`restart`) or leaves a second, already running instance to take over; measures
+/// how long until every action is settled, and checks each ended once and succeeded.
+pub async fn recovery(db: &TestDb, actions: usize, latency: Duration, restart: bool) -> Recovery {
+    let size = LoadSize {
+        customers: 20,
+        actions,
+        webhooks: 0,
+        in_flight: actions,
+    };
+    let fixture = Arc::new(fixture(db, size).await);
+    let env = {
+        let mut env = env_of(entra::settings(&fixture.fake.base_url()));
+        env.extend(env_of([("server.max_connections_per_client", "4096")]));
+        env
+    };
+    let address = format!("127.0.0.1:{}", free_port());
+    let first = Server::start_on(db, &address, &env);
+    let other = (!restart).then(|| Server::start(db, &env));
+    let instances = Arc::new(Instances {
+        bases: [first.base.clone(), first.base.clone()],
+        client: reqwest::Client::new(),
+    });
+    fixture.fake.set_latency(latency);
+    for i in 0..actions {
+        let (fixture, instances) = (fixture.clone(), instances.clone());
+        tokio::spawn(async move {
+            let _ = fixture.api_request(&instances, i, 0).await.send().await;
+        });
+    }
+    while count_actions(&fixture.store, size).await < actions {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.kill();
+    let from = Instant::now();
+    let (restarted, listening_after) = if restart {
+        let server = Server::start_on(db, &address, &env);
+        (Some(server), Some(from.elapsed()))
+    } else {
+        (None, None)
+    };
+    let (settled, _) = settled(&fixture.store, size).await;
+    let settled_after = from.elapsed();
+    let open = settled
+        .iter()
+        .filter(|a| a.state != ActionState::Succeeded)
+        .count();
+    assert_eq!(open, 0, "every interrupted action succeeded");
+    check_outcome_entries(&fixture, &settled).await;
+    drop((restarted, other));
+    Recovery {
+        interrupted: actions,
+        listening_after,
+        settled_after,
+        redriven: settled
+            .iter()
+            .filter(|a| {
+                a.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("completed after an interruption"))
+            })
+            .count(),
+        duplicate_patches: duplicate_patches(&fixture, &settled),
+    }
+}
+
+async fn count_actions(store: &Arc<dyn Store>, size: LoadSize) -> usize {
+    store
+        .actions(&ActionFilter {
+            limit: u32::try_from(size.actions + 10).unwrap(),
+            ..ActionFilter::default()
+        })
+        .await
+        .unwrap()
+        .len()
+}

@@ -38,9 +38,14 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        Self::on(std::env::var(DATABASE_ENV).ok().as_deref()).await
+    }
+
+    /// A fresh database on the PostgreSQL server `server`, or SQLite when `None` or empty.
+    pub async fn on(server: Option<&str>) -> TestDb {
         let dir = tempfile::tempdir().unwrap();
-        let url = match std::env::var(DATABASE_ENV) {
-            Ok(server) if !server.is_empty() => fresh_postgres_database(&server).await,
+        let url = match server {
+            Some(server) if !server.is_empty() => fresh_postgres_database(server).await,
             _ => format!("sqlite://{}/killswitch.db", dir.path().display()),
         };
         TestDb { url, dir }
