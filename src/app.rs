@@ -303,15 +303,26 @@ impl Application {
         let local = self.local_addr()?;
         let run = register_run(&state, local).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut timers = spawn_timers(&state, &stop_rx);
-        timers.push(tokio::spawn(heartbeat_timer(
+        let timers = spawn_timers(&state, &stop_rx);
+        // The heartbeat outlives the server: it stops only once this run's actions are done,
+        // so no other instance takes over an action this one is still executing.
+        let (beat_stop_tx, beat_stop_rx) = watch::channel(false);
+        let fenced = Arc::new(tokio::sync::Notify::new());
+        let heartbeat = tokio::spawn(heartbeat_timer(
             state.store.clone(),
             run.run,
             state.settings.instance.liveness.heartbeat,
-            stop_rx.clone(),
-        )));
+            beat_stop_rx,
+            fenced.clone(),
+        ));
         let server = spawn_server(self.listener, &state, stop_rx);
         tracing::info!(listen = %local, "killswitch is serving");
+        let shutdown = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = fenced.notified() => {}
+            }
+        };
         let served = stop_after(
             server,
             shutdown,
@@ -322,6 +333,11 @@ impl Application {
         for task in timers {
             let _ = task.await;
         }
+        if let Some(remediator) = &state.remediator {
+            remediator.drain(state.settings.graph.deadline).await;
+        }
+        let _ = beat_stop_tx.send(true);
+        let _ = heartbeat.await;
         if let Err(e) = state.store.stop_run(run.run, Timestamp::now()).await {
             tracing::warn!(error = %e, "could not record this instance's stop; others take over after its heartbeat times out");
         }
@@ -448,10 +464,12 @@ async fn reconcile_timer(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                if let Err(e) = remediator.reconcile().await {
+                let (actions, detections) =
+                    tokio::join!(remediator.reconcile(), intake.resume_undecided());
+                if let Err(e) = actions {
                     tracing::error!(error = %e, "reconciliation failed; will try again");
                 }
-                if let Err(e) = intake.resume_undecided().await {
+                if let Err(e) = detections {
                     tracing::error!(error = %e, "deciding interrupted detections failed; will try again");
                 }
             }
@@ -475,6 +493,12 @@ async fn register_run(state: &AppState, local: SocketAddr) -> Result<InstanceRun
         started_at: Timestamp::now(),
     };
     state.store.register_run(&run).await?;
+    // A week without a heartbeat: a name that will not come back.
+    let week_ago =
+        Timestamp::from_datetime(run.started_at.as_datetime() - chrono::Duration::days(7));
+    if let Err(e) = state.store.forget_instances(week_ago).await {
+        tracing::warn!(error = %e, "could not forget long-gone instances");
+    }
     if let Some(remediator) = &state.remediator {
         remediator.set_owner(run.run);
     }
@@ -493,12 +517,15 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Records every `every` that this run is alive, so others leave its work alone.
+/// Records every `every` that this run is alive, so others leave its work alone. When another
+/// process registered under this instance's name, this run is no longer the instance: it says
+/// so and `fenced` asks the service to stop (the other process takes its work over).
 async fn heartbeat_timer(
     store: Arc<dyn Store>,
     run: uuid::Uuid,
     every: Duration,
     mut stop: watch::Receiver<bool>,
+    fenced: Arc<tokio::sync::Notify>,
 ) {
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
@@ -506,7 +533,11 @@ async fn heartbeat_timer(
         tokio::select! {
             _ = ticker.tick() => match store.heartbeat(run, Timestamp::now()).await {
                 Ok(true) => {}
-                Ok(false) => tracing::error!(%run, "this instance's name was registered by another process: set a distinct instance.id on each instance"),
+                Ok(false) => {
+                    tracing::error!(%run, "another process registered under this instance's name (instance.id); stopping: give each instance its own name");
+                    fenced.notify_one();
+                    return;
+                }
                 Err(e) => tracing::warn!(error = %e, "could not record this instance's heartbeat"),
             },
             _ = stop.changed() => return,

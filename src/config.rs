@@ -473,8 +473,9 @@ impl InstanceConfig {
                 "expected a name of at most 200 printable characters".to_owned(),
             );
         }
-        let heartbeat = r.seconds("instance.heartbeat_secs", 1, 600)?;
-        let dead_after = r.seconds("instance.dead_after_secs", 2, 3600)?;
+        let heartbeat = r.seconds("instance.heartbeat_secs", 1, 600);
+        let dead_after = r.seconds("instance.dead_after_secs", 2, 3600);
+        let (heartbeat, dead_after) = (heartbeat?, dead_after?);
         if dead_after < heartbeat * 2 {
             r.problem(
                 "instance.dead_after_secs",

@@ -3,6 +3,8 @@
 //! threshold, the request was signed) or leave it for an analyst to approve or dismiss.
 
 use std::sync::Arc;
+
+use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
@@ -214,8 +216,34 @@ impl Intake {
         .verify(headers, body)
     }
 
-    /// Finds the account and applies the customer's auto-disable policy.
+    /// Finds the account and applies the customer's auto-disable policy. When that fails (the
+    /// audit log unavailable, say), the detection waits for an analyst with the reason, rather
+    /// than undecided.
     pub async fn process(&self, received: &Received) -> Result<DetectionRecord> {
+        let decided = self.decide(received).await;
+        if let Err(e) = &decided {
+            let why = format!("could not be decided automatically ({e}); an analyst decides");
+            if let Err(also) = self.leave_to_analyst(received.detection.id, &why).await {
+                tracing::error!(detection = %received.detection.id, error = %also, "a detection that could not be decided could not be marked so either");
+            }
+        }
+        decided
+    }
+
+    /// Leaves a pending detection to an analyst, saying why (its matched account kept).
+    async fn leave_to_analyst(&self, id: uuid::Uuid, why: &str) -> Result<()> {
+        let stored = self.reload(id).await?;
+        self.store
+            .set_detection_target(
+                id,
+                stored.target_id.as_deref(),
+                stored.target_upn.as_deref(),
+                Some(why),
+            )
+            .await
+    }
+
+    async fn decide(&self, received: &Received) -> Result<DetectionRecord> {
         let detection = &received.detection;
         // The customer as read when this delivery arrived (never from a cache): a policy change
         // that returned before then applies to this detection.
@@ -303,21 +331,40 @@ impl Intake {
             lease_ended_before: Timestamp::from_datetime(now.as_datetime() - lease),
             ..remediator.takeover()
         };
+        let undecided = self.store.undecided_detections(&takeover).await?;
+        let claimed: Vec<Result<bool>> = futures::stream::iter(undecided)
+            .map(|detection| self.take_over(detection, remediator, now))
+            .buffer_unordered(16)
+            .collect()
+            .await;
         let mut resumed = 0;
-        for detection in self.store.undecided_detections(&takeover).await? {
-            if !self
-                .store
-                .claim_detection(&detection, remediator.owner())
-                .await?
-            {
-                continue;
-            }
-            resumed += 1;
-            if let Err(e) = self.resume(detection, remediator, now).await {
-                tracing::error!(error = %e, "an interrupted detection could not be decided; it is tried again after its lease");
+        for result in claimed {
+            if result? {
+                resumed += 1;
             }
         }
         Ok(resumed)
+    }
+
+    /// Claims one undecided detection and decides it; `false` when another run claimed it.
+    async fn take_over(
+        &self,
+        detection: DetectionRecord,
+        remediator: &Remediator,
+        now: Timestamp,
+    ) -> Result<bool> {
+        if !self
+            .store
+            .claim_detection(&detection, remediator.owner())
+            .await?
+        {
+            return Ok(false);
+        }
+        let id = detection.id;
+        if let Err(e) = self.resume(detection, remediator, now).await {
+            tracing::error!(detection = %id, error = %e, "an interrupted detection could not be decided; it waits for an analyst");
+        }
+        Ok(true)
     }
 
     async fn resume(
@@ -334,15 +381,7 @@ impl Intake {
                 "interrupted before it was decided, more than {} min ago: not disabled automatically, an analyst decides",
                 remediator.redrive_within().as_secs() / 60
             );
-            return self
-                .store
-                .set_detection_target(
-                    detection.id,
-                    detection.target_id.as_deref(),
-                    detection.target_upn.as_deref(),
-                    Some(&why),
-                )
-                .await;
+            return self.leave_to_analyst(detection.id, &why).await;
         }
         let customer = self.customer(&detection).await?;
         tracing::info!(detection = %detection.id, "deciding a detection an interruption left undecided");

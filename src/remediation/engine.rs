@@ -1,18 +1,18 @@
-//! Executing an action against Microsoft Graph, and reconciling actions a crash interrupted.
+//! Executing an action against Microsoft Graph, and reconciling actions a crash interrupted
+//! (`reconcile`).
 
+mod reconcile;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-
-use futures::StreamExt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::action::{
-    ActionRecord, ActionState, Admission, DetectionClaim, Finish, Guard, NewAction,
-};
+use super::action::{ActionRecord, Admission, DetectionClaim, Finish, Guard, NewAction};
 use crate::audit::event::{AccountState, Actor, MfaEvidence, Operation, Outcome, RequestContext};
 use crate::customers::Customer;
 use crate::domain::detection::DetectionState;
@@ -21,7 +21,7 @@ use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, TenantId, 
 use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
 use crate::graph::{GraphClient, GraphError, GraphUser};
-use crate::store::{ActionFilter, Store};
+use crate::store::Store;
 use crate::time::{Clock, SystemClock, Timestamp};
 
 #[derive(Debug, Clone)]
@@ -121,11 +121,25 @@ pub struct Remediator {
     /// The registered run this engine works for, once the service registered it: actions it
     /// admits carry it, so they are reconciled as soon as the run is gone.
     owner: OnceLock<Uuid>,
+    /// Actions this engine is executing now (admitted or taken over, outcome not yet recorded).
+    running: AtomicUsize,
 }
 
-/// Interrupted actions settled at once, so a restart after a crash with many in flight settles
-/// them in about one Graph round trip each, not one after another.
-const RECONCILE_CONCURRENCY: usize = 128;
+/// Counts an action as running for as long as it lives.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn start(counter: &'a AtomicUsize) -> Running<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Running(counter)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 const PRIVILEGED_HINT: &str = "Entra refused to change this account: it holds an administrator role. \
      The customer must assign the remediation app's service principal the Privileged Authentication Administrator \
@@ -152,6 +166,17 @@ impl Remediator {
             settings,
             clock: Arc::new(SystemClock),
             owner: OnceLock::new(),
+            running: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits (at most `within`) until no action this engine runs is without its outcome: a
+    /// stopping instance keeps its heartbeat until then, so nobody takes over what it still
+    /// executes.
+    pub async fn drain(&self, within: Duration) {
+        let until = Instant::now() + within;
+        while self.running.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -297,6 +322,7 @@ impl Remediator {
     /// "nothing was done". When the outcome cannot be written, the action is returned as
     /// admitted (`requested`) and reconciliation records its outcome from Entra's state.
     pub async fn complete(&self, pending: Pending) -> ActionRecord {
+        let _running = Running::start(&self.running);
         crate::fault::point("action.admitted").await;
         let finish = self
             .run(&pending.customer, &pending.new, pending.received)
@@ -519,213 +545,6 @@ impl Remediator {
             }
         }
         None
-    }
-
-    /// Finishes every action whose owner is gone (or whose lease ran out) before recording an
-    /// outcome: from what Entra says about the account now, carrying a fresh one through (see
-    /// [`reconcile_one`](Self::reconcile_one)). Returns how many were settled.
-    pub async fn reconcile(&self) -> Result<usize> {
-        let stale = self.store.stale_actions(&self.takeover()).await?;
-        let settled: Vec<Result<bool>> = futures::stream::iter(stale)
-            .map(|record| self.settle_interrupted(record))
-            .buffer_unordered(RECONCILE_CONCURRENCY)
-            .collect()
-            .await;
-        let mut reconciled = 0;
-        for result in settled {
-            if result? {
-                reconciled += 1;
-            }
-        }
-        Ok(reconciled)
-    }
-
-    /// Takes one interrupted action over and records its outcome; `false` when another process
-    /// took it first or Entra cannot be asked yet.
-    async fn settle_interrupted(&self, record: ActionRecord) -> Result<bool> {
-        let lease = self.lease_from(self.clock.now());
-        if !self
-            .store
-            .claim_action(&record, lease, self.owner())
-            .await?
-        {
-            return Ok(false);
-        }
-        let finish = match self.reconcile_one(&record).await {
-            Ok(finish) => finish,
-            Err(e) => match self.given_up(&record, &e) {
-                Some(finish) => {
-                    tracing::error!(action = %record.id, error = %e, "gave up reconciling an interrupted action; recorded as failed, its effect unknown");
-                    finish
-                }
-                None => {
-                    tracing::warn!(action = %record.id, error = %e, "cannot reconcile yet; will try again");
-                    return Ok(false);
-                }
-            },
-        };
-        let recorded = self.store.finish_action(&finish).await?;
-        if recorded {
-            tracing::info!(action = %record.id, outcome = finish.outcome.as_str(), detail = finish.detail.as_deref().unwrap_or_default(), "reconciled an interrupted action");
-        }
-        Ok(recorded)
-    }
-
-    /// The failed outcome of an action that could not be reconciled for
-    /// [`give_up_after`](RemediationSettings::give_up_after), or `None` while there is time.
-    fn given_up(&self, record: &ActionRecord, error: &Error) -> Option<Finish> {
-        let mut finish = interrupted(record, self.clock.now());
-        let waited = Duration::from_millis(finish.duration_ms);
-        if waited < self.settings.give_up_after {
-            return None;
-        }
-        finish.detail = Some(format!(
-            "interrupted, and still not reconciled after {} min ({error}); whether the change reached Entra is unknown: check the account",
-            waited.as_secs() / 60
-        ));
-        Some(finish)
-    }
-
-    /// An interrupted action's outcome: succeeded if Entra already shows the change; else,
-    /// while the request is fresh and nobody asked otherwise for the account since, the change
-    /// is sent again (setting `accountEnabled` is idempotent) and verified; else failed, with
-    /// the reason. `Err` when Entra cannot be asked now.
-    async fn reconcile_one(&self, record: &ActionRecord) -> Result<Finish> {
-        let mut finish = interrupted(record, self.clock.now());
-        let desired = record.operation.target_enabled();
-        let Some(customer) = self.store.customer(&finish.customer).await? else {
-            finish.detail = Some("interrupted, and the customer no longer exists".to_owned());
-            return Ok(finish);
-        };
-        let account: AccountRef = record
-            .target_id
-            .as_deref()
-            .unwrap_or(&record.account)
-            .parse()?;
-        let deadline = Instant::now() + self.settings.deadline;
-        let user = match self
-            .graph
-            .get_user(customer.tenant_id, &account, deadline)
-            .await
-        {
-            Ok(answer) => {
-                finish.graph = Some(answer.evidence);
-                answer.value
-            }
-            Err(GraphError::NotFound { evidence }) => {
-                finish.graph = Some(evidence);
-                finish.detail =
-                    Some("interrupted, and the account no longer exists in Entra".to_owned());
-                return Ok(finish);
-            }
-            // Entra cannot tell us now; keep the action for the next round.
-            Err(e) => {
-                return Err(Error::AuditUnavailable(format!(
-                    "cannot read the account to reconcile: {e}"
-                )));
-            }
-        };
-        finish.target_id = Some(user.id.clone());
-        finish.after = Some(state_of(&user));
-        if user.account_enabled == Some(desired) {
-            finish.outcome = Outcome::Succeeded;
-            finish.detail = Some(format!(
-                "interrupted before its outcome was recorded; on reconciliation Entra shows the account {}",
-                enabled_word(desired)
-            ));
-            return Ok(finish);
-        }
-        if let Some(why) = self.not_carried_through(record, &user).await? {
-            finish.before = finish.after.clone();
-            finish.detail = Some(why);
-            return Ok(finish);
-        }
-        Ok(self.carry_through(record, &customer, &user).await)
-    }
-
-    /// Why an interrupted action whose change has not reached Entra must not be sent again:
-    /// it is too old, or someone asked killswitch for this account after it (their request
-    /// stands). `None`: carry it through.
-    async fn not_carried_through(
-        &self,
-        record: &ActionRecord,
-        user: &GraphUser,
-    ) -> Result<Option<String>> {
-        let still = enabled_word(!record.operation.target_enabled());
-        let waited = (self.clock.now().as_datetime() - record.created_at.as_datetime())
-            .to_std()
-            .unwrap_or_default();
-        if waited > self.settings.redrive_within {
-            return Ok(Some(format!(
-                "interrupted before the change reached Entra, and requested more than {} min ago, so it was not sent again; the account is still {still}. Request the action again if it is still needed",
-                self.settings.redrive_within.as_secs() / 60
-            )));
-        }
-        let later = self.later_action_on(record, user).await?;
-        Ok(later.map(|later| {
-            format!(
-                "interrupted before the change reached Entra, and not sent again: action {} ({} of the same account, {}) was requested after it and stands; the account is still {still}",
-                later.id,
-                later.operation.as_str(),
-                later.state.as_str()
-            )
-        }))
-    }
-
-    /// The newest action on the same account (by any of its names) requested after `record`
-    /// and not denied at admission.
-    async fn later_action_on(
-        &self,
-        record: &ActionRecord,
-        user: &GraphUser,
-    ) -> Result<Option<ActionRecord>> {
-        let names = vec![
-            record.account.clone(),
-            user.id.clone(),
-            user.user_principal_name.clone(),
-        ];
-        let filter = ActionFilter {
-            customers: Some(vec![record.customer.clone()]),
-            accounts: Some(names),
-            limit: 20,
-            ..ActionFilter::default()
-        };
-        let newer = |a: &ActionRecord| (a.created_at, a.id) > (record.created_at, record.id);
-        Ok(self
-            .store
-            .actions(&filter)
-            .await?
-            .into_iter()
-            .find(|a| newer(a) && a.state != ActionState::Denied))
-    }
-
-    /// Sends an interrupted action's change again, through the same steps as the first time
-    /// (read, protected list, change, revoke if asked, read back), recorded as the service's.
-    async fn carry_through(
-        &self,
-        record: &ActionRecord,
-        customer: &Customer,
-        user: &GraphUser,
-    ) -> Finish {
-        let object = AccountRef::ObjectId(parse_id(&user.id));
-        let job = Job::interrupted(record, object);
-        let attempt = Attempt::start(customer, job, Instant::now() + self.settings.deadline);
-        let mut finish = self.run_attempt(attempt, customer, None).await;
-        finish.duration_ms = interrupted(record, self.clock.now()).duration_ms;
-        let detail = finish.detail.take().unwrap_or_default();
-        finish.detail = Some(match finish.outcome {
-            Outcome::Succeeded => {
-                format!(
-                    "completed after an interruption: the change was sent again on reconciliation; {detail}"
-                )
-            }
-            _ => {
-                format!("interrupted, and carrying it through on reconciliation ended so: {detail}")
-            }
-        });
-        metrics::counter!("killswitch_actions_redriven_total", "outcome" => finish.outcome.as_str())
-            .increment(1);
-        finish
     }
 }
 

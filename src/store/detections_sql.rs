@@ -49,7 +49,8 @@ pub trait DetectionStore: Send + Sync {
     async fn pending_detections(&self) -> Result<i64>;
 
     /// Detections stored but never decided (a crash between storing and deciding) that
-    /// `takeover` allows to be taken over, oldest first; the lease is their arrival.
+    /// `takeover` allows to be taken over, oldest first: their run is gone, or (stored by no
+    /// registered run) their arrival is older than the lease.
     async fn undecided_detections(&self, takeover: &Takeover) -> Result<Vec<DetectionRecord>>;
 
     /// Takes an undecided detection over for `run`; `false` when another run took it first or
@@ -309,8 +310,7 @@ const CLAIM_DETECTION: &str = "UPDATE detections SET received_run = $2 \
      WHERE id = $1 AND state = 'pending' AND pending_reason IS NULL AND COALESCE(received_run, '') = $3 \
      RETURNING id";
 
-pub const SET_TARGET: &str =
-    "UPDATE detections SET target_id = $2, target_upn = $3, pending_reason = $4 WHERE id = $1";
+pub const SET_TARGET: &str = "UPDATE detections SET target_id = $2, target_upn = $3, pending_reason = $4 WHERE id = $1 AND state = 'pending'";
 
 #[async_trait]
 impl<E> DetectionStore for E
@@ -406,7 +406,7 @@ where
         let gone = super::instances_sql::run_gone("detections.received_run", "$2", "$3");
         let sql = format!(
             "SELECT {DETECTION_COLUMNS} FROM detections WHERE state = 'pending' AND pending_reason IS NULL \
-             AND (received_at < $1 OR {gone}) ORDER BY received_at LIMIT 500"
+             AND ((received_run IS NULL AND received_at < $1) OR {gone}) ORDER BY received_at LIMIT 500"
         );
         let rows = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
             .bind(takeover.lease_ended_before.to_string())

@@ -21,6 +21,10 @@ pub trait InstanceStore: Send + Sync {
 
     /// Marks `run` stopped: its unfinished work (none, after a graceful stop) is free at once.
     async fn stop_run(&self, run: uuid::Uuid, now: Timestamp) -> Result<()>;
+
+    /// Forgets instances silent since before `before` (names that will not come back, such as
+    /// replaced pods). Work a forgotten run left counts as a gone run's.
+    async fn forget_instances(&self, before: Timestamp) -> Result<()>;
 }
 
 const REGISTER: &str = "INSERT INTO instances (id, run_id, started_at, heartbeat_at, stopped_at) \
@@ -29,6 +33,7 @@ const REGISTER: &str = "INSERT INTO instances (id, run_id, started_at, heartbeat
 const HEARTBEAT: &str = "UPDATE instances SET heartbeat_at = $2 \
      WHERE run_id = $1 AND stopped_at IS NULL RETURNING id";
 const STOP: &str = "UPDATE instances SET stopped_at = $2 WHERE run_id = $1";
+const FORGET: &str = "DELETE FROM instances WHERE heartbeat_at < $1";
 
 /// The condition, on a column holding a run id (`owner`), that the run is gone: `$alive` is
 /// the oldest heartbeat that still counts, `$mine` the asking run (never gone to itself).
@@ -78,6 +83,20 @@ where
                     .fetch_optional(&mut *conn)
                     .await?;
                 Ok(beat.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn forget_instances(&self, before: Timestamp) -> Result<()> {
+        let before = before.to_string();
+        self.write_statement(move |conn| {
+            Box::pin(async move {
+                sqlx::query::<E::Db>(FORGET)
+                    .bind(before)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
             })
         })
         .await

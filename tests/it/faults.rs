@@ -391,3 +391,27 @@ async fn another_instance_leaves_a_live_owners_action_alone_and_takes_it_over_on
     common::verify_chain(&stage.store, "contoso").await;
     drop(other);
 }
+
+#[tokio::test]
+async fn a_second_process_under_the_same_instance_name_replaces_the_first_which_stops() {
+    let stage = stage(Trigger::Disable).await;
+    let quick = env_of([
+        ("instance.heartbeat_secs", "1"),
+        ("instance.dead_after_secs", "3"),
+    ]);
+    let mut env = stage.env.clone();
+    env.extend(quick);
+    let mut first = Server::start(&stage.db, &env);
+    let second = Server::start(&stage.db, &env);
+    let status = first.exited(Duration::from_secs(10)).await;
+    assert!(status.success(), "a graceful stop: {status:?}");
+    assert!(
+        first
+            .log()
+            .contains("another process registered under this instance's name"),
+        "{}",
+        first.log()
+    );
+    let ready = reqwest::get(second.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200, "the newer process serves on");
+}

@@ -127,6 +127,18 @@ impl Server {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Waits until the process exits on its own; panics after `within`.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("still running after {within:?}:\n{}", self.log());
+    }
+
     /// SIGKILL: no shutdown, no flush, no goodbye. Returns once the process is gone.
     pub fn kill(mut self) {
         use std::os::unix::process::ExitStatusExt;
