@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::entra::{self, ALICE, BOB, CONTOSO};
-use common::serve::{Server, env_of};
+use common::serve::{Server, enroll_lead, env_of};
 use fake_entra::{Endpoint, FakeEntra};
 use killswitch::audit::event::{Actor, AuditEvent};
-use killswitch::auth::{Role, Scope, mfa};
+use killswitch::auth::mfa;
 use killswitch::customers::onboarding::SecretIssue;
 use killswitch::customers::{AutoDisable, Policy};
 use killswitch::falcon::records::DetectionState;
@@ -67,29 +67,7 @@ async fn stage(trigger: Trigger) -> Stage {
         .issue_webhook_secret(&customer, SecretIssue::First, &Actor::operator())
         .await
         .unwrap();
-    let enrolled = services
-        .auth
-        .enroll(
-            "lead@provider.example",
-            None,
-            Role::Lead,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
-    let record = services
-        .store
-        .analyst(enrolled.analyst.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let totp = services
-        .auth
-        .totp_secret(&record)
-        .unwrap()
-        .expose_secret()
-        .to_vec();
+    let (token, totp) = enroll_lead(&services, "lead@provider.example").await;
     let store = services.store.clone();
     let mut env = env_of(entra::settings(&fake.base_url()));
     env.extend(env_of([("instance.id", "instance-a")]));
@@ -97,7 +75,7 @@ async fn stage(trigger: Trigger) -> Stage {
         fake,
         db,
         store,
-        token: enrolled.token.expose_secret().to_owned(),
+        token,
         totp,
         webhook_secret: issued.secret.expose_secret().to_owned(),
         env,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fake_entra::{AppCredential, Endpoint, FakeEntra};
 use futures::StreamExt;
 use killswitch::audit::event::{Actor, AuditEvent, Operation};
-use killswitch::auth::{Role, Scope, mfa};
+use killswitch::auth::mfa;
 use killswitch::customers::onboarding::SecretIssue;
 use killswitch::customers::{AutoDisable, Policy};
 use killswitch::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::common::entra::{self, CLIENT_ID, CLIENT_SECRET};
-use crate::common::serve::{Server, env_of};
+use crate::common::serve::{Server, enroll_lead, env_of};
 use crate::common::{self, TestDb};
 
 /// How much load.
@@ -123,24 +123,58 @@ struct Fixture {
 }
 
 async fn fixture(db: &TestDb, size: LoadSize) -> Fixture {
+    let fake = fake_tenants(size).await;
+    let services = Arc::new(
+        killswitch::app::Services::open(&db.settings(&[]))
+            .await
+            .unwrap(),
+    );
+    let secrets = add_customers(&services, size).await;
+    let analysts = futures::stream::iter(0..size.actions)
+        .map(|i| {
+            let services = services.clone();
+            async move {
+                let email = format!("analyst{i}@provider.example");
+                let (token, totp) = enroll_lead(&services, &email).await;
+                Credentials {
+                    token,
+                    totp,
+                    last_step: std::sync::Mutex::new(0),
+                }
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    Fixture {
+        fake,
+        store: services.store.clone(),
+        analysts,
+        secrets,
+        size,
+    }
+}
+
+/// A tenant per customer, with an account per API job and per webhook.
+async fn fake_tenants(size: LoadSize) -> FakeEntra {
     let fake = FakeEntra::start().await;
     fake.register_app(CLIENT_ID, AppCredential::Secret(CLIENT_SECRET.to_owned()));
-    let per_customer = size.actions.div_ceil(size.customers);
-    let hooks_per_customer = size.webhooks.div_ceil(size.customers);
     for t in 0..size.customers {
         entra::add_tenant(&fake, tenant(t), &format!("load{t}"));
-        for n in 0..per_customer {
+        for n in 0..size.actions.div_ceil(size.customers) {
             let (id, upn, enabled) = api_user(t, n);
             fake.add_user(tenant(t), entra::user(id, &upn, enabled));
         }
-        for n in 0..hooks_per_customer {
+        for n in 0..size.webhooks.div_ceil(size.customers) {
             let (id, upn) = webhook_user(t, n);
             fake.add_user(tenant(t), entra::user(id, &upn, true));
         }
     }
-    let services = killswitch::app::Services::open(&db.settings(&[]))
-        .await
-        .unwrap();
+    fake
+}
+
+/// The customers (even ones disable automatically), each with its webhook secret, returned.
+async fn add_customers(services: &killswitch::app::Services, size: LoadSize) -> Vec<String> {
     let mut secrets = Vec::new();
     for t in 0..size.customers {
         let policy = Policy {
@@ -161,47 +195,7 @@ async fn fixture(db: &TestDb, size: LoadSize) -> Fixture {
             .unwrap();
         secrets.push(issued.secret.expose_secret().to_owned());
     }
-    let services = Arc::new(services);
-    let enrolled: Vec<Credentials> = futures::stream::iter(0..size.actions)
-        .map(|i| {
-            let services = services.clone();
-            async move {
-                let enrolled = services
-                    .auth
-                    .enroll(
-                        &format!("analyst{i}@provider.example"),
-                        None,
-                        Role::Lead,
-                        Scope::All,
-                        &Actor::operator(),
-                    )
-                    .await
-                    .unwrap();
-                let record = services
-                    .store
-                    .analyst(enrolled.analyst.id)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                let totp = services.auth.totp_secret(&record).unwrap();
-                Credentials {
-                    token: enrolled.token.expose_secret().to_owned(),
-                    totp: totp.expose_secret().to_vec(),
-                    last_step: std::sync::Mutex::new(0),
-                }
-            }
-        })
-        .buffered(8)
-        .collect()
-        .await;
-    let analysts = enrolled;
-    Fixture {
-        fake,
-        store: services.store.clone(),
-        analysts,
-        secrets,
-        size,
-    }
+    secrets
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -356,34 +350,22 @@ pub async fn run(db: &TestDb, size: LoadSize) -> LoadReport {
             .unwrap(),
     });
 
-    let jobs: Vec<Job> = (0..size.actions.max(size.webhooks))
-        .flat_map(|k| {
-            let api = (k < size.actions).then_some(Job::Api(k));
-            let hook = (k < size.webhooks).then_some(Job::Webhook(k));
-            [api, hook].into_iter().flatten()
-        })
-        .collect();
+    let jobs = jobs(size);
     let total = jobs.len();
     let answered = Arc::new(AtomicUsize::new(0));
     let restarted: Arc<Mutex<Option<(Server, Instant)>>> = Arc::new(Mutex::new(None));
-    let killer = {
-        let (answered, restarted, env) = (answered.clone(), restarted.clone(), env.clone());
-        let address = listen(ports[0]);
-        let db_url = db.url.clone();
-        let data_dir = db.dir.path().to_owned();
-        tokio::spawn(async move {
-            while answered.load(Ordering::SeqCst) < total / 2 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            first.kill();
-            let server = tokio::task::spawn_blocking(move || {
-                Server::start_at(&db_url, &data_dir, &address, &env)
-            })
-            .await
-            .unwrap();
-            *restarted.lock().await = Some((server, Instant::now()));
-        })
-    };
+    let killer = tokio::spawn(kill_and_restart(
+        first,
+        Restart {
+            url: db.url.clone(),
+            data_dir: db.dir.path().to_owned(),
+            address: listen(ports[0]),
+            env: env.clone(),
+        },
+        answered.clone(),
+        total / 2,
+        restarted.clone(),
+    ));
 
     let started = Instant::now();
     let results: Vec<(Answered, usize)> = futures::stream::iter(jobs.into_iter().enumerate())
@@ -414,6 +396,46 @@ pub async fn run(db: &TestDb, size: LoadSize) -> LoadReport {
         settled_after_restart,
         ..report
     }
+}
+
+/// API jobs and webhooks interleaved.
+fn jobs(size: LoadSize) -> Vec<Job> {
+    (0..size.actions.max(size.webhooks))
+        .flat_map(|k| {
+            let api = (k < size.actions).then_some(Job::Api(k));
+            let hook = (k < size.webhooks).then_some(Job::Webhook(k));
+            [api, hook].into_iter().flatten()
+        })
+        .collect()
+}
+
+/// How to start the killed instance again: same database, folder, address (so same name).
+struct Restart {
+    url: String,
+    data_dir: std::path::PathBuf,
+    address: String,
+    env: Vec<(String, String)>,
+}
+
+/// Kills `server` with SIGKILL once `answered` reaches `halfway`, starts it again, and leaves
+/// the new process (and when it started) in `restarted`.
+async fn kill_and_restart(
+    server: Server,
+    again: Restart,
+    answered: Arc<AtomicUsize>,
+    halfway: usize,
+    restarted: Arc<Mutex<Option<(Server, Instant)>>>,
+) {
+    while answered.load(Ordering::SeqCst) < halfway {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill();
+    let server = tokio::task::spawn_blocking(move || {
+        Server::start_at(&again.url, &again.data_dir, &again.address, &again.env)
+    })
+    .await
+    .unwrap();
+    *restarted.lock().await = Some((server, Instant::now()));
 }
 
 /// Waits until every action has its outcome and no detection is undecided.
@@ -461,8 +483,45 @@ async fn check(
     actions: &[ActionRecord],
     detections: &[DetectionRecord],
 ) -> LoadReport {
-    let size = fixture.size;
-    // Every API request was answered with its action, one action per request.
+    check_one_action_each(fixture.size, results, actions, detections);
+    for action in actions {
+        assert_eq!(
+            action.state,
+            ActionState::Succeeded,
+            "{}: {:?}",
+            action.id,
+            action.detail
+        );
+    }
+    check_outcome_entries(fixture, actions).await;
+    check_entra(fixture, actions);
+    LoadReport {
+        requests: 0,
+        elapsed: Duration::ZERO,
+        retried: 0,
+        actions_settled: actions.len(),
+        redriven: actions.iter().filter(|a| redriven(a)).count(),
+        duplicate_patches: duplicate_patches(fixture, actions),
+        settled_after_restart: Duration::ZERO,
+    }
+}
+
+fn redriven(action: &ActionRecord) -> bool {
+    action
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.starts_with("completed after an interruption"))
+}
+
+/// Every API request was answered with its own action, every detection stored once (even
+/// customers' disabled automatically), and no action exists that neither names, nor two for
+/// one account.
+fn check_one_action_each(
+    size: LoadSize,
+    results: &[(Answered, usize)],
+    actions: &[ActionRecord],
+    detections: &[DetectionRecord],
+) {
     let answered: std::collections::HashSet<Uuid> = results
         .iter()
         .filter_map(|(a, _)| match a {
@@ -471,7 +530,6 @@ async fn check(
         })
         .collect();
     assert_eq!(answered.len(), size.actions, "one action per API request");
-    // Every detection stored once; even customers' disabled automatically.
     assert_eq!(
         detections.len(),
         size.webhooks,
@@ -509,34 +567,6 @@ async fn check(
         size.actions + even,
         "every action recorded once"
     );
-    for action in actions {
-        assert_eq!(
-            action.state,
-            ActionState::Succeeded,
-            "{}: {:?}",
-            action.id,
-            action.detail
-        );
-    }
-    check_outcome_entries(fixture, actions).await;
-    check_entra(fixture, actions);
-    let redriven = actions
-        .iter()
-        .filter(|a| {
-            a.detail
-                .as_deref()
-                .is_some_and(|d| d.starts_with("completed after an interruption"))
-        })
-        .count();
-    LoadReport {
-        requests: 0,
-        elapsed: Duration::ZERO,
-        retried: 0,
-        actions_settled: actions.len(),
-        redriven,
-        duplicate_patches: duplicate_patches(fixture, actions),
-        settled_after_restart: Duration::ZERO,
-    }
 }
 
 /// Each action has exactly one outcome entry, and every chain verifies.
@@ -598,11 +628,7 @@ fn duplicate_patches(fixture: &Fixture, actions: &[ActionRecord]) -> usize {
     let mut allowed: HashMap<String, usize> = HashMap::new();
     for action in actions {
         let id = action.target_id.clone().unwrap_or_default();
-        let redrive = action
-            .detail
-            .as_deref()
-            .is_some_and(|d| d.starts_with("completed after an interruption"));
-        *allowed.entry(id).or_default() += 1 + usize::from(redrive);
+        *allowed.entry(id).or_default() += 1 + usize::from(redriven(action));
     }
     patches
         .iter()
@@ -679,14 +705,7 @@ pub async fn recovery(db: &TestDb, actions: usize, latency: Duration, restart: b
         interrupted: actions,
         listening_after,
         settled_after,
-        redriven: settled
-            .iter()
-            .filter(|a| {
-                a.detail
-                    .as_deref()
-                    .is_some_and(|d| d.starts_with("completed after an interruption"))
-            })
-            .count(),
+        redriven: settled.iter().filter(|a| redriven(a)).count(),
         duplicate_patches: duplicate_patches(&fixture, &settled),
     }
 }

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 use common::TestDb;
 use common::entra::{self, CONTOSO};
 use common::notify::{self, Receiver, SmtpSink};
-use common::serve::{Server, env_of};
-use killswitch::audit::Actor;
-use killswitch::auth::{Role, Scope, mfa};
+use common::serve::{Server, enroll_lead, env_of};
+use killswitch::auth::mfa;
 use killswitch::customers::Policy;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 const ALICE: &str = "alice@contoso.onmicrosoft.com";
@@ -52,30 +50,7 @@ async fn notices_committed_before_a_sigkill_are_delivered_once_after_restart() {
         ..Policy::default()
     };
     entra::add_customer(&services.store, "contoso", CONTOSO, policy).await;
-    let enrolled = services
-        .auth
-        .enroll(
-            "jane@provider.example",
-            None,
-            Role::Lead,
-            Scope::All,
-            &Actor::operator(),
-        )
-        .await
-        .unwrap();
-    let record = services
-        .store
-        .analyst(enrolled.analyst.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let totp = services
-        .auth
-        .totp_secret(&record)
-        .unwrap()
-        .expose_secret()
-        .to_vec();
-    let token = enrolled.token.expose_secret().to_owned();
+    let (token, totp) = enroll_lead(&services, "jane@provider.example").await;
     drop(services);
 
     let mut env = env_of(entra::settings(&fake.base_url()));
