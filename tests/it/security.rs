@@ -6,11 +6,11 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::entra::{self, CONTOSO};
+use common::serve::{Server, env_of};
 use common::{Analyst, TestApp, TestDb};
 use fake_entra::{Endpoint, FakeEntra};
 use killswitch::audit::event::{Actor, AuditEvent};
@@ -1006,15 +1006,6 @@ async fn slow_headers_and_idle_connections_are_closed_and_connections_are_capped
 }
 
 /// A child process that is killed when the test ends, whichever way it ends.
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `killswitch` with the data folder and database of `db`, and text logs.
 fn killswitch(db: &TestDb) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_killswitch"));
@@ -1029,33 +1020,17 @@ fn killswitch(db: &TestDb) -> Command {
 #[tokio::test]
 async fn nothing_in_a_request_can_forge_a_log_line_or_reach_the_terminal() {
     let db = TestDb::new().await;
-    let mut child = Stopped(
-        killswitch(&db)
-            .args(["serve"])
-            .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
-            // Single sign-on at an address nobody answers: bearer JWTs are still parsed.
-            .env("KILLSWITCH_OIDC__ISSUER_URL", "http://127.0.0.1:9")
-            .env("KILLSWITCH_OIDC__CLIENT_ID", "killswitch")
-            .env("KILLSWITCH_OIDC__CLIENT_SECRET", "not-used")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+    // Single sign-on at an address nobody answers: bearer JWTs are still parsed.
+    let server = Server::start(
+        &db,
+        &env_of([
+            ("oidc.issuer_url", "http://127.0.0.1:9"),
+            ("oidc.client_id", "killswitch"),
+            ("oidc.client_secret", "not-used"),
+        ]),
     );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut seen = String::new();
-    let listen = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited: {seen}"
-        );
-        seen.push_str(&line);
-        if let Some(at) = line.find("listen=") {
-            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
     let client = reqwest::Client::new();
-    let base = format!("http://{listen}");
+    let base = server.base.clone();
     let forged = "x%0A2026-11-30T03:00:00Z%20INFO%20forged:%20admin%20signed%20in%1B%5B2J";
     let refused = client
         .post(format!("{base}/api/v1/webhooks/falcon/{forged}"))
@@ -1089,14 +1064,7 @@ async fn nothing_in_a_request_can_forge_a_log_line_or_reach_the_terminal() {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
 
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let mut rest = Vec::new();
-    stderr.read_to_end(&mut rest).unwrap();
-    let _ = child.0.wait();
-    let logs = seen + &String::from_utf8_lossy(&rest);
+    let logs = server.terminate().await;
     assert!(
         !logs.contains('\u{1b}'),
         "an escape sequence reached the log"
@@ -1299,29 +1267,9 @@ async fn the_cause_of_an_api_500_is_logged_once_with_its_request_id() {
         .execute(&mut raw)
         .await
         .unwrap();
-    let mut child = Stopped(
-        killswitch(&db)
-            .args(["serve"])
-            .env("KILLSWITCH_SERVER__LISTEN", "127.0.0.1:0")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut logs = String::new();
-    let listen = loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited: {logs}"
-        );
-        logs.push_str(&line);
-        if let Some(at) = line.find("listen=") {
-            break line[at + 7..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
+    let server = Server::start(&db, &[]);
     let answer = reqwest::Client::new()
-        .get(format!("http://{listen}/api/v1/actions"))
+        .get(server.url("/api/v1/actions"))
         .bearer_auth(&token)
         .header("X-Request-Id", "req-500-check")
         .send()
@@ -1339,13 +1287,7 @@ async fn the_cause_of_an_api_500_is_logged_once_with_its_request_id() {
         !body.to_string().contains("customer scope"),
         "the cause stays out of the answer: {body}"
     );
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    let mut rest = Vec::new();
-    stderr.read_to_end(&mut rest).unwrap();
-    logs.push_str(&String::from_utf8_lossy(&rest));
+    let logs = server.terminate().await;
     let caused: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("request failed"))

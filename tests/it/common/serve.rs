@@ -13,6 +13,8 @@ pub struct Server {
     pub base: String,
     /// Every line it wrote on stderr so far.
     lines: Arc<Mutex<Vec<String>>>,
+    /// Reads stderr until the process closes it.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Server {
@@ -86,7 +88,7 @@ impl Server {
         ));
         // Keep reading, so a chatty log never blocks the server on a full pipe.
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(line);
             }
@@ -95,6 +97,7 @@ impl Server {
             child,
             base: format!("http://{listen}"),
             lines,
+            reader: Some(reader),
         }
     }
 
@@ -137,6 +140,20 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("still running after {within:?}:\n{}", self.log());
+    }
+
+    /// SIGTERM, as an operator stops the service; returns every line it wrote, once it exited.
+    pub async fn terminate(mut self) -> String {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.exited(Duration::from_secs(30)).await;
+        assert!(status.success(), "a graceful stop: {status:?}");
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log()
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye. Returns once the process is gone.
