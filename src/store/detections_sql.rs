@@ -306,6 +306,16 @@ where
         .ok_or_else(|| Error::Internal(format!("detection {id} has the unknown state `{state}`")))
 }
 
+/// Detections stored but not decided that may be taken over: `$1` the end of the lease of one
+/// stored by no registered run, `$2` the oldest heartbeat of a live run, `$3` the asking run.
+pub fn undecided_sql() -> String {
+    let gone = super::instances_sql::run_gone("detections.received_run", "$2", "$3");
+    format!(
+        "SELECT {DETECTION_COLUMNS} FROM detections WHERE state = 'pending' AND pending_reason IS NULL \
+         AND ((received_run IS NULL AND received_at < $1) OR {gone}) ORDER BY received_at LIMIT 500"
+    )
+}
+
 const CLAIM_DETECTION: &str = "UPDATE detections SET received_run = $2 \
      WHERE id = $1 AND state = 'pending' AND pending_reason IS NULL AND COALESCE(received_run, '') = $3 \
      RETURNING id";
@@ -403,12 +413,7 @@ where
     }
 
     async fn undecided_detections(&self, takeover: &Takeover) -> Result<Vec<DetectionRecord>> {
-        let gone = super::instances_sql::run_gone("detections.received_run", "$2", "$3");
-        let sql = format!(
-            "SELECT {DETECTION_COLUMNS} FROM detections WHERE state = 'pending' AND pending_reason IS NULL \
-             AND ((received_run IS NULL AND received_at < $1) OR {gone}) ORDER BY received_at LIMIT 500"
-        );
-        let rows = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(undecided_sql()))
             .bind(takeover.lease_ended_before.to_string())
             .bind(takeover.alive_since.to_string())
             .bind(takeover.mine.map(|m| m.to_string()).unwrap_or_default())

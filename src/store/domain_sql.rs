@@ -63,7 +63,7 @@ pub trait ActionStore: Send + Sync {
     ) -> Result<Option<ActionRecord>>;
 
     /// Actions without an outcome that `takeover` allows to be taken over: their lease ran out,
-    /// or the run executing them is gone. Oldest first.
+    /// or the run executing them is gone. Earliest lease (so, roughly, oldest) first.
     async fn stale_actions(&self, takeover: &Takeover) -> Result<Vec<ActionRecord>>;
 
     /// Takes over a stale action for `owner` until `lease_until`; `false` when another process
@@ -319,11 +319,13 @@ pub fn select_action_sql() -> String {
 }
 
 /// `$1` the lease's end, `$2` the oldest heartbeat of a live run, `$3` the asking run ('' if none).
+/// Ordered by lease so that the partial index of unfinished actions is read in order: every
+/// round reads the unfinished actions only, never the whole table.
 pub fn stale_actions_sql() -> String {
     let gone = super::instances_sql::run_gone("actions.owner_run", "$2", "$3");
     format!(
         "SELECT {ACTION_COLUMNS} FROM actions WHERE finished_at IS NULL AND (lease_until < $1 OR {gone}) \
-         ORDER BY created_at"
+         ORDER BY lease_until"
     )
 }
 

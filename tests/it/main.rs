@@ -27,6 +27,7 @@ mod notifications_crash;
 mod ocsf;
 mod oidc_sso;
 mod onboarding;
+mod query_plans;
 mod readme;
 mod remediation;
 mod remediation_resilience;
