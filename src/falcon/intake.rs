@@ -3,11 +3,10 @@
 //! threshold, the request was signed) or leave it for an analyst to approve or dismiss.
 
 use std::sync::Arc;
-
-use futures::StreamExt;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
+use futures::StreamExt;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
@@ -17,7 +16,6 @@ use super::signature::{Assurance, Rejection, Verifier, WebhookSecret};
 use crate::audit::event::{Actor, MfaEvidence, Operation, RequestContext};
 use crate::customers::onboarding::webhook_context;
 use crate::customers::{AutoDisable, Customer};
-use crate::domain::instance::Takeover;
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason};
 use crate::error::{Error, Result};
 use crate::graph::GraphError;
@@ -326,11 +324,7 @@ impl Intake {
             return Ok(0);
         };
         let now = remediator.clock().now();
-        let lease = chrono::Duration::from_std(remediator.lease_length()).unwrap_or_default();
-        let takeover = Takeover {
-            lease_ended_before: Timestamp::from_datetime(now.as_datetime() - lease),
-            ..remediator.takeover()
-        };
+        let takeover = remediator.takeover_of_arrivals();
         let undecided = self.store.undecided_detections(&takeover).await?;
         let claimed: Vec<Result<bool>> = futures::stream::iter(undecided)
             .map(|detection| self.take_over(detection, remediator, now))

@@ -199,6 +199,16 @@ impl Remediator {
         }
     }
 
+    /// [`takeover`](Self::takeover) for work whose lease runs from its arrival (a detection
+    /// being decided): it ends one lease length after the work arrived.
+    pub fn takeover_of_arrivals(&self) -> Takeover {
+        let lease = chrono::Duration::from_std(self.lease_length()).unwrap_or_default();
+        Takeover {
+            lease_ended_before: Timestamp::from_datetime(self.clock.now().as_datetime() - lease),
+            ..self.takeover()
+        }
+    }
+
     /// The interrupted-action window: work requested before this is too old to carry through.
     pub fn redrive_within(&self) -> Duration {
         self.settings.redrive_within
@@ -346,12 +356,12 @@ impl Remediator {
 
     /// How long the executing run owns an action (and the receiving run a detection) before
     /// anyone may take it over, whether or not that run is alive.
-    pub fn lease_length(&self) -> Duration {
+    fn lease_length(&self) -> Duration {
         self.settings.deadline + self.settings.lease_margin
     }
 
     fn lease_from(&self, now: Timestamp) -> Timestamp {
-        now.after(self.settings.deadline + self.settings.lease_margin)
+        now.after(self.lease_length())
     }
 
     /// The Graph part: read, change unless already so, revoke if asked, read again.

@@ -413,10 +413,11 @@ where
     }
 
     async fn undecided_detections(&self, takeover: &Takeover) -> Result<Vec<DetectionRecord>> {
+        let (lease_ended, alive_since, mine) = super::instances_sql::takeover_binds(takeover);
         let rows = sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(undecided_sql()))
-            .bind(takeover.lease_ended_before.to_string())
-            .bind(takeover.alive_since.to_string())
-            .bind(takeover.mine.map(|m| m.to_string()).unwrap_or_default())
+            .bind(lease_ended)
+            .bind(alive_since)
+            .bind(mine)
             .fetch_all(self.pool())
             .await?;
         rows.into_iter().map(DetectionRecord::try_from).collect()

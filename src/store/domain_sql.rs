@@ -224,10 +224,11 @@ where
     }
 
     async fn stale_actions(&self, takeover: &Takeover) -> Result<Vec<ActionRecord>> {
+        let (lease_ended, alive_since, mine) = super::instances_sql::takeover_binds(takeover);
         let rows = sqlx::query_as::<E::Db, ActionRow>(sqlx::AssertSqlSafe(stale_actions_sql()))
-            .bind(takeover.lease_ended_before.to_string())
-            .bind(takeover.alive_since.to_string())
-            .bind(takeover.mine.map(|m| m.to_string()).unwrap_or_default())
+            .bind(lease_ended)
+            .bind(alive_since)
+            .bind(mine)
             .fetch_all(self.pool())
             .await?;
         // One unreadable row must not keep every other interrupted action from its outcome.

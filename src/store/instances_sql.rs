@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::engine::{Conn, Engine, Row};
-use crate::domain::instance::InstanceRun;
+use crate::domain::instance::{InstanceRun, Takeover};
 use crate::error::Result;
 use crate::time::Timestamp;
 
@@ -34,6 +34,17 @@ const HEARTBEAT: &str = "UPDATE instances SET heartbeat_at = $2 \
      WHERE run_id = $1 AND stopped_at IS NULL RETURNING id";
 const STOP: &str = "UPDATE instances SET stopped_at = $2 WHERE run_id = $1";
 const FORGET: &str = "DELETE FROM instances WHERE heartbeat_at < $1";
+
+/// The values of a takeover query's `$1` (the lease's end), `$2` (the oldest heartbeat that
+/// still counts) and `$3` (the asking run, '' for none), as [`run_gone`] and the queries using
+/// it expect them.
+pub fn takeover_binds(takeover: &Takeover) -> (String, String, String) {
+    (
+        takeover.lease_ended_before.to_string(),
+        takeover.alive_since.to_string(),
+        takeover.mine.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}
 
 /// The condition, on a column holding a run id (`owner`), that the run is gone: `$alive` is
 /// the oldest heartbeat that still counts, `$mine` the asking run (never gone to itself).

@@ -36,11 +36,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub async fn open(url: &str, options: StoreOptions) -> Result<SqliteStore> {
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?
+        let connect = durable_options(url)?
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             // Streams (exports, audit check) read a million rows; a deeper row channel lets the
             // worker thread run ahead instead of handing rows over fifty at a time.
@@ -278,14 +275,8 @@ impl Store for SqliteStore {
 /// reader does not hold up the writer. The copy is written with the source connection's
 /// `synchronous` setting, then synced once more before this returns.
 pub async fn vacuum_into(url: &str, dest: &Path) -> Result<()> {
-    let connect = SqliteConnectOptions::from_str(url)
-        .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
-        .create_if_missing(false);
-    let target = dest
-        .to_str()
-        .ok_or_else(|| Error::InvalidInput(format!("{}: the path is not UTF-8", dest.display())))?;
+    let connect = durable_options(url)?.create_if_missing(false);
+    let target = utf8(dest)?;
     let mut conn = SqliteConnection::connect_with(&connect)
         .await
         .map_err(|e| open_error(connect.get_filename(), e))?;
@@ -306,11 +297,22 @@ pub fn read_only_url(path: &Path) -> Result<String> {
         .add(b'?')
         .add(b'#')
         .add(b' ');
-    let text = path
-        .to_str()
-        .ok_or_else(|| Error::InvalidInput(format!("{}: the path is not UTF-8", path.display())))?;
+    let text = utf8(path)?;
     Ok(format!(
         "sqlite://{}?mode=ro&immutable=true",
         percent_encoding::utf8_percent_encode(text, RESERVED)
     ))
+}
+
+/// The database at `url` with every commit synced and a wait, not a failure, on a lock.
+fn durable_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::Config(vec![format!("database.url: {e}")]))?
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT))
+}
+
+fn utf8(path: &Path) -> Result<&str> {
+    path.to_str()
+        .ok_or_else(|| Error::InvalidInput(format!("{}: the path is not UTF-8", path.display())))
 }

@@ -14,11 +14,8 @@ use common::entra::{self, ALICE, BOB, CONTOSO};
 use common::serve::{Server, enroll_lead, env_of};
 use fake_entra::{Endpoint, FakeEntra};
 use killswitch::audit::event::{Actor, AuditEvent};
-use killswitch::auth::mfa;
 use killswitch::customers::onboarding::SecretIssue;
 use killswitch::customers::{AutoDisable, Policy};
-use killswitch::falcon::records::DetectionState;
-use killswitch::falcon::signature::{SignedString, sign_crowdstrike};
 use killswitch::remediation::action::{ActionRecord, ActionState};
 use killswitch::store::{ActionFilter, Store};
 use secrecy::ExposeSecret;
@@ -42,8 +39,7 @@ struct Stage {
     fake: FakeEntra,
     db: TestDb,
     store: Arc<dyn Store>,
-    token: String,
-    totp: Vec<u8>,
+    lead: common::Analyst,
     webhook_secret: String,
     env: Vec<(String, String)>,
 }
@@ -67,7 +63,7 @@ async fn stage(trigger: Trigger) -> Stage {
         .issue_webhook_secret(&customer, SecretIssue::First, &Actor::operator())
         .await
         .unwrap();
-    let (token, totp) = enroll_lead(&services, "lead@provider.example").await;
+    let lead = enroll_lead(&services, "lead@provider.example").await;
     let store = services.store.clone();
     let mut env = env_of(entra::settings(&fake.base_url()));
     env.extend(env_of([("instance.id", "instance-a")]));
@@ -75,8 +71,7 @@ async fn stage(trigger: Trigger) -> Stage {
         fake,
         db,
         store,
-        token,
-        totp,
+        lead,
         webhook_secret: issued.secret.expose_secret().to_owned(),
         env,
     }
@@ -89,10 +84,6 @@ impl Stage {
         env
     }
 
-    fn code(&self) -> String {
-        mfa::code_at(&self.totp, chrono::Utc::now().timestamp() as u64).unwrap()
-    }
-
     /// Falcon's webhook for alice at high severity, signed with contoso's secret.
     fn webhook(&self, server: &Server) -> reqwest::RequestBuilder {
         let body = serde_json::to_vec(&json!({
@@ -103,18 +94,12 @@ impl Stage {
             "timestamp": "2026-12-01T03:00:00Z",
         }))
         .unwrap();
-        let ts = chrono::Utc::now().timestamp().to_string();
-        let signature = sign_crowdstrike(
-            self.webhook_secret.as_bytes(),
-            &ts,
-            &body,
-            SignedString::BodyTimestampBase64,
-        );
-        reqwest::Client::new()
-            .post(server.url("/api/v1/webhooks/falcon/contoso"))
-            .header("X-CS-Primary-Signature", signature)
-            .header("X-CS-Delivery-Timestamp", ts)
-            .body(body)
+        common::signed_webhook(
+            &reqwest::Client::new(),
+            &server.url("/api/v1/webhooks/falcon/contoso"),
+            &self.webhook_secret,
+            body,
+        )
     }
 
     /// Starts what `trigger` does against `server`; the answer may never come (the process
@@ -126,8 +111,8 @@ impl Stage {
                 .post(server.url(&format!(
                     "/api/v1/customers/contoso/accounts/{ALICE_UPN}/disable"
                 )))
-                .bearer_auth(&self.token)
-                .header("X-Killswitch-OTP", self.code())
+                .bearer_auth(&self.lead.token)
+                .header("X-Killswitch-OTP", self.lead.code())
                 .json(&json!({"reason": "Falcon ITP: credential theft"})),
             Trigger::AutoDisable => self.webhook(server),
             Trigger::Approval => {
@@ -143,21 +128,11 @@ impl Stage {
                 let id = pending["id"].as_str().unwrap();
                 client
                     .post(server.url(&format!("/api/v1/detections/{id}/approve")))
-                    .bearer_auth(&self.token)
-                    .header("X-Killswitch-OTP", self.code())
+                    .bearer_auth(&self.lead.token)
+                    .header("X-Killswitch-OTP", self.lead.code())
             }
         };
         tokio::spawn(request.send());
-    }
-
-    async fn detections(&self) -> Vec<killswitch::falcon::records::DetectionRecord> {
-        self.store
-            .detections(&killswitch::falcon::records::DetectionFilter {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
     }
 
     async fn actions(&self) -> Vec<ActionRecord> {
@@ -168,26 +143,6 @@ impl Stage {
             })
             .await
             .unwrap()
-    }
-
-    /// Waits until there is an action and every action has its outcome (and no detection is
-    /// left undecided); returns them and how long it took.
-    async fn settled(&self) -> (Vec<ActionRecord>, Duration) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            let actions = self.actions().await;
-            let undecided = self
-                .detections()
-                .await
-                .iter()
-                .any(|d| d.state == DetectionState::Pending && d.pending_reason.is_none());
-            if !actions.is_empty() && actions.iter().all(|a| a.finished_at.is_some()) && !undecided
-            {
-                return (actions, start.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("not settled within 30 s: {:#?}", self.actions().await);
     }
 }
 
@@ -206,8 +161,7 @@ async fn killed_at(point: &str, trigger: Trigger) -> String {
     server.kill();
 
     let restarted = Server::start(&stage.db, &stage.env);
-    let (actions, took) = stage.settled().await;
-    eprintln!("{point}: settled {took:?} after the restart");
+    let (actions, detections) = common::settled(&stage.store, 100, 1).await;
 
     assert_eq!(actions.len(), 1, "one action: {actions:#?}");
     let action = &actions[0];
@@ -251,7 +205,6 @@ async fn killed_at(point: &str, trigger: Trigger) -> String {
     common::verify_chain(&stage.store, "contoso").await;
     common::verify_chain(&stage.store, "system").await;
     if matches!(trigger, Trigger::AutoDisable | Trigger::Approval) {
-        let detections = stage.detections().await;
         assert_eq!(detections.len(), 1, "the detection is stored once");
         assert_eq!(detections[0].action_id, Some(action.id));
     }
@@ -344,7 +297,7 @@ async fn another_instance_leaves_a_live_owners_action_alone_and_takes_it_over_on
 
     stalled.kill();
     let killed = Instant::now();
-    let (actions, _) = stage.settled().await;
+    let (actions, _) = common::settled(&stage.store, 100, 1).await;
     let took = killed.elapsed();
     eprintln!("taken over {took:?} after the owner was killed (heartbeat limit 3 s)");
     assert!(

@@ -14,8 +14,7 @@ use killswitch::audit::event::{Actor, AuditEvent, Operation};
 use killswitch::auth::mfa;
 use killswitch::customers::onboarding::SecretIssue;
 use killswitch::customers::{AutoDisable, Policy};
-use killswitch::falcon::records::{DetectionFilter, DetectionRecord, DetectionState};
-use killswitch::falcon::signature::{SignedString, sign_crowdstrike};
+use killswitch::falcon::records::{DetectionRecord, DetectionState};
 use killswitch::remediation::action::{ActionRecord, ActionState};
 use killswitch::store::{ActionFilter, Store};
 use secrecy::ExposeSecret;
@@ -61,6 +60,29 @@ impl LoadReport {
     }
 }
 
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests in {:.1?}: {:.0} requests/s; {} retried after the kill; {} actions settled, each once; {} carried through; duplicate PATCHes found: {}; settled {:.1?} after the restart",
+            self.requests,
+            self.elapsed,
+            self.requests_per_sec(),
+            self.retried,
+            self.actions_settled,
+            self.redriven,
+            self.duplicate_patches,
+            self.settled_after_restart
+        )
+    }
+}
+
+/// Every action and detection a run of `size` can make, with room to spare: a listing this
+/// long holds them all.
+fn limit_of(size: LoadSize) -> u32 {
+    u32::try_from(size.actions + size.webhooks + 10).unwrap_or(u32::MAX)
+}
+
 fn tenant(t: usize) -> Uuid {
     Uuid::from_u128(0x10AD_0000_0000 + t as u128)
 }
@@ -81,9 +103,9 @@ fn webhook_user(t: usize, n: usize) -> (Uuid, String) {
     (id, format!("w{n}@load{t}.onmicrosoft.com"))
 }
 
+/// An analyst sending one job, and retrying it.
 struct Credentials {
-    token: String,
-    totp: Vec<u8>,
+    analyst: common::Analyst,
     /// The newest TOTP step this analyst sent: each step is accepted once.
     last_step: std::sync::Mutex<u64>,
 }
@@ -106,14 +128,14 @@ impl Credentials {
                 }
             };
             match step {
-                Some(step) => return mfa::code_at(&self.totp, step * 30).unwrap(),
+                Some(step) => return mfa::code_at(&self.analyst.totp, step * 30).unwrap(),
                 None => tokio::time::sleep(Duration::from_secs(30 - now % 30)).await,
             }
         }
     }
 }
 
-/// Everything the clients need: per job an analyst, spares for retries, webhook secrets.
+/// Everything the clients need: per API job an analyst, per customer its webhook secret.
 struct Fixture {
     fake: FakeEntra,
     store: Arc<dyn Store>,
@@ -135,10 +157,8 @@ async fn fixture(db: &TestDb, size: LoadSize) -> Fixture {
             let services = services.clone();
             async move {
                 let email = format!("analyst{i}@provider.example");
-                let (token, totp) = enroll_lead(&services, &email).await;
                 Credentials {
-                    token,
-                    totp,
+                    analyst: enroll_lead(&services, &email).await,
                     last_step: std::sync::Mutex::new(0),
                 }
             }
@@ -234,7 +254,7 @@ impl Fixture {
                 "{}/api/v1/customers/load{t}/accounts/{upn}/{verb}",
                 instances.bases[at]
             ))
-            .bearer_auth(&who.token)
+            .bearer_auth(&who.analyst.token)
             .header("X-Killswitch-OTP", who.fresh_code().await)
             .header("Idempotency-Key", format!("load-{i}"))
             .json(&json!({"reason": "password spray wave", "ticket": format!("INC-{i}")}))
@@ -256,22 +276,8 @@ impl Fixture {
             "timestamp": "2026-12-01T03:00:00Z",
         }))
         .unwrap();
-        let ts = chrono::Utc::now().timestamp().to_string();
-        let signature = sign_crowdstrike(
-            self.secrets[t].as_bytes(),
-            &ts,
-            &body,
-            SignedString::BodyTimestampBase64,
-        );
-        instances
-            .client
-            .post(format!(
-                "{}/api/v1/webhooks/falcon/load{t}",
-                instances.bases[at]
-            ))
-            .header("X-CS-Primary-Signature", signature)
-            .header("X-CS-Delivery-Timestamp", ts)
-            .body(body)
+        let url = format!("{}/api/v1/webhooks/falcon/load{t}", instances.bases[at]);
+        common::signed_webhook(&instances.client, &url, &self.secrets[t], body)
     }
 
     /// Sends one job until it is answered; returns what it names and how many retries it took.
@@ -385,7 +391,7 @@ pub async fn run(db: &TestDb, size: LoadSize) -> LoadReport {
     killer.await.unwrap();
     let (restarted, restart_at) = restarted.lock().await.take().unwrap();
 
-    let (actions, detections) = settled(&fixture.store, size).await;
+    let (actions, detections) = common::settled(&fixture.store, limit_of(size), 0).await;
     let settled_after_restart = restart_at.elapsed();
     let report = check(&fixture, &results, &actions, &detections).await;
     drop((restarted, second));
@@ -436,44 +442,6 @@ async fn kill_and_restart(
     .await
     .unwrap();
     *restarted.lock().await = Some((server, Instant::now()));
-}
-
-/// Waits until every action has its outcome and no detection is undecided.
-async fn settled(
-    store: &Arc<dyn Store>,
-    size: LoadSize,
-) -> (Vec<ActionRecord>, Vec<DetectionRecord>) {
-    let all = u32::try_from(size.actions + size.webhooks + 10).unwrap();
-    let start = Instant::now();
-    loop {
-        let actions = store
-            .actions(&ActionFilter {
-                limit: all,
-                ..ActionFilter::default()
-            })
-            .await
-            .unwrap();
-        let detections = store
-            .detections(&DetectionFilter {
-                limit: all,
-                ..DetectionFilter::default()
-            })
-            .await
-            .unwrap();
-        let open = actions.iter().filter(|a| a.finished_at.is_none()).count();
-        let undecided = detections
-            .iter()
-            .filter(|d| d.state == DetectionState::Pending && d.pending_reason.is_none())
-            .count();
-        if open == 0 && undecided == 0 {
-            return (actions, detections);
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "{open} actions and {undecided} detections still open after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Every invariant the run must keep; returns the counts.
@@ -692,7 +660,7 @@ pub async fn recovery(db: &TestDb, actions: usize, latency: Duration, restart: b
     } else {
         (None, None)
     };
-    let (settled, _) = settled(&fixture.store, size).await;
+    let (settled, _) = common::settled(&fixture.store, limit_of(size), actions).await;
     let settled_after = from.elapsed();
     let open = settled
         .iter()
@@ -713,7 +681,7 @@ pub async fn recovery(db: &TestDb, actions: usize, latency: Duration, restart: b
 async fn count_actions(store: &Arc<dyn Store>, size: LoadSize) -> usize {
     store
         .actions(&ActionFilter {
-            limit: u32::try_from(size.actions + 10).unwrap(),
+            limit: limit_of(size),
             ..ActionFilter::default()
         })
         .await

@@ -10,7 +10,6 @@ use common::TestDb;
 use common::entra::{self, CONTOSO};
 use common::notify::{self, Receiver, SmtpSink};
 use common::serve::{Server, enroll_lead, env_of};
-use killswitch::auth::mfa;
 use killswitch::customers::Policy;
 use serde_json::{Value, json};
 
@@ -50,7 +49,8 @@ async fn notices_committed_before_a_sigkill_are_delivered_once_after_restart() {
         ..Policy::default()
     };
     entra::add_customer(&services.store, "contoso", CONTOSO, policy).await;
-    let (token, totp) = enroll_lead(&services, "jane@provider.example").await;
+    let lead = enroll_lead(&services, "jane@provider.example").await;
+    let token = lead.token.clone();
     drop(services);
 
     let mut env = env_of(entra::settings(&fake.base_url()));
@@ -75,7 +75,7 @@ async fn notices_committed_before_a_sigkill_are_delivered_once_after_restart() {
     };
     let client = reqwest::Client::new();
     let disable = |base: String, account: &'static str| {
-        let code = mfa::code_at(&totp, chrono::Utc::now().timestamp() as u64).unwrap();
+        let code = lead.code();
         let request = client
             .post(format!(
                 "{base}/api/v1/customers/contoso/accounts/{account}/disable"

@@ -24,16 +24,6 @@ async fn two_instances_on_one_postgresql_keep_every_invariant_when_one_is_killed
         },
     )
     .await;
-    eprintln!(
-        "{} requests in {:.1?} ({:.0}/s), {} retried after the kill; {} actions settled, {} carried through, {} duplicate PATCHes; settled {:.1?} after the restart",
-        report.requests,
-        report.elapsed,
-        report.requests_per_sec(),
-        report.retried,
-        report.actions_settled,
-        report.redriven,
-        report.duplicate_patches,
-        report.settled_after_restart
-    );
+    eprintln!("{report}");
     assert_eq!(report.duplicate_patches, 0);
 }

@@ -181,35 +181,7 @@ impl TestApp {
 
     /// Enrols `email` with `role` over `scope` (such as "all" or "contoso"), as an operator.
     pub async fn enroll(&self, email: &str, role: Role, scope: &str) -> Analyst {
-        let enrolled = self
-            .auth
-            .enroll(
-                email,
-                None,
-                role,
-                scope.parse::<Scope>().unwrap(),
-                &Actor::operator(),
-            )
-            .await
-            .unwrap();
-        let record = self
-            .store
-            .analyst(enrolled.analyst.id)
-            .await
-            .unwrap()
-            .unwrap();
-        Analyst {
-            id: enrolled.analyst.id,
-            email: email.to_owned(),
-            token: enrolled.token.expose_secret().to_owned(),
-            totp: self
-                .auth
-                .totp_secret(&record)
-                .unwrap()
-                .expose_secret()
-                .to_vec(),
-            otpauth_uri: enrolled.otpauth_uri.expose_secret().to_owned(),
-        }
+        enroll(&self.auth, &self.store, email, role, scope.parse().unwrap()).await
     }
 
     /// Stops the server the way SIGTERM does and waits for it; the database stays for reading.
@@ -221,6 +193,95 @@ impl TestApp {
             Some(handle) => handle.await.unwrap(),
             None => Ok(()),
         }
+    }
+}
+
+/// Enrolls an analyst as `killswitch analyst enroll` does (also beside a server process).
+pub async fn enroll(
+    auth: &killswitch::auth::gate::Authenticator,
+    store: &Arc<dyn Store>,
+    email: &str,
+    role: Role,
+    scope: Scope,
+) -> Analyst {
+    let enrolled = auth
+        .enroll(email, None, role, scope, &Actor::operator())
+        .await
+        .unwrap();
+    let record = store.analyst(enrolled.analyst.id).await.unwrap().unwrap();
+    Analyst {
+        id: enrolled.analyst.id,
+        email: email.to_owned(),
+        token: enrolled.token.expose_secret().to_owned(),
+        totp: auth.totp_secret(&record).unwrap().expose_secret().to_vec(),
+        otpauth_uri: enrolled.otpauth_uri.expose_secret().to_owned(),
+    }
+}
+
+/// A Falcon webhook to `url` carrying `body`, signed with `secret` the CrowdStrike way (the
+/// customers' default) and stamped now.
+pub fn signed_webhook(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    use killswitch::falcon::signature::{SignedString, sign_crowdstrike};
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let signature = sign_crowdstrike(
+        secret.as_bytes(),
+        &ts,
+        &body,
+        SignedString::BodyTimestampBase64,
+    );
+    client
+        .post(url)
+        .header("X-CS-Primary-Signature", signature)
+        .header("X-CS-Delivery-Timestamp", ts)
+        .body(body)
+}
+
+/// Waits (up to 120 s) until at least `at_least` actions are stored, every action has its
+/// outcome and no detection is left undecided; returns them all (up to `limit` of each).
+pub async fn settled(
+    store: &Arc<dyn Store>,
+    limit: u32,
+    at_least: usize,
+) -> (
+    Vec<killswitch::remediation::action::ActionRecord>,
+    Vec<killswitch::falcon::records::DetectionRecord>,
+) {
+    use killswitch::falcon::records::{DetectionFilter, DetectionState};
+    let start = std::time::Instant::now();
+    loop {
+        let actions = store
+            .actions(&store::ActionFilter {
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let detections = store
+            .detections(&DetectionFilter {
+                limit,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let open = actions.iter().filter(|a| a.finished_at.is_none()).count();
+        let undecided = detections
+            .iter()
+            .filter(|d| d.state == DetectionState::Pending && d.pending_reason.is_none())
+            .count();
+        if actions.len() >= at_least && open == 0 && undecided == 0 {
+            return (actions, detections);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "{} actions ({open} open) and {undecided} undecided detections after 120 s",
+            actions.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

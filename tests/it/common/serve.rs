@@ -165,30 +165,15 @@ impl Server {
     }
 }
 
-/// A lead of every customer enrolled beside a server, as an operator would with the CLI:
-/// their API token and TOTP secret.
-pub async fn enroll_lead(services: &killswitch::app::Services, email: &str) -> (String, Vec<u8>) {
-    use secrecy::ExposeSecret;
-    let enrolled = services
-        .auth
-        .enroll(
-            email,
-            None,
-            killswitch::auth::Role::Lead,
-            killswitch::auth::Scope::All,
-            &killswitch::audit::Actor::operator(),
-        )
-        .await
-        .unwrap();
-    let record = services
-        .store
-        .analyst(enrolled.analyst.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let totp = services.auth.totp_secret(&record).unwrap();
-    (
-        enrolled.token.expose_secret().to_owned(),
-        totp.expose_secret().to_vec(),
+/// A lead of every customer enrolled beside a server, as an operator would with the CLI.
+pub async fn enroll_lead(services: &killswitch::app::Services, email: &str) -> super::Analyst {
+    use killswitch::auth::{Role, Scope};
+    super::enroll(
+        &services.auth,
+        &services.store,
+        email,
+        Role::Lead,
+        Scope::All,
     )
+    .await
 }
