@@ -255,7 +255,7 @@ async fn run(label: &str, data_dir: &Path, url: &str, n: usize) {
     );
     let size = std::fs::metadata(&out).unwrap().len();
     println!(
-        "  export jsonl: {:>6.2} s, peak {:>3} MB, {:.0} entries/s, file {} MB   (aim: <= 5 s, < 100 MB)",
+        "  export jsonl: {:>6.2} s, peak {:>3} MB, {:.0} entries/s, file {} MB   (aim: <= 2 s, < 100 MB)",
         time.as_secs_f64(),
         peak,
         n as f64 / time.as_secs_f64(),
@@ -276,7 +276,7 @@ async fn run(label: &str, data_dir: &Path, url: &str, n: usize) {
         ],
     );
     println!(
-        "  verify jsonl: {:>6.2} s, peak {:>3} MB, {:.0} entries/s                 (aim: <= 2 s, < 100 MB)",
+        "  verify jsonl: {:>6.2} s, peak {:>3} MB, {:.0} entries/s                 (aim: <= 1 s, < 100 MB)",
         time.as_secs_f64(),
         peak,
         n as f64 / time.as_secs_f64()

@@ -1,6 +1,8 @@
 //! SQL shared by both backends. Both accept `$n` placeholders, so the statements that do not
 //! differ are written once here, together with the row writes of an append plan.
 
+use std::collections::HashMap;
+
 use crate::audit::append::Appended;
 use crate::audit::records::{EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
@@ -9,7 +11,7 @@ use crate::domain::event::{Actor, AuditEvent};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
+
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::domain_sql::ChainTx;
@@ -17,7 +19,7 @@ use super::engine::{Conn, Engine, Row};
 
 use crate::audit::append::AppendPlan;
 use crate::audit::records::CheckpointRecord;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The audit log: appends, checkpoints, signing keys and the reads that verify and export chains.
 #[async_trait]
@@ -82,11 +84,6 @@ pub const INSERT_SIGNING_KEY: &str = "INSERT INTO audit_signing_keys (key_id, pu
 pub const SELECT_SIGNING_KEYS: &str =
     "SELECT key_id, public_key FROM audit_signing_keys ORDER BY registered_at";
 
-const INSERT_ENTRY: &str = "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ($1, $2, $3, $4, $5, $6)";
-// An upsert, so SQLite's writer (which holds the database lock) needs no separate statement to
-// create the head of a new chain; PostgreSQL has created and locked it before.
-const ADVANCE_HEAD: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ($1, $2, $3) \
-     ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
 const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (chain, seq, hash, time, key_id, signature) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
@@ -100,35 +97,117 @@ where
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let e = &plan.entry;
-    sqlx::query::<DB>(INSERT_ENTRY)
-        .bind(e.chain.as_str())
-        .bind(e.seq)
-        .bind(e.time.as_str())
-        .bind(e.event.as_str())
-        .bind(e.entry.as_str())
-        .bind(e.hash.as_str())
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query::<DB>(ADVANCE_HEAD)
-        .bind(plan.head.chain.as_str())
-        .bind(plan.head.seq)
-        .bind(plan.head.hash.as_str())
-        .execute(&mut *conn)
-        .await?;
-    if let Some(cp) = &plan.checkpoint {
-        write_checkpoint::<DB>(conn, cp).await?;
+    write_plans::<DB>(conn, std::slice::from_ref(plan)).await
+}
+
+/// Rows per multi-row INSERT (6 parameters each, well under either database's parameter limit).
+const ROWS_PER_STATEMENT: usize = 128;
+
+/// Writes consecutive append plans in as few statements as they allow: the entries a multi-row
+/// INSERT at a time, then each chain's newest head once, then checkpoints and notices. The
+/// caller holds every chain's head (row lock or write transaction).
+pub async fn write_plans<DB>(conn: &mut DB::Connection, plans: &[AppendPlan]) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    for chunk in plans.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(
+            "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ",
+            6,
+            chunk.len(),
+            "",
+        );
+        let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+        for plan in chunk {
+            let e = &plan.entry;
+            query = query
+                .bind(e.chain.as_str())
+                .bind(e.seq)
+                .bind(e.time.as_str())
+                .bind(e.event.as_str())
+                .bind(e.entry.as_str())
+                .bind(e.hash.as_str());
+        }
+        query.execute(&mut *conn).await?;
     }
-    if let Some(kind) = plan.notice {
-        sqlx::query::<DB>(INSERT_NOTICE)
-            .bind(e.chain.as_str())
-            .bind(e.seq)
-            .bind(kind.as_str())
-            .bind(e.time.as_str())
-            .execute(&mut *conn)
-            .await?;
+    write_newest_heads::<DB>(conn, plans).await?;
+    for plan in plans {
+        if let Some(cp) = &plan.checkpoint {
+            write_checkpoint::<DB>(conn, cp).await?;
+        }
+        if let Some(kind) = plan.notice {
+            sqlx::query::<DB>(INSERT_NOTICE)
+                .bind(plan.entry.chain.as_str())
+                .bind(plan.entry.seq)
+                .bind(kind.as_str())
+                .bind(plan.entry.time.as_str())
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
+}
+
+/// Advances each chain's head to the last of its plans, one upsert per chain (an upsert, so
+/// SQLite's writer, which holds the database lock, needs no statement to create a new chain's
+/// head; PostgreSQL has created and locked it before).
+async fn write_newest_heads<DB>(conn: &mut DB::Connection, plans: &[AppendPlan]) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
+    for plan in plans {
+        newest.insert(plan.head.chain.as_str(), &plan.head);
+    }
+    let heads: Vec<&HeadRecord> = newest.into_values().collect();
+    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(
+            "INSERT INTO audit_heads (chain, seq, hash) VALUES ",
+            3,
+            chunk.len(),
+            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+        );
+        let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
+        for head in chunk {
+            query = query
+                .bind(head.chain.as_str())
+                .bind(head.seq)
+                .bind(head.hash.as_str());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// `prefix ($1, $2, …), (…), … suffix` with `rows` groups of `columns` numbered placeholders.
+/// Only numbers vary, never values, so the text is safe to build.
+fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
+    let mut sql = String::with_capacity(prefix.len() + rows * columns * 6 + suffix.len());
+    sql.push_str(prefix);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push_str(suffix);
+    sql
 }
 
 /// A notice owed for an entry, written in the entry's transaction.
@@ -260,11 +339,8 @@ where
     }
 
     fn entries<'a>(&'a self, chain: &'a str) -> BoxStream<'a, Result<EntryRecord>> {
-        sqlx::query_as::<E::Db, EntryRecord>(SELECT_ENTRIES)
-            .bind(chain)
-            .fetch(self.pool())
-            .map_err(Error::from)
-            .boxed()
+        // Every row, including any whose seq could never have been written (a tampered one).
+        Engine::entry_range(self, chain, i64::MIN, i64::MAX)
     }
 
     fn entry_range<'a>(
@@ -273,13 +349,7 @@ where
         first: i64,
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>> {
-        sqlx::query_as::<E::Db, EntryRecord>(SELECT_ENTRY_RANGE)
-            .bind(chain)
-            .bind(first)
-            .bind(last)
-            .fetch(self.pool())
-            .map_err(Error::from)
-            .boxed()
+        Engine::entry_range(self, chain, first, last)
     }
 
     async fn seq_window(
@@ -295,5 +365,18 @@ where
             .fetch_one(self.pool())
             .await?;
         Ok(first.zip(last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multi_row;
+
+    #[test]
+    fn multi_row_numbers_placeholders_across_rows() {
+        assert_eq!(
+            multi_row("INSERT INTO t VALUES ", 2, 2, " RETURNING 1"),
+            "INSERT INTO t VALUES ($1, $2), ($3, $4) RETURNING 1"
+        );
     }
 }

@@ -1,13 +1,16 @@
 //! What a backend gives the storage code written once: its read pool, one way to run a write
 //! transaction (SQLite: the group-commit writer; PostgreSQL: a pool transaction), and the two
-//! writes each backend does its own way for speed (an audit append, a new detection).
+//! writes and the read each backend does its own way for speed (an audit append, a new
+//! detection, a chain's entries).
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use sqlx::{Database, Pool};
 
 use crate::audit::append::{Appended, Sealer};
+use crate::audit::records::EntryRecord;
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
@@ -50,6 +53,15 @@ pub trait Engine: Send + Sync + 'static {
         actor: &'a Actor,
         event: &'a AuditEvent,
     ) -> BoxFuture<'a, Result<Appended>>;
+
+    /// Entries `first..=last` of a chain in `seq` order, streamed (each engine reads them its
+    /// fastest way: verification and exports read millions).
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>>;
 
     /// Stores a detection unless its composite id is known (then the stored one, `false`).
     fn record_detection<'a>(

@@ -16,7 +16,9 @@ mod notification_rows;
 pub mod notifications_sql;
 pub mod onboarding_sql;
 pub mod postgres;
+mod postgres_appends;
 pub mod sqlite;
+mod sqlite_entries;
 mod sqlite_writer;
 
 use std::sync::Arc;

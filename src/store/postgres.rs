@@ -1,5 +1,6 @@
 //! The PostgreSQL backend, for several killswitch instances sharing one database. Concurrent
-//! appends to one chain serialise on its head row (`SELECT … FOR UPDATE`), so chains never fork.
+//! appends to one chain serialise on its head row (`SELECT … FOR UPDATE`), so chains never fork;
+//! plain appends waiting for the same chain share one transaction (`postgres_appends`).
 
 use std::sync::Arc;
 
@@ -10,14 +11,17 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use super::audit_sql as sql;
 use super::detections_sql;
 use super::domain_sql::ChainTx;
+use super::postgres_appends::GroupCommit;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::HeadRecord;
+use crate::audit::records::{EntryRecord, HeadRecord};
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -26,6 +30,7 @@ const LOCK_HEAD: &str = "SELECT chain, seq, hash FROM audit_heads WHERE chain = 
 pub struct PgStore {
     pool: PgPool,
     options: StoreOptions,
+    appends: GroupCommit,
 }
 
 impl PgStore {
@@ -56,7 +61,11 @@ impl PgStore {
             .await
             .map_err(|e| unreachable(super::describe(&e)))?;
         super::migrate_or_check(&MIGRATOR, &pool, options.migrate).await?;
-        Ok(PgStore { pool, options })
+        Ok(PgStore {
+            pool,
+            options,
+            appends: GroupCommit::default(),
+        })
     }
 
     fn sealer(&self) -> Result<Arc<Sealer>> {
@@ -69,7 +78,10 @@ impl PgStore {
 }
 
 /// Locks the head row of `chain` for the rest of the transaction, creating it on first use.
-async fn lock_head(conn: &mut PgConnection, chain: &ChainId) -> Result<Option<HeadRecord>> {
+pub(super) async fn lock_head(
+    conn: &mut PgConnection,
+    chain: &ChainId,
+) -> Result<Option<HeadRecord>> {
     let head = sqlx::query_as(LOCK_HEAD)
         .bind(chain.as_str())
         .fetch_optional(&mut *conn)
@@ -165,11 +177,25 @@ impl super::Engine for PgStore {
     ) -> BoxFuture<'a, Result<Appended>> {
         Box::pin(async move {
             let sealer = self.sealer()?;
-            let mut tx = self.pool.begin().await?;
-            let appended = append_in(&mut tx, &sealer, chain, actor, event).await?;
-            tx.commit().await?;
-            Ok(appended)
+            self.appends
+                .append(&self.pool, sealer, chain, actor, event)
+                .await
         })
+    }
+
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>> {
+        sqlx::query_as::<Postgres, EntryRecord>(sql::SELECT_ENTRY_RANGE)
+            .bind(chain)
+            .bind(first)
+            .bind(last)
+            .fetch(&self.pool)
+            .map_err(Error::from)
+            .boxed()
     }
 
     fn record_detection<'a>(

@@ -16,12 +16,13 @@ use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::HeadRecord;
+use crate::audit::records::{EntryRecord, HeadRecord};
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -208,6 +209,15 @@ impl super::Engine for SqliteStore {
             self.writer
                 .append(chain.clone(), actor.clone(), event.clone()),
         )
+    }
+
+    fn entry_range<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryRecord>> {
+        super::sqlite_entries::entry_range(&self.reader, chain, first, last)
     }
 
     fn record_detection<'a>(

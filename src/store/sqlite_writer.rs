@@ -33,8 +33,6 @@ const MAX_BATCH: usize = 512;
 /// caller's wait short, while an fsync per few jobs is still cheap.
 const MAX_WORK_PER_BATCH: usize = 32;
 const QUEUE_DEPTH: usize = 4096;
-/// Rows per multi-row INSERT (6 parameters each, well under SQLite's parameter limit).
-const ROWS_PER_STATEMENT: usize = 128;
 
 /// The error that undid a batch's transaction, shared by every job of the batch: each caller
 /// hears that the audit log could not be written, and why.
@@ -435,99 +433,15 @@ impl WriterState {
     }
 }
 
-/// Writes the pending appends: entries, then each chain's newest head, then checkpoints.
+/// Writes the pending appends in as few statements as the batch allows.
 async fn flush(conn: &mut SqliteConnection, pending: &mut Pending) -> Result<()> {
-    if pending.plans.is_empty() {
-        return Ok(());
-    }
-    for chunk in pending.plans.chunks(ROWS_PER_STATEMENT) {
-        let sql = multi_row(
-            "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ",
-            6,
-            chunk.len(),
-            "",
-        );
-        let mut query = sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql));
-        for plan in chunk {
-            let e = &plan.entry;
-            query = query
-                .bind(e.chain.as_str())
-                .bind(e.seq)
-                .bind(e.time.as_str())
-                .bind(e.event.as_str())
-                .bind(e.entry.as_str())
-                .bind(e.hash.as_str());
-        }
-        query.execute(&mut *conn).await?;
-    }
-
-    let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
-    for plan in &pending.plans {
-        newest.insert(plan.head.chain.as_str(), &plan.head);
-    }
-    let heads: Vec<&HeadRecord> = newest.into_values().collect();
-    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
-        let sql = multi_row(
-            "INSERT INTO audit_heads (chain, seq, hash) VALUES ",
-            3,
-            chunk.len(),
-            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        );
-        let mut query = sqlx::query::<Sqlite>(sqlx::AssertSqlSafe(sql));
-        for head in chunk {
-            query = query
-                .bind(head.chain.as_str())
-                .bind(head.seq)
-                .bind(head.hash.as_str());
-        }
-        query.execute(&mut *conn).await?;
-    }
-
-    for plan in &pending.plans {
-        if let Some(cp) = &plan.checkpoint {
-            super::audit_sql::write_checkpoint::<Sqlite>(conn, cp).await?;
-        }
-        if let Some(kind) = plan.notice {
-            sqlx::query::<Sqlite>(super::audit_sql::INSERT_NOTICE)
-                .bind(plan.entry.chain.as_str())
-                .bind(plan.entry.seq)
-                .bind(kind.as_str())
-                .bind(plan.entry.time.as_str())
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    super::audit_sql::write_plans::<Sqlite>(conn, &pending.plans).await?;
     pending.plans.clear();
     Ok(())
 }
 
-/// `prefix ($1, $2, …), (…), … suffix` with `rows` groups of `columns` numbered placeholders.
-/// Only numbers vary, never values, so the text is safe to build.
-fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
-    let mut sql = String::with_capacity(prefix.len() + rows * columns * 6 + suffix.len());
-    sql.push_str(prefix);
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
-        }
-        sql.push(')');
-    }
-    sql.push_str(suffix);
-    sql
-}
-
 #[cfg(test)]
 mod tests {
-    use super::multi_row;
-
     #[test]
     fn no_sqlite_table_resolves_conflicts_by_rolling_back_the_transaction() {
         // `statement_undone` relies on a constraint violation undoing only its statement.
@@ -547,13 +461,5 @@ mod tests {
             read += 1;
         }
         assert!(read >= 6);
-    }
-
-    #[test]
-    fn multi_row_numbers_placeholders_across_rows() {
-        assert_eq!(
-            multi_row("INSERT INTO t VALUES ", 2, 2, " RETURNING 1"),
-            "INSERT INTO t VALUES ($1, $2), ($3, $4) RETURNING 1"
-        );
     }
 }

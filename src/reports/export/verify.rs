@@ -9,6 +9,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
+mod batch;
+
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -355,16 +357,20 @@ pub fn verify_with<R: BufRead>(
         state: None,
         sealed: false,
     };
-    let mut buf = Vec::with_capacity(4096);
+    let mut batch = batch::Lines::default();
     let mut number = 0u64;
     loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf)? == 0 {
-            break;
+        let read = batch.fill(&mut reader);
+        let checked = batch::self_check(batch.lines(), self_checked_line);
+        for (line, checked) in batch.lines().iter().zip(checked) {
+            number += 1;
+            if let Err(why) = reading.line(line, checked) {
+                return Ok(Err(BadLine::at(number, why)));
+            }
         }
-        number += 1;
-        if let Err(why) = reading.line(&buf) {
-            return Ok(Err(BadLine::at(number, why)));
+        // An I/O error counts only once every line read before it was checked.
+        if read? == 0 {
+            break;
         }
     }
     Ok(reading.verdict(number))
@@ -379,8 +385,9 @@ struct Reading<'k, 'c> {
 }
 
 impl Reading<'_, '_> {
-    /// Checks one line, newline included, and sends it to what its type calls for.
-    fn line(&mut self, buf: &[u8]) -> Check<()> {
+    /// Checks one line, newline included, and sends it to what its type calls for. `checked`
+    /// is the line's check against itself when it was made ahead (entry lines, in parallel).
+    fn line(&mut self, buf: &[u8], checked: Option<Check<SelfChecked>>) -> Check<()> {
         if self.sealed {
             return Err(NotIntact::AfterSeal);
         }
@@ -392,7 +399,7 @@ impl Reading<'_, '_> {
         }
         match self.state.as_mut() {
             None => read_header(line, self.keys, self.expected).map(|s| self.state = Some(s)),
-            Some(st) if line.starts_with(ENTRY_PREFIX) => st.entry(line),
+            Some(st) if line.starts_with(ENTRY_PREFIX) => st.entry(line, checked),
             Some(st) => match line_type(line).as_deref() {
                 Some("checkpoint") => st.checkpoint(line),
                 Some("seal") => st.seal(line).map(|()| self.sealed = true),
@@ -639,18 +646,15 @@ impl State<'_, '_> {
         }
     }
 
-    fn entry(&mut self, line: &[u8]) -> Check<()> {
+    fn entry(&mut self, line: &[u8], checked: Option<Check<SelfChecked>>) -> Check<()> {
         if let Some(seq) = self.owed_checkpoint() {
             return Err(NotIntact::CheckpointRemoved(seq));
         }
-        let (raw, stated) = split_entry_line(line)?;
-        let text = std::str::from_utf8(raw).map_err(|_| NotIntact::EntryNotUtf8)?;
-        let value: Value = serde_json::from_str(text).map_err(|_| NotIntact::EntryNotJson)?;
-        let (link, own_prev) = self_consistent_entry(&value, text, stated)?;
-        let expected = self.place(&link, own_prev)?;
-        self.witnessed(expected, stated)?;
-        self.prev = Some(stated);
-        self.last = Some((expected, stated));
+        let entry = checked.unwrap_or_else(|| self_checked(line))?;
+        let expected = self.place(&entry)?;
+        self.witnessed(expected, entry.stated)?;
+        self.prev = Some(entry.stated);
+        self.last = Some((expected, entry.stated));
         self.next_seq = Some(expected + 1);
         self.entries += 1;
         Ok(())
@@ -658,10 +662,10 @@ impl State<'_, '_> {
 
     /// Then the entry's place: this export's chain, the next seq, chained from the previous
     /// entry. Returns its seq.
-    fn place(&self, link: &Link<'_>, own_prev: Hash) -> Check<u64> {
-        if link.chain != self.header.chain {
+    fn place(&self, entry: &SelfChecked) -> Check<u64> {
+        if entry.chain != self.header.chain {
             return Err(NotIntact::EntryOfAnotherChain {
-                found: link.chain.to_owned(),
+                found: entry.chain.clone(),
                 expected: self.header.chain.clone(),
             });
         }
@@ -671,7 +675,7 @@ impl State<'_, '_> {
         if self.header.last_seq.is_some_and(|last| expected > last) {
             return Err(NotIntact::BeyondDeclaredLast(expected - 1));
         }
-        let found = link.seq;
+        let found = entry.seq;
         if found != expected {
             return Err(if found > expected {
                 NotIntact::EntryMissing { expected, found }
@@ -679,7 +683,7 @@ impl State<'_, '_> {
                 NotIntact::EntryOutOfPlace { expected, found }
             });
         }
-        if Some(own_prev) != self.prev {
+        if Some(entry.own_prev) != self.prev {
             return Err(if self.entries == 0 {
                 NotIntact::FirstNotFromHeader
             } else {
@@ -800,6 +804,37 @@ impl State<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// What an entry line says of itself once it holds together: where it claims to belong and
+/// the hashes it chains from and to.
+struct SelfChecked {
+    chain: String,
+    seq: u64,
+    own_prev: Hash,
+    stated: Hash,
+}
+
+/// An entry line (newline stripped) checked against itself; nothing here depends on the lines
+/// before it, so lines are checked ahead, several at once.
+fn self_checked(line: &[u8]) -> Check<SelfChecked> {
+    let (raw, stated) = split_entry_line(line)?;
+    let text = std::str::from_utf8(raw).map_err(|_| NotIntact::EntryNotUtf8)?;
+    let value: Value = serde_json::from_str(text).map_err(|_| NotIntact::EntryNotJson)?;
+    let (link, own_prev) = self_consistent_entry(&value, text, stated)?;
+    Ok(SelfChecked {
+        chain: link.chain.to_owned(),
+        seq: link.seq,
+        own_prev,
+        stated,
+    })
+}
+
+/// [`self_checked`] for a line as read, when it is an entry line that `Reading::line` will hand
+/// to `State::entry`; `None` for any other line (checked in order, with its context).
+fn self_checked_line(buf: &[u8]) -> Option<Check<SelfChecked>> {
+    let line = buf.strip_suffix(b"\n")?;
+    (line.starts_with(ENTRY_PREFIX) && form::nests_within_limit(line)).then(|| self_checked(line))
 }
 
 /// An entry line's entry bytes and the hash it states, once the line has the one layout an
