@@ -394,7 +394,8 @@ impl Reading<'_, '_> {
         let Some(line) = buf.strip_suffix(b"\n") else {
             return Err(NotIntact::CutOff);
         };
-        if !form::nests_within_limit(line) {
+        // A line checked ahead was found to nest within the limit then.
+        if checked.is_none() && !form::nests_within_limit(line) {
             return Err(NotIntact::TooDeep);
         }
         match self.state.as_mut() {
