@@ -369,6 +369,20 @@ impl WriterState {
         if self.data_version != Some(version) {
             self.heads.clear();
         }
+        if let [Job::Work(work)] = batch {
+            // Alone in its transaction, a closure needs no savepoint: undoing the transaction
+            // undoes only it. Two statements fewer is a tenth of an action's own time when
+            // actions come one at a time.
+            let ran = work.run(&mut tx).await;
+            self.heads.clear();
+            if ran {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            self.data_version = Some(version);
+            return Ok(());
+        }
         let mut pending = Pending::default();
         for job in batch.iter_mut() {
             match job {
