@@ -4,7 +4,10 @@
 //! (b) receipt-to-PATCH time for auto-disable against the fake Entra at zero latency.
 //!
 //! Run: `cargo bench --bench falcon`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+#[path = "../tests/it/common/mod.rs"]
+mod common;
 
 use std::time::Instant;
 
@@ -17,7 +20,6 @@ use killswitch::audit::event::Actor;
 use killswitch::config::{DEFAULT_TOML, Settings};
 use killswitch::customers::{AutoDisable, Customer, Policy};
 use killswitch::domain::TenantId;
-use killswitch::falcon::signature::{SignedString, sign_crowdstrike};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -129,21 +131,16 @@ async fn deliver(
     secret: &str,
     body: Vec<u8>,
 ) -> reqwest::StatusCode {
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let signature = sign_crowdstrike(
-        secret.as_bytes(),
-        &ts,
-        &body,
-        SignedString::BodyTimestampBase64,
-    );
-    http.post(format!("{base}/api/v1/webhooks/falcon/contoso"))
-        .header("X-CS-Primary-Signature", signature)
-        .header("X-CS-Delivery-Timestamp", ts)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
+    common::signed_webhook(
+        http,
+        &format!("{base}/api/v1/webhooks/falcon/contoso"),
+        secret,
+        body,
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
 }
 
 async fn throughput(base: &str, secret: &str, total: u64) -> f64 {

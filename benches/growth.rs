@@ -32,7 +32,10 @@
 //! Knobs: `BENCH_GROWTH_SIZES` (default `1000,100000,1000000`, ascending),
 //! `BENCH_GROWTH_ACTIONS` (disables per size, default 300), `BENCH_GROWTH_WEBHOOKS` (per
 //! burst, three bursts per size, default 1000).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+#[path = "../tests/it/common/mod.rs"]
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +55,6 @@ use killswitch::customers::{Customer, Policy};
 use killswitch::domain::action::{ActionRecord, ActionState};
 use killswitch::domain::detection::{DetectionFilter, DetectionRecord, DetectionState};
 use killswitch::domain::{ChainId, TenantId};
-use killswitch::falcon::signature::{SignedString, sign_crowdstrike};
 use killswitch::graph::{ClientCredential, GraphClient, GraphSettings};
 use killswitch::remediation::{ActionRequest, RemediationSettings, Remediator};
 use killswitch::reports::check;
@@ -427,17 +429,8 @@ async fn deliver(http: &reqwest::Client, base: &str, secret: &str, n: u64) -> re
         "source_account_upn": format!("user{}@{DOMAIN}", n % USERS),
     }))
     .unwrap();
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let signature = sign_crowdstrike(
-        secret.as_bytes(),
-        &ts,
-        &body,
-        SignedString::BodyTimestampBase64,
-    );
-    http.post(format!("{base}/api/v1/webhooks/falcon/{BENCH_CUSTOMER}"))
-        .header("X-CS-Primary-Signature", signature)
-        .header("X-CS-Delivery-Timestamp", ts)
-        .body(body)
+    let url = format!("{base}/api/v1/webhooks/falcon/{BENCH_CUSTOMER}");
+    common::signed_webhook(http, &url, secret, body)
         .send()
         .await
         .unwrap()

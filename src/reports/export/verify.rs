@@ -358,10 +358,11 @@ pub fn verify_with<R: BufRead>(
         sealed: false,
     };
     let mut batch = batch::Lines::default();
+    let cores = batch::cores();
     let mut number = 0u64;
     loop {
         let read = batch.fill(&mut reader);
-        let checked = batch::self_check(batch.lines(), self_checked_line);
+        let checked = batch::self_check(batch.lines(), cores, self_checked_line);
         for (line, checked) in batch.lines().iter().zip(checked) {
             number += 1;
             if let Err(why) = reading.line(line, checked) {

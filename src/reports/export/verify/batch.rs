@@ -41,9 +41,18 @@ impl Lines {
     }
 }
 
-/// `check` of every line, in order, spread over the machine's cores.
-pub(super) fn self_check<T: Send>(lines: &[Vec<u8>], check: fn(&[u8]) -> T) -> Vec<T> {
-    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+/// The cores lines are checked on; read once per verification (on Linux the answer comes from
+/// several files under /proc and /sys).
+pub(super) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// `check` of every line, in order, spread over `cores` threads.
+pub(super) fn self_check<T: Send>(
+    lines: &[Vec<u8>],
+    cores: usize,
+    check: fn(&[u8]) -> T,
+) -> Vec<T> {
     if cores < 2 || lines.len() < WORTH_SPLITTING {
         return lines.iter().map(|line| check(line)).collect();
     }
@@ -80,7 +89,7 @@ mod tests {
         let mut batch = Lines::default();
         let mut seen = Vec::new();
         while batch.fill(&mut reader).unwrap_or_else(|e| panic!("{e}")) > 0 {
-            let parsed = self_check(batch.lines(), |line| {
+            let parsed = self_check(batch.lines(), 2, |line| {
                 std::str::from_utf8(line)
                     .ok()
                     .and_then(|l| l.trim_end().parse::<u32>().ok())
