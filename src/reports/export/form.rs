@@ -6,6 +6,10 @@
 
 use serde_json::{Map, Value};
 
+mod scan;
+
+pub use scan::canonical_entry;
+
 /// 2^53: beyond it an IEEE 754 double, which RFC 8785 writes every number as, loses integers.
 const LIMIT: u64 = 1 << 53;
 
@@ -176,6 +180,31 @@ pub const SEAL: &[Member] = &[
     required("key_id", Type::Text),
     optional("signature", Type::Text),
 ];
+
+/// The members of an entry that place it in its chain.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Link<'v> {
+    pub v: u32,
+    pub chain: &'v str,
+    pub seq: u64,
+    pub prev_hash: &'v str,
+}
+
+impl<'v> Link<'v> {
+    /// The members section 5 of docs/audit-format.md needs before the hash: `v`, `chain`,
+    /// `seq`, `time`, `prev_hash` and an `event` with a `type`, of their types.
+    pub fn of(entry: &'v Value) -> Option<Link<'v>> {
+        let text = |name: &str| entry.get(name).and_then(Value::as_str);
+        entry.get("event")?.get("type")?.as_str()?;
+        text("time")?;
+        Some(Link {
+            v: u32::try_from(entry.get("v")?.as_u64()?).ok()?,
+            chain: text("chain")?,
+            seq: entry.get("seq")?.as_u64()?,
+            prev_hash: text("prev_hash")?,
+        })
+    }
+}
 
 /// The first promise a line breaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -429,7 +458,7 @@ mod tests {
     }
 
     /// Values like export lines, with names and strings drawn from everything JSON can carry.
-    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+    pub(super) fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
         use proptest::prelude::*;
         let leaf = prop_oneof![
             Just(Value::Null),

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::form::{self, Broken};
+use super::form::{self, Broken, Link};
 use super::jsonl::{CheckpointLine, FORMAT, Header, Seal, VERSION};
 use crate::audit::entry::ENTRY_FORMAT_VERSION;
 use crate::audit::hash::Hash;
@@ -339,7 +339,8 @@ pub fn verify_file_with(
     expected: Expected<'_>,
 ) -> std::io::Result<Result<Verified, BadLine>> {
     verify_with(
-        BufReader::with_capacity(1 << 20, File::open(path)?),
+        // Blocks are read straight into their own buffers, past a small one.
+        BufReader::with_capacity(64 << 10, File::open(path)?),
         keys,
         expected,
     )
@@ -347,7 +348,7 @@ pub fn verify_file_with(
 
 /// [`verify`], holding the export to everything `expected` says.
 pub fn verify_with<R: BufRead>(
-    mut reader: R,
+    reader: R,
     keys: &KeyRing,
     expected: Expected<'_>,
 ) -> std::io::Result<Result<Verified, BadLine>> {
@@ -356,26 +357,48 @@ pub fn verify_with<R: BufRead>(
         expected,
         state: None,
         sealed: false,
+        lines: 0,
     };
-    let mut batch = batch::Lines::default();
     let cores = batch::cores();
-    let mut number = 0u64;
+    let mut lines = batch::Lines::new(reader);
+    let (mut block, mut spare) = (batch::Block::default(), batch::Block::default());
+    let mut read = lines.fill(&mut block);
+    // The block checked last, read in order while the next is checked and the one after read.
+    let mut previous: Option<(batch::Block, Vec<Ahead>)> = None;
     loop {
-        let read = batch.fill(&mut reader);
-        let checked = batch::self_check(batch.lines(), cores, self_checked_line);
-        for (line, checked) in batch.lines().iter().zip(checked) {
-            number += 1;
-            if let Err(why) = reading.line(line, checked) {
-                return Ok(Err(BadLine::at(number, why)));
+        let more = read.is_ok() && !block.is_empty();
+        let (checked, (passed, next_read)) =
+            batch::check_while(&block, cores, self_checked_line, || {
+                let passed = previous.as_mut().map_or(Ok(()), |(done, ahead)| {
+                    reading.block(done, std::mem::take(ahead))
+                });
+                let next_read = (more && passed.is_ok()).then(|| lines.fill(&mut spare));
+                (passed, next_read)
+            });
+        if let Err(bad) = passed {
+            return Ok(Err(bad));
+        }
+        let freed = previous.take().map(|(done, _)| done).unwrap_or_default();
+        match next_read {
+            Some(next_read) => {
+                previous = Some((block, checked));
+                block = std::mem::replace(&mut spare, freed);
+                read = next_read;
+            }
+            None => {
+                if let Err(bad) = reading.block(&block, checked) {
+                    return Ok(Err(bad));
+                }
+                // An I/O error counts only once every line read before it was checked.
+                read?;
+                return Ok(reading.verdict());
             }
         }
-        // An I/O error counts only once every line read before it was checked.
-        if read? == 0 {
-            break;
-        }
     }
-    Ok(reading.verdict(number))
 }
+
+/// An entry line's check against itself, made ahead; `None` for other lines.
+type Ahead = Option<Check<SelfChecked>>;
 
 /// How far the file has been read: before the header, inside the export, or past the seal.
 struct Reading<'k, 'c> {
@@ -383,12 +406,24 @@ struct Reading<'k, 'c> {
     expected: Expected<'c>,
     state: Option<State<'k, 'c>>,
     sealed: bool,
+    /// Lines read so far.
+    lines: u64,
 }
 
 impl Reading<'_, '_> {
     /// Checks one line, newline included, and sends it to what its type calls for. `checked`
     /// is the line's check against itself when it was made ahead (entry lines, in parallel).
-    fn line(&mut self, buf: &[u8], checked: Option<Check<SelfChecked>>) -> Check<()> {
+    /// Reads a block's lines in order, each with its check made ahead.
+    fn block(&mut self, block: &batch::Block, ahead: Vec<Ahead>) -> Result<(), BadLine> {
+        for (line, checked) in block.lines().zip(ahead) {
+            self.lines += 1;
+            self.line(line, checked)
+                .map_err(|why| BadLine::at(self.lines, why))?;
+        }
+        Ok(())
+    }
+
+    fn line(&mut self, buf: &[u8], checked: Ahead) -> Check<()> {
         if self.sealed {
             return Err(NotIntact::AfterSeal);
         }
@@ -413,7 +448,8 @@ impl Reading<'_, '_> {
     }
 
     /// The verdict once all `lines` were read and none was refused.
-    fn verdict(self, lines: u64) -> Result<Verified, BadLine> {
+    fn verdict(self) -> Result<Verified, BadLine> {
+        let lines = self.lines;
         let Some(st) = self.state else {
             return Err(BadLine::at(1, NotIntact::Empty));
         };
@@ -648,7 +684,7 @@ impl State<'_, '_> {
         }
     }
 
-    fn entry(&mut self, line: &[u8], checked: Option<Check<SelfChecked>>) -> Check<()> {
+    fn entry(&mut self, line: &[u8], checked: Ahead) -> Check<()> {
         if let Some(seq) = self.owed_checkpoint() {
             return Err(NotIntact::CheckpointRemoved(seq));
         }
@@ -820,23 +856,59 @@ struct SelfChecked {
 /// An entry line (newline stripped) checked against itself; nothing here depends on the lines
 /// before it, so lines are checked ahead, several at once.
 fn self_checked(line: &[u8]) -> Check<SelfChecked> {
+    if let Some(checked) = scanned(line) {
+        return checked;
+    }
     let (raw, stated) = split_entry_line(line)?;
     let text = std::str::from_utf8(raw).map_err(|_| NotIntact::EntryNotUtf8)?;
+    parsed_self_checked(text, stated)
+}
+
+/// How deep an entry may nest: it sits inside its line's object.
+const ENTRY_DEPTH: usize = form::MAX_DEPTH - 1;
+
+/// [`self_checked`] for an entry the scan vouches for at once (UTF-8, JSON, members, canonical
+/// form and nesting), which is every entry the service wrote; `None` for any other, which the
+/// parsed checks then decide and whose fault they name.
+fn scanned(line: &[u8]) -> Option<Check<SelfChecked>> {
+    let (raw, stated) = split_entry_line(line).ok()?;
+    let link = form::canonical_entry(raw, ENTRY_DEPTH)?;
+    Some(chained(&link, raw, stated).and_then(|own_prev| {
+        supported(&link)?;
+        Ok(SelfChecked::of(&link, own_prev, stated))
+    }))
+}
+
+/// [`self_checked`] on the parsed entry, every check in the order section 5 gives.
+fn parsed_self_checked(text: &str, stated: Hash) -> Check<SelfChecked> {
     let value: Value = serde_json::from_str(text).map_err(|_| NotIntact::EntryNotJson)?;
-    let (link, own_prev) = self_consistent_entry(&value, text, stated)?;
-    Ok(SelfChecked {
-        chain: link.chain.to_owned(),
-        seq: link.seq,
-        own_prev,
-        stated,
-    })
+    let link = Link::of(&value).ok_or(NotIntact::NotAnEntry)?;
+    let own_prev = chained(&link, text.as_bytes(), stated)?;
+    entry_form(&value, text)?;
+    supported(&link)?;
+    Ok(SelfChecked::of(&link, own_prev, stated))
+}
+
+impl SelfChecked {
+    fn of(link: &Link<'_>, own_prev: Hash, stated: Hash) -> SelfChecked {
+        SelfChecked {
+            chain: link.chain.to_owned(),
+            seq: link.seq,
+            own_prev,
+            stated,
+        }
+    }
 }
 
 /// [`self_checked`] for a line as read, when it is an entry line that `Reading::line` will hand
 /// to `State::entry`; `None` for any other line (checked in order, with its context).
-fn self_checked_line(buf: &[u8]) -> Option<Check<SelfChecked>> {
+fn self_checked_line(buf: &[u8]) -> Ahead {
     let line = buf.strip_suffix(b"\n")?;
-    (line.starts_with(ENTRY_PREFIX) && form::nests_within_limit(line)).then(|| self_checked(line))
+    if !line.starts_with(ENTRY_PREFIX) {
+        return None;
+    }
+    // A line whose entry the scan vouches for nests within the limit.
+    scanned(line).or_else(|| form::nests_within_limit(line).then(|| self_checked(line)))
 }
 
 /// An entry line's entry bytes and the hash it states, once the line has the one layout an
@@ -858,45 +930,18 @@ fn split_entry_line(line: &[u8]) -> Check<(&[u8], Hash)> {
     Ok((raw, stated))
 }
 
-/// The members of an entry that place it in its chain.
-struct Link<'v> {
-    v: u32,
-    chain: &'v str,
-    seq: u64,
-    prev_hash: &'v str,
-}
-
-impl<'v> Link<'v> {
-    /// The members section 5 needs before the hash: `v`, `chain`, `seq`, `time`, `prev_hash`
-    /// and an `event` with a `type`, of their types.
-    fn of(entry: &'v Value) -> Option<Link<'v>> {
-        let text = |name: &str| entry.get(name).and_then(Value::as_str);
-        entry.get("event")?.get("type")?.as_str()?;
-        text("time")?;
-        Some(Link {
-            v: u32::try_from(entry.get("v")?.as_u64()?).ok()?,
-            chain: text("chain")?,
-            seq: entry.get("seq")?.as_u64()?,
-            prev_hash: text("prev_hash")?,
-        })
-    }
-}
-
-/// First the line against itself: a valid entry whose stated hash covers exactly these bytes.
-/// Returns the entry and the hash it chains from.
-fn self_consistent_entry<'v>(
-    value: &'v Value,
-    text: &str,
-    stated: Hash,
-) -> Check<(Link<'v>, Hash)> {
-    let link = Link::of(value).ok_or(NotIntact::NotAnEntry)?;
+/// The hash the entry chains from, once the stated hash covers exactly these bytes.
+fn chained(link: &Link<'_>, entry: &[u8], stated: Hash) -> Check<Hash> {
     let own_prev = Hash::from_hex(link.prev_hash).ok_or(NotIntact::EntryPrevHashNotHex)?;
-    if Hash::link(&own_prev, text.as_bytes()) != stated {
+    if Hash::link(&own_prev, entry) != stated {
         return Err(NotIntact::EntryChanged);
     }
-    entry_form(value, text)?;
+    Ok(own_prev)
+}
+
+fn supported(link: &Link<'_>) -> Check<()> {
     if link.v != ENTRY_FORMAT_VERSION {
         return Err(NotIntact::UnsupportedEntryVersion(link.v));
     }
-    Ok((link, own_prev))
+    Ok(())
 }
