@@ -232,6 +232,65 @@ fn measure(data_dir: &Path, url: &str, args: &[&str]) -> (Duration, u64) {
     (started.elapsed(), peak_kb / 1024)
 }
 
+/// What the export and its verification are held against on this machine: the database
+/// reading the entries by itself (one statement, no rows handed over), writing as many bytes
+/// to a file in the same folder (without fsync, as the export), and reading the export with
+/// one SHA-256 over all of its bytes on one core (every entry is hashed once).
+async fn limits(data_dir: &Path, url: &str, export: &Path) {
+    let size = std::fs::metadata(export).unwrap().len();
+    let scan = format!(
+        "SELECT CAST(sum(length(entry)) AS BIGINT) FROM audit_entries WHERE chain = '{CHAIN}'"
+    );
+    let started = Instant::now();
+    let total: Option<i64> = if url.starts_with("sqlite:") {
+        let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(scan))
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    } else {
+        let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(scan))
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    let read = started.elapsed();
+    assert!(total.unwrap_or(0) > 0);
+
+    let path = data_dir.join("limit.bin");
+    let chunk = vec![b'x'; 1 << 20];
+    let started = Instant::now();
+    let mut file = std::fs::File::create(&path).unwrap();
+    for _ in 0..size.div_ceil(chunk.len() as u64) {
+        std::io::Write::write_all(&mut file, &chunk).unwrap();
+    }
+    drop(file);
+    let written = started.elapsed();
+    std::fs::remove_file(&path).unwrap();
+
+    let started = Instant::now();
+    let mut file = std::fs::File::open(export).unwrap();
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut hasher, &buffer[..n]);
+    }
+    let _ = sha2::Digest::finalize(hasher);
+    let hashed = started.elapsed();
+    println!(
+        "  limits on this machine: the database reading the entries {:.2} s; writing {} MB to a file {:.2} s; reading the file with SHA-256 over it, one core {:.2} s",
+        read.as_secs_f64(),
+        size / 1_000_000,
+        written.as_secs_f64(),
+        hashed.as_secs_f64()
+    );
+}
+
 async fn fresh_postgres(server: &str) -> String {
     let name = format!("ksb_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(server).await.unwrap();
@@ -281,6 +340,7 @@ async fn run(label: &str, data_dir: &Path, url: &str, n: usize) {
         peak,
         n as f64 / time.as_secs_f64()
     );
+    limits(data_dir, url, &out).await;
     for format in ["csv", "ocsf", "html"] {
         let path = data_dir.join(format!("contoso.{format}"));
         let (time, peak) = measure(
