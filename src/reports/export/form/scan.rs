@@ -100,6 +100,20 @@ fn ascends(earlier: &[u8], later: &[u8]) -> bool {
     }
 }
 
+/// Where in `word` (eight bytes, the first in the low bits) the first byte is that is not
+/// [`PLAIN`], if any: found at once rather than a byte at a time, whose branch at the end of
+/// every string was most of the scan.
+fn first_special(word: u64) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // The high bit of each byte below `n` (n at most 128). A borrow can also mark bytes after
+    // the first such byte, never before it, so the lowest mark is exact.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH;
+    let equal = |n: u8| below(word ^ (ONES * u64::from(n)), 1);
+    let marks = (word & HIGH) | below(word, 0x20) | equal(b'"') | equal(b'\\');
+    (marks != 0).then(|| marks.trailing_zeros() as usize / 8)
+}
+
 /// The bytes a string holds as themselves with nothing more to check: printable ASCII other
 /// than `"` and `\\`.
 const PLAIN: [bool; 256] = {
@@ -247,24 +261,16 @@ impl<'a> Scan<'a> {
     /// Moves past printable ASCII other than `"` and `\\`, eight bytes at a time while it lasts:
     /// most of an entry is such text, and a byte at a time was most of the scan.
     fn skip_plain(&mut self) {
-        const ONES: u64 = u64::from_ne_bytes([1; 8]);
-        const HIGH: u64 = ONES << 7;
-        // Whether any byte of `word` is below `n` (n at most 128; exact, not approximate).
-        let any_below =
-            |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGH != 0;
-        let any_is = |word: u64, n: u8| any_below(word ^ (ONES * u64::from(n)), 1);
         while let Some(eight) = self.bytes.get(self.at..self.at + 8) {
             let mut word = [0; 8];
             word.copy_from_slice(eight);
-            let word = u64::from_ne_bytes(word);
-            if word & HIGH != 0
-                || any_below(word, 0x20)
-                || any_is(word, b'"')
-                || any_is(word, b'\\')
-            {
-                break;
+            match first_special(u64::from_le_bytes(word)) {
+                Some(at) => {
+                    self.at += at;
+                    return;
+                }
+                None => self.at += 8,
             }
-            self.at += 8;
         }
         while self.peek().is_some_and(|b| PLAIN[usize::from(b)]) {
             self.at += 1;
@@ -501,6 +507,14 @@ mod tests {
         ] {
             assert_ne!(other, base);
             assert!(scanned(&other).is_none(), "{other}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_first_special_byte_is_found_exactly(bytes in proptest::array::uniform8(prop_oneof![8 => 0x20u8..0x7f, 1 => any::<u8>()])) {
+            let expected = bytes.iter().position(|&b| !PLAIN[usize::from(b)]);
+            prop_assert_eq!(first_special(u64::from_le_bytes(bytes)), expected);
         }
     }
 
