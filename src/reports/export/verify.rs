@@ -411,8 +411,6 @@ struct Reading<'k, 'c> {
 }
 
 impl Reading<'_, '_> {
-    /// Checks one line, newline included, and sends it to what its type calls for. `checked`
-    /// is the line's check against itself when it was made ahead (entry lines, in parallel).
     /// Reads a block's lines in order, each with its check made ahead.
     fn block(&mut self, block: &batch::Block, ahead: Vec<Ahead>) -> Result<(), BadLine> {
         for (line, checked) in block.lines().zip(ahead) {
@@ -423,6 +421,8 @@ impl Reading<'_, '_> {
         Ok(())
     }
 
+    /// Checks one line, newline included, and sends it to what its type calls for. `checked`
+    /// is the line's check against itself when it was made ahead (entry lines, in parallel).
     fn line(&mut self, buf: &[u8], checked: Ahead) -> Check<()> {
         if self.sealed {
             return Err(NotIntact::AfterSeal);
