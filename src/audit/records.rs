@@ -20,6 +20,30 @@ pub struct EntryRecord {
     pub hash: String,
 }
 
+/// Entry lines of a JSON Lines export as one run of text, the way a store hands them over for
+/// an export: each `{"entry":…,"hash":"…","type":"entry"}` and a newline (docs/audit-format.md
+/// §3), the entry exactly as it was hashed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EntryLines {
+    pub text: String,
+    pub count: u64,
+    /// The last entry's seq and hash.
+    pub last: Option<(i64, String)>,
+}
+
+impl EntryLines {
+    /// Adds the line of one stored entry.
+    pub fn push(&mut self, record: EntryRecord) {
+        self.text.push_str("{\"entry\":");
+        self.text.push_str(&record.entry);
+        self.text.push_str(",\"hash\":\"");
+        self.text.push_str(&record.hash);
+        self.text.push_str("\",\"type\":\"entry\"}\n");
+        self.count += 1;
+        self.last = Some((record.seq, record.hash));
+    }
+}
+
 /// The head of a chain: the last sequence number and hash, and the row writers lock.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HeadRecord {

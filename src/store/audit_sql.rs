@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::audit::append::Appended;
-use crate::audit::records::{EntryRecord, HeadRecord};
+use crate::audit::records::{EntryLines, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::domain::ChainId;
 use crate::domain::event::{Actor, AuditEvent};
@@ -53,6 +53,15 @@ pub trait AuditStore: Send + Sync {
         first: i64,
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>>;
+
+    /// The JSON Lines export's lines for entries `first..=last` of a chain, in `seq` order, a
+    /// run at a time.
+    fn entry_lines<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryLines>>;
 
     /// The first and last seq of the chain's entries written in `[from, to)`, if any.
     async fn seq_window(
@@ -350,6 +359,15 @@ where
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>> {
         Engine::entry_range(self, chain, first, last)
+    }
+
+    fn entry_lines<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryLines>> {
+        Engine::entry_lines(self, chain, first, last)
     }
 
     async fn seq_window(

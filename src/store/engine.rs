@@ -5,16 +5,20 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::{Database, Pool};
 
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::EntryRecord;
+use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::Result;
+
+/// Entries per run of export lines built from rows (about 1 MB of typical entries).
+const LINES_PER_RUN: usize = 1024;
 
 /// The connection a write runs on.
 pub type Conn<E> = <<E as Engine>::Db as Database>::Connection;
@@ -62,6 +66,26 @@ pub trait Engine: Send + Sync + 'static {
         first: i64,
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>>;
+
+    /// The export's lines for entries `first..=last` of a chain, in `seq` order, a run of them
+    /// at a time; an engine that can build them itself spares a copy of every entry.
+    fn entry_lines<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryLines>> {
+        self.entry_range(chain, first, last)
+            .chunks(LINES_PER_RUN)
+            .map(|records| {
+                let mut lines = EntryLines::default();
+                for record in records {
+                    lines.push(record?);
+                }
+                Ok(lines)
+            })
+            .boxed()
+    }
 
     /// Stores a detection unless its composite id is known (then the stored one, `false`).
     fn record_detection<'a>(

@@ -16,7 +16,7 @@ use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::{EntryRecord, HeadRecord};
+use crate::audit::records::{EntryLines, EntryRecord, HeadRecord};
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
@@ -218,6 +218,15 @@ impl super::Engine for SqliteStore {
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>> {
         super::sqlite_entries::entry_range(&self.reader, chain, first, last)
+    }
+
+    fn entry_lines<'a>(
+        &'a self,
+        chain: &'a str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'a, Result<EntryLines>> {
+        super::sqlite_entries::entry_lines(&self.reader, chain, first, last)
     }
 
     fn record_detection<'a>(

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use killswitch::audit::event::{
     AccountState, AuthMethod, GraphEvidence, MfaEvidence, Operation, Outcome, RequestContext,
 };
+use killswitch::audit::records::{EntryLines, EntryRecord};
 use killswitch::audit::signing::{KeyRing, checkpoint_message};
 use killswitch::audit::{Actor, AuditEvent, AuditKey, Hash};
 use killswitch::customers::{Customer, Policy};
@@ -196,6 +197,39 @@ async fn an_intact_export_verifies_and_a_changed_byte_anywhere_is_caught_on_its_
                 "byte {offset} ^ {flip:#x}: {bad}"
             );
         }
+    }
+}
+
+/// The store builds the export's entry lines itself (SQLite in one statement a page); they are
+/// exactly the lines its entries make, in order, whatever range and however it is paged.
+#[tokio::test]
+async fn the_stores_export_lines_are_its_entries_line_for_line_across_pages() {
+    let db = TestDb::new().await;
+    let (store, _key) = db.store(500).await;
+    add_customer(&store, "contoso").await;
+    let mut rng = Rng(0x11E5);
+    for _ in 0..1100 {
+        random_event(&store, "contoso", &mut rng).await;
+    }
+    let last = store.head("contoso").await.unwrap().unwrap().seq;
+    for (first, to) in [(1, last), (2, 1025), (1024, 1024), (700, last), (5, 4)] {
+        let built: Vec<EntryLines> = store
+            .entry_lines("contoso", first, to)
+            .try_collect()
+            .await
+            .unwrap();
+        let mut expected = EntryLines::default();
+        let rows: Vec<EntryRecord> = store
+            .entry_range("contoso", first, to)
+            .try_collect()
+            .await
+            .unwrap();
+        rows.into_iter().for_each(|row| expected.push(row));
+        let text: String = built.iter().map(|run| run.text.as_str()).collect();
+        assert_eq!(text, expected.text, "{first}..={to}");
+        let count: u64 = built.iter().map(|run| run.count).sum();
+        assert_eq!(count, expected.count, "{first}..={to}");
+        assert_eq!(built.last().and_then(|run| run.last.clone()), expected.last);
     }
 }
 

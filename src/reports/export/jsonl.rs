@@ -4,7 +4,6 @@
 //! specifies it.
 
 use futures::TryStreamExt;
-use futures::stream::BoxStream;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -116,13 +115,20 @@ pub(super) async fn write(
     window: &Window,
     sink: &mut Sink,
 ) -> Result<()> {
-    let mut entries = super::rows(store, window);
-    let first_row = entries.try_next().await?;
+    let first_row = match window.seqs {
+        Some((first, _)) => {
+            store
+                .entry_range(&window.chain, first, first)
+                .try_next()
+                .await?
+        }
+        None => None,
+    };
     let header = signed_header(key, window, first_row.as_ref())?;
     let header_line = jcs(&header)?;
     let header_sha256 = const_hex::encode(Sha256::digest(&header_line));
     push_line(sink, &header_line);
-    let written = write_entries(sink, window, first_row, &mut entries).await?;
+    let written = write_entries(store, sink, window).await?;
     if written.count != window.entry_count() {
         return Err(Error::AuditUnavailable(format!(
             "the stored chain has gaps in the exported range ({} entries read); run `killswitch audit check`",
@@ -175,34 +181,38 @@ struct Written {
     last: Option<(i64, String)>,
 }
 
-/// Every entry line from `first_row` on, each followed by the stored checkpoints that sign it.
-async fn write_entries(
-    sink: &mut Sink,
-    window: &Window,
-    first_row: Option<EntryRecord>,
-    entries: &mut BoxStream<'_, Result<EntryRecord>>,
-) -> Result<Written> {
-    let mut checkpoints = window.checkpoints.iter().peekable();
+/// Every entry line of the window, each followed by the stored checkpoints that sign it. The
+/// store builds the lines, in runs that end at each checkpoint's entry so the checkpoint can
+/// follow it; they go out as they come, without another copy.
+async fn write_entries(store: &dyn Store, sink: &mut Sink, window: &Window) -> Result<Written> {
     let mut written = Written {
         count: 0,
         last: None,
     };
-    let mut next = first_row;
-    while let Some(row) = next {
-        let out = sink.buffer();
-        // The entry is embedded exactly as stored (already RFC 8785), so the line is canonical too.
-        out.extend_from_slice(b"{\"entry\":");
-        out.extend_from_slice(row.entry.as_bytes());
-        out.extend_from_slice(b",\"hash\":\"");
-        out.extend_from_slice(row.hash.as_bytes());
-        out.extend_from_slice(b"\",\"type\":\"entry\"}\n");
-        while let Some(cp) = checkpoints.next_if(|c| c.seq == row.seq) {
+    let Some((first, last)) = window.seqs else {
+        return Ok(written);
+    };
+    let mut checkpoints = window.checkpoints.iter().peekable();
+    let mut from = first;
+    while from <= last {
+        let to = match checkpoints.peek() {
+            Some(cp) if (from..=last).contains(&cp.seq) => cp.seq,
+            _ => last,
+        };
+        let mut runs = store.entry_lines(&window.chain, from, to);
+        while let Some(run) = runs.try_next().await? {
+            written.count += run.count;
+            if run.last.is_some() {
+                written.last = run.last;
+            }
+            sink.push_text(run.text).await?;
+        }
+        let last_written = written.last.as_ref().map(|(seq, _)| *seq);
+        while let Some(cp) = checkpoints.next_if(|c| Some(c.seq) == last_written) {
             push_line(sink, &jcs(&checkpoint_line(cp)?)?);
         }
-        written.count += 1;
-        written.last = Some((row.seq, row.hash));
-        sink.maybe_flush().await?;
-        next = entries.try_next().await?;
+        let Some(next) = to.checked_add(1) else { break };
+        from = next;
     }
     Ok(written)
 }

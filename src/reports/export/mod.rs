@@ -312,6 +312,18 @@ impl Sink {
         Ok(())
     }
 
+    /// Sends `text` as a chunk of its own after what is buffered, without copying it.
+    pub(crate) async fn push_text(&mut self, text: String) -> Result<()> {
+        self.flush().await?;
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Ok(Bytes::from(text)))
+            .await
+            .map_err(|_| Error::Internal("the export's reader went away".to_owned()))
+    }
+
     pub(crate) async fn flush(&mut self) -> Result<()> {
         if self.buffer.is_empty() {
             return Ok(());
