@@ -34,13 +34,26 @@ pub struct EntryLines {
 impl EntryLines {
     /// Adds the line of one stored entry.
     pub fn push(&mut self, record: EntryRecord) {
+        self.push_line(record.seq, &record.entry, &record.hash);
+    }
+
+    /// Adds the line of the entry `seq` stored as `entry` with `hash`.
+    pub fn push_line(&mut self, seq: i64, entry: &str, hash: &str) {
         self.text.push_str("{\"entry\":");
-        self.text.push_str(&record.entry);
+        self.text.push_str(entry);
         self.text.push_str(",\"hash\":\"");
-        self.text.push_str(&record.hash);
+        self.text.push_str(hash);
         self.text.push_str("\",\"type\":\"entry\"}\n");
         self.count += 1;
-        self.last = Some((record.seq, record.hash));
+        match &mut self.last {
+            // The last hash's string is reused: a page of lines allocates only for its text.
+            Some((last_seq, last_hash)) => {
+                *last_seq = seq;
+                last_hash.clear();
+                last_hash.push_str(hash);
+            }
+            None => self.last = Some((seq, hash.to_owned())),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
 use super::audit_sql as sql;
 use super::domain_sql::ChainTx;
+use super::sqlite_entries::EntryReader;
 use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use super::{detection_rows, detections_sql};
@@ -31,6 +32,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct SqliteStore {
     reader: sqlx::Pool<Sqlite>,
+    /// Reads ranges of entries in bulk, without sqlx's hand-over per row.
+    entries: EntryReader,
     writer: Writer,
     options: StoreOptions,
 }
@@ -63,13 +66,16 @@ impl SqliteStore {
             .map_err(|e| open_error(connect.get_filename(), e))?;
         super::migrate_or_check(&MIGRATOR, &write_pool, options.migrate).await?;
         secure_database_files(connect.get_filename())?;
+        let read = connect.create_if_missing(false);
+        let entries = EntryReader::new(&read, BUSY_TIMEOUT);
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.create_if_missing(false))
+            .connect_with(read)
             .await?;
         Ok(SqliteStore {
             reader,
+            entries,
             writer: Writer::spawn(write_pool, options.sealer.clone()),
             options,
         })
@@ -217,7 +223,7 @@ impl super::Engine for SqliteStore {
         first: i64,
         last: i64,
     ) -> BoxStream<'a, Result<EntryRecord>> {
-        super::sqlite_entries::entry_range(&self.reader, chain, first, last)
+        self.entries.entry_range(chain, first, last)
     }
 
     fn entry_lines<'a>(
@@ -226,7 +232,7 @@ impl super::Engine for SqliteStore {
         first: i64,
         last: i64,
     ) -> BoxStream<'a, Result<EntryLines>> {
-        super::sqlite_entries::entry_lines(&self.reader, chain, first, last)
+        self.entries.entry_lines(chain, first, last)
     }
 
     fn record_detection<'a>(

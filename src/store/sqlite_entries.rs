@@ -1,336 +1,443 @@
-//! Reading a chain's entries from SQLite in pages, for verification and exports of millions.
+//! Reading a chain's entries from SQLite in bulk, for verification and exports of millions.
 //!
-//! sqlx hands each SQLite row from its worker thread to the reader through a channel, and the
-//! two threads wake each other for every row: on a million entries that hand-over, not SQLite
-//! or the verifier, took most of the time. Here SQLite packs a page of entries into one value,
-//! each column as `<byte length>:<bytes>` (so no content, however edited, can be mistaken for
-//! a boundary), and the next page is read while the caller works on this one.
+//! sqlx runs each SQLite connection on a worker thread of its own and hands every row (or a
+//! page packed into one value) to the caller over a channel, waking both threads each time. On
+//! a million entries that hand-over, not SQLite or the verifier, took most of the time. Here a
+//! plain SQLite connection (rusqlite, on the same SQLite library sqlx links) steps through the
+//! rows on a blocking thread and hands the caller whole pages, read ahead while the caller works
+//! on the page before. The connection is opened as the store's readers are (read-only and
+//! immutable for a copy), and never writes.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use sqlx::SqlitePool;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
+use sqlx::ConnectOptions as _;
+use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::mpsc;
 
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::error::{Error, Result};
 
-/// Entries per page: about 2.5 MB of text for typical entries.
-const PAGE: i64 = 4096;
+/// Entries per page handed to a verifier: about 2.5 MB of text for typical entries.
+const ENTRIES_PAGE: usize = 4096;
+/// Bytes per page of export lines: each page goes out as one chunk of the export.
+const LINES_PAGE: usize = 4 << 20;
 /// Pages read ahead of the caller.
 const READ_AHEAD: usize = 2;
+/// Connections kept open between reads: one per export or check running at once.
+const IDLE_CONNECTIONS: usize = 4;
 
-/// A page of `first..=last` of one chain: the row count, the last seq, then per column its
-/// values' byte lengths (comma-separated) and the values themselves run together. Each column
-/// is one plain concatenation (the cheapest thing SQLite can build); a NULL reads as empty
-/// text, so the verifier reports the row where it stands rather than as missing.
-const SELECT_PAGE: &str = "SELECT count(*) AS count, max(seq) AS last, \
-     group_concat(seq, ',') AS seqs, \
-     group_concat(octet_length(ifnull(time, '')), ',') AS time_lengths, \
-     group_concat(ifnull(time, ''), '') AS times, \
-     group_concat(octet_length(ifnull(event, '')), ',') AS event_lengths, \
-     group_concat(ifnull(event, ''), '') AS events, \
-     group_concat(octet_length(ifnull(entry, '')), ',') AS entry_lengths, \
-     group_concat(ifnull(entry, ''), '') AS entries, \
-     group_concat(octet_length(ifnull(hash, '')), ',') AS hash_lengths, \
-     group_concat(ifnull(hash, ''), '') AS hashes \
-     FROM (SELECT seq, time, event, entry, hash FROM audit_entries \
-     WHERE chain = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4)";
+/// A range of one chain in seq order. Every column is read, so a row is verified as it stands.
+const SELECT_ENTRIES: &str = "SELECT seq, time, event, entry, hash FROM audit_entries \
+     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq";
+/// The same range, only what an export line holds.
+const SELECT_LINES: &str = "SELECT seq, entry, hash FROM audit_entries \
+     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq";
 
-/// The JSON Lines export's entry lines, built by SQLite a page at a time exactly as
-/// [`EntryLines::push`] builds them. SQLite feeds an aggregate the rows in the inner query's
-/// order, but does not promise it; the seqs are concatenated by the same pass, and a page whose
-/// seqs do not ascend is refused rather than exported out of order (an ordered aggregate,
-/// `ORDER BY` inside `group_concat`, sorts every page again and made the export 2.5 times
-/// slower). The hash is the last entry's: with a single `max()` in the query, SQLite takes bare
-/// columns from its row. A NULL reads as empty text, as in the packed pages.
-const SELECT_LINES: &str = "SELECT count(*) AS count, max(seq) AS last, \
-     ifnull(hash, '') AS last_hash, group_concat(seq, ',') AS seqs, \
-     group_concat('{\"entry\":' || ifnull(entry, '') || ',\"hash\":\"' || ifnull(hash, '') \
-     || '\",\"type\":\"entry\"}' || char(10), '') AS text \
-     FROM (SELECT seq, entry, hash FROM audit_entries \
-     WHERE chain = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq LIMIT $4)";
-/// Entries per page of export lines: about 4 MB, a chunk of the export's output each.
-const LINES_PAGE: i64 = 4096;
-
-/// Entries `first..=last` of `chain`, streamed in seq order.
-pub fn entry_range(
-    pool: &SqlitePool,
-    chain: &str,
-    first: i64,
-    last: i64,
-) -> BoxStream<'static, Result<EntryRecord>> {
-    let (pool, chain) = (pool.clone(), chain.to_owned());
-    let read = move |from| {
-        let (pool, chain) = (pool.clone(), chain.clone());
-        async move {
-            let (entries, max) = read_page(&pool, &chain, from, last).await?;
-            Ok((entries.len() as i64 == PAGE, max, entries))
-        }
-    };
-    paged(first, last, read)
-        .flat_map(|page| match page {
-            Ok(entries) => futures::stream::iter(entries.into_iter().map(Ok)).left_stream(),
-            Err(e) => futures::stream::once(async { Err(e) }).right_stream(),
-        })
-        .boxed()
+/// Reads entries on connections of its own, kept open between reads.
+#[derive(Clone)]
+pub struct EntryReader {
+    shared: Arc<Shared>,
 }
 
-/// The export's lines for entries `first..=last` of `chain`, a page at a time, in seq order.
-pub fn entry_lines(
-    pool: &SqlitePool,
-    chain: &str,
-    first: i64,
-    last: i64,
-) -> BoxStream<'static, Result<EntryLines>> {
-    let (pool, chain) = (pool.clone(), chain.to_owned());
-    let read = move |from| {
-        let (pool, chain) = (pool.clone(), chain.clone());
-        async move {
-            let page: Lines = sqlx::query_as(SELECT_LINES)
-                .bind(&chain)
-                .bind(from)
-                .bind(last)
-                .bind(LINES_PAGE)
-                .fetch_one(&pool)
-                .await?;
-            if !ascending(page.seqs.as_deref().unwrap_or_default()) {
-                return Err(unreadable("SQLite gave a page of lines out of seq order"));
-            }
-            let lines = EntryLines {
-                text: page.text.unwrap_or_default(),
-                count: u64::try_from(page.count).unwrap_or(0),
-                last: page
-                    .last
-                    .map(|seq| (seq, page.last_hash.unwrap_or_default())),
-            };
-            Ok((page.count == LINES_PAGE, page.last, lines))
-        }
-    };
-    paged(first, last, read).boxed()
+struct Shared {
+    /// An SQLite URI filename, so `immutable` carries over.
+    filename: String,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
 }
 
-/// One page of export lines as SQLite built it.
-#[derive(sqlx::FromRow)]
-struct Lines {
-    count: i64,
-    last: Option<i64>,
-    last_hash: Option<String>,
-    seqs: Option<String>,
-    text: Option<String>,
-}
-
-/// Whether comma-separated seqs strictly ascend (none, or one, do).
-fn ascending(seqs: &str) -> bool {
-    let mut previous = None;
-    for seq in seqs.split(',').filter(|s| !s.is_empty()) {
-        let Ok(seq) = seq.parse::<i64>() else {
-            return false;
+impl EntryReader {
+    /// A reader of the database the store's readers open with `options`.
+    pub fn new(options: &SqliteConnectOptions, busy_timeout: Duration) -> EntryReader {
+        let url = options.to_url_lossy();
+        let param = |name: &str| {
+            url.query_pairs()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
         };
-        if previous.is_some_and(|p| p >= seq) {
-            return false;
+        let access = match param("mode").as_deref() {
+            Some("ro") => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        };
+        let path = options.get_filename().as_os_str().as_encoded_bytes();
+        let mut filename = format!(
+            "file:{}",
+            percent_encoding::percent_encode(path, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if param("immutable").as_deref() == Some("true") {
+            filename.push_str("?immutable=1");
         }
-        previous = Some(seq);
+        EntryReader {
+            shared: Arc::new(Shared {
+                filename,
+                flags: access | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                busy_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
     }
-    true
+
+    /// Entries `first..=last` of `chain`, streamed in seq order.
+    pub fn entry_range(
+        &self,
+        chain: &str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'static, Result<EntryRecord>> {
+        let chain_name = chain.to_owned();
+        self.pages::<EntryPage>(chain, first, last)
+            .flat_map(move |page| match page {
+                Ok(page) => futures::stream::iter(page.into_records(chain_name.clone()).map(Ok))
+                    .left_stream(),
+                Err(e) => futures::stream::once(async { Err(e) }).right_stream(),
+            })
+            .boxed()
+    }
+
+    /// The export's lines for entries `first..=last` of `chain`, a page at a time, in seq order.
+    pub fn entry_lines(
+        &self,
+        chain: &str,
+        first: i64,
+        last: i64,
+    ) -> BoxStream<'static, Result<EntryLines>> {
+        self.pages::<EntryLines>(chain, first, last).boxed()
+    }
+
+    /// Pages of the range, read on a blocking thread ahead of the caller until the range ends,
+    /// an error (sent on as the last item), or the caller leaves.
+    fn pages<P: Page>(
+        &self,
+        chain: &str,
+        first: i64,
+        last: i64,
+    ) -> impl futures::Stream<Item = Result<P>> + Send + 'static {
+        let (pages, arriving) = mpsc::channel(READ_AHEAD);
+        let (reader, chain) = (self.clone(), chain.to_owned());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = reader.send_pages(&chain, first, last, &pages) {
+                let _ = pages.blocking_send(Err(e));
+            }
+        });
+        futures::stream::unfold(arriving, |mut arriving| async move {
+            let page = arriving.recv().await?;
+            Some((page, arriving))
+        })
+    }
+
+    fn send_pages<P: Page>(
+        &self,
+        chain: &str,
+        first: i64,
+        last: i64,
+        pages: &mpsc::Sender<Result<P>>,
+    ) -> Result<()> {
+        let connection = self.connection()?;
+        let mut statement = connection.prepare(P::SELECT).map_err(unreadable)?;
+        let mut rows = statement
+            .query(rusqlite::params![chain, first, last])
+            .map_err(unreadable)?;
+        let mut page = P::default();
+        while let Some(row) = rows.next().map_err(unreadable)? {
+            page.add_row(row)?;
+            if page.is_full() && pages.blocking_send(Ok(std::mem::take(&mut page))).is_err() {
+                return Ok(());
+            }
+        }
+        if !page.is_empty() {
+            let _ = pages.blocking_send(Ok(page));
+        }
+        drop(rows);
+        drop(statement);
+        self.put_back(connection);
+        Ok(())
+    }
+
+    fn connection(&self) -> Result<Connection> {
+        let idle = self.shared.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let connection = Connection::open_with_flags(&self.shared.filename, self.shared.flags)
+            .map_err(|e| {
+                Error::DatabaseUnavailable(format!("cannot open SQLite to read entries: {e}"))
+            })?;
+        connection
+            .busy_timeout(self.shared.busy_timeout)
+            .and_then(|()| connection.pragma_update(None, "query_only", true))
+            .map_err(unreadable)?;
+        Ok(connection)
+    }
+
+    /// Keeps a connection that finished its read for the next one.
+    fn put_back(&self, connection: Connection) {
+        if let Ok(mut idle) = self.shared.idle.lock()
+            && idle.len() < IDLE_CONNECTIONS
+        {
+            idle.push(connection);
+        }
+    }
 }
 
-/// Pages from `read` (from a seq on: whether the page is full, its last seq, the page), read
-/// ahead of the caller by a task of its own, until the range ends or an error, sent on as the
-/// last item.
-fn paged<T, F, Fut>(first: i64, last: i64, read: F) -> impl futures::Stream<Item = Result<T>>
-where
-    T: Send + 'static,
-    F: Fn(i64) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(bool, Option<i64>, T)>> + Send + 'static,
-{
-    let (pages, arriving) = mpsc::channel(READ_AHEAD);
-    tokio::spawn(read_pages(first, last, pages, read));
-    futures::stream::unfold(arriving, |mut arriving| async move {
-        let page = arriving.recv().await?;
-        Some((page, arriving))
+/// What a read hands over: rows gathered into a page.
+trait Page: Default + Send + 'static {
+    const SELECT: &'static str;
+    fn add_row(&mut self, row: &Row<'_>) -> Result<()>;
+    fn is_full(&self) -> bool;
+    fn is_empty(&self) -> bool;
+}
+
+/// A page of entries as read: their columns' text run together, and where each row's values
+/// end. The records are made only as the caller takes them, so they are allocated and freed on
+/// the caller's thread: records allocated on the reading thread and freed on the caller's made
+/// the two threads contend for the allocator's lock, a third of `audit check`'s time.
+#[derive(Default)]
+struct EntryPage {
+    text: String,
+    /// Per row: its seq, and the ends of its time, event, entry and hash in `text`.
+    rows: Vec<(i64, [usize; 4])>,
+}
+
+impl EntryPage {
+    fn into_records(self, chain: String) -> Records {
+        Records {
+            chain,
+            text: self.text,
+            rows: self.rows.into_iter(),
+            start: 0,
+        }
+    }
+}
+
+impl Page for EntryPage {
+    const SELECT: &'static str = SELECT_ENTRIES;
+
+    fn add_row(&mut self, row: &Row<'_>) -> Result<()> {
+        let seq = seq(row)?;
+        let mut ends = [0; 4];
+        for (end, column) in ends.iter_mut().zip(1..) {
+            self.text.push_str(&text(row, column)?);
+            *end = self.text.len();
+        }
+        self.rows.push((seq, ends));
+        Ok(())
+    }
+
+    fn is_full(&self) -> bool {
+        self.rows.len() >= ENTRIES_PAGE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// A page's entries, each made as it is taken.
+struct Records {
+    chain: String,
+    text: String,
+    rows: std::vec::IntoIter<(i64, [usize; 4])>,
+    /// Where the next row's values start in `text`.
+    start: usize,
+}
+
+impl Iterator for Records {
+    type Item = EntryRecord;
+
+    fn next(&mut self) -> Option<EntryRecord> {
+        let (seq, [time, event, entry, hash]) = self.rows.next()?;
+        let value = |from: usize, to: usize| self.text.get(from..to).unwrap_or("").to_owned();
+        let record = EntryRecord {
+            chain: self.chain.clone(),
+            seq,
+            time: value(self.start, time),
+            event: value(time, event),
+            entry: value(event, entry),
+            hash: value(entry, hash),
+        };
+        self.start = hash;
+        Some(record)
+    }
+}
+
+impl Page for EntryLines {
+    const SELECT: &'static str = SELECT_LINES;
+
+    fn add_row(&mut self, row: &Row<'_>) -> Result<()> {
+        self.push_line(seq(row)?, &text(row, 1)?, &text(row, 2)?);
+        Ok(())
+    }
+
+    fn is_full(&self) -> bool {
+        self.text.len() >= LINES_PAGE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+fn seq(row: &Row<'_>) -> Result<i64> {
+    row.get(0).map_err(unreadable)
+}
+
+/// A column as text. A NULL reads as empty text and a number as its digits, so the verifier
+/// reports an edited row where it stands rather than the read failing.
+fn text<'r>(row: &'r Row<'_>, column: usize) -> Result<Cow<'r, str>> {
+    Ok(match row.get_ref(column).map_err(unreadable)? {
+        ValueRef::Null => Cow::Borrowed(""),
+        ValueRef::Integer(number) => Cow::Owned(number.to_string()),
+        ValueRef::Real(number) => Cow::Owned(number.to_string()),
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+            Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| {
+                Error::DatabaseUnavailable(
+                    "cannot read audit entries from SQLite: a stored value is not UTF-8".to_owned(),
+                )
+            })?)
+        }
     })
 }
 
-/// Reads pages until the range ends, an error (sent on as the last item), or the reader leaves.
-async fn read_pages<T, F, Fut>(mut first: i64, last: i64, pages: mpsc::Sender<Result<T>>, read: F)
-where
-    F: Fn(i64) -> Fut,
-    Fut: std::future::Future<Output = Result<(bool, Option<i64>, T)>>,
-{
-    while first <= last {
-        let page = read(first).await;
-        let next = match &page {
-            Ok((true, Some(max), _)) => max.checked_add(1),
-            _ => None,
-        };
-        if pages.send(page.map(|(_, _, page)| page)).await.is_err() {
-            return;
-        }
-        match next {
-            Some(next) => first = next,
-            None => return,
-        }
-    }
-}
-
-/// One page as SQLite packed it.
-#[derive(sqlx::FromRow)]
-struct Packed {
-    count: i64,
-    last: Option<i64>,
-    seqs: Option<String>,
-    time_lengths: Option<String>,
-    times: Option<String>,
-    event_lengths: Option<String>,
-    events: Option<String>,
-    entry_lengths: Option<String>,
-    entries: Option<String>,
-    hash_lengths: Option<String>,
-    hashes: Option<String>,
-}
-
-async fn read_page(
-    pool: &SqlitePool,
-    chain: &str,
-    first: i64,
-    last: i64,
-) -> Result<(Vec<EntryRecord>, Option<i64>)> {
-    let packed: Packed = sqlx::query_as(SELECT_PAGE)
-        .bind(chain)
-        .bind(first)
-        .bind(last)
-        .bind(PAGE)
-        .fetch_one(pool)
-        .await?;
-    let entries = unpack(chain, &packed)?;
-    if entries.len() as i64 != packed.count {
-        return Err(unreadable(
-            "the page holds another number of entries than it counts",
-        ));
-    }
-    Ok((entries, packed.last))
-}
-
-/// Splits a packed page back into its rows, in seq order.
-fn unpack(chain: &str, packed: &Packed) -> Result<Vec<EntryRecord>> {
-    fn text(column: &Option<String>) -> &str {
-        column.as_deref().unwrap_or("")
-    }
-    let mut seqs = text(&packed.seqs).split(',').filter(|s| !s.is_empty());
-    let mut times = Column::new(text(&packed.time_lengths), text(&packed.times));
-    let mut events = Column::new(text(&packed.event_lengths), text(&packed.events));
-    let mut bodies = Column::new(text(&packed.entry_lengths), text(&packed.entries));
-    let mut hashes = Column::new(text(&packed.hash_lengths), text(&packed.hashes));
-    let mut entries = Vec::with_capacity(usize::try_from(packed.count).unwrap_or(0));
-    for seq in seqs.by_ref() {
-        entries.push(EntryRecord {
-            chain: chain.to_owned(),
-            seq: seq
-                .parse()
-                .map_err(|_| unreadable("a seq is not a whole number"))?,
-            time: times.next_value()?.to_owned(),
-            event: events.next_value()?.to_owned(),
-            entry: bodies.next_value()?.to_owned(),
-            hash: hashes.next_value()?.to_owned(),
-        });
-    }
-    if [times, events, bodies, hashes].iter().any(|c| !c.is_done()) {
-        return Err(unreadable(
-            "a column holds more values than the page has rows",
-        ));
-    }
-    // SQLite aggregates the rows in the order the inner query gives them, which is seq order;
-    // sorting (a no-op then) keeps the reading correct without relying on it.
-    entries.sort_by_key(|e| e.seq);
-    Ok(entries)
-}
-
-/// One column of a page: its values' lengths and the values run together.
-struct Column<'p> {
-    lengths: std::str::Split<'p, char>,
-    values: &'p str,
-}
-
-impl<'p> Column<'p> {
-    fn new(lengths: &'p str, values: &'p str) -> Column<'p> {
-        let mut lengths = lengths.split(',');
-        if lengths.clone().next() == Some("") {
-            // No rows: `split` would still yield one empty length.
-            lengths.next();
-        }
-        Column { lengths, values }
-    }
-
-    fn next_value(&mut self) -> Result<&'p str> {
-        let length: usize = self
-            .lengths
-            .next()
-            .ok_or_else(|| unreadable("a column holds fewer values than the page has rows"))?
-            .parse()
-            .map_err(|_| unreadable("a value's length is not a number"))?;
-        let value = self
-            .values
-            .get(..length)
-            .ok_or_else(|| unreadable("a column is shorter than its values' lengths"))?;
-        self.values = &self.values[length..];
-        Ok(value)
-    }
-
-    fn is_done(&self) -> bool {
-        self.lengths.clone().next().is_none() && self.values.is_empty()
-    }
-}
-
-fn unreadable(why: &str) -> Error {
-    Error::Internal(format!("cannot read audit entries from SQLite: {why}"))
+fn unreadable(e: rusqlite::Error) -> Error {
+    Error::DatabaseUnavailable(format!("cannot read audit entries from SQLite: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Packed, unpack};
+    use futures::TryStreamExt;
+    use sqlx::sqlite::SqliteConnectOptions;
 
-    #[test]
-    fn a_page_of_lines_is_taken_only_in_ascending_seq_order() {
-        assert!(super::ascending(""));
-        assert!(super::ascending("7"));
-        assert!(super::ascending("1,2,10,11"));
-        assert!(!super::ascending("1,3,2"));
-        assert!(!super::ascending("4,4"));
-        assert!(!super::ascending("1,x"));
+    use super::{ENTRIES_PAGE, EntryReader};
+    use crate::audit::records::{EntryLines, EntryRecord};
+
+    /// A file holding the columns the reader reads: `count` entries of contoso and three of
+    /// fabrikam, interleaved.
+    fn database(count: i64) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("entries.db");
+        let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        db.execute_batch(
+            "CREATE TABLE audit_entries (chain TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT, \
+             event TEXT, entry TEXT, hash TEXT, PRIMARY KEY (chain, seq)); BEGIN;",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        for seq in 1..=count {
+            for chain in ["contoso", "fabrikam"]
+                .iter()
+                .take(if seq <= 3 { 2 } else { 1 })
+            {
+                db.execute(
+                    "INSERT INTO audit_entries VALUES (?1, ?2, 't', 'e', ?3, ?4)",
+                    rusqlite::params![
+                        chain,
+                        seq,
+                        format!("{{\"seq\":{seq}}}"),
+                        format!("{seq:064x}")
+                    ],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        db.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
+        (dir, path)
     }
 
-    #[test]
-    fn unpacks_columns_by_length_whatever_they_contain() {
-        let some = |s: &str| Some(s.to_owned());
-        let packed = Packed {
-            count: 2,
-            last: Some(10),
-            seqs: some("10,7"),
-            time_lengths: some("1,9"),
-            times: some("btime:with"),
-            event_lengths: some("0,5"),
-            events: some("a:b:c"),
-            entry_lengths: some("2,11"),
-            entries: some("{}{\"x\":\"1,2\"}"),
-            hash_lengths: some("0,0"),
-            hashes: some(""),
-        };
-        let entries = unpack("contoso", &packed).unwrap_or_else(|e| panic!("{e}"));
-        let rows: Vec<_> = entries
-            .iter()
-            .map(|e| (e.seq, e.time.as_str(), e.event.as_str(), e.entry.as_str()))
+    fn reader(url: &str) -> EntryReader {
+        let options: SqliteConnectOptions = url.parse().unwrap_or_else(|e| panic!("{e}"));
+        EntryReader::new(&options, std::time::Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn a_range_comes_whole_in_seq_order_across_pages_and_from_its_chain_only() {
+        let count = 2 * ENTRIES_PAGE as i64 + 10;
+        let (_dir, path) = database(count);
+        let reader = reader(&format!("sqlite://{}", path.display()));
+        for (first, last) in [(1, count), (2, ENTRIES_PAGE as i64 + 1), (7, 7), (9, 8)] {
+            let rows: Vec<EntryRecord> = reader
+                .entry_range("contoso", first, last)
+                .try_collect()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+            assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
+            assert!(rows.iter().all(|row| row.chain == "contoso"));
+            let pages: Vec<EntryLines> = reader
+                .entry_lines("contoso", first, last)
+                .try_collect()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut expected = EntryLines::default();
+            rows.into_iter().for_each(|row| expected.push(row));
+            let text: String = pages.iter().map(|page| page.text.as_str()).collect();
+            assert_eq!(text, expected.text);
+            assert_eq!(
+                pages.iter().map(|page| page.count).sum::<u64>(),
+                expected.count
+            );
+            assert_eq!(
+                pages.last().and_then(|page| page.last.clone()),
+                expected.last
+            );
+        }
+        let fabrikam: Vec<EntryRecord> = reader
+            .entry_range("fabrikam", 1, count)
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fabrikam.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_copy_opened_read_only_and_immutable_is_read_and_left_alone() {
+        let (dir, path) = database(5);
+        let url = crate::store::sqlite::read_only_url(&path).unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<EntryRecord> = reader(&url)
+            .entry_range("contoso", 1, 5)
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 5);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(|entry| entry.ok().map(|e| e.file_name()))
             .collect();
+        names.sort();
         assert_eq!(
-            rows,
-            [
-                (7, "time:with", "a:b:c", "{\"x\":\"1,2\"}"),
-                (10, "b", "", "{}")
-            ]
+            names,
+            ["entries.db"],
+            "no WAL or shared-memory file beside a copy"
         );
-        let short = Packed {
-            entries: some("{}"),
-            ..packed
-        };
-        assert!(unpack("contoso", &short).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_edited_row_is_read_as_it_stands_and_a_missing_file_is_an_error() {
+        let (dir, path) = database(2);
+        let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        db.execute(
+            "UPDATE audit_entries SET time = NULL, hash = 42 WHERE seq = 2",
+            [],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<EntryRecord> = reader(&format!("sqlite://{}", path.display()))
+            .entry_range("contoso", 2, 2)
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rows[0].time.as_str(), rows[0].hash.as_str()), ("", "42"));
+        let missing = reader(&format!(
+            "sqlite://{}",
+            dir.path().join("none.db").display()
+        ))
+        .entry_range("contoso", 1, 2)
+        .try_collect::<Vec<_>>()
+        .await;
+        assert!(missing.is_err());
     }
 }
