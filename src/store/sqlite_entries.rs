@@ -3,9 +3,9 @@
 //! sqlx runs each SQLite connection on a worker thread of its own and hands every row (or a
 //! page packed into one value) to the caller over a channel, waking both threads each time. On
 //! a million entries that hand-over, not SQLite or the verifier, took most of the time. Here a
-//! plain SQLite connection (rusqlite, on the same SQLite library sqlx links) steps through the
-//! rows on a blocking thread and hands the caller whole pages, read ahead while the caller works
-//! on the page before. The connection is opened as the store's readers are (read-only and
+//! plain SQLite connection (rusqlite, on the same SQLite library sqlx links) reads a page of
+//! rows per statement on a blocking thread and hands the caller whole pages, read ahead while
+//! the caller works on the page before. The connection is opened as the store's readers are (read-only and
 //! immutable for a copy), and never writes.
 
 use std::borrow::Cow;
@@ -23,10 +23,9 @@ use tokio::sync::mpsc;
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::error::{Error, Result};
 
-/// Entries per page handed to a verifier: about 2.5 MB of text for typical entries.
-const ENTRIES_PAGE: usize = 4096;
-/// Bytes per page of export lines: each page goes out as one chunk of the export.
-const LINES_PAGE: usize = 4 << 20;
+/// Entries per page: about 2.5 MB of text for typical entries (4 MB as export lines, each page
+/// one chunk of the export).
+const PAGE: i64 = 4096;
 /// Pages read ahead of the caller.
 const READ_AHEAD: usize = 2;
 /// Connections kept open between reads: one per export or check running at once.
@@ -34,10 +33,10 @@ const IDLE_CONNECTIONS: usize = 4;
 
 /// A range of one chain in seq order. Every column is read, so a row is verified as it stands.
 const SELECT_ENTRIES: &str = "SELECT seq, time, event, entry, hash FROM audit_entries \
-     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq";
+     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4";
 /// The same range, only what an export line holds.
 const SELECT_LINES: &str = "SELECT seq, entry, hash FROM audit_entries \
-     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq";
+     WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4";
 
 /// Reads entries on connections of its own, kept open between reads.
 #[derive(Clone)]
@@ -132,29 +131,38 @@ impl EntryReader {
         })
     }
 
+    /// Each page is read by a statement of its own, so no read transaction outlives a page,
+    /// however slowly the caller takes them: a long one would keep SQLite from checkpointing
+    /// its WAL while, say, a customer downloads an export.
     fn send_pages<P: Page>(
         &self,
         chain: &str,
-        first: i64,
+        mut first: i64,
         last: i64,
         pages: &mpsc::Sender<Result<P>>,
     ) -> Result<()> {
         let connection = self.connection()?;
         let mut statement = connection.prepare(P::SELECT).map_err(unreadable)?;
-        let mut rows = statement
-            .query(rusqlite::params![chain, first, last])
-            .map_err(unreadable)?;
-        let mut page = P::default();
-        while let Some(row) = rows.next().map_err(unreadable)? {
-            page.add_row(row)?;
-            if page.is_full() && pages.blocking_send(Ok(std::mem::take(&mut page))).is_err() {
-                return Ok(());
+        while first <= last {
+            let mut page = P::default();
+            let (mut count, mut next) = (0, None);
+            let mut rows = statement
+                .query(rusqlite::params![chain, first, last, PAGE])
+                .map_err(unreadable)?;
+            while let Some(row) = rows.next().map_err(unreadable)? {
+                next = page.add_row(row)?.checked_add(1);
+                count += 1;
+            }
+            // Resets the statement, which ends its read.
+            drop(rows);
+            if count > 0 && pages.blocking_send(Ok(page)).is_err() {
+                break;
+            }
+            match next {
+                Some(next) if count == PAGE => first = next,
+                _ => break,
             }
         }
-        if !page.is_empty() {
-            let _ = pages.blocking_send(Ok(page));
-        }
-        drop(rows);
         drop(statement);
         self.put_back(connection);
         Ok(())
@@ -189,9 +197,8 @@ impl EntryReader {
 /// What a read hands over: rows gathered into a page.
 trait Page: Default + Send + 'static {
     const SELECT: &'static str;
-    fn add_row(&mut self, row: &Row<'_>) -> Result<()>;
-    fn is_full(&self) -> bool;
-    fn is_empty(&self) -> bool;
+    /// Adds a row; returns its seq.
+    fn add_row(&mut self, row: &Row<'_>) -> Result<i64>;
 }
 
 /// A page of entries as read: their columns' text run together, and where each row's values
@@ -219,7 +226,7 @@ impl EntryPage {
 impl Page for EntryPage {
     const SELECT: &'static str = SELECT_ENTRIES;
 
-    fn add_row(&mut self, row: &Row<'_>) -> Result<()> {
+    fn add_row(&mut self, row: &Row<'_>) -> Result<i64> {
         let seq = seq(row)?;
         let mut ends = [0; 4];
         for (end, column) in ends.iter_mut().zip(1..) {
@@ -227,15 +234,7 @@ impl Page for EntryPage {
             *end = self.text.len();
         }
         self.rows.push((seq, ends));
-        Ok(())
-    }
-
-    fn is_full(&self) -> bool {
-        self.rows.len() >= ENTRIES_PAGE
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        Ok(seq)
     }
 }
 
@@ -270,17 +269,10 @@ impl Iterator for Records {
 impl Page for EntryLines {
     const SELECT: &'static str = SELECT_LINES;
 
-    fn add_row(&mut self, row: &Row<'_>) -> Result<()> {
-        self.push_line(seq(row)?, &text(row, 1)?, &text(row, 2)?);
-        Ok(())
-    }
-
-    fn is_full(&self) -> bool {
-        self.text.len() >= LINES_PAGE
-    }
-
-    fn is_empty(&self) -> bool {
-        self.count == 0
+    fn add_row(&mut self, row: &Row<'_>) -> Result<i64> {
+        let seq = seq(row)?;
+        self.push_line(seq, &text(row, 1)?, &text(row, 2)?);
+        Ok(seq)
     }
 }
 
@@ -314,7 +306,7 @@ mod tests {
     use futures::TryStreamExt;
     use sqlx::sqlite::SqliteConnectOptions;
 
-    use super::{ENTRIES_PAGE, EntryReader};
+    use super::{EntryReader, PAGE};
     use crate::audit::records::{EntryLines, EntryRecord};
 
     /// A file holding the columns the reader reads: `count` entries of contoso and three of
@@ -356,10 +348,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_range_comes_whole_in_seq_order_across_pages_and_from_its_chain_only() {
-        let count = 2 * ENTRIES_PAGE as i64 + 10;
+        let count = 2 * PAGE + 10;
         let (_dir, path) = database(count);
         let reader = reader(&format!("sqlite://{}", path.display()));
-        for (first, last) in [(1, count), (2, ENTRIES_PAGE as i64 + 1), (7, 7), (9, 8)] {
+        for (first, last) in [
+            (1, count),
+            (2, PAGE + 1),
+            (1, PAGE),
+            (1, 2 * PAGE),
+            (7, 7),
+            (9, 8),
+        ] {
             let rows: Vec<EntryRecord> = reader
                 .entry_range("contoso", first, last)
                 .try_collect()
@@ -392,6 +391,40 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fabrikam.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_reader_slower_than_the_reading_holds_no_read_open_between_pages() {
+        let (_dir, path) = database(0);
+        let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        db.execute(
+            "WITH RECURSIVE n(seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM n WHERE seq < ?1) \
+             INSERT INTO audit_entries SELECT 'contoso', seq, 't', 'e', '{}', 'h' FROM n",
+            [6 * PAGE],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut entries =
+            reader(&format!("sqlite://{}", path.display())).entry_range("contoso", 1, 6 * PAGE);
+        let first = entries.try_next().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(first.map(|entry| entry.seq), Some(1));
+        // The reading thread fills the pages ahead of the caller and waits for room.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (busy, _, _): (i64, i64, i64) = db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            busy, 0,
+            "a read held open kept the WAL from being checkpointed"
+        );
+        let rest: Vec<EntryRecord> = entries
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rest.len() as i64, 6 * PAGE - 1);
     }
 
     #[tokio::test]
