@@ -67,7 +67,7 @@ impl SqliteStore {
         super::migrate_or_check(&MIGRATOR, &write_pool, options.migrate).await?;
         secure_database_files(connect.get_filename())?;
         let read = connect.create_if_missing(false);
-        let entries = EntryReader::new(&read, BUSY_TIMEOUT);
+        let entries = EntryReader::new(url, read.get_filename(), &options, BUSY_TIMEOUT);
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)

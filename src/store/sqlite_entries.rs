@@ -3,12 +3,12 @@
 //! sqlx runs each SQLite connection on a worker thread of its own and hands every row (or a
 //! page packed into one value) to the caller over a channel, waking both threads each time. On
 //! a million entries that hand-over, not SQLite or the verifier, took most of the time. Here a
-//! plain SQLite connection (rusqlite, on the same SQLite library sqlx links) reads a page of
-//! rows per statement on a blocking thread and hands the caller whole pages, read ahead while
-//! the caller works on the page before. The connection is opened as the store's readers are (read-only and
-//! immutable for a copy), and never writes.
+//! plain SQLite connection (rusqlite, on the same SQLite library sqlx links) reads a whole page
+//! of rows on a blocking thread, and pages are read ahead while the caller works on the one
+//! before. The connections are opened read-only (and immutable for a backup copy).
 
 use std::borrow::Cow;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,29 +16,29 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
-use sqlx::ConnectOptions as _;
-use sqlx::sqlite::SqliteConnectOptions;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use super::StoreOptions;
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::error::{Error, Result};
 
-/// Entries per page: about 2.5 MB of text for typical entries (4 MB as export lines, each page
-/// one chunk of the export).
+/// Entries per page: about 4 MB of text for typical entries, and one chunk of an export.
 const PAGE: i64 = 4096;
 /// Pages read ahead of the caller.
 const READ_AHEAD: usize = 2;
-/// Connections kept open between reads: one per export or check running at once.
+/// Connections kept open for the next page once read (more may be open while reading).
 const IDLE_CONNECTIONS: usize = 4;
 
-/// A range of one chain in seq order. Every column is read, so a row is verified as it stands.
+/// A page of one chain's range, in seq order. Every column is read, so a row is verified as it
+/// stands.
 const SELECT_ENTRIES: &str = "SELECT seq, time, event, entry, hash FROM audit_entries \
      WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4";
-/// The same range, only what an export line holds.
+/// The same, only what an export line holds.
 const SELECT_LINES: &str = "SELECT seq, entry, hash FROM audit_entries \
      WHERE chain = ?1 AND seq >= ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4";
 
-/// Reads entries on connections of its own, kept open between reads.
+/// Reads entries on connections of its own, at most as many pages at once as the store has
+/// connections, like sqlx's pool beside it.
 #[derive(Clone)]
 pub struct EntryReader {
     shared: Arc<Shared>,
@@ -49,35 +49,80 @@ struct Shared {
     filename: String,
     flags: OpenFlags,
     busy_timeout: Duration,
+    acquire_timeout: Duration,
+    reading: Arc<Semaphore>,
     idle: Mutex<Vec<Connection>>,
 }
 
-impl EntryReader {
-    /// A reader of the database the store's readers open with `options`.
-    pub fn new(options: &SqliteConnectOptions, busy_timeout: Duration) -> EntryReader {
-        let url = options.to_url_lossy();
-        let param = |name: &str| {
-            url.query_pairs()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| value.into_owned())
+/// How the store's URL says the database is opened, in sqlx's spelling of it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OpenAs {
+    memory: bool,
+    immutable: bool,
+}
+
+impl OpenAs {
+    fn of(url: &str) -> OpenAs {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let (database, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut open = OpenAs {
+            memory: database == ":memory:",
+            immutable: false,
         };
-        let access = match param("mode").as_deref() {
-            Some("ro") => OpenFlags::SQLITE_OPEN_READ_ONLY,
-            _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        };
-        let path = options.get_filename().as_os_str().as_encoded_bytes();
-        let mut filename = format!(
-            "file:{}",
-            percent_encoding::percent_encode(path, percent_encoding::NON_ALPHANUMERIC)
-        );
-        if param("immutable").as_deref() == Some("true") {
-            filename.push_str("?immutable=1");
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            match (&*key, &*value) {
+                ("mode", "memory") => open.memory = true,
+                ("immutable", "true") => open.immutable = true,
+                _ => {}
+            }
         }
+        open
+    }
+}
+
+/// A page as read, with how many rows it holds and the last one's seq.
+struct Read<P> {
+    page: P,
+    rows: i64,
+    last: Option<i64>,
+}
+
+impl EntryReader {
+    /// A reader of the database at `url`, which sqlx opens as `file`.
+    pub fn new(
+        url: &str,
+        file: &Path,
+        options: &StoreOptions,
+        busy_timeout: Duration,
+    ) -> EntryReader {
+        let open = OpenAs::of(url);
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let filename = if open.memory {
+            // sqlx names a shared in-memory database; the same name shares it.
+            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+            file.to_string_lossy().into_owned()
+        } else {
+            let path = file.as_os_str().as_encoded_bytes();
+            let encoded =
+                percent_encoding::percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
+            match open.immutable {
+                true => format!("file:{encoded}?immutable=1"),
+                false => format!("file:{encoded}"),
+            }
+        };
+        let connections = usize::try_from(options.max_connections.max(1)).unwrap_or(1);
         EntryReader {
             shared: Arc::new(Shared {
                 filename,
-                flags: access | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                flags,
                 busy_timeout,
+                acquire_timeout: options.acquire_timeout,
+                reading: Arc::new(Semaphore::new(connections)),
                 idle: Mutex::new(Vec::new()),
             }),
         }
@@ -110,8 +155,7 @@ impl EntryReader {
         self.pages::<EntryLines>(chain, first, last).boxed()
     }
 
-    /// Pages of the range, read on a blocking thread ahead of the caller until the range ends,
-    /// an error (sent on as the last item), or the caller leaves.
+    /// Pages of the range, read by a task of their own ahead of the caller.
     fn pages<P: Page>(
         &self,
         chain: &str,
@@ -119,53 +163,74 @@ impl EntryReader {
         last: i64,
     ) -> impl futures::Stream<Item = Result<P>> + Send + 'static {
         let (pages, arriving) = mpsc::channel(READ_AHEAD);
-        let (reader, chain) = (self.clone(), chain.to_owned());
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = reader.send_pages(&chain, first, last, &pages) {
-                let _ = pages.blocking_send(Err(e));
-            }
-        });
+        tokio::spawn(
+            self.clone()
+                .send_pages(Arc::from(chain), first, last, pages),
+        );
         futures::stream::unfold(arriving, |mut arriving| async move {
             let page = arriving.recv().await?;
             Some((page, arriving))
         })
     }
 
-    /// Each page is read by a statement of its own, so no read transaction outlives a page,
-    /// however slowly the caller takes them: a long one would keep SQLite from checkpointing
-    /// its WAL while, say, a customer downloads an export.
-    fn send_pages<P: Page>(
-        &self,
-        chain: &str,
+    /// Reads page after page until the range ends, an error (sent on as the last item), or the
+    /// caller leaves. Between pages it holds no connection and no read: a caller taking pages
+    /// slowly (a customer downloading an export) keeps neither a connection from others nor
+    /// SQLite from checkpointing its WAL.
+    async fn send_pages<P: Page>(
+        self,
+        chain: Arc<str>,
         mut first: i64,
         last: i64,
-        pages: &mpsc::Sender<Result<P>>,
-    ) -> Result<()> {
-        let connection = self.connection()?;
-        let mut statement = connection.prepare(P::SELECT).map_err(unreadable)?;
+        pages: mpsc::Sender<Result<P>>,
+    ) {
         while first <= last {
-            let mut page = P::default();
-            let (mut count, mut next) = (0, None);
-            let mut rows = statement
-                .query(rusqlite::params![chain, first, last, PAGE])
-                .map_err(unreadable)?;
-            while let Some(row) = rows.next().map_err(unreadable)? {
-                next = page.add_row(row)?.checked_add(1);
-                count += 1;
-            }
-            // Resets the statement, which ends its read.
-            drop(rows);
-            if count > 0 && pages.blocking_send(Ok(page)).is_err() {
-                break;
+            let read = self.read_page::<P>(chain.clone(), first, last).await;
+            let next = match &read {
+                Ok(Read {
+                    rows: PAGE,
+                    last: Some(seq),
+                    ..
+                }) => seq.checked_add(1),
+                _ => None,
+            };
+            let page = match read {
+                Ok(read) if read.rows == 0 => return,
+                other => other.map(|read| read.page),
+            };
+            if pages.send(page).await.is_err() {
+                return;
             }
             match next {
-                Some(next) if count == PAGE => first = next,
-                _ => break,
+                Some(next) => first = next,
+                None => return,
             }
         }
-        drop(statement);
-        self.put_back(connection);
-        Ok(())
+    }
+
+    async fn read_page<P: Page>(&self, chain: Arc<str>, first: i64, last: i64) -> Result<Read<P>> {
+        let _reading = self.permit().await?;
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || reader.read_page_now(&chain, first, last))
+            .await
+            .map_err(|e| unreadable(format!("the reading stopped: {e}")))?
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        let waiting = self.shared.reading.clone().acquire_owned();
+        match tokio::time::timeout(self.shared.acquire_timeout, waiting).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(unreadable("every reading connection stayed busy")),
+        }
+    }
+
+    fn read_page_now<P: Page>(&self, chain: &str, first: i64, last: i64) -> Result<Read<P>> {
+        let connection = self.connection()?;
+        let read = read_with(&connection, chain, first, last);
+        if read.is_ok() {
+            self.put_back(connection);
+        }
+        read
     }
 
     fn connection(&self) -> Result<Connection> {
@@ -174,13 +239,10 @@ impl EntryReader {
             return Ok(connection);
         }
         let connection = Connection::open_with_flags(&self.shared.filename, self.shared.flags)
-            .map_err(|e| {
-                Error::DatabaseUnavailable(format!("cannot open SQLite to read entries: {e}"))
-            })?;
+            .map_err(|e| unreadable(format!("cannot open the database: {e}")))?;
         connection
             .busy_timeout(self.shared.busy_timeout)
-            .and_then(|()| connection.pragma_update(None, "query_only", true))
-            .map_err(unreadable)?;
+            .map_err(sqlite_error)?;
         Ok(connection)
     }
 
@@ -192,6 +254,29 @@ impl EntryReader {
             idle.push(connection);
         }
     }
+}
+
+/// One page from `first` on, read by one statement that ends (is finalised) before it returns.
+fn read_with<P: Page>(
+    connection: &Connection,
+    chain: &str,
+    first: i64,
+    last: i64,
+) -> Result<Read<P>> {
+    let mut statement = connection.prepare(P::SELECT).map_err(sqlite_error)?;
+    let mut rows = statement
+        .query(rusqlite::params![chain, first, last, PAGE])
+        .map_err(sqlite_error)?;
+    let mut read = Read {
+        page: P::default(),
+        rows: 0,
+        last: None,
+    };
+    while let Some(row) = rows.next().map_err(sqlite_error)? {
+        read.last = Some(read.page.add_row(row)?);
+        read.rows += 1;
+    }
+    Ok(read)
 }
 
 /// What a read hands over: rows gathered into a page.
@@ -277,28 +362,32 @@ impl Page for EntryLines {
 }
 
 fn seq(row: &Row<'_>) -> Result<i64> {
-    row.get(0).map_err(unreadable)
+    row.get(0).map_err(sqlite_error)
 }
 
-/// A column as text. A NULL reads as empty text and a number as its digits, so the verifier
-/// reports an edited row where it stands rather than the read failing.
+/// A column as text. A NULL reads as empty text, a number as its digits and bytes that are not
+/// UTF-8 with replacement characters, so the verifier reports an edited row where it stands
+/// (its hash no longer matches) rather than the read failing.
 fn text<'r>(row: &'r Row<'_>, column: usize) -> Result<Cow<'r, str>> {
-    Ok(match row.get_ref(column).map_err(unreadable)? {
+    Ok(match row.get_ref(column).map_err(sqlite_error)? {
         ValueRef::Null => Cow::Borrowed(""),
         ValueRef::Integer(number) => Cow::Owned(number.to_string()),
         ValueRef::Real(number) => Cow::Owned(number.to_string()),
-        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
-            Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| {
-                Error::DatabaseUnavailable(
-                    "cannot read audit entries from SQLite: a stored value is not UTF-8".to_owned(),
-                )
-            })?)
-        }
+        // `from_utf8` first: the lossy reading is several times slower on the valid text that
+        // every intact row holds.
+        ValueRef::Text(bytes) | ValueRef::Blob(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(bytes),
+        },
     })
 }
 
-fn unreadable(e: rusqlite::Error) -> Error {
-    Error::DatabaseUnavailable(format!("cannot read audit entries from SQLite: {e}"))
+fn sqlite_error(e: rusqlite::Error) -> Error {
+    unreadable(e.to_string())
+}
+
+fn unreadable(why: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cannot read audit entries from SQLite: {why}"))
 }
 
 #[cfg(test)]
@@ -306,15 +395,23 @@ mod tests {
     use futures::TryStreamExt;
     use sqlx::sqlite::SqliteConnectOptions;
 
-    use super::{EntryReader, PAGE};
+    use super::{EntryReader, OpenAs, PAGE};
     use crate::audit::records::{EntryLines, EntryRecord};
+    use crate::store::StoreOptions;
 
-    /// A file holding the columns the reader reads: `count` entries of contoso and three of
-    /// fabrikam, interleaved.
+    /// A WAL database holding the columns the reader reads: `count` entries of contoso and
+    /// three of fabrikam, interleaved.
     fn database(count: i64) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("entries.db");
         let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        fill(&db, count);
+        (dir, path)
+    }
+
+    fn fill(db: &rusqlite::Connection, count: i64) {
+        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .unwrap_or_else(|e| panic!("{e}"));
         db.execute_batch(
             "CREATE TABLE audit_entries (chain TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT, \
              event TEXT, entry TEXT, hash TEXT, PRIMARY KEY (chain, seq)); BEGIN;",
@@ -338,12 +435,13 @@ mod tests {
             }
         }
         db.execute_batch("COMMIT").unwrap_or_else(|e| panic!("{e}"));
-        (dir, path)
     }
 
     fn reader(url: &str) -> EntryReader {
         let options: SqliteConnectOptions = url.parse().unwrap_or_else(|e| panic!("{e}"));
-        EntryReader::new(&options, std::time::Duration::from_secs(1))
+        let file = options.get_filename();
+        let limits = StoreOptions::default();
+        EntryReader::new(url, file, &limits, std::time::Duration::from_secs(1))
     }
 
     #[tokio::test]
@@ -358,6 +456,7 @@ mod tests {
             (1, 2 * PAGE),
             (7, 7),
             (9, 8),
+            (i64::MIN, i64::MAX),
         ] {
             let rows: Vec<EntryRecord> = reader
                 .entry_range("contoso", first, last)
@@ -365,7 +464,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));
             let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
-            assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
+            assert_eq!(seqs, (first.max(1)..=last.min(count)).collect::<Vec<_>>());
             assert!(rows.iter().all(|row| row.chain == "contoso"));
             let pages: Vec<EntryLines> = reader
                 .entry_lines("contoso", first, last)
@@ -397,8 +496,6 @@ mod tests {
     async fn a_reader_slower_than_the_reading_holds_no_read_open_between_pages() {
         let (_dir, path) = database(0);
         let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        db.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .unwrap_or_else(|e| panic!("{e}"));
         db.execute(
             "WITH RECURSIVE n(seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM n WHERE seq < ?1) \
              INSERT INTO audit_entries SELECT 'contoso', seq, 't', 'e', '{}', 'h' FROM n",
@@ -409,22 +506,75 @@ mod tests {
             reader(&format!("sqlite://{}", path.display())).entry_range("contoso", 1, 6 * PAGE);
         let first = entries.try_next().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(first.map(|entry| entry.seq), Some(1));
-        // The reading thread fills the pages ahead of the caller and waits for room.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let (busy, _, _): (i64, i64, i64) = db
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            busy, 0,
-            "a read held open kept the WAL from being checkpointed"
-        );
+        // Pages are read ahead of this caller, which takes no more for now. A checkpoint that
+        // resets the WAL waits for no reader once no read is open.
+        let checkpointed = async {
+            loop {
+                let (busy, _, _): (i64, i64, i64) = db
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .unwrap_or_else(|e| panic!("{e}"));
+                if busy == 0 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), checkpointed)
+            .await
+            .unwrap_or_else(|_| panic!("a read held open kept the WAL from being checkpointed"));
         let rest: Vec<EntryRecord> = entries
             .try_collect()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rest.len() as i64, 6 * PAGE - 1);
+    }
+
+    #[test]
+    fn the_url_says_how_the_database_is_opened() {
+        let open = |memory, immutable| OpenAs { memory, immutable };
+        assert_eq!(OpenAs::of("sqlite://data/k.db"), open(false, false));
+        assert_eq!(
+            OpenAs::of("sqlite://k.db?mode=ro&immutable=true"),
+            open(false, true)
+        );
+        assert_eq!(OpenAs::of("sqlite::memory:"), open(true, false));
+        assert_eq!(OpenAs::of("sqlite:k.db?mode=memory"), open(true, false));
+        assert_eq!(OpenAs::of("sqlite://kill:switch.db"), open(false, false));
+    }
+
+    #[tokio::test]
+    async fn a_shared_in_memory_database_is_read_by_its_name() {
+        let url = "sqlite::memory:";
+        let options: SqliteConnectOptions = url.parse().unwrap_or_else(|e| panic!("{e}"));
+        let name = options.get_filename().to_string_lossy().into_owned();
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI
+            | rusqlite::OpenFlags::SQLITE_OPEN_MEMORY
+            | rusqlite::OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        let held =
+            rusqlite::Connection::open_with_flags(&name, flags).unwrap_or_else(|e| panic!("{e}"));
+        held.execute_batch(
+            "CREATE TABLE audit_entries (chain TEXT, seq INTEGER, time TEXT, event TEXT, \
+             entry TEXT, hash TEXT); \
+             INSERT INTO audit_entries VALUES ('contoso', 1, 't', 'e', '{}', 'h');",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let file = options.get_filename();
+        let reader = EntryReader::new(
+            url,
+            file,
+            &StoreOptions::default(),
+            std::time::Duration::from_secs(1),
+        );
+        let rows: Vec<EntryRecord> = reader
+            .entry_range("contoso", 1, 1)
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rows.len(), 1);
     }
 
     #[tokio::test]
@@ -454,7 +604,8 @@ mod tests {
         let (dir, path) = database(2);
         let db = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
         db.execute(
-            "UPDATE audit_entries SET time = NULL, hash = 42 WHERE seq = 2",
+            "UPDATE audit_entries SET time = NULL, hash = 42, event = CAST(X'65FF' AS TEXT) \
+             WHERE seq = 2",
             [],
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -463,7 +614,9 @@ mod tests {
             .try_collect()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((rows[0].time.as_str(), rows[0].hash.as_str()), ("", "42"));
+        let row = &rows[0];
+        let read = (row.time.as_str(), row.event.as_str(), row.hash.as_str());
+        assert_eq!(read, ("", "e\u{FFFD}", "42"));
         let missing = reader(&format!(
             "sqlite://{}",
             dir.path().join("none.db").display()
