@@ -55,7 +55,7 @@ struct Shared {
 }
 
 /// How the store's URL says the database is opened, in sqlx's spelling of it.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 struct OpenAs {
     memory: bool,
     immutable: bool,
@@ -185,25 +185,19 @@ impl EntryReader {
         pages: mpsc::Sender<Result<P>>,
     ) {
         while first <= last {
-            let read = self.read_page::<P>(chain.clone(), first, last).await;
-            let next = match &read {
-                Ok(Read {
-                    rows: PAGE,
-                    last: Some(seq),
-                    ..
-                }) => seq.checked_add(1),
-                _ => None,
+            let read = match self.read_page::<P>(chain.clone(), first, last).await {
+                Ok(read) => read,
+                Err(e) => {
+                    let _ = pages.send(Err(e)).await;
+                    return;
+                }
             };
-            let page = match read {
-                Ok(read) if read.rows == 0 => return,
-                other => other.map(|read| read.page),
-            };
-            if pages.send(page).await.is_err() {
+            if read.rows == 0 || pages.send(Ok(read.page)).await.is_err() {
                 return;
             }
-            match next {
-                Some(next) => first = next,
-                None => return,
+            match read.last.and_then(|seq| seq.checked_add(1)) {
+                Some(next) if read.rows == PAGE => first = next,
+                _ => return,
             }
         }
     }
@@ -444,6 +438,15 @@ mod tests {
         EntryReader::new(url, file, &limits, std::time::Duration::from_secs(1))
     }
 
+    /// Every entry of `first..=last` of `chain`, or the test fails.
+    async fn range(reader: &EntryReader, chain: &str, first: i64, last: i64) -> Vec<EntryRecord> {
+        reader
+            .entry_range(chain, first, last)
+            .try_collect()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[tokio::test]
     async fn a_range_comes_whole_in_seq_order_across_pages_and_from_its_chain_only() {
         let count = 2 * PAGE + 10;
@@ -458,11 +461,7 @@ mod tests {
             (9, 8),
             (i64::MIN, i64::MAX),
         ] {
-            let rows: Vec<EntryRecord> = reader
-                .entry_range("contoso", first, last)
-                .try_collect()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let rows = range(&reader, "contoso", first, last).await;
             let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
             assert_eq!(seqs, (first.max(1)..=last.min(count)).collect::<Vec<_>>());
             assert!(rows.iter().all(|row| row.chain == "contoso"));
@@ -484,11 +483,7 @@ mod tests {
                 expected.last
             );
         }
-        let fabrikam: Vec<EntryRecord> = reader
-            .entry_range("fabrikam", 1, count)
-            .try_collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let fabrikam = range(&reader, "fabrikam", 1, count).await;
         assert_eq!(fabrikam.len(), 3);
     }
 
@@ -569,11 +564,7 @@ mod tests {
             &StoreOptions::default(),
             std::time::Duration::from_secs(1),
         );
-        let rows: Vec<EntryRecord> = reader
-            .entry_range("contoso", 1, 1)
-            .try_collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = range(&reader, "contoso", 1, 1).await;
         assert_eq!(rows.len(), 1);
     }
 
@@ -581,11 +572,7 @@ mod tests {
     async fn a_copy_opened_read_only_and_immutable_is_read_and_left_alone() {
         let (dir, path) = database(5);
         let url = crate::store::sqlite::read_only_url(&path).unwrap_or_else(|e| panic!("{e}"));
-        let rows: Vec<EntryRecord> = reader(&url)
-            .entry_range("contoso", 1, 5)
-            .try_collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = range(&reader(&url), "contoso", 1, 5).await;
         assert_eq!(rows.len(), 5);
         let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap_or_else(|e| panic!("{e}"))
@@ -609,11 +596,13 @@ mod tests {
             [],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let rows: Vec<EntryRecord> = reader(&format!("sqlite://{}", path.display()))
-            .entry_range("contoso", 2, 2)
-            .try_collect()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let rows = range(
+            &reader(&format!("sqlite://{}", path.display())),
+            "contoso",
+            2,
+            2,
+        )
+        .await;
         let row = &rows[0];
         let read = (row.time.as_str(), row.event.as_str(), row.hash.as_str());
         assert_eq!(read, ("", "e\u{FFFD}", "42"));
