@@ -2,6 +2,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# Build settings for the bundled SQLite (fdatasync for durable commits).
+COPY .cargo .cargo
 COPY src src
 COPY migrations migrations
 COPY config config
