@@ -55,9 +55,6 @@ impl SqliteStore {
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
-            // The writer trusts cached chain heads while `PRAGMA data_version` of this one
-            // connection is unchanged; it is replaced only after a failed batch, which clears
-            // them.
             .max_lifetime(None)
             .idle_timeout(None)
             .acquire_timeout(options.acquire_timeout)
@@ -66,17 +63,23 @@ impl SqliteStore {
             .map_err(|e| open_error(connect.get_filename(), e))?;
         super::migrate_or_check(&MIGRATOR, &write_pool, options.migrate).await?;
         secure_database_files(connect.get_filename())?;
-        let read = connect.create_if_missing(false);
+        // The writer keeps the connection for good: through a pool it would be pinged before
+        // and after every batch, two more round trips to its worker thread on every write.
+        let write_conn = write_pool.acquire().await?.detach();
+        let read = connect.clone().create_if_missing(false);
         let entries = EntryReader::new(url, read.get_filename(), &options, BUSY_TIMEOUT);
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
+            // A connection is a thread in this process, not a socket that can go stale: a ping
+            // before each read would only double the round trips of a point read.
+            .test_before_acquire(false)
             .connect_with(read)
             .await?;
         Ok(SqliteStore {
             reader,
             entries,
-            writer: Writer::spawn(write_pool, options.sealer.clone()),
+            writer: Writer::spawn(write_conn, connect, options.sealer.clone()),
             options,
         })
     }
