@@ -338,19 +338,19 @@ impl Remediator {
             .run(&pending.customer, &pending.new, pending.received)
             .await;
         crate::fault::point("action.answered").await;
-        match self.store.finish_action(&finish).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(action = %pending.new.id, "outcome already recorded by reconciliation")
+        match self.store.finish_action_stored(&finish).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => {
+                tracing::warn!(action = %pending.new.id, "outcome already recorded by reconciliation");
+                match self.store.action(pending.new.id).await {
+                    Ok(Some(record)) => record,
+                    Ok(None) | Err(_) => pending.record,
+                }
             }
             Err(e) => {
                 tracing::error!(action = %pending.new.id, error = %e, "the outcome could not be recorded; reconciliation will record it");
-                return pending.record;
+                pending.record
             }
-        }
-        match self.store.action(pending.new.id).await {
-            Ok(Some(record)) => record,
-            Ok(None) | Err(_) => pending.record,
         }
     }
 

@@ -48,8 +48,14 @@ pub trait ActionStore: Send + Sync {
     /// Records a request and applies the guard rails, in one transaction with its audit entry.
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission>;
 
+    /// Records the one outcome of an action and returns the action as stored with it; `None`
+    /// when it already had one.
+    async fn finish_action_stored(&self, finish: &Finish) -> Result<Option<ActionRecord>>;
+
     /// Records the one outcome of an action; `false` when it already had one.
-    async fn finish_action(&self, finish: &Finish) -> Result<bool>;
+    async fn finish_action(&self, finish: &Finish) -> Result<bool> {
+        Ok(self.finish_action_stored(finish).await?.is_some())
+    }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>>;
 
@@ -177,7 +183,7 @@ where
         .await
     }
 
-    async fn finish_action(&self, finish: &Finish) -> Result<bool> {
+    async fn finish_action_stored(&self, finish: &Finish) -> Result<Option<ActionRecord>> {
         let sealer = self.sealer()?;
         let finish = finish.clone();
         // A superseded finish fails its transaction, taking the appended entry with it.
@@ -186,7 +192,11 @@ where
                 Box::pin(async move { self::finish::<E::Db>(conn, &sealer, &finish).await })
             })
             .await;
-        super::superseded_is_false(done)
+        match done {
+            Ok(stored) => Ok(Some(stored)),
+            Err(Error::Superseded) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
@@ -637,10 +647,14 @@ where
     }
 }
 
-/// Records the outcome of an action that has none yet. Returns [`Error::Superseded`] when
-/// another process recorded one first; the caller must then roll back, which also removes the
-/// entry appended here.
-pub async fn finish<DB>(conn: &mut DB::Connection, sealer: &Sealer, f: &Finish) -> Result<()>
+/// Records the outcome of an action that has none yet and returns the action as stored.
+/// Returns [`Error::Superseded`] when another process recorded one first; the caller must then
+/// roll back, which also removes the entry appended here.
+pub async fn finish<DB>(
+    conn: &mut DB::Connection,
+    sealer: &Sealer,
+    f: &Finish,
+) -> Result<ActionRecord>
 where
     DB: Database,
     DB::Connection: ChainTx,
@@ -651,7 +665,7 @@ where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> ActionRow: FromRow<'r, DB::Row>,
 {
     let chain = ChainId::Customer(f.customer.clone());
     let event = AuditEvent::ActionOutcome {
@@ -667,30 +681,36 @@ where
     let seq = conn.append(sealer, &chain, &f.actor, &event).await?.seq;
     // The condition on finished_at is what makes the outcome one: whoever updates the row first
     // keeps its entry; a late second finisher rolls back its own.
-    let claimed: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
+    // The row comes back with the update: the caller answers with it, no read after.
+    let sql = format!(
         "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
          target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10, outcome_seq = $11, \
-         denial = $12 WHERE id = $1 AND finished_at IS NULL RETURNING id",
-    )
-    .bind(f.id.to_string())
-    .bind(ActionState::from(f.outcome).as_str())
-    .bind(f.detail.as_deref())
-    .bind((!f.warnings.is_empty()).then(|| json(&f.warnings)).transpose()?)
-    .bind(f.graph.as_ref().map(json).transpose()?)
-    .bind(f.before.as_ref().map(json).transpose()?)
-    .bind(f.after.as_ref().map(json).transpose()?)
-    .bind(f.target_id.as_deref())
-    .bind(Timestamp::now().to_string())
-    .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
-    .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-    // The engine denies only a protected account it found on reading it (hourly limits are
-    // decided at admission).
-    .bind((f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()))
-    .fetch_optional(&mut *conn)
-    .await?;
+         denial = $12 WHERE id = $1 AND finished_at IS NULL RETURNING {ACTION_COLUMNS}"
+    );
+    let claimed: Option<ActionRow> = sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(sql))
+        .bind(f.id.to_string())
+        .bind(ActionState::from(f.outcome).as_str())
+        .bind(f.detail.as_deref())
+        .bind(
+            (!f.warnings.is_empty())
+                .then(|| json(&f.warnings))
+                .transpose()?,
+        )
+        .bind(f.graph.as_ref().map(json).transpose()?)
+        .bind(f.before.as_ref().map(json).transpose()?)
+        .bind(f.after.as_ref().map(json).transpose()?)
+        .bind(f.target_id.as_deref())
+        .bind(Timestamp::now().to_string())
+        .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
+        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+        // The engine denies only a protected account it found on reading it (hourly limits are
+        // decided at admission).
+        .bind((f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()))
+        .fetch_optional(&mut *conn)
+        .await?;
     crate::fault::point("action.outcome_commit").await;
     match claimed {
-        Some(_) => Ok(()),
+        Some(row) => ActionRecord::try_from(row),
         None => Err(Error::Superseded),
     }
 }
