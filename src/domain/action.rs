@@ -209,6 +209,9 @@ pub struct DetectionClaim {
     pub decision: DetectionState,
     /// Why, for the audit entry (the auto-disable rule that applied).
     pub reason: Option<String>,
+    /// The Entra account the detection was matched to (its object id and UPN), stored on the
+    /// detection in the same transaction; `None` keeps the one stored before.
+    pub target: Option<(String, String)>,
 }
 
 /// The guard rails admission enforces inside the transaction that records the request.

@@ -239,6 +239,7 @@ impl Intake {
                 Some(why),
             )
             .await
+            .map(|_| ())
     }
 
     async fn decide(&self, received: &Received) -> Result<DetectionRecord> {
@@ -269,20 +270,22 @@ impl Intake {
                 }
             })
         });
-        let (target_id, target_upn) = target.clone().map(|t| (t.id, t.upn)).unzip();
-        self.store
-            .set_detection_target(
-                detection.id,
-                target_id.as_deref(),
-                target_upn.as_deref(),
-                waiting_because.as_deref(),
-            )
-            .await?;
-        if !automatic {
-            return self.reload(detection.id).await;
-        }
-        let Some(Target { id, .. }) = target else {
-            return self.reload(detection.id).await;
+        let (Some(Target { id, upn }), true) = (target.clone(), automatic) else {
+            let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
+            let updated = self
+                .store
+                .set_detection_target(
+                    detection.id,
+                    target_id.as_deref(),
+                    target_upn.as_deref(),
+                    waiting_because.as_deref(),
+                )
+                .await?;
+            return match updated {
+                Some(stored) => Ok(stored),
+                // Decided meanwhile (an analyst was quicker): as it stands now.
+                None => self.reload(detection.id).await,
+            };
         };
         let rule = format!("auto-disable at {}", policy.as_str());
         let request = self.disable_request(
@@ -301,6 +304,8 @@ impl Intake {
                 detection.severity.as_str(),
                 policy.as_str()
             )),
+            // Stored with the decision, in the admission's transaction.
+            target: Some((id.clone(), upn.clone())),
         };
         let remediator = self.remediator()?;
         match remediator
@@ -310,7 +315,18 @@ impl Intake {
             Ok(_) => metrics::counter!("killswitch_detections_auto_remediated_total").increment(1),
             // An analyst decided it first: their decision stands.
             Err(Error::DetectionDecided(_)) => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                // Not admitted: the detection waits for an analyst, who still sees the account
+                // it was matched to.
+                let kept = self
+                    .store
+                    .set_detection_target(detection.id, Some(&id), Some(&upn), None)
+                    .await;
+                if let Err(also) = kept {
+                    tracing::warn!(detection = %detection.id, error = %also, "the matched account could not be stored");
+                }
+                return Err(e);
+            }
         }
         self.reload(detection.id).await
     }
@@ -427,6 +443,7 @@ impl Intake {
             detection: id,
             decision: DetectionState::Approved,
             reason: None,
+            target: None,
         };
         let action = self
             .remediator()?

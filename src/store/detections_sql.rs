@@ -29,14 +29,15 @@ pub trait DetectionStore: Send + Sync {
         actor: &Actor,
     ) -> Result<(DetectionRecord, bool)>;
 
-    /// The Entra account a detection was matched to, or why it waits.
+    /// The Entra account a detection was matched to, or why it waits. Returns the detection as
+    /// stored with them; `None` when it is no longer pending (decided meanwhile, or unknown).
     async fn set_detection_target(
         &self,
         id: uuid::Uuid,
         target_id: Option<&str>,
         target_upn: Option<&str>,
         pending_reason: Option<&str>,
-    ) -> Result<()>;
+    ) -> Result<Option<DetectionRecord>>;
 
     /// Decides a pending detection (audited); `false` when it was decided already.
     async fn decide_detection(&self, decision: &Decision) -> Result<bool>;
@@ -272,6 +273,16 @@ where
     let Some(claim) = &new.claim else {
         return Ok(None);
     };
+    if let Some((target_id, target_upn)) = &claim.target {
+        // The account it was matched to, with the decision: a commit fewer before the PATCH.
+        sqlx::query::<DB>(SET_TARGET)
+            .bind(claim.detection.to_string())
+            .bind(target_id.as_str())
+            .bind(target_upn.as_str())
+            .bind(None::<&str>)
+            .execute(&mut *conn)
+            .await?;
+    }
     let decision = Decision {
         id: claim.detection,
         customer: new.customer.clone(),
@@ -354,26 +365,32 @@ where
         target_id: Option<&str>,
         target_upn: Option<&str>,
         pending_reason: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Option<DetectionRecord>> {
         let values = (
             id.to_string(),
             target_id.map(str::to_owned),
             target_upn.map(str::to_owned),
             pending_reason.map(str::to_owned),
         );
-        self.write_statement(move |conn| {
-            Box::pin(async move {
-                sqlx::query::<E::Db>(SET_TARGET)
-                    .bind(values.0)
-                    .bind(values.1)
-                    .bind(values.2)
-                    .bind(values.3)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
+        // The row comes back with the update, converted once the write committed (a job of
+        // one statement may fail only with that statement's own error).
+        let updated: Option<DetectionRow> = self
+            .write_statement(move |conn| {
+                Box::pin(async move {
+                    let sql = format!("{SET_TARGET} RETURNING {DETECTION_COLUMNS}");
+                    Ok(
+                        sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
+                            .bind(values.0)
+                            .bind(values.1)
+                            .bind(values.2)
+                            .bind(values.3)
+                            .fetch_optional(&mut *conn)
+                            .await?,
+                    )
+                })
             })
-        })
-        .await
+            .await?;
+        updated.map(DetectionRecord::try_from).transpose()
     }
 
     async fn decide_detection(&self, decision: &Decision) -> Result<bool> {
