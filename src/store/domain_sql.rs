@@ -192,11 +192,7 @@ where
                 Box::pin(async move { self::finish::<E::Db>(conn, &sealer, &finish).await })
             })
             .await;
-        match done {
-            Ok(stored) => Ok(Some(stored)),
-            Err(Error::Superseded) => Ok(None),
-            Err(e) => Err(e),
-        }
+        super::superseded_is_none(done)
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {

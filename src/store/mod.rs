@@ -254,11 +254,11 @@ where
     }
 }
 
-/// Maps "someone else recorded the outcome" to `Ok(false)`.
-fn superseded_is_false(done: Result<()>) -> Result<bool> {
+/// Maps "someone else recorded the outcome" to `Ok(None)`.
+fn superseded_is_none<T>(done: Result<T>) -> Result<Option<T>> {
     match done {
-        Ok(()) => Ok(true),
-        Err(Error::Superseded) => Ok(false),
+        Ok(value) => Ok(Some(value)),
+        Err(Error::Superseded) => Ok(None),
         Err(e) => Err(e),
     }
 }

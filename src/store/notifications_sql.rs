@@ -207,7 +207,7 @@ where
                 })
             })
             .await;
-        super::superseded_is_false(settled)
+        Ok(super::superseded_is_none(settled)?.is_some())
     }
 
     async fn notification(&self, id: uuid::Uuid) -> Result<Option<Notification>> {

@@ -55,8 +55,6 @@ impl SqliteStore {
         }
         let write_pool = SqlitePoolOptions::new()
             .max_connections(1)
-            .max_lifetime(None)
-            .idle_timeout(None)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await

@@ -302,8 +302,6 @@ fn dropped() -> Error {
 
 struct WriterState {
     /// The write connection; `None` after a failed batch until the next one opens a fresh one.
-    /// The writer trusts cached chain heads while `PRAGMA data_version` of this one connection
-    /// is unchanged.
     conn: Option<SqliteConnection>,
     connect: SqliteConnectOptions,
     sealer: Option<Arc<Sealer>>,
