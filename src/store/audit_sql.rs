@@ -111,6 +111,15 @@ where
 
 /// Rows per multi-row INSERT (6 parameters each, well under either database's parameter limit).
 const ROWS_PER_STATEMENT: usize = 128;
+const ENTRY_COLUMNS: usize = 6;
+const INSERT_ENTRIES: &str =
+    "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ";
+const HEAD_COLUMNS: usize = 3;
+const UPSERT_HEADS: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ";
+const UPSERT_HEADS_SUFFIX: &str =
+    " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
+
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
 
 /// Writes consecutive append plans in as few statements as they allow: the entries a multi-row
 /// INSERT at a time, then each chain's newest head once, then checkpoints and notices. The
@@ -124,26 +133,106 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     for chunk in plans.chunks(ROWS_PER_STATEMENT) {
-        let sql = multi_row(
-            "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ",
-            6,
-            chunk.len(),
-            "",
-        );
-        let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
-        for plan in chunk {
-            let e = &plan.entry;
-            query = query
-                .bind(e.chain.as_str())
-                .bind(e.seq)
-                .bind(e.time.as_str())
-                .bind(e.event.as_str())
-                .bind(e.entry.as_str())
-                .bind(e.hash.as_str());
-        }
+        let sql = multi_row(INSERT_ENTRIES, ENTRY_COLUMNS, chunk.len(), 1, "");
+        let query = bind_entries(sqlx::query::<DB>(sqlx::AssertSqlSafe(sql)), chunk);
         query.execute(&mut *conn).await?;
     }
-    write_newest_heads::<DB>(conn, plans).await?;
+    let heads = newest_heads(plans);
+    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(
+            UPSERT_HEADS,
+            HEAD_COLUMNS,
+            chunk.len(),
+            1,
+            UPSERT_HEADS_SUFFIX,
+        );
+        let query = bind_heads(sqlx::query::<DB>(sqlx::AssertSqlSafe(sql)), chunk);
+        query.execute(&mut *conn).await?;
+    }
+    write_checkpoints_and_notices::<DB>(conn, plans).await
+}
+
+/// `write_plans` for SQLite, whose connection runs several statements sent at once: the entries
+/// and the heads of a batch that fits one statement each go in a single round trip to the
+/// connection's worker thread instead of two.
+pub async fn write_plans_at_once(
+    conn: &mut sqlx::SqliteConnection,
+    plans: &[AppendPlan],
+) -> Result<()> {
+    let heads = newest_heads(plans);
+    if plans.is_empty() || plans.len() > ROWS_PER_STATEMENT || heads.len() > ROWS_PER_STATEMENT {
+        return write_plans::<sqlx::Sqlite>(conn, plans).await;
+    }
+    let mut sql = multi_row(INSERT_ENTRIES, ENTRY_COLUMNS, plans.len(), 1, "; ");
+    // SQLite numbers `$n` across every statement of the text, so the heads' numbers go on.
+    sql.push_str(&multi_row(
+        UPSERT_HEADS,
+        HEAD_COLUMNS,
+        heads.len(),
+        plans.len() * ENTRY_COLUMNS + 1,
+        UPSERT_HEADS_SUFFIX,
+    ));
+    let query = bind_entries(sqlx::query(sqlx::AssertSqlSafe(sql)), plans);
+    bind_heads(query, &heads).execute(&mut *conn).await?;
+    write_checkpoints_and_notices::<sqlx::Sqlite>(conn, plans).await
+}
+
+fn bind_entries<'q, DB>(mut query: Query<'q, DB>, plans: &'q [AppendPlan]) -> Query<'q, DB>
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    for plan in plans {
+        let e = &plan.entry;
+        query = query
+            .bind(e.chain.as_str())
+            .bind(e.seq)
+            .bind(e.time.as_str())
+            .bind(e.event.as_str())
+            .bind(e.entry.as_str())
+            .bind(e.hash.as_str());
+    }
+    query
+}
+
+fn bind_heads<'q, DB>(mut query: Query<'q, DB>, heads: &[&'q HeadRecord]) -> Query<'q, DB>
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    for head in heads {
+        query = query
+            .bind(head.chain.as_str())
+            .bind(head.seq)
+            .bind(head.hash.as_str());
+    }
+    query
+}
+
+/// Each chain's head after the last of its plans: one upsert per chain (an upsert, so SQLite's
+/// writer, which holds the database lock, needs no statement to create a new chain's head;
+/// PostgreSQL has created and locked it before).
+fn newest_heads(plans: &[AppendPlan]) -> Vec<&HeadRecord> {
+    let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
+    for plan in plans {
+        newest.insert(plan.head.chain.as_str(), &plan.head);
+    }
+    newest.into_values().collect()
+}
+
+async fn write_checkpoints_and_notices<DB>(
+    conn: &mut DB::Connection,
+    plans: &[AppendPlan],
+) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
     for plan in plans {
         if let Some(cp) = &plan.checkpoint {
             write_checkpoint::<DB>(conn, cp).await?;
@@ -161,44 +250,9 @@ where
     Ok(())
 }
 
-/// Advances each chain's head to the last of its plans, one upsert per chain (an upsert, so
-/// SQLite's writer, which holds the database lock, needs no statement to create a new chain's
-/// head; PostgreSQL has created and locked it before).
-async fn write_newest_heads<DB>(conn: &mut DB::Connection, plans: &[AppendPlan]) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-{
-    let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
-    for plan in plans {
-        newest.insert(plan.head.chain.as_str(), &plan.head);
-    }
-    let heads: Vec<&HeadRecord> = newest.into_values().collect();
-    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
-        let sql = multi_row(
-            "INSERT INTO audit_heads (chain, seq, hash) VALUES ",
-            3,
-            chunk.len(),
-            " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-        );
-        let mut query = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql));
-        for head in chunk {
-            query = query
-                .bind(head.chain.as_str())
-                .bind(head.seq)
-                .bind(head.hash.as_str());
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// `prefix ($1, $2, …), (…), … suffix` with `rows` groups of `columns` numbered placeholders.
-/// Only numbers vary, never values, so the text is safe to build.
-fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String {
+/// `prefix ($first, $first+1, …), (…), … suffix` with `rows` groups of `columns` numbered
+/// placeholders. Only numbers vary, never values, so the text is safe to build.
+fn multi_row(prefix: &str, columns: usize, rows: usize, first: usize, suffix: &str) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * columns * 6 + suffix.len());
     sql.push_str(prefix);
     for row in 0..rows {
@@ -211,7 +265,7 @@ fn multi_row(prefix: &str, columns: usize, rows: usize, suffix: &str) -> String 
                 sql.push_str(", ");
             }
             sql.push('$');
-            sql.push_str(&(row * columns + column + 1).to_string());
+            sql.push_str(&(first + row * columns + column).to_string());
         }
         sql.push(')');
     }
@@ -393,8 +447,13 @@ mod tests {
     #[test]
     fn multi_row_numbers_placeholders_across_rows() {
         assert_eq!(
-            multi_row("INSERT INTO t VALUES ", 2, 2, " RETURNING 1"),
+            multi_row("INSERT INTO t VALUES ", 2, 2, 1, " RETURNING 1"),
             "INSERT INTO t VALUES ($1, $2), ($3, $4) RETURNING 1"
+        );
+        // A second statement of the same text goes on from the first one's numbers.
+        assert_eq!(
+            multi_row("INSERT INTO u VALUES ", 3, 1, 5, ""),
+            "INSERT INTO u VALUES ($5, $6, $7)"
         );
     }
 }

@@ -177,7 +177,8 @@ where
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
         let sealer = self.sealer()?;
         let action = action.clone();
-        self.write(move |conn| {
+        // The admission reads actions and detections, never the audit tables.
+        self.write_appending(move |conn| {
             Box::pin(async move { admit::<E::Db>(conn, &sealer, &action, guard).await })
         })
         .await
@@ -188,7 +189,7 @@ where
         let finish = finish.clone();
         // A superseded finish fails its transaction, taking the appended entry with it.
         let done = self
-            .write(move |conn| {
+            .write_appending(move |conn| {
                 Box::pin(async move { self::finish::<E::Db>(conn, &sealer, &finish).await })
             })
             .await;

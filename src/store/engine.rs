@@ -42,6 +42,17 @@ pub trait Engine: Send + Sync + 'static {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static;
 
+    /// Like `write`, for work that reads no audit table (entries, heads, checkpoints) and
+    /// appends only through `ChainTx::append`: a backend may then write those appends with the
+    /// rest of its transaction instead of one by one (SQLite's writer does).
+    fn write_appending<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.write(work)
+    }
+
     /// Runs `work`, which must be a single statement and fail only with that statement's own
     /// database error, without a transaction of its own (SQLite: batched with other writes,
     /// without a savepoint, so any other error undoes the whole batch).

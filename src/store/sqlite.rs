@@ -13,7 +13,7 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 use super::audit_sql as sql;
 use super::domain_sql::ChainTx;
 use super::sqlite_entries::EntryReader;
-use super::sqlite_writer::{AppendRequest, Then, Writer};
+use super::sqlite_writer::{AppendRequest, HeldAppends, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
@@ -147,12 +147,15 @@ pub(crate) async fn append_in(
     actor: &Actor,
     event: &AuditEvent,
 ) -> Result<Appended> {
+    if let Some(held) = HeldAppends::current() {
+        return held.seal(conn, sealer, chain, actor, event).await;
+    }
     let head: Option<HeadRecord> = sqlx::query_as(sql::SELECT_HEAD)
         .bind(chain.as_str())
         .fetch_optional(&mut *conn)
         .await?;
     let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
-    sql::write_plan::<Sqlite>(conn, &plan).await?;
+    sql::write_plans_at_once(conn, std::slice::from_ref(&plan)).await?;
     Ok(plan.appended)
 }
 
@@ -193,6 +196,14 @@ impl super::Engine for SqliteStore {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         Box::pin(self.writer.run(work))
+    }
+
+    fn write_appending<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        Box::pin(self.writer.run_holding_appends(work))
     }
 
     fn write_statement<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>

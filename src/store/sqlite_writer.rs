@@ -10,14 +10,16 @@
 //! with their audit entry) run as closures, each in its own savepoint so a failing one is undone
 //! without disturbing the rest. A write of a single statement, optionally followed by an audit
 //! entry (a Falcon detection arriving), needs no savepoint: SQLite undoes a failed statement by
-//! itself, and its entry joins the batch's multi-row append.
+//! itself, and its entry joins the batch's multi-row append. A closure that reads no audit table
+//! may hold its appends back too (`run_holding_appends`): the remediation's admission and
+//! outcome then cost their own statements only, not three more each for the chain.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Sqlite, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit_sql::SELECT_HEAD;
@@ -50,6 +52,8 @@ impl From<BatchFailed> for Error {
 type Work<T> = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send>;
 
 trait WorkJob: Send {
+    /// Whether the job's appends join the batch's (it reads no audit table itself).
+    fn holds_appends(&self) -> bool;
     /// Runs the job's statements; `false` when the job failed and must be rolled back.
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
     /// Delivers the job's result, or the commit error that undid it.
@@ -57,12 +61,17 @@ trait WorkJob: Send {
 }
 
 struct TypedWork<T> {
+    holds_appends: bool,
     work: Option<Work<T>>,
     output: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T: Send + 'static> WorkJob for TypedWork<T> {
+    fn holds_appends(&self) -> bool {
+        self.holds_appends
+    }
+
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
@@ -225,7 +234,7 @@ impl Writer {
             conn: Some(conn),
             connect,
             sealer,
-            heads: HashMap::new(),
+            appends: HeldAppends::default(),
             data_version: None,
         };
         tokio::spawn(state.run(queue));
@@ -259,9 +268,25 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
+        self.run_work(false, Box::new(work)).await
+    }
+
+    /// Like `run`, for work that reads no audit table (entries, heads, checkpoints) and appends
+    /// only through `ChainTx::append`: its entries are sealed against the writer's cached heads
+    /// and written with the batch's other appends, so its own statements are all it costs.
+    pub async fn run_holding_appends<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.run_work(true, Box::new(work)).await
+    }
+
+    async fn run_work<T: Send + 'static>(&self, holds_appends: bool, work: Work<T>) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Work(Box::new(TypedWork {
-            work: Some(Box::new(work)),
+            holds_appends,
+            work: Some(work),
             output: None,
             reply,
         })))
@@ -305,16 +330,102 @@ struct WriterState {
     conn: Option<SqliteConnection>,
     connect: SqliteConnectOptions,
     sealer: Option<Arc<Sealer>>,
-    /// Chain heads as of our last commit; trusted only while `PRAGMA data_version` shows that
-    /// no other connection (a CLI command beside the server) has committed since.
-    heads: HashMap<String, HeadRecord>,
+    /// The batch's sealed appends not yet written, and the chain heads as of them; the heads are
+    /// trusted only while `PRAGMA data_version` shows that no other connection (a CLI command
+    /// beside the server) has committed since our last commit.
+    appends: HeldAppends,
     data_version: Option<i64>,
 }
 
-/// Rows of consecutive appends, written together.
+tokio::task_local! {
+    /// Set while a closure that lets the writer hold its appends runs, for `ChainTx::append`.
+    static HELD: HeldAppends;
+}
+
+/// Sealed appends waiting for the batch's multi-row write, and the chain heads they lead to.
+/// Shared between the writer and the closure it runs; only the writer task ever touches it, so
+/// the lock is never contended and never held across an await.
+#[derive(Clone, Default)]
+pub(crate) struct HeldAppends(Arc<std::sync::Mutex<Appends>>);
+
 #[derive(Default)]
-struct Pending {
+struct Appends {
+    heads: HashMap<String, HeadRecord>,
     plans: Vec<AppendPlan>,
+}
+
+impl HeldAppends {
+    /// The appends of the closure now running, when the writer holds them.
+    pub(crate) fn current() -> Option<HeldAppends> {
+        HELD.try_with(HeldAppends::clone).ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Appends> {
+        // Nothing panics while holding it; a poisoned lock still guards consistent data.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Seals `event` onto `chain` after the batch's earlier appends; written by the next flush.
+    pub(crate) async fn seal(
+        &self,
+        conn: &mut SqliteConnection,
+        sealer: &Sealer,
+        chain: &ChainId,
+        actor: &Actor,
+        event: &AuditEvent,
+    ) -> Result<Appended> {
+        let name = chain.as_str();
+        let cached = self.lock().heads.get(name).cloned();
+        let head = match cached {
+            Some(head) => Some(head),
+            None => {
+                sqlx::query_as::<_, HeadRecord>(SELECT_HEAD)
+                    .bind(name)
+                    .fetch_optional(&mut *conn)
+                    .await?
+            }
+        };
+        let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
+        let appended = plan.appended.clone();
+        let mut appends = self.lock();
+        appends.heads.insert(name.to_owned(), plan.head.clone());
+        appends.plans.push(plan);
+        Ok(appended)
+    }
+
+    fn held(&self) -> usize {
+        self.lock().plans.len()
+    }
+
+    /// Forgets the appends sealed since `mark` (their closure failed), and the heads they made.
+    fn discard_from(&self, mark: usize) {
+        let mut appends = self.lock();
+        let Appends { heads, plans } = &mut *appends;
+        for dropped in plans.split_off(mark) {
+            let chain = dropped.head.chain;
+            match plans.iter().rev().find(|plan| plan.head.chain == chain) {
+                Some(earlier) => heads.insert(chain, earlier.head.clone()),
+                // Nothing of this chain waits: the database holds its head again.
+                None => heads.remove(&chain),
+            };
+        }
+    }
+
+    fn forget_heads(&self) {
+        self.lock().heads.clear();
+    }
+
+    fn forget_all(&self) {
+        *self.lock() = Appends::default();
+    }
+
+    /// Writes the waiting appends in as few statements as the batch allows.
+    async fn flush(&self, conn: &mut SqliteConnection) -> Result<()> {
+        let plans = std::mem::take(&mut self.lock().plans);
+        super::audit_sql::write_plans_at_once(conn, &plans).await
+    }
 }
 
 impl WriterState {
@@ -346,7 +457,7 @@ impl WriterState {
             }
             let outcome = self.run_batch(&mut batch).await.map_err(|e| {
                 tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
-                self.heads.clear();
+                self.appends.forget_all();
                 self.data_version = None;
                 BatchFailed(Arc::new(e))
             });
@@ -377,12 +488,11 @@ impl WriterState {
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         if let [Job::Work(work)] = batch {
             // Alone in its transaction, a closure needs no savepoint: undoing the transaction
-            // undoes only it. Nor does it read `data_version`: it may append through its own
-            // path, so no cached head outlives it anyway. Three statements fewer is a sixth of
-            // an action's own time when actions come one at a time.
-            self.heads.clear();
-            self.data_version = None;
-            if work.run(&mut tx).await {
+            // undoes only it. Nor does it read `data_version`, a statement as dear as reading
+            // the one head it needs: the cached heads are dropped instead.
+            self.appends.forget_heads();
+            if self.run_work(&mut tx, work.as_mut()).await {
+                self.appends.flush(&mut tx).await?;
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
@@ -393,77 +503,76 @@ impl WriterState {
             .fetch_one(&mut *tx)
             .await?;
         if self.data_version != Some(version) {
-            self.heads.clear();
+            self.appends.forget_heads();
         }
-        let mut pending = Pending::default();
         for job in batch.iter_mut() {
             match job {
                 Job::Append(append) => {
-                    let plan = self.plan(&mut tx, &append.request).await?;
-                    append.sealed = Some(plan.appended.clone());
-                    pending.plans.push(plan);
+                    let sealer = self.writable()?;
+                    let AppendRequest {
+                        chain,
+                        actor,
+                        event,
+                    } = &append.request;
+                    let sealed = self.appends.seal(&mut tx, &sealer, chain, actor, event);
+                    append.sealed = Some(sealed.await?);
                 }
                 Job::Single(single) => {
                     if let Some(request) = single.run(&mut tx).await? {
-                        let plan = self.plan(&mut tx, &request).await?;
-                        pending.plans.push(plan);
+                        let sealer = self.writable()?;
+                        let AppendRequest {
+                            chain,
+                            actor,
+                            event,
+                        } = *request;
+                        self.appends
+                            .seal(&mut tx, &sealer, &chain, &actor, &event)
+                            .await?;
                     }
                 }
                 Job::Work(work) => {
-                    flush(&mut tx, &mut pending).await?;
+                    if !work.holds_appends() {
+                        // It reads the audit tables as written so far, outside its savepoint.
+                        self.appends.flush(&mut tx).await?;
+                    }
                     let mut savepoint = tx.begin().await?;
-                    if work.run(&mut savepoint).await {
+                    if self.run_work(&mut savepoint, work.as_mut()).await {
                         savepoint.commit().await?;
                     } else {
                         savepoint.rollback().await?;
                     }
-                    // The closure may have appended through its own path.
-                    self.heads.clear();
                 }
             }
         }
-        flush(&mut tx, &mut pending).await?;
+        self.appends.flush(&mut tx).await?;
         tx.commit().await?;
         // Our own commits do not change data_version for this connection.
         self.data_version = Some(version);
         Ok(())
     }
 
-    async fn plan(
-        &mut self,
-        conn: &mut SqliteConnection,
-        request: &AppendRequest,
-    ) -> Result<AppendPlan> {
-        let AppendRequest {
-            chain,
-            actor,
-            event,
-        } = request;
-        let sealer = self
-            .sealer
-            .clone()
-            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
-        let name = chain.as_str();
-        if !self.heads.contains_key(name) {
-            let head: Option<HeadRecord> = sqlx::query_as(SELECT_HEAD)
-                .bind(name)
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(head) = head {
-                self.heads.insert(name.to_owned(), head);
+    /// Runs one closure; `false` when it failed and its statements must be undone. One that
+    /// holds its appends sees them join the batch's (and dropped when it fails); any other may
+    /// append through its own path, so no cached head outlives it.
+    async fn run_work(&mut self, conn: &mut SqliteConnection, work: &mut dyn WorkJob) -> bool {
+        if work.holds_appends() {
+            let mark = self.appends.held();
+            let ok = HELD.scope(self.appends.clone(), work.run(conn)).await;
+            if !ok {
+                self.appends.discard_from(mark);
             }
+            return ok;
         }
-        let plan = sealer.plan(chain, self.heads.get(name), actor, event)?;
-        self.heads.insert(name.to_owned(), plan.head.clone());
-        Ok(plan)
+        let ok = work.run(conn).await;
+        self.appends.forget_heads();
+        ok
     }
-}
 
-/// Writes the pending appends in as few statements as the batch allows.
-async fn flush(conn: &mut SqliteConnection, pending: &mut Pending) -> Result<()> {
-    super::audit_sql::write_plans::<Sqlite>(conn, &pending.plans).await?;
-    pending.plans.clear();
-    Ok(())
+    fn writable(&self) -> Result<Arc<Sealer>> {
+        self.sealer
+            .clone()
+            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))
+    }
 }
 
 #[cfg(test)]

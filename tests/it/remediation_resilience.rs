@@ -388,6 +388,70 @@ async fn a_second_outcome_for_the_same_action_is_refused_and_leaves_no_entry() {
 }
 
 #[tokio::test]
+async fn refused_outcomes_among_other_appends_to_the_chain_leave_it_whole() {
+    let rig = Rig::new(Duration::from_secs(5)).await;
+    let done = rig
+        .remediator
+        .execute(request("contoso", Operation::Disable, ALICE_UPN))
+        .await
+        .unwrap();
+    let record = done.record();
+    let entries_before = rig.verify("contoso").await.entries;
+    let late = |n: u64| killswitch::remediation::action::Finish {
+        id: record.id,
+        customer: "contoso".parse().unwrap(),
+        outcome: Outcome::Failed,
+        detail: Some(format!("late reconciler {n}")),
+        warnings: vec![],
+        target_id: None,
+        before: None,
+        after: None,
+        graph: None,
+        duration_ms: 1,
+        actor: killswitch::audit::Actor::Service,
+    };
+    let chain: killswitch::domain::ChainId = "contoso".parse().unwrap();
+    let note = |n: u64| AuditEvent::ConsentFailed {
+        tenant_id: None,
+        reason: format!("append {n}"),
+    };
+    // Submitted together, so one write batch (SQLite) seals a refused outcome between appends
+    // to the same chain: what it sealed must go, and the appends after it chain onto the last
+    // entry that stays.
+    let store = &rig.store;
+    let service = killswitch::audit::Actor::Service;
+    let writes: Vec<futures::future::BoxFuture<'_, Option<u64>>> = (0..3)
+        .flat_map(|n| {
+            let (chain, service) = (&chain, &service);
+            let append: futures::future::BoxFuture<'_, Option<u64>> =
+                Box::pin(
+                    async move { Some(store.append(chain, service, &note(n)).await.unwrap().seq) },
+                );
+            let refused: futures::future::BoxFuture<'_, Option<u64>> = Box::pin(async move {
+                assert!(!store.finish_action(&late(n)).await.unwrap());
+                None
+            });
+            [append, refused]
+        })
+        .collect();
+    let mut seqs: Vec<u64> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (entries_before + 1..=entries_before + 3).collect::<Vec<_>>()
+    );
+    assert_eq!(rig.verify("contoso").await.entries, entries_before + 3);
+    assert_eq!(
+        outcomes_of(&rig, "contoso", &record.id.to_string()).await,
+        [Outcome::Succeeded]
+    );
+}
+
+#[tokio::test]
 async fn an_action_entra_will_not_show_is_finished_as_failed_once_reconciliation_gives_up() {
     let rig = Rig::new(Duration::from_secs(1)).await;
     let id = crash_during(&rig, Endpoint::GetUser).await;
