@@ -10,14 +10,13 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
-use super::audit_sql as sql;
 use super::domain_sql::ChainTx;
 use super::sqlite_entries::EntryReader;
 use super::sqlite_writer::{AppendRequest, HeldAppends, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
-use crate::audit::records::{EntryLines, EntryRecord, HeadRecord};
+use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
@@ -150,13 +149,11 @@ pub(crate) async fn append_in(
     if let Some(held) = HeldAppends::current() {
         return held.seal(conn, sealer, chain, actor, event).await;
     }
-    let head: Option<HeadRecord> = sqlx::query_as(sql::SELECT_HEAD)
-        .bind(chain.as_str())
-        .fetch_optional(&mut *conn)
-        .await?;
-    let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
-    sql::write_plans_at_once(conn, std::slice::from_ref(&plan)).await?;
-    Ok(plan.appended)
+    // Not held by the writer: the entry is written at once.
+    let own = HeldAppends::default();
+    let appended = own.seal(conn, sealer, chain, actor, event).await?;
+    own.flush(conn).await?;
+    Ok(appended)
 }
 
 impl ChainTx for SqliteConnection {

@@ -422,7 +422,7 @@ impl HeldAppends {
     }
 
     /// Writes the waiting appends in as few statements as the batch allows.
-    async fn flush(&self, conn: &mut SqliteConnection) -> Result<()> {
+    pub(crate) async fn flush(&self, conn: &mut SqliteConnection) -> Result<()> {
         let plans = std::mem::take(&mut self.lock().plans);
         super::audit_sql::write_plans_at_once(conn, &plans).await
     }
