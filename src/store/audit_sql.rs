@@ -164,7 +164,9 @@ pub async fn write_plans_at_once(
         return write_plans::<sqlx::Sqlite>(conn, plans).await;
     }
     let mut sql = multi_row(INSERT_ENTRIES, ENTRY_COLUMNS, plans.len(), 1, "; ");
-    // SQLite numbers `$n` across every statement of the text, so the heads' numbers go on.
+    // sqlx binds `$n` of every statement in the text to the n-th value of one argument list
+    // (sqlx-sqlite's `SqliteArguments::bind`), so the heads' numbers go on from the entries'.
+    // Were that to change, the heads would bind NULL and the batch fail: nothing half-written.
     sql.push_str(&multi_row(
         UPSERT_HEADS,
         HEAD_COLUMNS,
