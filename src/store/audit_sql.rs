@@ -159,10 +159,11 @@ pub async fn write_plans_at_once(
     conn: &mut sqlx::SqliteConnection,
     plans: &[AppendPlan],
 ) -> Result<()> {
-    let heads = newest_heads(plans);
-    if plans.is_empty() || plans.len() > ROWS_PER_STATEMENT || heads.len() > ROWS_PER_STATEMENT {
+    // A chain has a head only where it has a plan, so the heads fit wherever the plans do.
+    if plans.is_empty() || plans.len() > ROWS_PER_STATEMENT {
         return write_plans::<sqlx::Sqlite>(conn, plans).await;
     }
+    let heads = newest_heads(plans);
     let mut sql = multi_row(INSERT_ENTRIES, ENTRY_COLUMNS, plans.len(), 1, "; ");
     // sqlx binds `$n` of every statement in the text to the n-th value of one argument list
     // (sqlx-sqlite's `SqliteArguments::bind`), so the heads' numbers go on from the entries'.

@@ -508,26 +508,11 @@ impl WriterState {
         for job in batch.iter_mut() {
             match job {
                 Job::Append(append) => {
-                    let sealer = self.writable()?;
-                    let AppendRequest {
-                        chain,
-                        actor,
-                        event,
-                    } = &append.request;
-                    let sealed = self.appends.seal(&mut tx, &sealer, chain, actor, event);
-                    append.sealed = Some(sealed.await?);
+                    append.sealed = Some(self.seal(&mut tx, &append.request).await?);
                 }
                 Job::Single(single) => {
                     if let Some(request) = single.run(&mut tx).await? {
-                        let sealer = self.writable()?;
-                        let AppendRequest {
-                            chain,
-                            actor,
-                            event,
-                        } = *request;
-                        self.appends
-                            .seal(&mut tx, &sealer, &chain, &actor, &event)
-                            .await?;
+                        self.seal(&mut tx, &request).await?;
                     }
                 }
                 Job::Work(work) => {
@@ -568,10 +553,18 @@ impl WriterState {
         ok
     }
 
-    fn writable(&self) -> Result<Arc<Sealer>> {
-        self.sealer
-            .clone()
-            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))
+    /// Seals a queued append into the batch.
+    async fn seal(&self, conn: &mut SqliteConnection, request: &AppendRequest) -> Result<Appended> {
+        let sealer = self
+            .sealer
+            .as_deref()
+            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
+        let AppendRequest {
+            chain,
+            actor,
+            event,
+        } = request;
+        self.appends.seal(conn, sealer, chain, actor, event).await
     }
 }
 
