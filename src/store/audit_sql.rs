@@ -7,7 +7,7 @@ use crate::audit::append::Appended;
 use crate::audit::records::{EntryLines, EntryRecord, HeadRecord};
 use crate::audit::signing::PublicKey;
 use crate::domain::ChainId;
-use crate::domain::event::{Actor, AuditEvent};
+use crate::domain::event::{Actor, AuditEvent, NoticeKind};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -118,12 +118,16 @@ const HEAD_COLUMNS: usize = 3;
 const UPSERT_HEADS: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ";
 const UPSERT_HEADS_SUFFIX: &str =
     " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
+const NOTICE_COLUMNS: usize = 4;
+/// The notices owed for entries, written in the entries' transaction.
+const INSERT_NOTICES: &str =
+    "INSERT INTO notification_events (chain, seq, kind, created_at) VALUES ";
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
 
 /// Writes consecutive append plans in as few statements as they allow: the entries a multi-row
-/// INSERT at a time, then each chain's newest head once, then checkpoints and notices. The
-/// caller holds every chain's head (row lock or write transaction).
+/// INSERT at a time, then each chain's newest head once, then the notices the same way, then
+/// checkpoints. The caller holds every chain's head (row lock or write transaction).
 pub async fn write_plans<DB>(conn: &mut DB::Connection, plans: &[AppendPlan]) -> Result<()>
 where
     DB: Database,
@@ -149,12 +153,18 @@ where
         let query = bind_heads(sqlx::query::<DB>(sqlx::AssertSqlSafe(sql)), chunk);
         query.execute(&mut *conn).await?;
     }
-    write_checkpoints_and_notices::<DB>(conn, plans).await
+    let notices = notices(plans);
+    for chunk in notices.chunks(ROWS_PER_STATEMENT) {
+        let sql = multi_row(INSERT_NOTICES, NOTICE_COLUMNS, chunk.len(), 1, "");
+        let query = bind_notices(sqlx::query::<DB>(sqlx::AssertSqlSafe(sql)), chunk);
+        query.execute(&mut *conn).await?;
+    }
+    write_checkpoints::<DB>(conn, plans).await
 }
 
-/// `write_plans` for SQLite, whose connection runs several statements sent at once: the entries
-/// and the heads of a batch that fits one statement each go in a single round trip to the
-/// connection's worker thread instead of two.
+/// `write_plans` for SQLite, whose connection runs several statements sent at once: the entries,
+/// the heads and the notices of a batch that fits one statement each go in a single round trip
+/// to the connection's worker thread instead of one each.
 pub async fn write_plans_at_once(
     conn: &mut sqlx::SqliteConnection,
     plans: &[AppendPlan],
@@ -164,20 +174,35 @@ pub async fn write_plans_at_once(
         return write_plans::<sqlx::Sqlite>(conn, plans).await;
     }
     let heads = newest_heads(plans);
+    let notices = notices(plans);
     let mut sql = multi_row(INSERT_ENTRIES, ENTRY_COLUMNS, plans.len(), 1, "; ");
     // sqlx binds `$n` of every statement in the text to the n-th value of one argument list
-    // (sqlx-sqlite's `SqliteArguments::bind`), so the heads' numbers go on from the entries'.
-    // Were that to change, the heads would bind NULL and the batch fail: nothing half-written.
+    // (sqlx-sqlite's `SqliteArguments::bind`), so the heads' numbers go on from the entries',
+    // and the notices' from the heads'. Were that to change, a later statement would bind NULL
+    // and the batch fail: nothing half-written.
+    let mut next = plans.len() * ENTRY_COLUMNS + 1;
     sql.push_str(&multi_row(
         UPSERT_HEADS,
         HEAD_COLUMNS,
         heads.len(),
-        plans.len() * ENTRY_COLUMNS + 1,
+        next,
         UPSERT_HEADS_SUFFIX,
     ));
+    next += heads.len() * HEAD_COLUMNS;
+    if !notices.is_empty() {
+        sql.push_str("; ");
+        sql.push_str(&multi_row(
+            INSERT_NOTICES,
+            NOTICE_COLUMNS,
+            notices.len(),
+            next,
+            "",
+        ));
+    }
     let query = bind_entries(sqlx::query(sqlx::AssertSqlSafe(sql)), plans);
-    bind_heads(query, &heads).execute(&mut *conn).await?;
-    write_checkpoints_and_notices::<sqlx::Sqlite>(conn, plans).await
+    let query = bind_heads(query, &heads);
+    bind_notices(query, &notices).execute(&mut *conn).await?;
+    write_checkpoints::<sqlx::Sqlite>(conn, plans).await
 }
 
 fn bind_entries<'q, DB>(mut query: Query<'q, DB>, plans: &'q [AppendPlan]) -> Query<'q, DB>
@@ -225,10 +250,34 @@ fn newest_heads(plans: &[AppendPlan]) -> Vec<&HeadRecord> {
     newest.into_values().collect()
 }
 
-async fn write_checkpoints_and_notices<DB>(
-    conn: &mut DB::Connection,
-    plans: &[AppendPlan],
-) -> Result<()>
+/// The plans whose entries call for a notice, with the notice each calls for.
+fn notices(plans: &[AppendPlan]) -> Vec<(&AppendPlan, NoticeKind)> {
+    plans
+        .iter()
+        .filter_map(|plan| plan.notice.map(|kind| (plan, kind)))
+        .collect()
+}
+
+fn bind_notices<'q, DB>(
+    mut query: Query<'q, DB>,
+    notices: &[(&'q AppendPlan, NoticeKind)],
+) -> Query<'q, DB>
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    for (plan, kind) in notices {
+        query = query
+            .bind(plan.entry.chain.as_str())
+            .bind(plan.entry.seq)
+            .bind(kind.as_str())
+            .bind(plan.entry.time.as_str());
+    }
+    query
+}
+
+async fn write_checkpoints<DB>(conn: &mut DB::Connection, plans: &[AppendPlan]) -> Result<()>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -236,19 +285,8 @@ where
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    for plan in plans {
-        if let Some(cp) = &plan.checkpoint {
-            write_checkpoint::<DB>(conn, cp).await?;
-        }
-        if let Some(kind) = plan.notice {
-            sqlx::query::<DB>(INSERT_NOTICE)
-                .bind(plan.entry.chain.as_str())
-                .bind(plan.entry.seq)
-                .bind(kind.as_str())
-                .bind(plan.entry.time.as_str())
-                .execute(&mut *conn)
-                .await?;
-        }
+    for checkpoint in plans.iter().filter_map(|plan| plan.checkpoint.as_ref()) {
+        write_checkpoint::<DB>(conn, checkpoint).await?;
     }
     Ok(())
 }
@@ -275,10 +313,6 @@ fn multi_row(prefix: &str, columns: usize, rows: usize, first: usize, suffix: &s
     sql.push_str(suffix);
     sql
 }
-
-/// A notice owed for an entry, written in the entry's transaction.
-pub const INSERT_NOTICE: &str =
-    "INSERT INTO notification_events (chain, seq, kind, created_at) VALUES ($1, $2, $3, $4)";
 
 pub async fn write_checkpoint<DB>(conn: &mut DB::Connection, cp: &CheckpointRecord) -> Result<()>
 where

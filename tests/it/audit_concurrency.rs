@@ -146,3 +146,71 @@ async fn two_instances_on_one_database_interleave_appends_without_forking() {
     let summary = common::verify_chain(&first, "contoso").await;
     assert_eq!(summary.entries, 420);
 }
+
+/// Appends to several chains at once, every other one an event that calls for a notice, so the
+/// writer's batches mix both: each entry that calls for a notice owes exactly one, naming that
+/// entry, and no other entry owes one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_written_together_each_owe_their_own_notice_and_no_other() {
+    let db = TestDb::new().await;
+    let (store, _) = db.store(1000).await;
+    let chains: Vec<ChainId> = ["contoso", "fabrikam", "northwind"]
+        .iter()
+        .map(|name| name.parse().unwrap())
+        .collect();
+    let tasks: Vec<_> = (0..12usize)
+        .map(|writer| {
+            let (store, chain) = (store.clone(), chains[writer % chains.len()].clone());
+            tokio::spawn(async move {
+                let mut owed = Vec::new();
+                for n in 0..40 {
+                    let (event, notice) = if (writer + n) % 2 == 0 {
+                        (event(writer, n), true)
+                    } else {
+                        let detail = format!("writer {writer} append {n}");
+                        (
+                            AuditEvent::ConnectionTested {
+                                ready: true,
+                                detail,
+                            },
+                            false,
+                        )
+                    };
+                    let appended = store.append(&chain, &Actor::Service, &event).await.unwrap();
+                    if notice {
+                        owed.push((chain.as_str().to_owned(), appended.seq as i64));
+                    }
+                }
+                owed
+            })
+        })
+        .collect();
+    let mut expected = Vec::new();
+    for task in tasks {
+        expected.extend(task.await.unwrap());
+    }
+    expected.sort_unstable();
+
+    let notices = store.owed_notices(10_000).await.unwrap();
+    let mut owed: Vec<(String, i64)> = notices
+        .iter()
+        .map(|notice| (notice.chain.clone(), notice.seq))
+        .collect();
+    owed.sort_unstable();
+    assert_eq!(owed, expected, "one notice per entry that calls for one");
+    for notice in &notices {
+        assert_eq!(notice.kind, "consent_failed");
+        let entry: Entry = serde_json::from_str(&notice.entry).unwrap();
+        assert_eq!(
+            (entry.chain.as_str(), entry.seq as i64),
+            (notice.chain.as_str(), notice.seq)
+        );
+        assert!(matches!(entry.event, AuditEvent::ConsentFailed { .. }));
+    }
+    for chain in &chains {
+        assert_eq!(
+            common::verify_chain(&store, chain.as_str()).await.entries,
+            160
+        );
+    }
+}
