@@ -18,9 +18,9 @@ use crate::customers::onboarding::webhook_context;
 use crate::customers::{AutoDisable, Customer};
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason};
 use crate::error::{Error, Result};
-use crate::graph::GraphError;
+use crate::graph::{Answer, GraphError, GraphUser};
 use crate::remediation::action::DetectionClaim;
-use crate::remediation::{ActionRequest, Executed, Remediator};
+use crate::remediation::{ActionRequest, Executed, Remediator, Trigger};
 use crate::secrets::SecretCipher;
 use crate::store::Decision;
 use crate::store::Store;
@@ -270,7 +270,7 @@ impl Intake {
                 }
             })
         });
-        let (Some(Target { id, upn }), true) = (target.clone(), automatic) else {
+        let (Some(Target { id, upn, read }), true) = (target.clone(), automatic) else {
             let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
             let updated = self
                 .store
@@ -309,7 +309,14 @@ impl Intake {
         };
         let remediator = self.remediator()?;
         match remediator
-            .execute_deciding(request, claim, Some(received.at))
+            .execute_deciding(
+                request,
+                claim,
+                Some(Trigger {
+                    received: received.at,
+                    account: Some(read),
+                }),
+            )
             .await
         {
             Ok(_) => metrics::counter!("killswitch_detections_auto_remediated_total").increment(1),
@@ -566,13 +573,17 @@ impl Intake {
         let graph = remediator.graph();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         if let Some(sid) = &detail.account_sid {
-            match graph
+            let answer = graph
                 .find_by_sid(customer.tenant_id, sid, deadline)
                 .await
-                .map_err(Unresolved::LookupFailed)?
-                .value
-            {
-                Some(user) => return Ok(Target::new(user.id, user.user_principal_name)),
+                .map_err(Unresolved::LookupFailed)?;
+            match answer.value {
+                Some(user) => {
+                    return Ok(Target::read(Answer {
+                        value: user,
+                        evidence: answer.evidence,
+                    }));
+                }
                 None if detail.account_upn.is_none() => {
                     return Err(Unresolved::NoSuchSid(sid.clone()));
                 }
@@ -583,10 +594,7 @@ impl Intake {
             return Err(Unresolved::NoAccountNamed);
         };
         match graph.get_user(customer.tenant_id, upn, deadline).await {
-            Ok(answer) => Ok(Target::new(
-                answer.value.id,
-                answer.value.user_principal_name,
-            )),
+            Ok(answer) => Ok(Target::read(answer)),
             Err(GraphError::NotFound { .. }) => Err(Unresolved::NoSuchUpn(upn.clone())),
             Err(e) => Err(Unresolved::LookupFailed(e)),
         }
@@ -599,11 +607,17 @@ struct Target {
     /// Its object id.
     id: String,
     upn: String,
+    /// The account as the look-up found it: an automatic action's read before its change.
+    read: Answer<GraphUser>,
 }
 
 impl Target {
-    fn new(id: String, upn: String) -> Target {
-        Target { id, upn }
+    fn read(read: Answer<GraphUser>) -> Target {
+        Target {
+            id: read.value.id.clone(),
+            upn: read.value.user_principal_name.clone(),
+            read,
+        }
     }
 }
 

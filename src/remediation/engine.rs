@@ -20,7 +20,7 @@ use crate::domain::instance::{Liveness, Takeover};
 use crate::domain::{AccountRef, CustomerSlug, IdempotencyKey, Reason, TenantId, Ticket};
 use crate::error::{Error, Result};
 use crate::graph::token::REVOKE_ROLE;
-use crate::graph::{GraphClient, GraphError, GraphUser};
+use crate::graph::{Answer, GraphClient, GraphError, GraphUser};
 use crate::store::Store;
 use crate::time::{Clock, SystemClock, Timestamp};
 
@@ -85,8 +85,20 @@ pub struct Pending {
     customer: Customer,
     new: NewAction,
     record: ActionRecord,
-    /// When the event that triggered an automatic action arrived, to time receipt → PATCH.
-    received: Option<std::time::Instant>,
+    /// What the event that triggered an automatic action brought along.
+    trigger: Option<Trigger>,
+}
+
+/// What the event that triggers an automatic action (a Falcon detection) already knows.
+#[derive(Debug)]
+pub struct Trigger {
+    /// When the event arrived, to time receipt → PATCH.
+    pub received: std::time::Instant,
+    /// The account as Graph answered the event's look-up, moments before the action was
+    /// admitted. It serves as the action's read before the change, so the PATCH follows the
+    /// admission without a second read; reading is not a change, so nothing reaches Entra
+    /// before the request is recorded.
+    pub account: Option<Answer<GraphUser>>,
 }
 
 impl Pending {
@@ -239,13 +251,13 @@ impl Remediator {
     /// [`execute`](Self::execute) for the action that decides a pending detection: the
     /// detection moves to `claim.decision` in the same transaction that records the request, so
     /// a concurrent dismissal and this action cannot both win ([`Error::DetectionDecided`] when
-    /// the detection was decided first; nothing is sent to Graph then). `received` is when the
-    /// triggering event arrived, to time its receipt to the Graph PATCH.
+    /// the detection was decided first; nothing is sent to Graph then). `trigger` is what the
+    /// event behind an automatic decision brought along.
     pub async fn execute_deciding(
         &self,
         request: ActionRequest,
         claim: DetectionClaim,
-        received: Option<std::time::Instant>,
+        trigger: Option<Trigger>,
     ) -> Result<Executed> {
         let approval = claim.decision == DetectionState::Approved;
         match self.admit_with(request, Some(claim)).await? {
@@ -254,7 +266,7 @@ impl Remediator {
                 if approval {
                     crate::fault::point("approval.admitted").await;
                 }
-                pending.received = received;
+                pending.trigger = trigger;
                 Ok(Executed::Ran(self.complete(pending).await))
             }
         }
@@ -315,7 +327,7 @@ impl Remediator {
                 customer,
                 new,
                 record,
-                received: None,
+                trigger: None,
             })),
             Admission::Denied(record) => Ok(Decision::Done(Executed::Ran(record))),
             Admission::Replayed(record) => Ok(Decision::Done(Executed::Replayed(record))),
@@ -335,7 +347,7 @@ impl Remediator {
         let _running = Running::start(&self.running);
         crate::fault::point("action.admitted").await;
         let finish = self
-            .run(&pending.customer, &pending.new, pending.received)
+            .run(&pending.customer, &pending.new, pending.trigger)
             .await;
         crate::fault::point("action.answered").await;
         match self.store.finish_action_stored(&finish).await {
@@ -365,24 +377,19 @@ impl Remediator {
     }
 
     /// The Graph part: read, change unless already so, revoke if asked, read again.
-    async fn run(
-        &self,
-        customer: &Customer,
-        new: &NewAction,
-        received: Option<std::time::Instant>,
-    ) -> Finish {
+    async fn run(&self, customer: &Customer, new: &NewAction, trigger: Option<Trigger>) -> Finish {
         let deadline = self.deadline_within(new.lease_until);
         let attempt = Attempt::start(customer, Job::admitted(new), deadline);
-        self.run_attempt(attempt, customer, received).await
+        self.run_attempt(attempt, customer, trigger).await
     }
 
     async fn run_attempt(
         &self,
         mut attempt: Attempt,
         customer: &Customer,
-        received: Option<std::time::Instant>,
+        trigger: Option<Trigger>,
     ) -> Finish {
-        let ended = match self.steps(&mut attempt, customer, received).await {
+        let ended = match self.steps(&mut attempt, customer, trigger).await {
             Ok(ended) | Err(ended) => ended,
         };
         attempt.end(ended)
@@ -403,9 +410,22 @@ impl Remediator {
         &self,
         attempt: &mut Attempt,
         customer: &Customer,
-        received: Option<std::time::Instant>,
+        trigger: Option<Trigger>,
     ) -> Step<Ended> {
-        let user = self.read(attempt).await?;
+        let (received, looked_up) = trigger
+            .map(|t| (Some(t.received), t.account))
+            .unwrap_or_default();
+        let named = |read: &Answer<GraphUser>| {
+            let user = &read.value;
+            attempt
+                .job
+                .account
+                .matches(&user.id, &user.user_principal_name)
+        };
+        let user = match looked_up.filter(named) {
+            Some(read) => attempt.read_as(read),
+            None => self.read(attempt).await?,
+        };
         before_change(attempt, customer, &user)?;
         self.change(attempt, &user.id, received).await?;
         if attempt.job.revoke_sessions {
@@ -427,13 +447,7 @@ impl Remediator {
             .get_user(attempt.tenant, &attempt.job.account, attempt.deadline)
             .await
         {
-            Ok(answer) => {
-                attempt.finish.graph = Some(answer.evidence);
-                let user = answer.value;
-                attempt.finish.target_id = Some(user.id.clone());
-                attempt.finish.before = Some(state_of(&user));
-                Ok(user)
-            }
+            Ok(answer) => Ok(attempt.read_as(answer)),
             Err(e) => {
                 attempt.finish.graph = e.evidence().cloned();
                 Err(Ended(
@@ -633,6 +647,15 @@ impl Attempt {
             },
             job,
         }
+    }
+
+    /// Takes Graph's answer to reading the account as the state before the change.
+    fn read_as(&mut self, answer: Answer<GraphUser>) -> GraphUser {
+        let user = answer.value;
+        self.finish.graph = Some(answer.evidence);
+        self.finish.target_id = Some(user.id.clone());
+        self.finish.before = Some(state_of(&user));
+        user
     }
 
     fn end(self, Ended(outcome, detail): Ended) -> Finish {

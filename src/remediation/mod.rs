@@ -5,4 +5,6 @@
 pub mod action;
 pub mod engine;
 
-pub use engine::{ActionRequest, Decision, Executed, Pending, RemediationSettings, Remediator};
+pub use engine::{
+    ActionRequest, Decision, Executed, Pending, RemediationSettings, Remediator, Trigger,
+};

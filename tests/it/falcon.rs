@@ -761,6 +761,75 @@ async fn a_signed_detection_at_the_threshold_disables_the_account_at_once() {
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
 }
 
+/// The Graph calls made for bob so far, in order: look-ups, reads and changes.
+fn account_calls(fake: &FakeEntra) -> Vec<Endpoint> {
+    fake.calls()
+        .into_iter()
+        .map(|call| call.endpoint)
+        .filter(|e| {
+            matches!(
+                e,
+                Endpoint::GetUser | Endpoint::ListUsers | Endpoint::PatchUser
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_automatic_disable_reads_the_account_once_before_it_changes_it() {
+    let rig = rig(with_auto_disable(AutoDisable::High)).await;
+    rig.fake.reset_counts();
+    let detection: Value = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("auto:once", json!("critical")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detection["state"], "auto_remediated", "{detection}");
+    // The look-up that matched the account is the action's read before its change; the
+    // outcome is read back after it.
+    assert_eq!(
+        account_calls(&rig.fake),
+        [Endpoint::ListUsers, Endpoint::PatchUser, Endpoint::GetUser]
+    );
+    let action_id = Uuid::parse_str(detection["action_id"].as_str().unwrap()).unwrap();
+    let action = rig.app.store.action(action_id).await.unwrap().unwrap();
+    assert_eq!(action.state, ActionState::Succeeded);
+    let before = action
+        .before
+        .expect("the state before the change is recorded");
+    assert_eq!(
+        (before.id, before.account_enabled),
+        (BOB.to_string(), Some(true))
+    );
+    assert_eq!(action.after.and_then(|a| a.account_enabled), Some(false));
+
+    // Found disabled by the look-up: nothing to change, and nothing is sent.
+    rig.fake.reset_counts();
+    let again: Value = rig
+        .signed(
+            "contoso",
+            &rig.secret,
+            now(),
+            &detection_body("auto:again", json!("critical")),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["state"], "auto_remediated", "{again}");
+    assert_eq!(account_calls(&rig.fake), [Endpoint::ListUsers]);
+    let action_id = Uuid::parse_str(again["action_id"].as_str().unwrap()).unwrap();
+    let noop = rig.app.store.action(action_id).await.unwrap().unwrap();
+    assert_eq!(noop.state, ActionState::Noop);
+    assert_eq!(noop.before.and_then(|b| b.account_enabled), Some(false));
+}
+
 #[tokio::test]
 async fn a_pending_detection_approved_with_a_code_disables_the_account() {
     let rig = rig(Policy::default()).await;
