@@ -314,6 +314,7 @@ impl Intake {
                 claim,
                 Some(Trigger {
                     received: received.at,
+                    customer: customer.clone(),
                     account: Some(read),
                 }),
             )
