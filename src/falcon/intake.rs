@@ -314,7 +314,6 @@ impl Intake {
                 claim,
                 Some(Trigger {
                     received: received.at,
-                    customer: customer.clone(),
                     account: Some(read),
                 }),
             )

@@ -94,9 +94,6 @@ pub struct Pending {
 pub struct Trigger {
     /// When the event arrived, to time receipt → PATCH.
     pub received: std::time::Instant,
-    /// The customer as read when the event arrived, whose policy decided on the action: its
-    /// guard rails apply to the action too, without reading the customer again.
-    pub customer: Customer,
     /// The account as Graph answered the event's look-up, moments before the action was
     /// admitted. It serves as the action's read before the change, so the PATCH follows the
     /// admission without a second read; reading is not a change, so nothing reaches Entra
@@ -263,8 +260,7 @@ impl Remediator {
         trigger: Option<Trigger>,
     ) -> Result<Executed> {
         let approval = claim.decision == DetectionState::Approved;
-        let known = trigger.as_ref().map(|t| t.customer.clone());
-        match self.admit_with(request, Some(claim), known).await? {
+        match self.admit_with(request, Some(claim)).await? {
             Decision::Done(done) => Ok(done),
             Decision::Pending(mut pending) => {
                 if approval {
@@ -280,25 +276,20 @@ impl Remediator {
     /// Graph unless that write committed) and applies the guard rails. A [`Pending`] action
     /// must then be [`complete`](Self::complete)d; until it is, its lease keeps others off it.
     pub async fn admit(&self, request: ActionRequest) -> Result<Decision> {
-        self.admit_with(request, None, None).await
+        self.admit_with(request, None).await
     }
 
-    /// Admits `request`; `known` is its customer when the caller has just read it.
     async fn admit_with(
         &self,
         request: ActionRequest,
         claim: Option<DetectionClaim>,
-        known: Option<Customer>,
     ) -> Result<Decision> {
-        let customer = match known.filter(|known| known.slug == request.customer) {
-            Some(customer) => customer,
-            None => self
-                .store
-                .customer(&request.customer)
-                .await
-                .map_err(audit_unavailable)?
-                .ok_or_else(|| Error::NotFound(format!("customer `{}`", request.customer)))?,
-        };
+        let customer = self
+            .store
+            .customer(&request.customer)
+            .await
+            .map_err(audit_unavailable)?
+            .ok_or_else(|| Error::NotFound(format!("customer `{}`", request.customer)))?;
         let revoke = request.operation == Operation::Disable
             && request
                 .revoke_sessions
