@@ -270,7 +270,7 @@ impl Intake {
                 }
             })
         });
-        let (Some(Target { id, upn, read }), true) = (target.clone(), automatic) else {
+        let (Some(target), true) = (target.clone(), automatic) else {
             let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
             let updated = self
                 .store
@@ -287,6 +287,18 @@ impl Intake {
                 None => self.reload(detection.id).await,
             };
         };
+        self.disable_automatically(received, target).await
+    }
+
+    /// Disables the detection's account under the customer's automatic rule, deciding the
+    /// detection in the same transaction; returns the detection as stored afterwards.
+    async fn disable_automatically(
+        &self,
+        received: &Received,
+        Target { id, upn, read }: Target,
+    ) -> Result<DetectionRecord> {
+        let (detection, customer) = (&received.detection, &received.customer);
+        let policy = customer.policy.auto_disable;
         let rule = format!("auto-disable at {}", policy.as_str());
         let request = self.disable_request(
             customer,

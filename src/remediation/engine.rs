@@ -95,9 +95,9 @@ pub struct Trigger {
     /// When the event arrived, to time receipt → PATCH.
     pub received: std::time::Instant,
     /// The account as Graph answered the event's look-up, moments before the action was
-    /// admitted. It serves as the action's read before the change, so the PATCH follows the
-    /// admission without a second read; reading is not a change, so nothing reaches Entra
-    /// before the request is recorded.
+    /// admitted. When it calls for the change, it serves as the action's read before it, so
+    /// the PATCH follows the admission without a second read; reading is not a change, so
+    /// nothing reaches Entra before the request is recorded.
     pub account: Option<Answer<GraphUser>>,
 }
 
@@ -415,14 +415,19 @@ impl Remediator {
         let (received, looked_up) = trigger
             .map(|t| (Some(t.received), t.account))
             .unwrap_or_default();
-        let named = |read: &Answer<GraphUser>| {
+        // Only a look-up that calls for the change stands in for the read: the PATCH then sets
+        // what was asked whatever happened since. One that found the account as asked is
+        // read again now, after the request was recorded, so a change made in between (an
+        // enable recorded before this disable) is not mistaken for a no-op.
+        let calls_for_change = |read: &Answer<GraphUser>| {
             let user = &read.value;
             attempt
                 .job
                 .account
                 .matches(&user.id, &user.user_principal_name)
+                && user.account_enabled != Some(attempt.desired)
         };
-        let user = match looked_up.filter(named) {
+        let user = match looked_up.filter(calls_for_change) {
             Some(read) => attempt.read_as(read),
             None => self.read(attempt).await?,
         };

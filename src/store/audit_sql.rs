@@ -109,7 +109,8 @@ where
     write_plans::<DB>(conn, std::slice::from_ref(plan)).await
 }
 
-/// Rows per multi-row INSERT (6 parameters each, well under either database's parameter limit).
+/// Rows per multi-row statement (at most 6 parameters each; with SQLite's entries, heads and
+/// notices in one text, at most 1,664 in all: well under either database's parameter limit).
 const ROWS_PER_STATEMENT: usize = 128;
 const ENTRY_COLUMNS: usize = 6;
 const INSERT_ENTRIES: &str =

@@ -816,9 +816,10 @@ async fn an_automatic_disable_reads_the_account_once_before_it_changes_it() {
     );
     assert_eq!(action.after.and_then(|a| a.account_enabled), Some(false));
 
-    // Found disabled by the look-up: nothing to change, and nothing is sent.
+    // Found disabled by the look-up: read again once the request is recorded (something may
+    // have changed in between), then nothing to change and nothing sent.
     let (noop, calls) = critical_for_bob(&rig, "auto:again").await;
-    assert_eq!(calls, [Endpoint::ListUsers]);
+    assert_eq!(calls, [Endpoint::ListUsers, Endpoint::GetUser]);
     assert_eq!(noop.state, ActionState::Noop);
     assert_eq!(noop.before.and_then(|b| b.account_enabled), Some(false));
 }

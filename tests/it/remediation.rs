@@ -430,3 +430,86 @@ async fn a_hundred_actions_on_one_tenant_fetch_exactly_one_token() {
         "customer added, policy changed, then a request and an outcome each"
     );
 }
+
+/// A decision on a pending detection for bob, whose look-up found him as `looked_up` says.
+async fn decide_with_look_up(rig: &Rig, looked_up: Option<bool>) -> ActionRecord {
+    use killswitch::domain::detection::DetectionState;
+    use killswitch::graph::{Answer, GraphUser};
+    use killswitch::remediation::Trigger;
+    use killswitch::remediation::action::DetectionClaim;
+
+    let id = uuid::Uuid::new_v4();
+    let detection = common::stored_detection(id, &format!("ind:look-up:{id}"));
+    rig.store
+        .record_detection(&detection, &killswitch::audit::event::Actor::Service)
+        .await
+        .unwrap();
+    let read = Answer {
+        value: GraphUser {
+            id: BOB.to_string(),
+            user_principal_name: "bob@contoso.onmicrosoft.com".to_owned(),
+            display_name: None,
+            account_enabled: looked_up,
+            on_premises_sync_enabled: None,
+            on_premises_security_identifier: None,
+        },
+        evidence: killswitch::audit::event::GraphEvidence {
+            status: Some(200),
+            error_code: None,
+            request_id: None,
+            client_request_id: None,
+            date: None,
+        },
+    };
+    let claim = DetectionClaim {
+        detection: detection.id,
+        decision: DetectionState::AutoRemediated,
+        reason: None,
+        target: Some((BOB.to_string(), "bob@contoso.onmicrosoft.com".to_owned())),
+    };
+    let trigger = Trigger {
+        received: std::time::Instant::now(),
+        account: Some(read),
+    };
+    let request = request("contoso", Operation::Disable, &BOB.to_string());
+    match rig
+        .remediator
+        .execute_deciding(request, claim, Some(trigger))
+        .await
+        .unwrap()
+    {
+        Executed::Ran(record) => record,
+        Executed::Replayed(record) => panic!("unexpected replay of {}", record.id),
+    }
+}
+
+#[tokio::test]
+async fn a_look_up_that_found_the_account_as_asked_is_read_again_after_the_request_is_recorded() {
+    // The detection's look-up found bob disabled; a lead enabled him before the automatic
+    // disable was recorded. The later request stands: bob is disabled, not called a no-op.
+    let rig = Rig::new(Duration::from_secs(10)).await;
+    rig.fake.reset_counts();
+    let record = decide_with_look_up(&rig, Some(false)).await;
+    assert_one_outcome(&rig, &record, Outcome::Succeeded).await;
+    assert_eq!(
+        rig.fake.count(Endpoint::GetUser),
+        2,
+        "read again, and read back"
+    );
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+    assert!(
+        !rig.fake
+            .user(CONTOSO, &BOB.to_string())
+            .unwrap()
+            .account_enabled
+    );
+
+    // A look-up that calls for the change is the read before it: no second read.
+    rig.fake
+        .set_account_enabled(CONTOSO, &BOB.to_string(), true);
+    rig.fake.reset_counts();
+    let record = decide_with_look_up(&rig, Some(true)).await;
+    assert_eq!(record.state, ActionState::Succeeded);
+    assert_eq!(rig.fake.count(Endpoint::GetUser), 1, "read back only");
+    assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
+}
