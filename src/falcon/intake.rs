@@ -270,24 +270,40 @@ impl Intake {
                 }
             })
         });
-        let (Some(target), true) = (target.clone(), automatic) else {
-            let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
-            let updated = self
-                .store
-                .set_detection_target(
-                    detection.id,
-                    target_id.as_deref(),
-                    target_upn.as_deref(),
-                    waiting_because.as_deref(),
-                )
-                .await?;
-            return match updated {
-                Some(stored) => Ok(stored),
-                // Decided meanwhile (an analyst was quicker): as it stands now.
-                None => self.reload(detection.id).await,
-            };
+        let target = match (target, automatic) {
+            (Some(target), true) => target,
+            (target, _) => {
+                return self
+                    .leave_waiting(detection.id, target, waiting_because)
+                    .await;
+            }
         };
         self.disable_automatically(received, target).await
+    }
+
+    /// Stores the account a detection was matched to (if any) and why it waits for an analyst;
+    /// returns the detection as it stands.
+    async fn leave_waiting(
+        &self,
+        detection: uuid::Uuid,
+        target: Option<Target>,
+        waiting_because: Option<String>,
+    ) -> Result<DetectionRecord> {
+        let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
+        let updated = self
+            .store
+            .set_detection_target(
+                detection,
+                target_id.as_deref(),
+                target_upn.as_deref(),
+                waiting_because.as_deref(),
+            )
+            .await?;
+        match updated {
+            Some(stored) => Ok(stored),
+            // Decided meanwhile (an analyst was quicker): as it stands now.
+            None => self.reload(detection).await,
+        }
     }
 
     /// Disables the detection's account under the customer's automatic rule, deciding the
@@ -619,7 +635,8 @@ struct Target {
     /// Its object id.
     id: String,
     upn: String,
-    /// The account as the look-up found it: an automatic action's read before its change.
+    /// The account as the look-up found it: an automatic action's read before its change, when
+    /// it calls for the change.
     read: Answer<GraphUser>,
 }
 

@@ -800,7 +800,8 @@ async fn critical_for_bob(rig: &Rig, composite_id: &str) -> (ActionRecord, Vec<E
 async fn an_automatic_disable_reads_the_account_once_before_it_changes_it() {
     let rig = rig(with_auto_disable(AutoDisable::High)).await;
     let (action, calls) = critical_for_bob(&rig, "auto:once").await;
-    // The look-up that matched the account is the action's read before its change; the
+    // The look-up that matched the account, finding it enabled, is the action's read before
+    // its change; the
     // outcome is read back after it.
     assert_eq!(
         calls,

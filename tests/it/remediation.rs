@@ -450,7 +450,8 @@ async fn decide_with_look_up(rig: &Rig, looked_up: Option<bool>) -> ActionRecord
             user_principal_name: "bob@contoso.onmicrosoft.com".to_owned(),
             display_name: None,
             account_enabled: looked_up,
-            on_premises_sync_enabled: None,
+            // As the fake holds bob: synced from AD.
+            on_premises_sync_enabled: Some(true),
             on_premises_security_identifier: None,
         },
         evidence: killswitch::audit::event::GraphEvidence {
@@ -485,12 +486,17 @@ async fn decide_with_look_up(rig: &Rig, looked_up: Option<bool>) -> ActionRecord
 
 #[tokio::test]
 async fn a_look_up_that_found_the_account_as_asked_is_read_again_after_the_request_is_recorded() {
-    // The detection's look-up found bob disabled; a lead enabled him before the automatic
-    // disable was recorded. The later request stands: bob is disabled, not called a no-op.
+    // As if the detection's look-up found bob disabled and a lead enabled him before the
+    // automatic disable was recorded (the fake holds bob enabled throughout): the later
+    // request stands, and bob is disabled, not called a no-op.
     let rig = Rig::new(Duration::from_secs(10)).await;
     rig.fake.reset_counts();
     let record = decide_with_look_up(&rig, Some(false)).await;
     assert_one_outcome(&rig, &record, Outcome::Succeeded).await;
+    let before = record
+        .before
+        .expect("read again after the request was recorded");
+    assert_eq!(before.account_enabled, Some(true));
     assert_eq!(
         rig.fake.count(Endpoint::GetUser),
         2,
@@ -510,6 +516,10 @@ async fn a_look_up_that_found_the_account_as_asked_is_read_again_after_the_reque
     rig.fake.reset_counts();
     let record = decide_with_look_up(&rig, Some(true)).await;
     assert_eq!(record.state, ActionState::Succeeded);
+    assert!(
+        record.warnings.iter().any(|w| w.contains("on-premises")),
+        "the look-up's sync flag still earns the warning"
+    );
     assert_eq!(rig.fake.count(Endpoint::GetUser), 1, "read back only");
     assert_eq!(rig.fake.count(Endpoint::PatchUser), 1);
 }
