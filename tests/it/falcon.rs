@@ -791,6 +791,10 @@ async fn critical_for_bob(rig: &Rig, composite_id: &str) -> (ActionRecord, Vec<E
         .await
         .unwrap();
     assert_eq!(detection["state"], "auto_remediated", "{detection}");
+    // The matched account is stored with the decision, and nothing says it waits.
+    assert_eq!(detection["target_id"], BOB.to_string(), "{detection}");
+    assert_eq!(detection["target_upn"], "bob@contoso.onmicrosoft.com");
+    assert!(detection["pending_reason"].is_null(), "{detection}");
     let action_id = Uuid::parse_str(detection["action_id"].as_str().unwrap()).unwrap();
     let action = rig.app.store.action(action_id).await.unwrap().unwrap();
     (action, account_calls(&rig.fake))
