@@ -289,7 +289,9 @@ impl Intake {
         target: Option<Target>,
         waiting_because: Option<String>,
     ) -> Result<DetectionRecord> {
-        let (target_id, target_upn) = target.map(|t| (t.id, t.upn)).unzip();
+        let (target_id, target_upn) = target
+            .map(|t| (t.value.id, t.value.user_principal_name))
+            .unzip();
         let updated = self
             .store
             .set_detection_target(
@@ -311,8 +313,12 @@ impl Intake {
     async fn disable_automatically(
         &self,
         received: &Received,
-        Target { id, upn, read }: Target,
+        target: Target,
     ) -> Result<DetectionRecord> {
+        let (id, upn) = (
+            target.value.id.clone(),
+            target.value.user_principal_name.clone(),
+        );
         let (detection, customer) = (&received.detection, &received.customer);
         let policy = customer.policy.auto_disable;
         let rule = format!("auto-disable at {}", policy.as_str());
@@ -342,7 +348,7 @@ impl Intake {
                 claim,
                 Some(Trigger {
                     received: received.at,
-                    account: Some(read),
+                    account: target,
                 }),
             )
             .await
@@ -462,6 +468,7 @@ impl Intake {
                 self.resolve(&customer, &detail)
                     .await
                     .map_err(|why| Error::Conflict(format!("cannot approve: {why}")))?
+                    .value
                     .id
             }
         };
@@ -607,10 +614,10 @@ impl Intake {
                 .map_err(Unresolved::LookupFailed)?;
             match answer.value {
                 Some(user) => {
-                    return Ok(Target::read(Answer {
+                    return Ok(Answer {
                         value: user,
                         evidence: answer.evidence,
-                    }));
+                    });
                 }
                 None if detail.account_upn.is_none() => {
                     return Err(Unresolved::NoSuchSid(sid.clone()));
@@ -622,33 +629,17 @@ impl Intake {
             return Err(Unresolved::NoAccountNamed);
         };
         match graph.get_user(customer.tenant_id, upn, deadline).await {
-            Ok(answer) => Ok(Target::read(answer)),
+            Ok(answer) => Ok(answer),
             Err(GraphError::NotFound { .. }) => Err(Unresolved::NoSuchUpn(upn.clone())),
             Err(e) => Err(Unresolved::LookupFailed(e)),
         }
     }
 }
 
-/// The Entra account a detection names.
-#[derive(Debug, Clone)]
-struct Target {
-    /// Its object id.
-    id: String,
-    upn: String,
-    /// The account as the look-up found it: an automatic action's read before its change, when
-    /// it calls for the change.
-    read: Answer<GraphUser>,
-}
-
-impl Target {
-    fn read(read: Answer<GraphUser>) -> Target {
-        Target {
-            id: read.value.id.clone(),
-            upn: read.value.user_principal_name.clone(),
-            read,
-        }
-    }
-}
+/// The Entra account a detection names, as the look-up found it (and Graph's evidence): its
+/// object id and UPN are stored with the detection, and an automatic action may take it as
+/// its read before the change.
+type Target = Answer<GraphUser>;
 
 /// Why a detection's account was not found; the text is the reason the detection stays pending.
 #[derive(Debug, thiserror::Error)]

@@ -98,7 +98,7 @@ pub struct Trigger {
     /// admitted. When it calls for the change, it serves as the action's read before it, so
     /// the PATCH follows the admission without a second read; reading is not a change, so
     /// nothing reaches Entra before the request is recorded.
-    pub account: Option<Answer<GraphUser>>,
+    pub account: Answer<GraphUser>,
 }
 
 impl Pending {
@@ -412,9 +412,7 @@ impl Remediator {
         customer: &Customer,
         trigger: Option<Trigger>,
     ) -> Step<Ended> {
-        let (received, looked_up) = trigger
-            .map(|t| (Some(t.received), t.account))
-            .unwrap_or_default();
+        let (received, looked_up) = trigger.map(|t| (t.received, t.account)).unzip();
         // Only a look-up that calls for the change stands in for the read: the PATCH then sets
         // what was asked whatever happened since. One that found the account as asked is
         // read again now, after the request was recorded, so a change made in between (an

@@ -470,7 +470,7 @@ async fn decide_with_look_up(rig: &Rig, looked_up: Option<bool>) -> ActionRecord
     };
     let trigger = Trigger {
         received: std::time::Instant::now(),
-        account: Some(read),
+        account: read,
     };
     let request = request("contoso", Operation::Disable, &BOB.to_string());
     match rig
