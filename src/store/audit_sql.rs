@@ -93,7 +93,7 @@ pub const INSERT_SIGNING_KEY: &str = "INSERT INTO audit_signing_keys (key_id, pu
 pub const SELECT_SIGNING_KEYS: &str =
     "SELECT key_id, public_key FROM audit_signing_keys ORDER BY registered_at";
 
-const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (chain, seq, hash, time, key_id, signature) \
+pub(super) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints (chain, seq, hash, time, key_id, signature) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Writes the rows of an append plan. The caller holds the chain's head (row lock or write
@@ -111,17 +111,17 @@ where
 
 /// Rows per multi-row statement (at most 6 parameters each; with SQLite's entries, heads and
 /// notices in one text, at most 1,664 in all: well under either database's parameter limit).
-const ROWS_PER_STATEMENT: usize = 128;
-const ENTRY_COLUMNS: usize = 6;
-const INSERT_ENTRIES: &str =
+pub(super) const ROWS_PER_STATEMENT: usize = 128;
+pub(super) const ENTRY_COLUMNS: usize = 6;
+pub(super) const INSERT_ENTRIES: &str =
     "INSERT INTO audit_entries (chain, seq, time, event, entry, hash) VALUES ";
-const HEAD_COLUMNS: usize = 3;
-const UPSERT_HEADS: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ";
-const UPSERT_HEADS_SUFFIX: &str =
+pub(super) const HEAD_COLUMNS: usize = 3;
+pub(super) const UPSERT_HEADS: &str = "INSERT INTO audit_heads (chain, seq, hash) VALUES ";
+pub(super) const UPSERT_HEADS_SUFFIX: &str =
     " ON CONFLICT (chain) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
-const NOTICE_COLUMNS: usize = 4;
+pub(super) const NOTICE_COLUMNS: usize = 4;
 /// The notices owed for entries, written in the entries' transaction.
-const INSERT_NOTICES: &str =
+pub(super) const INSERT_NOTICES: &str =
     "INSERT INTO notification_events (chain, seq, kind, created_at) VALUES ";
 
 type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments>;
@@ -243,7 +243,7 @@ where
 /// Each chain's head after the last of its plans: one upsert per chain (an upsert, so SQLite's
 /// writer, which holds the database lock, needs no statement to create a new chain's head;
 /// PostgreSQL has created and locked it before).
-fn newest_heads(plans: &[AppendPlan]) -> Vec<&HeadRecord> {
+pub(super) fn newest_heads(plans: &[AppendPlan]) -> Vec<&HeadRecord> {
     let mut newest: HashMap<&str, &HeadRecord> = HashMap::new();
     for plan in plans {
         newest.insert(plan.head.chain.as_str(), &plan.head);
@@ -252,7 +252,7 @@ fn newest_heads(plans: &[AppendPlan]) -> Vec<&HeadRecord> {
 }
 
 /// The plans whose entries call for a notice, with the notice each calls for.
-fn notices(plans: &[AppendPlan]) -> Vec<(&AppendPlan, NoticeKind)> {
+pub(super) fn notices(plans: &[AppendPlan]) -> Vec<(&AppendPlan, NoticeKind)> {
     plans
         .iter()
         .filter_map(|plan| plan.notice.map(|kind| (plan, kind)))
@@ -294,7 +294,13 @@ where
 
 /// `prefix ($first, $first+1, …), (…), … suffix` with `rows` groups of `columns` numbered
 /// placeholders. Only numbers vary, never values, so the text is safe to build.
-fn multi_row(prefix: &str, columns: usize, rows: usize, first: usize, suffix: &str) -> String {
+pub(super) fn multi_row(
+    prefix: &str,
+    columns: usize,
+    rows: usize,
+    first: usize,
+    suffix: &str,
+) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * columns * 6 + suffix.len());
     sql.push_str(prefix);
     for row in 0..rows {

@@ -94,40 +94,88 @@ where
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let sql = format!(
+    let d = DetectionRow::from(record);
+    let inserted: Option<(String,)> =
+        sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(insert_new_sql()))
+            .bind(d.id.as_str())
+            .bind(d.customer.as_str())
+            .bind(d.composite_id.as_str())
+            .bind(d.detection_id.as_deref())
+            .bind(d.severity.as_str())
+            .bind(d.tactic.as_deref())
+            .bind(d.technique.as_deref())
+            .bind(d.account_upn.as_deref())
+            .bind(d.account_sid.as_deref())
+            .bind(d.account_domain.as_deref())
+            .bind(d.falcon_host_link.as_deref())
+            .bind(d.cid.as_deref())
+            .bind(d.falcon_time.as_deref())
+            .bind(d.assurance.as_str())
+            .bind(d.state.as_str())
+            .bind(d.target_id.as_deref())
+            .bind(d.target_upn.as_deref())
+            .bind(d.pending_reason.as_deref())
+            .bind(d.action_id.as_deref())
+            .bind(d.decided_by.as_deref())
+            .bind(d.decided_at.as_deref())
+            .bind(d.decision_reason.as_deref())
+            .bind(d.received_at.as_str())
+            .bind(d.received_run.as_deref())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(inserted.is_some())
+}
+
+/// Inserts a detection's columns (`DETECTION_COLUMNS` in order, `$1`…`$24`) unless its
+/// `composite_id` is known for the customer; returns its id when it was inserted.
+pub fn insert_new_sql() -> String {
+    format!(
         "INSERT INTO detections ({DETECTION_COLUMNS}) VALUES \
          ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24) \
          ON CONFLICT (customer, composite_id) DO NOTHING RETURNING id"
-    );
-    let d = DetectionRow::from(record);
-    let inserted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(sqlx::AssertSqlSafe(sql))
-        .bind(d.id.as_str())
-        .bind(d.customer.as_str())
-        .bind(d.composite_id.as_str())
-        .bind(d.detection_id.as_deref())
-        .bind(d.severity.as_str())
-        .bind(d.tactic.as_deref())
-        .bind(d.technique.as_deref())
-        .bind(d.account_upn.as_deref())
-        .bind(d.account_sid.as_deref())
-        .bind(d.account_domain.as_deref())
-        .bind(d.falcon_host_link.as_deref())
-        .bind(d.cid.as_deref())
-        .bind(d.falcon_time.as_deref())
-        .bind(d.assurance.as_str())
-        .bind(d.state.as_str())
-        .bind(d.target_id.as_deref())
-        .bind(d.target_upn.as_deref())
-        .bind(d.pending_reason.as_deref())
-        .bind(d.action_id.as_deref())
-        .bind(d.decided_by.as_deref())
-        .bind(d.decided_at.as_deref())
-        .bind(d.decision_reason.as_deref())
-        .bind(d.received_at.as_str())
-        .bind(d.received_run.as_deref())
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(inserted.is_some())
+    )
+}
+
+/// The stored detection of customer `$1` with `composite_id` `$2`.
+pub fn existing_sql() -> String {
+    format!("SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2")
+}
+
+/// Stores the account a pending detection was matched to and why it waits; returns the row.
+pub fn set_target_sql() -> String {
+    format!("{SET_TARGET} RETURNING {DETECTION_COLUMNS}")
+}
+
+/// The account a pending detection was matched to and why it waits, as stored.
+pub struct TargetUpdate {
+    pub id: String,
+    pub target_id: Option<String>,
+    pub target_upn: Option<String>,
+    pub pending_reason: Option<String>,
+}
+
+/// Stores a [`TargetUpdate`] in one statement; the row as updated, if it was still pending.
+pub async fn set_target<DB>(
+    conn: &mut DB::Connection,
+    update: TargetUpdate,
+) -> Result<Option<DetectionRow>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+    for<'r> DetectionRow: FromRow<'r, DB::Row>,
+{
+    Ok(
+        sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(set_target_sql()))
+            .bind(update.id)
+            .bind(update.target_id)
+            .bind(update.target_upn)
+            .bind(update.pending_reason)
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
 }
 
 /// The stored detection with the same customer and `composite_id` as `d`.
@@ -154,14 +202,13 @@ where
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'r> DetectionRow: FromRow<'r, DB::Row>,
 {
-    let sql = format!(
-        "SELECT {DETECTION_COLUMNS} FROM detections WHERE customer = $1 AND composite_id = $2"
-    );
-    Ok(sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(sql))
-        .bind(d.customer.as_str())
-        .bind(d.composite_id.as_str())
-        .fetch_one(&mut *conn)
-        .await?)
+    Ok(
+        sqlx::query_as::<DB, DetectionRow>(sqlx::AssertSqlSafe(existing_sql()))
+            .bind(d.customer.as_str())
+            .bind(d.composite_id.as_str())
+            .fetch_one(&mut *conn)
+            .await?,
+    )
 }
 
 /// Stores a detection unless its `composite_id` is known for the customer; returns the stored
@@ -366,30 +413,15 @@ where
         target_upn: Option<&str>,
         pending_reason: Option<&str>,
     ) -> Result<Option<DetectionRecord>> {
-        let values = (
-            id.to_string(),
-            target_id.map(str::to_owned),
-            target_upn.map(str::to_owned),
-            pending_reason.map(str::to_owned),
-        );
+        let update = TargetUpdate {
+            id: id.to_string(),
+            target_id: target_id.map(str::to_owned),
+            target_upn: target_upn.map(str::to_owned),
+            pending_reason: pending_reason.map(str::to_owned),
+        };
         // The row comes back with the update, converted once the write committed (a job of
         // one statement may fail only with that statement's own error).
-        let updated: Option<DetectionRow> = self
-            .write_statement(move |conn| {
-                Box::pin(async move {
-                    let sql = format!("{SET_TARGET} RETURNING {DETECTION_COLUMNS}");
-                    Ok(
-                        sqlx::query_as::<E::Db, DetectionRow>(sqlx::AssertSqlSafe(sql))
-                            .bind(values.0)
-                            .bind(values.1)
-                            .bind(values.2)
-                            .bind(values.3)
-                            .fetch_optional(&mut *conn)
-                            .await?,
-                    )
-                })
-            })
-            .await?;
+        let updated = self.store_target(update).await?;
         updated.map(DetectionRecord::try_from).transpose()
     }
 

@@ -10,6 +10,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use sqlx::{Database, Pool};
 
+use super::detection_rows::DetectionRow;
+use super::detections_sql::TargetUpdate;
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
@@ -97,6 +99,10 @@ pub trait Engine: Send + Sync + 'static {
             })
             .boxed()
     }
+
+    /// Stores the account a pending detection was matched to and why it waits, in one
+    /// statement; the row as updated, if the detection was still pending.
+    fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>>;
 
     /// Stores a detection unless its composite id is known (then the stored one, `false`).
     fn record_detection<'a>(

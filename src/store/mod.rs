@@ -18,6 +18,8 @@ pub mod onboarding_sql;
 pub mod postgres;
 mod postgres_appends;
 pub mod sqlite;
+mod sqlite_detections;
+mod sqlite_direct;
 mod sqlite_entries;
 mod sqlite_writer;
 

@@ -9,7 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use super::audit_sql as sql;
-use super::detections_sql;
+use super::detection_rows::DetectionRow;
+use super::detections_sql::{self, TargetUpdate};
 use super::domain_sql::ChainTx;
 use super::postgres_appends::GroupCommit;
 use super::{Backend, Store, StoreOptions};
@@ -196,6 +197,12 @@ impl super::Engine for PgStore {
             .fetch(&self.pool)
             .map_err(Error::from)
             .boxed()
+    }
+
+    fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {
+        self.write_statement(move |conn| {
+            Box::pin(async move { detections_sql::set_target::<Postgres>(conn, update).await })
+        })
     }
 
     fn record_detection<'a>(

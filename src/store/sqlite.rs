@@ -10,11 +10,14 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
+use super::detection_rows::DetectionRow;
+use super::detections_sql::{self, TargetUpdate};
 use super::domain_sql::ChainTx;
+use super::sqlite_detections;
+use super::sqlite_direct::DirectOpener;
 use super::sqlite_entries::EntryReader;
 use super::sqlite_writer::{AppendRequest, HeldAppends, Then, Writer};
 use super::{Backend, Store, StoreOptions};
-use super::{detection_rows, detections_sql};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
@@ -76,7 +79,12 @@ impl SqliteStore {
         Ok(SqliteStore {
             reader,
             entries,
-            writer: Writer::spawn(write_conn, connect, options.sealer.clone()),
+            writer: Writer::spawn(
+                write_conn,
+                connect.clone(),
+                DirectOpener::new(url, connect.get_filename(), BUSY_TIMEOUT),
+                options.sealer.clone(),
+            ),
             options,
         })
     }
@@ -244,6 +252,13 @@ impl super::Engine for SqliteStore {
         self.entries.entry_lines(chain, first, last)
     }
 
+    fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {
+        Box::pin(
+            self.writer
+                .direct(move |conn| Ok(Then::Done(sqlite_detections::set_target(conn, &update)?))),
+        )
+    }
+
     fn record_detection<'a>(
         &'a self,
         detection: &'a DetectionRecord,
@@ -253,30 +268,27 @@ impl super::Engine for SqliteStore {
         let (detection, actor) = (detection.clone(), actor.clone());
         Box::pin(async move {
             self.sealer()?;
-            // One statement and an entry sealed with the batch's other appends: a burst of
-            // detections costs a statement each, not a savepoint and five statements each. The
-            // stored row is converted after the batch: a job of this kind may fail only with its
-            // statement's own error, or the whole batch is undone.
+            // One statement and an entry sealed with the batch's other appends, on the writer's
+            // plain connection: a burst of detections costs a few µs of SQLite each. The stored
+            // row is converted after the batch.
+            let row = DetectionRow::from(&detection);
             let outcome = self
                 .writer
-                .single(move |conn| {
-                    Box::pin(async move {
-                        if detections_sql::insert_new::<Sqlite>(conn, &detection).await? {
-                            let audit = Box::new(AppendRequest {
-                                chain,
-                                actor,
-                                event,
-                            });
-                            Ok(Then::Append {
-                                audit,
-                                value: Recorded::New(detection),
-                            })
-                        } else {
-                            let stored =
-                                detections_sql::existing_row::<Sqlite>(conn, &detection).await?;
-                            Ok(Then::Done(Recorded::Known(stored)))
-                        }
-                    })
+                .direct(move |conn| {
+                    if sqlite_detections::insert_new(conn, &row)? {
+                        let audit = Box::new(AppendRequest {
+                            chain,
+                            actor,
+                            event,
+                        });
+                        Ok(Then::Append {
+                            audit,
+                            value: Recorded::New(detection),
+                        })
+                    } else {
+                        let stored = sqlite_detections::existing(conn, &row)?;
+                        Ok(Then::Done(Recorded::Known(stored)))
+                    }
                 })
                 .await?;
             match outcome {
@@ -290,7 +302,7 @@ impl super::Engine for SqliteStore {
 /// What a delivery of a detection found: a new one (as given), or the one stored before.
 enum Recorded {
     New(DetectionRecord),
-    Known(detection_rows::DetectionRow),
+    Known(DetectionRow),
 }
 
 #[async_trait]

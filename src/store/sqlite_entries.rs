@@ -83,6 +83,26 @@ impl OpenAs {
     }
 }
 
+/// The SQLite URI filename and open flags (`access` added) that reach the database sqlx opens
+/// from `url` as `file`.
+pub(super) fn uri_filename(url: &str, file: &Path, access: OpenFlags) -> (String, OpenFlags) {
+    let open = OpenAs::of(url);
+    let mut flags = access | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let filename = if open.memory {
+        // sqlx names a shared in-memory database; the same name shares it.
+        flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
+        file.to_string_lossy().into_owned()
+    } else {
+        let path = file.as_os_str().as_encoded_bytes();
+        let encoded = percent_encoding::percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
+        match open.immutable {
+            true => format!("file:{encoded}?immutable=1"),
+            false => format!("file:{encoded}"),
+        }
+    };
+    (filename, flags)
+}
+
 /// A page as read, with how many rows it holds and the last one's seq.
 struct Read<P> {
     page: P,
@@ -98,23 +118,7 @@ impl EntryReader {
         options: &StoreOptions,
         busy_timeout: Duration,
     ) -> EntryReader {
-        let open = OpenAs::of(url);
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let filename = if open.memory {
-            // sqlx names a shared in-memory database; the same name shares it.
-            flags |= OpenFlags::SQLITE_OPEN_MEMORY | OpenFlags::SQLITE_OPEN_SHARED_CACHE;
-            file.to_string_lossy().into_owned()
-        } else {
-            let path = file.as_os_str().as_encoded_bytes();
-            let encoded =
-                percent_encoding::percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
-            match open.immutable {
-                true => format!("file:{encoded}?immutable=1"),
-                false => format!("file:{encoded}"),
-            }
-        };
+        let (filename, flags) = uri_filename(url, file, OpenFlags::SQLITE_OPEN_READ_ONLY);
         let connections = usize::try_from(options.max_connections.max(1)).unwrap_or(1);
         EntryReader {
             shared: Arc::new(Shared {

@@ -13,6 +13,10 @@
 //! itself, and its entry joins the batch's multi-row append. A closure that reads no audit table
 //! may hold its appends back too (`run_holding_appends`): the remediation's admission and
 //! outcome then cost their own statements only, not three more each for the chain.
+//!
+//! A detection's writes skip sqlx altogether: they run on a plain connection of the writer's
+//! (`sqlite_direct`), a batch of them in one transaction of their own, before the batch's
+//! other jobs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit_sql::SELECT_HEAD;
+use super::sqlite_direct::{self, DirectBatch, DirectConn, DirectJob, DirectOpener};
 use crate::audit::append::{AppendPlan, Appended, Sealer};
 use crate::audit::records::HeadRecord;
 use crate::domain::ChainId;
@@ -41,7 +46,7 @@ const QUEUE_DEPTH: usize = 4096;
 /// hears that the audit log could not be written, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
-struct BatchFailed(Arc<Error>);
+pub(super) struct BatchFailed(Arc<Error>);
 
 impl From<BatchFailed> for Error {
     fn from(failed: BatchFailed) -> Self {
@@ -193,18 +198,60 @@ struct AppendJob {
     reply: oneshot::Sender<Result<Appended>>,
 }
 
+/// A statement for the writer's plain connection (optionally asking for an entry), as a
+/// closure; it runs on a blocking thread.
+type Direct<T> = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<Then<T>> + Send>;
+
+struct TypedDirect<T> {
+    work: Option<Direct<T>>,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send + 'static> DirectJob for TypedDirect<T> {
+    fn run(&mut self, batch: &mut DirectBatch<'_>) -> Result<()> {
+        let Some(work) = self.work.take() else {
+            return Err(Error::Internal("write job was run twice".to_owned()));
+        };
+        self.output = Some(match work(batch.conn()) {
+            Ok(Then::Done(value)) => Ok(value),
+            Ok(Then::Append { audit, value }) => {
+                batch.append(&audit)?;
+                Ok(value)
+            }
+            // The job's own failure; the batch goes on without it.
+            Err(e) if sqlite_direct::statement_undone(&e) => {
+                Err(Error::Internal(format!("SQLite refused the write: {e}")))
+            }
+            Err(e) => return Err(sqlite_direct::failed(e)),
+        });
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
+        deliver(self.reply, commit, self.output);
+    }
+}
+
 enum Job {
+    /// Runs on the plain connection (a detection's writes).
+    Direct(Box<dyn DirectJob>),
+    /// Runs on the sqlx connection.
+    Sqlx(SqlxJob),
+}
+
+enum SqlxJob {
     Append(Box<AppendJob>),
     Work(Box<dyn WorkJob>),
     Single(Box<dyn SingleJob>),
 }
 
-impl Job {
+impl SqlxJob {
     fn finish(self, commit: Result<(), BatchFailed>) {
         match self {
-            Job::Work(job) => job.finish(commit),
-            Job::Single(job) => job.finish(commit),
-            Job::Append(job) => {
+            SqlxJob::Work(job) => job.finish(commit),
+            SqlxJob::Single(job) => job.finish(commit),
+            SqlxJob::Append(job) => {
                 let result = match (commit, job.sealed) {
                     (Ok(()), Some(appended)) => Ok(appended),
                     (Ok(()), None) => Err(Error::Internal("append was never sealed".to_owned())),
@@ -227,12 +274,15 @@ impl Writer {
     pub fn spawn(
         conn: SqliteConnection,
         connect: SqliteConnectOptions,
+        direct: DirectOpener,
         sealer: Option<Arc<Sealer>>,
     ) -> Writer {
         let (jobs, queue) = mpsc::channel(QUEUE_DEPTH);
         let state = WriterState {
             conn: Some(conn),
             connect,
+            direct: std::sync::Mutex::new(None),
+            open_direct: direct,
             sealer,
             appends: HeldAppends::default(),
             data_version: None,
@@ -249,7 +299,7 @@ impl Writer {
         event: AuditEvent,
     ) -> Result<Appended> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Append(Box::new(AppendJob {
+        self.submit(Job::Sqlx(SqlxJob::Append(Box::new(AppendJob {
             request: AppendRequest {
                 chain,
                 actor,
@@ -257,7 +307,7 @@ impl Writer {
             },
             sealed: None,
             reply,
-        })))
+        }))))
         .await?;
         answer.await.map_err(|_| dropped())?
     }
@@ -284,12 +334,12 @@ impl Writer {
 
     async fn run_work<T: Send + 'static>(&self, holds_appends: bool, work: Work<T>) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Work(Box::new(TypedWork {
+        self.submit(Job::Sqlx(SqlxJob::Work(Box::new(TypedWork {
             holds_appends,
             work: Some(work),
             output: None,
             reply,
-        })))
+        }))))
         .await?;
         answer.await.map_err(|_| dropped())?
     }
@@ -304,7 +354,25 @@ impl Writer {
             + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Single(Box::new(TypedSingle {
+        self.submit(Job::Sqlx(SqlxJob::Single(Box::new(TypedSingle {
+            work: Some(Box::new(work)),
+            output: None,
+            reply,
+        }))))
+        .await?;
+        answer.await.map_err(|_| dropped())?
+    }
+
+    /// Runs `work`, one statement that writes (reads around it are fine) and touches no audit
+    /// table, on the writer's plain connection in the next batch; returns after the commit. A
+    /// constraint violation fails only this job; any other error undoes the batch.
+    pub async fn direct<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Then<T>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Direct(Box::new(TypedDirect {
             work: Some(Box::new(work)),
             output: None,
             reply,
@@ -329,6 +397,11 @@ struct WriterState {
     /// The write connection; `None` after a failed batch until the next one opens a fresh one.
     conn: Option<SqliteConnection>,
     connect: SqliteConnectOptions,
+    /// The plain connection; `None` before the first direct batch and after a failed one.
+    /// Only ever taken through `&mut self`; the mutex makes the state `Sync`, as the writer's
+    /// future must be, since a SQLite connection is not.
+    direct: std::sync::Mutex<Option<DirectConn>>,
+    open_direct: DirectOpener,
     sealer: Option<Arc<Sealer>>,
     /// The batch's sealed appends not yet written, and the chain heads as of them; the heads are
     /// trusted only while `PRAGMA data_version` shows that no other connection (a CLI command
@@ -430,7 +503,8 @@ impl HeldAppends {
 
 impl WriterState {
     async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        let mut batch: Vec<SqlxJob> = Vec::with_capacity(MAX_BATCH);
+        let mut direct: Vec<Box<dyn DirectJob>> = Vec::with_capacity(MAX_BATCH);
         let mut held: Option<Job> = None;
         loop {
             let first = match held.take() {
@@ -440,20 +514,29 @@ impl WriterState {
                     None => return,
                 },
             };
-            let mut work = usize::from(matches!(first, Job::Work(_)));
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job @ Job::Work(_)) if work >= MAX_WORK_PER_BATCH => {
-                        held = Some(job);
+            let mut work = 0;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Direct(job) => direct.push(job),
+                    Job::Sqlx(job @ SqlxJob::Work(_)) if work >= MAX_WORK_PER_BATCH => {
+                        held = Some(Job::Sqlx(job));
                         break;
                     }
-                    Ok(job) => {
-                        work += usize::from(matches!(job, Job::Work(_)));
+                    Job::Sqlx(job) => {
+                        work += usize::from(matches!(job, SqlxJob::Work(_)));
                         batch.push(job);
                     }
-                    Err(_) => break,
                 }
+                if direct.len() + batch.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
+                }
+            }
+            if !direct.is_empty() {
+                self.run_direct(std::mem::take(&mut direct)).await;
+            }
+            if batch.is_empty() {
+                continue;
             }
             let outcome = self.run_batch(&mut batch).await.map_err(|e| {
                 tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
@@ -467,7 +550,47 @@ impl WriterState {
         }
     }
 
-    async fn run_batch(&mut self, batch: &mut [Job]) -> Result<()> {
+    /// Runs the batch's direct jobs in one transaction on the plain connection, on a blocking
+    /// thread, and tells each how it ended.
+    async fn run_direct(&mut self, mut jobs: Vec<Box<dyn DirectJob>>) {
+        let idle = self.direct.get_mut();
+        let (conn, open, sealer) = (
+            idle.unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+            self.open_direct.clone(),
+            self.sealer.clone(),
+        );
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut conn = match conn {
+                Some(conn) => Ok(conn),
+                None => open.open(),
+            };
+            let outcome = match &mut conn {
+                Ok(conn) => conn.run_batch(sealer.as_deref(), &mut jobs),
+                Err(e) => Err(Error::AuditUnavailable(e.to_string())),
+            };
+            let outcome = outcome.map_err(|e| {
+                tracing::error!(error = %e, jobs = jobs.len(), "SQLite write transaction failed");
+                BatchFailed(Arc::new(e))
+            });
+            let kept = outcome.is_ok();
+            for job in jobs {
+                job.finish(outcome.clone());
+            }
+            // After a failure the connection's state is unknown (SQLite may have ended the
+            // transaction itself): the next batch opens a fresh one.
+            conn.ok().filter(|_| kept)
+        })
+        .await;
+        // A job that panicked took its batch's replies with it; its callers hear the write
+        // was dropped.
+        *self
+            .direct
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ran.unwrap_or(None);
+    }
+
+    async fn run_batch(&mut self, batch: &mut [SqlxJob]) -> Result<()> {
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.connect.connect().await?,
@@ -482,11 +605,15 @@ impl WriterState {
         outcome
     }
 
-    async fn run_batch_on(&mut self, conn: &mut SqliteConnection, batch: &mut [Job]) -> Result<()> {
+    async fn run_batch_on(
+        &mut self,
+        conn: &mut SqliteConnection,
+        batch: &mut [SqlxJob],
+    ) -> Result<()> {
         // IMMEDIATE takes the write lock up front, so another process waits for it instead of
         // failing halfway through with SQLITE_BUSY.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        if let [Job::Work(work)] = batch {
+        if let [SqlxJob::Work(work)] = batch {
             // Alone in its transaction, a closure needs no savepoint: undoing the transaction
             // undoes only it. Nor does it read `data_version`, a statement as dear as reading
             // the one head it needs: the cached heads are dropped instead.
@@ -507,15 +634,15 @@ impl WriterState {
         }
         for job in batch.iter_mut() {
             match job {
-                Job::Append(append) => {
+                SqlxJob::Append(append) => {
                     append.sealed = Some(self.seal(&mut tx, &append.request).await?);
                 }
-                Job::Single(single) => {
+                SqlxJob::Single(single) => {
                     if let Some(request) = single.run(&mut tx).await? {
                         self.seal(&mut tx, &request).await?;
                     }
                 }
-                Job::Work(work) => {
+                SqlxJob::Work(work) => {
                     if !work.holds_appends() {
                         // It reads the audit tables as written so far, outside its savepoint.
                         self.appends.flush(&mut tx).await?;
@@ -570,6 +697,88 @@ impl WriterState {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    use super::{Then, Writer};
+    use crate::store::sqlite_direct::DirectOpener;
+
+    async fn writer_on(dir: &std::path::Path) -> Writer {
+        let url = format!("sqlite://{}/w.db", dir.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .journal_mode(SqliteJournalMode::Wal)
+            .create_if_missing(true);
+        let conn = options.connect().await.unwrap_or_else(|e| panic!("{e}"));
+        let direct = DirectOpener::new(
+            &url,
+            options.get_filename(),
+            std::time::Duration::from_secs(1),
+        );
+        Writer::spawn(conn, options, direct, None)
+    }
+
+    #[tokio::test]
+    async fn the_plain_connection_syncs_every_commit_and_enforces_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let writer = writer_on(dir.path()).await;
+        let (synchronous, foreign_keys, journal) = writer
+            .direct(|conn| {
+                let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                let foreign_keys: i64 = conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+                let journal: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                Ok(Then::Done((synchronous, foreign_keys, journal)))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        assert_eq!(foreign_keys, 1);
+        assert_eq!(journal, "wal");
+    }
+
+    #[tokio::test]
+    async fn a_direct_batch_that_fails_is_undone_and_the_next_runs_on_a_fresh_connection() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let writer = writer_on(dir.path()).await;
+        writer
+            .direct(|conn| {
+                conn.execute("CREATE TABLE t (x TEXT NOT NULL)", [])?;
+                Ok(Then::Done(()))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The disk is full for this connection: the file may not grow any more.
+        let full = writer
+            .direct(|conn| {
+                let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+                conn.pragma_update(None, "max_page_count", pages)?;
+                conn.execute("INSERT INTO t (x) VALUES (?1)", ["x".repeat(200_000)])?;
+                Ok(Then::Done(()))
+            })
+            .await;
+        assert!(full.is_err(), "the write that needs room must fail");
+        // A constraint violation fails its own job only.
+        let refused = writer
+            .direct(|conn| {
+                conn.execute("INSERT INTO t (x) VALUES (NULL)", [])?;
+                Ok(Then::Done(()))
+            })
+            .await;
+        assert!(refused.is_err(), "NULL into a NOT NULL column");
+        let count = writer
+            .direct(|conn| {
+                // As large as the refused one: on the full connection it would fail again.
+                conn.execute("INSERT INTO t (x) VALUES (?1)", ["y".repeat(200_000)])?;
+                let rows: i64 = conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))?;
+                Ok(Then::Done(rows))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("after the full disk: {e}"));
+        assert_eq!(count, 1, "the failed batch left nothing behind");
+    }
+
     #[test]
     fn no_sqlite_table_resolves_conflicts_by_rolling_back_the_transaction() {
         // `statement_undone` relies on a constraint violation undoing only its statement.

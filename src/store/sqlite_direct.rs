@@ -1,0 +1,324 @@
+//! The writer's plain SQLite connection, for the writes that arrive in floods: a Falcon
+//! detection stored as it arrives (with its `detection_received` entry) and the account it was
+//! matched to.
+//!
+//! sqlx hands every statement to the connection's worker thread and waits to be woken with the
+//! answer; under a storm of webhooks those hand-overs, not SQLite, were the writer's time (about
+//! 100 µs a write against a few µs of SQLite's own work). Here a whole batch goes to a blocking
+//! thread once and runs there statement after statement on a rusqlite connection to the same
+//! file, on the same SQLite library. The SQL is the text both backends share (`$n` placeholders,
+//! which SQLite takes as named parameters), so nothing is written twice.
+//!
+//! The writer runs this connection's batches and its sqlx connection's one after the other,
+//! never both at once; each keeps its own cache of chain heads and trusts it only while
+//! `PRAGMA data_version` shows that no other connection has committed since its last commit.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
+
+use super::audit_sql::{self, ROWS_PER_STATEMENT};
+use super::sqlite_writer::{AppendRequest, BatchFailed};
+use crate::audit::append::{AppendPlan, Appended, Sealer};
+use crate::audit::records::{CheckpointRecord, HeadRecord};
+use crate::error::{Error, Result};
+
+/// Statements kept prepared: the fixed ones and the multi-row appends of the usual batch sizes.
+const PREPARED_STATEMENTS: usize = 64;
+
+/// A job of a direct batch.
+pub(super) trait DirectJob: Send {
+    /// Runs the job's statements; `Err` undoes the whole batch.
+    fn run(&mut self, batch: &mut DirectBatch<'_>) -> Result<()>;
+    /// Delivers the job's result, or the commit error that undid it.
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>);
+}
+
+/// Where to open the connection again after a failed batch.
+#[derive(Clone)]
+pub(super) struct DirectOpener {
+    filename: String,
+    flags: OpenFlags,
+    busy_timeout: Duration,
+}
+
+impl DirectOpener {
+    pub(super) fn new(url: &str, file: &std::path::Path, busy_timeout: Duration) -> Self {
+        let (filename, flags) =
+            super::sqlite_entries::uri_filename(url, file, OpenFlags::SQLITE_OPEN_READ_WRITE);
+        DirectOpener {
+            filename,
+            flags,
+            busy_timeout,
+        }
+    }
+
+    /// A write connection as durable as sqlx's: every commit synced, foreign keys enforced.
+    pub(super) fn open(&self) -> Result<DirectConn> {
+        let conn = Connection::open_with_flags(&self.filename, self.flags).map_err(unavailable)?;
+        conn.busy_timeout(self.busy_timeout).map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unavailable)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unavailable)?;
+        conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+        Ok(DirectConn {
+            conn,
+            appends: Appends::default(),
+            data_version: None,
+        })
+    }
+}
+
+pub(super) struct DirectConn {
+    conn: Connection,
+    appends: Appends,
+    /// `PRAGMA data_version` as of this connection's last commit.
+    data_version: Option<i64>,
+}
+
+/// The heads of the chains this connection wrote, and the appends sealed for the open batch.
+#[derive(Default)]
+struct Appends {
+    heads: HashMap<String, HeadRecord>,
+    plans: Vec<AppendPlan>,
+}
+
+/// An open batch: its transaction, and a way to seal appends into it.
+pub(super) struct DirectBatch<'t> {
+    conn: &'t Connection,
+    appends: &'t mut Appends,
+    sealer: Option<&'t Sealer>,
+}
+
+impl DirectBatch<'_> {
+    /// The batch's connection, inside its transaction.
+    pub(super) fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Seals an entry after the batch's earlier appends; written with them before the commit.
+    pub(super) fn append(&mut self, request: &AppendRequest) -> Result<Appended> {
+        let sealer = self
+            .sealer
+            .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
+        let name = request.chain.as_str();
+        let head = match self.appends.heads.get(name) {
+            Some(head) => Some(head.clone()),
+            None => select_head(self.conn, name)?,
+        };
+        let plan = sealer.plan(
+            &request.chain,
+            head.as_ref(),
+            &request.actor,
+            &request.event,
+        )?;
+        let appended = plan.appended.clone();
+        self.appends
+            .heads
+            .insert(name.to_owned(), plan.head.clone());
+        self.appends.plans.push(plan);
+        Ok(appended)
+    }
+}
+
+impl DirectConn {
+    /// Runs `jobs` in one transaction and tells each how it ended. `Err` when the batch was
+    /// undone: the connection may then be in any state, so the caller drops it.
+    pub(super) fn run_batch(
+        &mut self,
+        sealer: Option<&Sealer>,
+        jobs: &mut [Box<dyn DirectJob>],
+    ) -> Result<()> {
+        // IMMEDIATE takes the write lock up front, so another process waits for it instead of
+        // failing halfway through with SQLITE_BUSY.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(failed)?;
+        let version: i64 = tx
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(failed)?;
+        if self.data_version != Some(version) {
+            self.appends.heads.clear();
+        }
+        self.appends.plans.clear();
+        let mut batch = DirectBatch {
+            conn: &tx,
+            appends: &mut self.appends,
+            sealer,
+        };
+        for job in jobs.iter_mut() {
+            job.run(&mut batch)?;
+        }
+        let plans = std::mem::take(&mut self.appends.plans);
+        write_plans(&tx, &plans)?;
+        tx.commit().map_err(failed)?;
+        // Our own commits do not change data_version for this connection.
+        self.data_version = Some(version);
+        Ok(())
+    }
+}
+
+fn select_head(conn: &Connection, chain: &str) -> Result<Option<HeadRecord>> {
+    let mut statement = conn
+        .prepare_cached(audit_sql::SELECT_HEAD)
+        .map_err(failed)?;
+    bind_numbered(&mut statement, &[&chain]).map_err(failed)?;
+    let mut rows = statement.raw_query();
+    let Some(row) = rows.next().map_err(failed)? else {
+        return Ok(None);
+    };
+    Ok(Some(HeadRecord {
+        chain: row.get(0).map_err(failed)?,
+        seq: row.get(1).map_err(failed)?,
+        hash: row.get(2).map_err(failed)?,
+    }))
+}
+
+/// Writes the batch's appends: entries, heads and notices a multi-row INSERT per table (up to
+/// its row limit), then checkpoints.
+fn write_plans(conn: &Connection, plans: &[AppendPlan]) -> Result<()> {
+    for chunk in plans.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<&dyn ToSql> = chunk
+            .iter()
+            .flat_map(|plan| {
+                let e = &plan.entry;
+                [
+                    &e.chain as &dyn ToSql,
+                    &e.seq,
+                    &e.time,
+                    &e.event,
+                    &e.entry,
+                    &e.hash,
+                ]
+            })
+            .collect();
+        insert_rows(
+            conn,
+            audit_sql::INSERT_ENTRIES,
+            audit_sql::ENTRY_COLUMNS,
+            "",
+            &values,
+        )?;
+    }
+    let heads = audit_sql::newest_heads(plans);
+    for chunk in heads.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<&dyn ToSql> = chunk
+            .iter()
+            .flat_map(|head| [&head.chain as &dyn ToSql, &head.seq, &head.hash])
+            .collect();
+        insert_rows(
+            conn,
+            audit_sql::UPSERT_HEADS,
+            audit_sql::HEAD_COLUMNS,
+            audit_sql::UPSERT_HEADS_SUFFIX,
+            &values,
+        )?;
+    }
+    let notices = audit_sql::notices(plans);
+    for chunk in notices.chunks(ROWS_PER_STATEMENT) {
+        let kinds: Vec<&str> = chunk.iter().map(|(_, kind)| kind.as_str()).collect();
+        let values: Vec<&dyn ToSql> = chunk
+            .iter()
+            .zip(&kinds)
+            .flat_map(|((plan, _), kind)| {
+                let e = &plan.entry;
+                [&e.chain as &dyn ToSql, &e.seq, kind, &e.time]
+            })
+            .collect();
+        insert_rows(
+            conn,
+            audit_sql::INSERT_NOTICES,
+            audit_sql::NOTICE_COLUMNS,
+            "",
+            &values,
+        )?;
+    }
+    for checkpoint in plans.iter().filter_map(|plan| plan.checkpoint.as_ref()) {
+        write_checkpoint(conn, checkpoint)?;
+    }
+    Ok(())
+}
+
+/// One multi-row statement of `values.len() / columns` rows.
+fn insert_rows(
+    conn: &Connection,
+    prefix: &str,
+    columns: usize,
+    suffix: &str,
+    values: &[&dyn ToSql],
+) -> Result<()> {
+    let sql = audit_sql::multi_row(prefix, columns, values.len() / columns, 1, suffix);
+    let mut statement = conn.prepare_cached(&sql).map_err(failed)?;
+    // `multi_row` numbers the placeholders in the order they appear, from `$1`, so each one's
+    // position is its number.
+    for (index, value) in values.iter().enumerate() {
+        statement
+            .raw_bind_parameter(index + 1, value)
+            .map_err(failed)?;
+    }
+    statement.raw_execute().map_err(failed)?;
+    Ok(())
+}
+
+fn write_checkpoint(conn: &Connection, cp: &CheckpointRecord) -> Result<()> {
+    let mut statement = conn
+        .prepare_cached(audit_sql::INSERT_CHECKPOINT)
+        .map_err(failed)?;
+    bind_numbered(
+        &mut statement,
+        &[
+            &cp.chain,
+            &cp.seq,
+            &cp.hash,
+            &cp.time,
+            &cp.key_id,
+            &cp.signature,
+        ],
+    )
+    .map_err(failed)?;
+    statement.raw_execute().map_err(failed)?;
+    Ok(())
+}
+
+/// Binds `values[n - 1]` to every `$n` of the statement, wherever it appears, as sqlx does:
+/// SQLite numbers named parameters by first appearance, not by their names.
+pub(super) fn bind_numbered(
+    statement: &mut Statement<'_>,
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<()> {
+    let mut bound = 0;
+    for (n, value) in values.iter().enumerate() {
+        if let Some(index) = statement.parameter_index(&format!("${}", n + 1))? {
+            statement.raw_bind_parameter(index, value)?;
+            bound += 1;
+        }
+    }
+    if bound != statement.parameter_count() {
+        return Err(rusqlite::Error::InvalidParameterCount(
+            values.len(),
+            statement.parameter_count(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether SQLite undid only the statement that failed (a constraint violation, with the
+/// default ABORT resolution that every table keeps); any other error may have ended the
+/// transaction.
+pub(super) fn statement_undone(error: &rusqlite::Error) -> bool {
+    matches!(error, rusqlite::Error::SqliteFailure(failure, _)
+        if failure.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+/// A write error: the batch cannot go on.
+pub(super) fn failed(e: rusqlite::Error) -> Error {
+    Error::AuditUnavailable(format!("SQLite: {e}"))
+}
+
+fn unavailable(e: rusqlite::Error) -> Error {
+    Error::DatabaseUnavailable(format!("cannot open SQLite for writing: {e}"))
+}
