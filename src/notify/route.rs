@@ -5,6 +5,7 @@
 //! customer's contact addresses, with a witness of the customer's chain signed by the audit
 //! key, unless the customer chose the daily digest or no notices.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -55,8 +56,10 @@ impl Router {
         let owed_notices = self.store.owed_notices(limit).await?;
         let read = owed_notices.len();
         let mut routed = Vec::new();
+        // Read once per round: a storm of detections owes a notice each, all of one customer.
+        let mut customers = HashMap::new();
         for owed in owed_notices {
-            let messages = match self.route(&owed).await {
+            let messages = match self.route(&owed, &mut customers).await {
                 Ok(Routed::Messages(messages)) => messages,
                 Ok(Routed::Later) => continue,
                 // A notice that cannot be read must not block the ones behind it.
@@ -76,7 +79,11 @@ impl Router {
         Ok(read)
     }
 
-    async fn route(&self, owed: &OwedNotice) -> Result<Routed> {
+    async fn route(
+        &self,
+        owed: &OwedNotice,
+        customers: &mut HashMap<String, Option<Customer>>,
+    ) -> Result<Routed> {
         let entry: Entry = serde_json::from_str(&owed.entry)
             .map_err(|e| Error::Internal(format!("stored audit entry: {e}")))?;
         let Some(kind) = NoticeKind::parse_stored(&owed.kind) else {
@@ -85,10 +92,7 @@ impl Router {
                 owed.kind
             )));
         };
-        let customer = match owed.chain.parse::<CustomerSlug>() {
-            Ok(slug) => self.store.customer(&slug).await?,
-            Err(_) => None,
-        };
+        let customer = self.customer_of(&owed.chain, customers).await?;
         if self.nobody_listens(customer.as_ref()) {
             return Ok(Routed::Messages(Vec::new()));
         }
@@ -142,6 +146,23 @@ impl Router {
 
     /// No channel is configured that could carry a message about this customer (or the SOC's
     /// own events): nothing to render.
+    /// The customer whose chain `chain` is (none for the system chain), read once a round.
+    async fn customer_of(
+        &self,
+        chain: &str,
+        customers: &mut HashMap<String, Option<Customer>>,
+    ) -> Result<Option<Customer>> {
+        if let Some(known) = customers.get(chain) {
+            return Ok(known.clone());
+        }
+        let customer = match chain.parse::<CustomerSlug>() {
+            Ok(slug) => self.store.customer(&slug).await?,
+            Err(_) => None,
+        };
+        customers.insert(chain.to_owned(), customer.clone());
+        Ok(customer)
+    }
+
     fn nobody_listens(&self, customer: Option<&Customer>) -> bool {
         let soc = self.settings.soc_webhook.is_some()
             || (self.settings.email_ready() && !self.settings.soc_email.is_empty());

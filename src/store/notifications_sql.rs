@@ -78,8 +78,8 @@ pub const NOTIFICATION_COLUMNS: &str = "id, chain, seq, kind, audience, customer
 const OWED: &str = "SELECT n.chain, n.seq, n.kind, n.created_at, a.entry, a.hash FROM notification_events n \
      JOIN audit_entries a ON a.chain = n.chain AND a.seq = n.seq \
      WHERE n.routed_at IS NULL ORDER BY n.created_at LIMIT $1";
-const MARK_ROUTED: &str = "UPDATE notification_events SET routed_at = $3 \
-     WHERE chain = $1 AND seq = $2 AND routed_at IS NULL RETURNING chain";
+/// Notices marked routed by one statement (two parameters each).
+const MARKED_PER_STATEMENT: usize = 256;
 // A message whose dedupe key exists was made by another instance already: that one stands.
 const INSERT: &str = "INSERT INTO notifications (id, chain, seq, kind, audience, customer, channel, destination, \
      subject, message, state, attempts, created_at, next_attempt_at, about, dedupe_key) \
@@ -108,6 +108,7 @@ where
     for<'t> Option<i64>: Encode<'t, E::Db> + Type<E::Db>,
     for<'t> bool: Encode<'t, E::Db> + Type<E::Db>,
     for<'r> (String,): FromRow<'r, Row<E>>,
+    for<'r> (String, i64): FromRow<'r, Row<E>>,
     for<'r> OwedNotice: FromRow<'r, Row<E>>,
     for<'r> NotificationRow: FromRow<'r, Row<E>>,
     for<'r> Attempt: FromRow<'r, Row<E>>,
@@ -127,16 +128,13 @@ where
         self.write(move |conn| {
             Box::pin(async move {
                 let mut stored = 0;
-                for notice in &routed {
-                    let marked = sqlx::query_as::<E::Db, (String,)>(MARK_ROUTED)
-                        .bind(notice.chain.as_str())
-                        .bind(notice.seq)
-                        .bind(now.to_string())
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                    if marked.is_some() {
-                        insert_all::<E::Db>(conn, &notice.messages).await?;
-                        stored += notice.messages.len();
+                for chunk in routed.chunks(MARKED_PER_STATEMENT) {
+                    let marked = mark_routed::<E::Db>(conn, chunk, now).await?;
+                    for notice in chunk {
+                        if marked.contains(&(notice.chain.clone(), notice.seq)) {
+                            insert_all::<E::Db>(conn, &notice.messages).await?;
+                            stored += notice.messages.len();
+                        }
                     }
                 }
                 Ok(stored)
@@ -313,6 +311,35 @@ where
                 .map_err(|e| Error::Internal(format!("stored notification time: {e}")))
         })
         .transpose()
+}
+
+/// Marks the notices routed at `now` unless another worker did first; returns those it marked.
+/// One statement for them all: a round after a storm of webhooks routes hundreds.
+async fn mark_routed<DB>(
+    conn: &mut DB::Connection,
+    notices: &[RoutedNotice],
+    now: Timestamp,
+) -> Result<std::collections::HashSet<(String, i64)>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> (String, i64): FromRow<'r, DB::Row>,
+{
+    let sql = format!(
+        "UPDATE notification_events SET routed_at = $1 WHERE routed_at IS NULL AND (chain, seq) IN \
+         (VALUES {}) RETURNING chain, seq",
+        super::audit_sql::multi_row("", 2, notices.len(), 2, "")
+    );
+    let mut query =
+        sqlx::query_as::<DB, (String, i64)>(sqlx::AssertSqlSafe(sql)).bind(now.to_string());
+    for notice in notices {
+        query = query.bind(notice.chain.as_str()).bind(notice.seq);
+    }
+    Ok(query.fetch_all(&mut *conn).await?.into_iter().collect())
 }
 
 async fn insert_all<DB>(conn: &mut DB::Connection, messages: &[NewNotification]) -> Result<()>
