@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
+use super::action_rows::ActionRow;
+use super::action_steps::{ActionStatements, DecisionUpdate, OnSqlx};
 use super::detection_rows::{DETECTION_COLUMNS, DetectionRow};
 use super::domain_sql::ChainTx;
 use super::engine::{Conn, Engine, Row};
@@ -253,39 +255,23 @@ pub struct Decision {
 
 /// Decides a pending detection (compare-and-set from `pending`), audited in the customer's
 /// chain, whose head the caller holds. `Ok(false)` when it was decided already.
-pub async fn decide<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn decide<S: ActionStatements>(
+    tx: &mut S,
     sealer: &Sealer,
     decision: &Decision,
-) -> Result<bool>
-where
-    DB: Database,
-    DB::Connection: ChainTx,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
-{
+) -> Result<bool> {
     let chain = ChainId::Customer(decision.customer.clone());
-    conn.lock_chain(&chain).await?;
-    let actor = super::domain_sql::json(&decision.actor)?;
-    let action_id = decision.action_id.map(|id| id.to_string());
-    let updated: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
-        "UPDATE detections SET state = $2, action_id = COALESCE($3, action_id), decided_by = $4, decided_at = $5, \
-         decision_reason = $6 WHERE id = $1 AND customer = $7 AND state = 'pending' RETURNING id",
-    )
-    .bind(decision.id.to_string())
-    .bind(decision.state.as_str())
-    .bind(action_id.as_deref())
-    .bind(actor)
-    .bind(Timestamp::now().to_string())
-    .bind(decision.reason.as_deref())
-    .bind(decision.customer.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    if updated.is_none() {
+    tx.lock_chain(&chain).await?;
+    let update = DecisionUpdate {
+        id: decision.id.to_string(),
+        state: decision.state.as_str(),
+        action_id: decision.action_id.map(|id| id.to_string()),
+        decided_by: super::domain_sql::json(&decision.actor)?,
+        decided_at: Timestamp::now().to_string(),
+        reason: decision.reason.clone(),
+        customer: decision.customer.as_str().to_owned(),
+    };
+    if !tx.decide_detection(&update).await? {
         return Ok(false);
     }
     let event = AuditEvent::DetectionDecided {
@@ -294,40 +280,25 @@ where
         reason: decision.reason.clone(),
         action_id: decision.action_id,
     };
-    conn.append(sealer, &chain, &decision.actor, &event).await?;
+    tx.append(sealer, &chain, &decision.actor, &event).await?;
     Ok(true)
 }
 
 /// When `new` decides a detection: moves it from pending to the claimed decision for action
 /// `action_id`, in the transaction that admits the action (the customer's chain is held).
 /// `Some(state)`, with nothing written, when the detection was no longer pending.
-pub async fn claim<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn claim<S: ActionStatements>(
+    tx: &mut S,
     sealer: &Sealer,
     new: &NewAction,
     action_id: uuid::Uuid,
-) -> Result<Option<DetectionState>>
-where
-    DB: Database,
-    DB::Connection: ChainTx,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
-{
+) -> Result<Option<DetectionState>> {
     let Some(claim) = &new.claim else {
         return Ok(None);
     };
     if let Some((target_id, target_upn)) = &claim.target {
         // The account it was matched to, with the decision: a commit fewer before the PATCH.
-        sqlx::query::<DB>(SET_TARGET)
-            .bind(claim.detection.to_string())
-            .bind(target_id.as_str())
-            .bind(target_upn.as_str())
-            .bind(None::<&str>)
-            .execute(&mut *conn)
+        tx.set_target(&claim.detection.to_string(), target_id, target_upn)
             .await?;
     }
     let decision = Decision {
@@ -338,30 +309,14 @@ where
         reason: claim.reason.clone(),
         actor: new.actor.clone(),
     };
-    if decide::<DB>(conn, sealer, &decision).await? {
+    if decide(tx, sealer, &decision).await? {
         return Ok(None);
     }
-    Ok(Some(
-        current_state::<DB>(conn, &decision.id.to_string()).await?,
-    ))
-}
-
-/// The state a detection is in now.
-pub async fn current_state<DB>(conn: &mut DB::Connection, id: &str) -> Result<DetectionState>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
-{
-    let (state,): (String,) =
-        sqlx::query_as::<DB, (String,)>("SELECT state FROM detections WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let id = decision.id.to_string();
+    let state = tx.detection_state(&id).await?;
     DetectionState::parse(&state)
         .ok_or_else(|| Error::Internal(format!("detection {id} has the unknown state `{state}`")))
+        .map(Some)
 }
 
 /// Detections stored but not decided that may be taken over: `$1` the end of the lease of one
@@ -397,6 +352,9 @@ where
     for<'r> (String,): FromRow<'r, Row<E>>,
     for<'r> (String, i64): FromRow<'r, Row<E>>,
     for<'r> DetectionRow: FromRow<'r, Row<E>>,
+    for<'t> Option<i64>: Encode<'t, E::Db> + Type<E::Db>,
+    for<'t> bool: Encode<'t, E::Db> + Type<E::Db>,
+    for<'r> ActionRow: FromRow<'r, Row<E>>,
 {
     async fn record_detection(
         &self,
@@ -429,7 +387,7 @@ where
         let sealer = self.sealer()?;
         let decision = decision.clone();
         self.write(move |conn| {
-            Box::pin(async move { decide::<E::Db>(conn, &sealer, &decision).await })
+            Box::pin(async move { decide(&mut OnSqlx::<E::Db>(conn), &sealer, &decision).await })
         })
         .await
     }

@@ -41,6 +41,7 @@ pub trait ChainTx: Send {
 
 pub use super::action_rows::ACTION_COLUMNS;
 use super::action_rows::ActionRow;
+use super::action_steps::{ActionStatements, OutcomeUpdate};
 
 /// Remediation actions: admission with its guard rails, the one outcome, and reconciliation.
 #[async_trait]
@@ -175,25 +176,12 @@ where
     for<'r> ActionRow: FromRow<'r, Row<E>>,
 {
     async fn admit_action(&self, action: &NewAction, guard: Guard) -> Result<Admission> {
-        let sealer = self.sealer()?;
-        let action = action.clone();
-        // The admission reads actions and detections, never the audit tables.
-        self.write_appending(move |conn| {
-            Box::pin(async move { admit::<E::Db>(conn, &sealer, &action, guard).await })
-        })
-        .await
+        Engine::admit(self, action.clone(), guard).await
     }
 
     async fn finish_action_stored(&self, finish: &Finish) -> Result<Option<ActionRecord>> {
-        let sealer = self.sealer()?;
-        let finish = finish.clone();
         // A superseded finish fails its transaction, taking the appended entry with it.
-        let done = self
-            .write_appending(move |conn| {
-                Box::pin(async move { self::finish::<E::Db>(conn, &sealer, &finish).await })
-            })
-            .await;
-        super::superseded_is_none(done)
+        super::superseded_is_none(Engine::finish(self, finish.clone()).await)
     }
 
     async fn action(&self, id: uuid::Uuid) -> Result<Option<ActionRecord>> {
@@ -449,47 +437,29 @@ where
 /// idempotency key already names. Runs with the customer's chain locked, so two requests cannot
 /// both slip under the hourly limit, and a detection the action decides cannot be decided
 /// otherwise meanwhile.
-pub async fn admit<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn admit<S: ActionStatements>(
+    tx: &mut S,
     sealer: &Sealer,
     new: &NewAction,
     guard: Guard,
-) -> Result<Admission>
-where
-    DB: Database,
-    DB::Connection: ChainTx,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-    for<'r> ActionRow: FromRow<'r, DB::Row>,
-    for<'r> (i64,): FromRow<'r, DB::Row>,
-    for<'r> (String,): FromRow<'r, DB::Row>,
-{
+) -> Result<Admission> {
     let chain = ChainId::Customer(new.customer.clone());
-    conn.lock_chain(&chain).await?;
+    tx.lock_chain(&chain).await?;
 
-    if let Some(existing) = by_idempotency_key::<DB>(conn, new).await? {
+    if let Some(existing) = by_idempotency_key(tx, new).await? {
         if existing.request_hash != new.request_hash {
             return Ok(Admission::KeyConflict(existing));
         }
-        if let Some(state) =
-            super::detections_sql::claim::<DB>(conn, sealer, new, existing.id).await?
-        {
+        if let Some(state) = super::detections_sql::claim(tx, sealer, new, existing.id).await? {
             return Ok(Admission::AlreadyDecided(state));
         }
         return Ok(Admission::Replayed(existing));
     }
-    if let Some(state) = super::detections_sql::claim::<DB>(conn, sealer, new, new.id).await? {
+    if let Some(state) = super::detections_sql::claim(tx, sealer, new, new.id).await? {
         return Ok(Admission::AlreadyDecided(state));
     }
 
-    let denial = denial::<DB>(conn, new, guard).await?;
+    let denial = denial(tx, new, guard).await?;
     let requested = AuditEvent::ActionRequested {
         action_id: new.id,
         operation: new.operation,
@@ -500,13 +470,12 @@ where
         mfa: new.mfa.clone(),
         request: new.request.clone(),
     };
-    let requested_seq = conn
-        .append(sealer, &chain, &new.actor, &requested)
-        .await?
-        .seq;
+    let requested_seq = tx.append(sealer, &chain, &new.actor, &requested).await?.seq;
     let record = ActionRecord::requested(new, requested_seq);
+    let owner_run = new.owner_run.map(|o| o.to_string());
     let Some((denial, detail)) = denial else {
-        insert_action::<DB>(conn, &record, new.owner_run).await?;
+        tx.insert_action(&ActionRow::try_from(&record)?, owner_run)
+            .await?;
         return Ok(Admission::Admitted(record));
     };
     let outcome = AuditEvent::ActionOutcome {
@@ -519,34 +488,22 @@ where
         graph: None,
         duration_ms: 0,
     };
-    let seq = conn.append(sealer, &chain, &new.actor, &outcome).await?.seq;
+    let seq = tx.append(sealer, &chain, &new.actor, &outcome).await?.seq;
     let record = record.denied(denial, detail, seq);
-    insert_action::<DB>(conn, &record, new.owner_run).await?;
+    tx.insert_action(&ActionRow::try_from(&record)?, owner_run)
+        .await?;
     Ok(Admission::Denied(record))
 }
 
 /// The action the request's idempotency key already names for its customer, if any.
-async fn by_idempotency_key<DB>(
-    conn: &mut DB::Connection,
+async fn by_idempotency_key<S: ActionStatements>(
+    tx: &mut S,
     new: &NewAction,
-) -> Result<Option<ActionRecord>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'r> ActionRow: FromRow<'r, DB::Row>,
-{
+) -> Result<Option<ActionRecord>> {
     let Some(key) = &new.idempotency_key else {
         return Ok(None);
     };
-    let sql = format!(
-        "SELECT {ACTION_COLUMNS} FROM actions WHERE customer = $1 AND idempotency_key = $2"
-    );
-    sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(sql))
-        .bind(new.customer.as_str())
-        .bind(key.as_str())
-        .fetch_optional(&mut *conn)
+    tx.action_by_key(new.customer.as_str(), key.as_str())
         .await?
         .map(ActionRecord::try_from)
         .transpose()
@@ -554,31 +511,17 @@ where
 
 /// Why a guard rail stops the request (protected account, hourly limit), if one does, and the
 /// words recorded for it.
-async fn denial<DB>(
-    conn: &mut DB::Connection,
+async fn denial<S: ActionStatements>(
+    tx: &mut S,
     new: &NewAction,
     guard: Guard,
-) -> Result<Option<(Denial, String)>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'r> (i64,): FromRow<'r, DB::Row>,
-{
+) -> Result<Option<(Denial, String)>> {
     if guard.protected {
         return Ok(Some((Denial::ProtectedAccount, "the account is on the customer's protected list (break-glass or service account); nothing was sent to Entra".to_owned())));
     }
     let since = Timestamp::from_datetime(new.created_at.as_datetime() - chrono::Duration::hours(1))
         .to_string();
-    let (recent,): (i64,) = sqlx::query_as::<DB, (i64,)>(
-        "SELECT COUNT(*) FROM actions WHERE customer = $1 AND created_at > $2 AND state <> 'denied'",
-    )
-    .bind(new.customer.as_str())
-    .bind(since)
-    .fetch_one(&mut *conn)
-    .await?;
+    let recent = tx.recent_actions(new.customer.as_str(), &since).await?;
     Ok((recent >= i64::from(guard.max_actions_per_hour)).then(|| {
         (Denial::HourlyLimit, format!(
             "rate limit: {recent} actions in the last hour for this customer, the policy allows {}; nothing was sent to Entra",
@@ -587,83 +530,14 @@ where
     }))
 }
 
-async fn insert_action<DB>(
-    conn: &mut DB::Connection,
-    record: &ActionRecord,
-    owner_run: Option<uuid::Uuid>,
-) -> Result<()>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
-    for<'t> bool: Encode<'t, DB> + Type<DB>,
-{
-    let sql = format!(
-        "INSERT INTO actions ({ACTION_COLUMNS}, owner_run) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
-    );
-    let r = ActionRow::try_from(record)?;
-    let inserted = sqlx::query::<DB>(sqlx::AssertSqlSafe(sql))
-        .bind(r.id.as_str())
-        .bind(r.customer.as_str())
-        .bind(r.operation.as_str())
-        .bind(r.account.as_str())
-        .bind(r.target_id.as_deref())
-        .bind(r.state.as_str())
-        .bind(r.reason.as_str())
-        .bind(r.ticket.as_deref())
-        .bind(r.revoke_sessions)
-        .bind(r.idempotency_key.as_deref())
-        .bind(r.request_hash.as_str())
-        .bind(r.actor.as_str())
-        .bind(r.detail.as_deref())
-        .bind(r.warnings.as_deref())
-        .bind(r.graph.as_deref())
-        .bind(r.before_state.as_deref())
-        .bind(r.after_state.as_deref())
-        .bind(r.requested_seq)
-        .bind(r.outcome_seq)
-        .bind(r.created_at.as_str())
-        .bind(r.lease_until.as_str())
-        .bind(r.finished_at.as_deref())
-        .bind(r.duration_ms)
-        .bind(r.denial.as_deref())
-        .bind(owner_run.map(|o| o.to_string()))
-        .execute(&mut *conn)
-        .await;
-    match inserted {
-        Err(e) if is_unique_violation(&e) => Err(Error::Conflict(
-            "an action with this idempotency key is being recorded".to_owned(),
-        )),
-        other => other.map(|_| ()).map_err(Error::from),
-    }
-}
-
 /// Records the outcome of an action that has none yet and returns the action as stored.
 /// Returns [`Error::Superseded`] when another process recorded one first; the caller must then
 /// roll back, which also removes the entry appended here.
-pub async fn finish<DB>(
-    conn: &mut DB::Connection,
+pub(crate) async fn finish<S: ActionStatements>(
+    tx: &mut S,
     sealer: &Sealer,
     f: &Finish,
-) -> Result<ActionRecord>
-where
-    DB: Database,
-    DB::Connection: ChainTx,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
-    for<'t> String: Encode<'t, DB> + Type<DB>,
-    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
-    for<'t> i64: Encode<'t, DB> + Type<DB>,
-    for<'r> ActionRow: FromRow<'r, DB::Row>,
-{
+) -> Result<ActionRecord> {
     let chain = ChainId::Customer(f.customer.clone());
     let event = AuditEvent::ActionOutcome {
         action_id: f.id,
@@ -675,36 +549,26 @@ where
         graph: f.graph.clone(),
         duration_ms: f.duration_ms,
     };
-    let seq = conn.append(sealer, &chain, &f.actor, &event).await?.seq;
-    // The condition on finished_at is what makes the outcome one: whoever updates the row first
-    // keeps its entry; a late second finisher rolls back its own.
-    // The row comes back with the update: the caller answers with it, no read after.
-    let sql = format!(
-        "UPDATE actions SET state = $2, detail = $3, warnings = $4, graph = $5, before_state = $6, after_state = $7, \
-         target_id = COALESCE($8, target_id), finished_at = $9, duration_ms = $10, outcome_seq = $11, \
-         denial = $12 WHERE id = $1 AND finished_at IS NULL RETURNING {ACTION_COLUMNS}"
-    );
-    let claimed: Option<ActionRow> = sqlx::query_as::<DB, ActionRow>(sqlx::AssertSqlSafe(sql))
-        .bind(f.id.to_string())
-        .bind(ActionState::from(f.outcome).as_str())
-        .bind(f.detail.as_deref())
-        .bind(
-            (!f.warnings.is_empty())
-                .then(|| json(&f.warnings))
-                .transpose()?,
-        )
-        .bind(f.graph.as_ref().map(json).transpose()?)
-        .bind(f.before.as_ref().map(json).transpose()?)
-        .bind(f.after.as_ref().map(json).transpose()?)
-        .bind(f.target_id.as_deref())
-        .bind(Timestamp::now().to_string())
-        .bind(i64::try_from(f.duration_ms).unwrap_or(i64::MAX))
-        .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+    let seq = tx.append(sealer, &chain, &f.actor, &event).await?.seq;
+    let outcome = OutcomeUpdate {
+        id: f.id.to_string(),
+        state: ActionState::from(f.outcome).as_str(),
+        detail: f.detail.clone(),
+        warnings: (!f.warnings.is_empty())
+            .then(|| json(&f.warnings))
+            .transpose()?,
+        graph: f.graph.as_ref().map(json).transpose()?,
+        before: f.before.as_ref().map(json).transpose()?,
+        after: f.after.as_ref().map(json).transpose()?,
+        target_id: f.target_id.clone(),
+        finished_at: Timestamp::now().to_string(),
+        duration_ms: i64::try_from(f.duration_ms).unwrap_or(i64::MAX),
+        outcome_seq: i64::try_from(seq).unwrap_or(i64::MAX),
         // The engine denies only a protected account it found on reading it (hourly limits are
         // decided at admission).
-        .bind((f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()))
-        .fetch_optional(&mut *conn)
-        .await?;
+        denial: (f.outcome == Outcome::Denied).then_some(Denial::ProtectedAccount.kind()),
+    };
+    let claimed = tx.finish_action(&outcome).await?;
     crate::fault::point("action.outcome_commit").await;
     match claimed {
         Some(row) => ActionRecord::try_from(row),

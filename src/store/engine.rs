@@ -15,6 +15,7 @@ use super::detections_sql::TargetUpdate;
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
+use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::Result;
@@ -43,17 +44,6 @@ pub trait Engine: Send + Sync + 'static {
     where
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static;
-
-    /// Like `write`, for work that reads no audit table (entries, heads, checkpoints) and
-    /// appends only through `ChainTx::append`: a backend may then write those appends with the
-    /// rest of its transaction instead of one by one (SQLite's writer does).
-    fn write_appending<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut Conn<Self>) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
-        self.write(work)
-    }
 
     /// Runs `work`, which must be a single statement and fail only with that statement's own
     /// database error, without a transaction of its own (SQLite: batched with other writes,
@@ -99,6 +89,14 @@ pub trait Engine: Send + Sync + 'static {
             })
             .boxed()
     }
+
+    /// Records an action's request (its admission with the guard rails), in one transaction
+    /// with its entries.
+    fn admit(&self, action: NewAction, guard: Guard) -> BoxFuture<'_, Result<Admission>>;
+
+    /// Records an action's one outcome with its entry; [`Error::Superseded`](crate::error::Error::Superseded)
+    /// when it had one.
+    fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<ActionRecord>>;
 
     /// Stores the account a pending detection was matched to and why it waits, in one
     /// statement; the row as updated, if the detection was still pending.

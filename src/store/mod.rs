@@ -3,6 +3,7 @@
 //! (several instances behind a load balancer), chosen once from the URL scheme.
 
 mod action_rows;
+mod action_steps;
 mod analyst_rows;
 pub mod analysts_sql;
 pub mod audit_sql;
@@ -18,6 +19,7 @@ pub mod onboarding_sql;
 pub mod postgres;
 mod postgres_appends;
 pub mod sqlite;
+mod sqlite_actions;
 mod sqlite_detections;
 mod sqlite_direct;
 mod sqlite_entries;

@@ -8,15 +8,17 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
+use super::action_steps::OnSqlx;
 use super::audit_sql as sql;
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
-use super::domain_sql::ChainTx;
+use super::domain_sql::{self, ChainTx};
 use super::postgres_appends::GroupCommit;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryRecord, HeadRecord};
 use crate::domain::ChainId;
+use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
@@ -197,6 +199,30 @@ impl super::Engine for PgStore {
             .fetch(&self.pool)
             .map_err(Error::from)
             .boxed()
+    }
+
+    fn admit(&self, action: NewAction, guard: Guard) -> BoxFuture<'_, Result<Admission>> {
+        Box::pin(async move {
+            let sealer = self.sealer()?;
+            self.write(move |conn| {
+                Box::pin(async move {
+                    domain_sql::admit(&mut OnSqlx::<Postgres>(conn), &sealer, &action, guard).await
+                })
+            })
+            .await
+        })
+    }
+
+    fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<ActionRecord>> {
+        Box::pin(async move {
+            let sealer = self.sealer()?;
+            self.write(move |conn| {
+                Box::pin(async move {
+                    domain_sql::finish(&mut OnSqlx::<Postgres>(conn), &sealer, &finish).await
+                })
+            })
+            .await
+        })
     }
 
     fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {

@@ -12,18 +12,20 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
-use super::domain_sql::ChainTx;
+use super::domain_sql::{self, ChainTx};
 use super::sqlite_detections;
 use super::sqlite_direct::DirectOpener;
 use super::sqlite_entries::EntryReader;
-use super::sqlite_writer::{AppendRequest, HeldAppends, Then, Writer};
+use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
+use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
+use futures::executor::block_on;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
@@ -146,24 +148,6 @@ fn open_error(file: &Path, e: sqlx::Error) -> Error {
     ))
 }
 
-/// Appends inside the writer's transaction; the transaction already holds SQLite's write lock.
-pub(crate) async fn append_in(
-    conn: &mut SqliteConnection,
-    sealer: &Sealer,
-    chain: &ChainId,
-    actor: &Actor,
-    event: &AuditEvent,
-) -> Result<Appended> {
-    if let Some(held) = HeldAppends::current() {
-        return held.seal(conn, sealer, chain, actor, event).await;
-    }
-    // Not held by the writer: the entry is written at once.
-    let own = HeldAppends::default();
-    let appended = own.seal(conn, sealer, chain, actor, event).await?;
-    own.flush(conn).await?;
-    Ok(appended)
-}
-
 impl ChainTx for SqliteConnection {
     fn lock_chain<'a>(
         &'a mut self,
@@ -180,7 +164,10 @@ impl ChainTx for SqliteConnection {
         actor: &'a Actor,
         event: &'a AuditEvent,
     ) -> futures::future::BoxFuture<'a, Result<Appended>> {
-        Box::pin(append_in(self, sealer, chain, actor, event))
+        // The writer's transaction already holds SQLite's write lock.
+        Box::pin(super::sqlite_writer::append_now(
+            self, sealer, chain, actor, event,
+        ))
     }
 }
 
@@ -201,14 +188,6 @@ impl super::Engine for SqliteStore {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         Box::pin(self.writer.run(work))
-    }
-
-    fn write_appending<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
-        Box::pin(self.writer.run_holding_appends(work))
     }
 
     fn write_statement<T, F>(&self, work: F) -> BoxFuture<'_, Result<T>>
@@ -250,6 +229,26 @@ impl super::Engine for SqliteStore {
         last: i64,
     ) -> BoxStream<'a, Result<EntryLines>> {
         self.entries.entry_lines(chain, first, last)
+    }
+
+    fn admit(&self, action: NewAction, guard: Guard) -> BoxFuture<'_, Result<Admission>> {
+        Box::pin(async move {
+            let sealer = self.sealer()?;
+            self.writer
+                .direct_steps(move |batch| {
+                    block_on(domain_sql::admit(batch, &sealer, &action, guard))
+                })
+                .await
+        })
+    }
+
+    fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<ActionRecord>> {
+        Box::pin(async move {
+            let sealer = self.sealer()?;
+            self.writer
+                .direct_steps(move |batch| block_on(domain_sql::finish(batch, &sealer, &finish)))
+                .await
+        })
     }
 
     fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {

@@ -17,12 +17,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OpenFlags, Statement, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, Statement};
 
 use super::audit_sql::{self, ROWS_PER_STATEMENT};
 use super::sqlite_writer::{AppendRequest, BatchFailed};
 use crate::audit::append::{AppendPlan, Appended, Sealer};
 use crate::audit::records::{CheckpointRecord, HeadRecord};
+use crate::domain::ChainId;
+use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 
 /// Statements kept prepared: the fixed ones and the multi-row appends of the usual batch sizes.
@@ -79,16 +81,19 @@ pub(super) struct DirectConn {
     data_version: Option<i64>,
 }
 
-/// The heads of the chains this connection wrote, and the appends sealed for the open batch.
+/// A connection's cache of the chain heads it wrote, and the appends sealed for its open batch
+/// (written before the commit). The cache is trusted only while `PRAGMA data_version` shows
+/// that no other connection (the writer's other one, a CLI command beside the server) has
+/// committed since the owner's last commit.
 #[derive(Default)]
-struct Appends {
+pub(super) struct Appends {
     heads: HashMap<String, HeadRecord>,
     plans: Vec<AppendPlan>,
 }
 
 /// An open batch: its transaction, and a way to seal appends into it.
 pub(super) struct DirectBatch<'t> {
-    conn: &'t Connection,
+    conn: &'t mut Connection,
     appends: &'t mut Appends,
     sealer: Option<&'t Sealer>,
 }
@@ -99,28 +104,94 @@ impl DirectBatch<'_> {
         self.conn
     }
 
-    /// Seals an entry after the batch's earlier appends; written with them before the commit.
+    /// Seals a queued entry with the store's sealer.
     pub(super) fn append(&mut self, request: &AppendRequest) -> Result<Appended> {
         let sealer = self
             .sealer
             .ok_or_else(|| Error::AuditUnavailable("the store was opened read-only".to_owned()))?;
-        let name = request.chain.as_str();
-        let head = match self.appends.heads.get(name) {
-            Some(head) => Some(head.clone()),
-            None => select_head(self.conn, name)?,
+        self.seal(sealer, &request.chain, &request.actor, &request.event)
+    }
+
+    /// Seals an entry after the batch's earlier appends; written with them before the commit.
+    pub(super) fn seal(
+        &mut self,
+        sealer: &Sealer,
+        chain: &ChainId,
+        actor: &Actor,
+        event: &AuditEvent,
+    ) -> Result<Appended> {
+        let head = match self.appends.head(chain.as_str()) {
+            Some(head) => Some(head),
+            None => select_head(self.conn, chain.as_str())?,
         };
-        let plan = sealer.plan(
-            &request.chain,
-            head.as_ref(),
-            &request.actor,
-            &request.event,
-        )?;
-        let appended = plan.appended.clone();
         self.appends
-            .heads
-            .insert(name.to_owned(), plan.head.clone());
-        self.appends.plans.push(plan);
+            .push(sealer.plan(chain, head.as_ref(), actor, event)?)
+    }
+
+    /// Runs `steps` in a savepoint: on `Err` its statements and its appends are undone and the
+    /// batch goes on; the outer `Err` (the savepoint itself failed) undoes the batch.
+    pub(super) fn in_savepoint<T>(
+        &mut self,
+        steps: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<Result<T>> {
+        self.conn.execute_batch("SAVEPOINT job").map_err(failed)?;
+        let mark = self.appends.plans.len();
+        let outcome = steps(self);
+        match &outcome {
+            Ok(_) => self.conn.execute_batch("RELEASE job"),
+            Err(_) => {
+                self.appends.discard_from(mark);
+                self.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            }
+        }
+        .map_err(failed)?;
+        Ok(outcome)
+    }
+}
+
+impl Appends {
+    /// The chain's head as of the appends sealed so far, if known.
+    pub(super) fn head(&self, chain: &str) -> Option<HeadRecord> {
+        self.heads.get(chain).cloned()
+    }
+
+    /// Adds a sealed append; its head becomes the chain's.
+    pub(super) fn push(&mut self, plan: AppendPlan) -> Result<Appended> {
+        let appended = plan.appended.clone();
+        self.heads
+            .insert(plan.head.chain.clone(), plan.head.clone());
+        self.plans.push(plan);
         Ok(appended)
+    }
+
+    /// The appends to write now, in the order they were sealed.
+    pub(super) fn take_plans(&mut self) -> Vec<AppendPlan> {
+        std::mem::take(&mut self.plans)
+    }
+
+    pub(super) fn forget_heads(&mut self) {
+        self.heads.clear();
+    }
+
+    pub(super) fn forget_all(&mut self) {
+        *self = Appends::default();
+    }
+
+    /// Forgets the appends sealed since `mark`, and the heads they made.
+    fn discard_from(&mut self, mark: usize) {
+        for dropped in self.plans.split_off(mark) {
+            let chain = dropped.head.chain;
+            match self
+                .plans
+                .iter()
+                .rev()
+                .find(|plan| plan.head.chain == chain)
+            {
+                Some(earlier) => self.heads.insert(chain, earlier.head.clone()),
+                // Nothing of this chain waits: the database holds its head again.
+                None => self.heads.remove(&chain),
+            };
+        }
     }
 }
 
@@ -134,28 +205,26 @@ impl DirectConn {
     ) -> Result<()> {
         // IMMEDIATE takes the write lock up front, so another process waits for it instead of
         // failing halfway through with SQLITE_BUSY.
-        let tx = self
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(failed)?;
+        let version: i64 = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(failed)?;
-        let version: i64 = tx
             .query_row("PRAGMA data_version", [], |row| row.get(0))
             .map_err(failed)?;
         if self.data_version != Some(version) {
-            self.appends.heads.clear();
+            self.appends.forget_heads();
         }
-        self.appends.plans.clear();
+        self.appends.take_plans();
         let mut batch = DirectBatch {
-            conn: &tx,
+            conn: &mut self.conn,
             appends: &mut self.appends,
             sealer,
         };
         for job in jobs.iter_mut() {
             job.run(&mut batch)?;
         }
-        let plans = std::mem::take(&mut self.appends.plans);
-        write_plans(&tx, &plans)?;
-        tx.commit().map_err(failed)?;
+        let plans = self.appends.take_plans();
+        write_plans(&self.conn, &plans)?;
+        self.conn.execute_batch("COMMIT").map_err(failed)?;
         // Our own commits do not change data_version for this connection.
         self.data_version = Some(version);
         Ok(())

@@ -5,20 +5,17 @@
 //! runs whatever is waiting in a single `BEGIN IMMEDIATE` transaction and commits once; a caller
 //! hears back only after that commit, so "returned Ok" always means "durably on disk".
 //!
-//! Plain audit appends, the bulk of all writes, are sealed in memory against a cache of chain
-//! heads and written with one multi-row statement per table. Other writes (domain rows together
-//! with their audit entry) run as closures, each in its own savepoint so a failing one is undone
-//! without disturbing the rest. A write of a single statement, optionally followed by an audit
-//! entry (a Falcon detection arriving), needs no savepoint: SQLite undoes a failed statement by
-//! itself, and its entry joins the batch's multi-row append. A closure that reads no audit table
-//! may hold its appends back too (`run_holding_appends`): the remediation's admission and
-//! outcome then cost their own statements only, not three more each for the chain.
+//! Plain audit appends are sealed in memory against a cache of chain heads and written with
+//! one multi-row statement per table. Other writes (domain rows together with their audit
+//! entry) run as closures, each in its own savepoint so a failing one is undone without
+//! disturbing the rest. A write of a single statement, optionally followed by an audit entry,
+//! needs no savepoint: SQLite undoes a failed statement by itself, and its entry joins the
+//! batch's multi-row append.
 //!
-//! A detection's writes skip sqlx altogether: they run on a plain connection of the writer's
-//! (`sqlite_direct`), a batch of them in one transaction of their own, before the batch's
-//! other jobs.
+//! The writes that come in floods skip sqlx altogether: a detection's, and an action's
+//! admission and outcome run on a plain connection of the writer's (`sqlite_direct`), a batch
+//! of them in one transaction of their own, before the batch's other jobs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -27,8 +24,8 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit_sql::SELECT_HEAD;
-use super::sqlite_direct::{self, DirectBatch, DirectConn, DirectJob, DirectOpener};
-use crate::audit::append::{AppendPlan, Appended, Sealer};
+use super::sqlite_direct::{self, Appends, DirectBatch, DirectConn, DirectJob, DirectOpener};
+use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::HeadRecord;
 use crate::domain::ChainId;
 use crate::domain::event::{Actor, AuditEvent};
@@ -57,8 +54,6 @@ impl From<BatchFailed> for Error {
 type Work<T> = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send>;
 
 trait WorkJob: Send {
-    /// Whether the job's appends join the batch's (it reads no audit table itself).
-    fn holds_appends(&self) -> bool;
     /// Runs the job's statements; `false` when the job failed and must be rolled back.
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
     /// Delivers the job's result, or the commit error that undid it.
@@ -66,17 +61,12 @@ trait WorkJob: Send {
 }
 
 struct TypedWork<T> {
-    holds_appends: bool,
     work: Option<Work<T>>,
     output: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
 impl<T: Send + 'static> WorkJob for TypedWork<T> {
-    fn holds_appends(&self) -> bool {
-        self.holds_appends
-    }
-
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
@@ -233,8 +223,32 @@ impl<T: Send + 'static> DirectJob for TypedDirect<T> {
     }
 }
 
+/// Steps written over [`ActionStatements`](super::action_steps::ActionStatements), for the plain
+/// connection; they run in a savepoint of their own.
+type Steps<T> = Box<dyn FnOnce(&mut DirectBatch<'_>) -> Result<T> + Send>;
+
+struct TypedSteps<T> {
+    steps: Option<Steps<T>>,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T: Send + 'static> DirectJob for TypedSteps<T> {
+    fn run(&mut self, batch: &mut DirectBatch<'_>) -> Result<()> {
+        let Some(steps) = self.steps.take() else {
+            return Err(Error::Internal("write job was run twice".to_owned()));
+        };
+        self.output = Some(batch.in_savepoint(steps)?);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
+        deliver(self.reply, commit, self.output);
+    }
+}
+
 enum Job {
-    /// Runs on the plain connection (a detection's writes).
+    /// Runs on the plain connection (a detection's writes, an action's admission and outcome).
     Direct(Box<dyn DirectJob>),
     /// Runs on the sqlx connection.
     Sqlx(SqlxJob),
@@ -284,7 +298,7 @@ impl Writer {
             direct: std::sync::Mutex::new(None),
             open_direct: direct,
             sealer,
-            appends: HeldAppends::default(),
+            appends: Appends::default(),
             data_version: None,
         };
         tokio::spawn(state.run(queue));
@@ -318,25 +332,9 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        self.run_work(false, Box::new(work)).await
-    }
-
-    /// Like `run`, for work that reads no audit table (entries, heads, checkpoints) and appends
-    /// only through `ChainTx::append`: its entries are sealed against the writer's cached heads
-    /// and written with the batch's other appends, so its own statements are all it costs.
-    pub async fn run_holding_appends<T, F>(&self, work: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
-    {
-        self.run_work(true, Box::new(work)).await
-    }
-
-    async fn run_work<T: Send + 'static>(&self, holds_appends: bool, work: Work<T>) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.submit(Job::Sqlx(SqlxJob::Work(Box::new(TypedWork {
-            holds_appends,
-            work: Some(work),
+            work: Some(Box::new(work)),
             output: None,
             reply,
         }))))
@@ -381,6 +379,23 @@ impl Writer {
         answer.await.map_err(|_| dropped())?
     }
 
+    /// Runs `steps` on the writer's plain connection in the next batch, in a savepoint of their
+    /// own (undone alone when they fail); returns after the commit.
+    pub async fn direct_steps<T, F>(&self, steps: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DirectBatch<'_>) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Direct(Box::new(TypedSteps {
+            steps: Some(Box::new(steps)),
+            output: None,
+            reply,
+        })))
+        .await?;
+        answer.await.map_err(|_| dropped())?
+    }
+
     async fn submit(&self, job: Job) -> Result<()> {
         self.jobs
             .send(job)
@@ -406,99 +421,50 @@ struct WriterState {
     /// The batch's sealed appends not yet written, and the chain heads as of them; the heads are
     /// trusted only while `PRAGMA data_version` shows that no other connection (a CLI command
     /// beside the server) has committed since our last commit.
-    appends: HeldAppends,
+    appends: Appends,
     data_version: Option<i64>,
 }
 
-tokio::task_local! {
-    /// Set while a closure that lets the writer hold its appends runs, for `ChainTx::append`.
-    static HELD: HeldAppends;
-}
-
-/// Sealed appends waiting for the batch's multi-row write, and the chain heads they lead to.
-/// Shared between the writer and the closure it runs; only the writer task ever touches it, so
-/// the lock is never contended and never held across an await.
-#[derive(Clone, Default)]
-pub(crate) struct HeldAppends(Arc<std::sync::Mutex<Appends>>);
-
-#[derive(Default)]
-struct Appends {
-    heads: HashMap<String, HeadRecord>,
-    plans: Vec<AppendPlan>,
-}
-
-impl HeldAppends {
-    /// The appends of the closure now running, when the writer holds them.
-    pub(crate) fn current() -> Option<HeldAppends> {
-        HELD.try_with(HeldAppends::clone).ok()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Appends> {
-        // Nothing panics while holding it; a poisoned lock still guards consistent data.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Seals `event` onto `chain` after the batch's earlier appends; written by the next flush.
-    pub(crate) async fn seal(
-        &self,
-        conn: &mut SqliteConnection,
-        sealer: &Sealer,
-        chain: &ChainId,
-        actor: &Actor,
-        event: &AuditEvent,
-    ) -> Result<Appended> {
-        let name = chain.as_str();
-        let cached = self.lock().heads.get(name).cloned();
-        let head = match cached {
-            Some(head) => Some(head),
-            None => {
-                sqlx::query_as::<_, HeadRecord>(SELECT_HEAD)
-                    .bind(name)
-                    .fetch_optional(&mut *conn)
-                    .await?
-            }
-        };
-        let plan = sealer.plan(chain, head.as_ref(), actor, event)?;
-        let appended = plan.appended.clone();
-        let mut appends = self.lock();
-        appends.heads.insert(name.to_owned(), plan.head.clone());
-        appends.plans.push(plan);
-        Ok(appended)
-    }
-
-    fn held(&self) -> usize {
-        self.lock().plans.len()
-    }
-
-    /// Forgets the appends sealed since `mark` (their closure failed), and the heads they made.
-    fn discard_from(&self, mark: usize) {
-        let mut appends = self.lock();
-        let Appends { heads, plans } = &mut *appends;
-        for dropped in plans.split_off(mark) {
-            let chain = dropped.head.chain;
-            match plans.iter().rev().find(|plan| plan.head.chain == chain) {
-                Some(earlier) => heads.insert(chain, earlier.head.clone()),
-                // Nothing of this chain waits: the database holds its head again.
-                None => heads.remove(&chain),
-            };
+/// Seals `event` onto `chain` after the batch's earlier appends (`appends`); written by the
+/// next [`flush`].
+async fn seal(
+    appends: &mut Appends,
+    conn: &mut SqliteConnection,
+    sealer: &Sealer,
+    chain: &ChainId,
+    actor: &Actor,
+    event: &AuditEvent,
+) -> Result<Appended> {
+    let head = match appends.head(chain.as_str()) {
+        Some(head) => Some(head),
+        None => {
+            sqlx::query_as::<_, HeadRecord>(SELECT_HEAD)
+                .bind(chain.as_str())
+                .fetch_optional(&mut *conn)
+                .await?
         }
-    }
+    };
+    appends.push(sealer.plan(chain, head.as_ref(), actor, event)?)
+}
 
-    fn forget_heads(&self) {
-        self.lock().heads.clear();
-    }
+/// Writes the waiting appends in as few statements as the batch allows.
+async fn flush(appends: &mut Appends, conn: &mut SqliteConnection) -> Result<()> {
+    let plans = appends.take_plans();
+    super::audit_sql::write_plans_at_once(conn, &plans).await
+}
 
-    fn forget_all(&self) {
-        *self.lock() = Appends::default();
-    }
-
-    /// Writes the waiting appends in as few statements as the batch allows.
-    pub(crate) async fn flush(&self, conn: &mut SqliteConnection) -> Result<()> {
-        let plans = std::mem::take(&mut self.lock().plans);
-        super::audit_sql::write_plans_at_once(conn, &plans).await
-    }
+/// Appends inside a transaction of the sqlx connection, written at once.
+pub(crate) async fn append_now(
+    conn: &mut SqliteConnection,
+    sealer: &Sealer,
+    chain: &ChainId,
+    actor: &Actor,
+    event: &AuditEvent,
+) -> Result<Appended> {
+    let mut own = Appends::default();
+    let appended = seal(&mut own, conn, sealer, chain, actor, event).await?;
+    flush(&mut own, conn).await?;
+    Ok(appended)
 }
 
 impl WriterState {
@@ -619,7 +585,6 @@ impl WriterState {
             // the one head it needs: the cached heads are dropped instead.
             self.appends.forget_heads();
             if self.run_work(&mut tx, work.as_mut()).await {
-                self.appends.flush(&mut tx).await?;
                 tx.commit().await?;
             } else {
                 tx.rollback().await?;
@@ -643,10 +608,8 @@ impl WriterState {
                     }
                 }
                 SqlxJob::Work(work) => {
-                    if !work.holds_appends() {
-                        // It reads the audit tables as written so far, outside its savepoint.
-                        self.appends.flush(&mut tx).await?;
-                    }
+                    // It reads the audit tables as written so far, outside its savepoint.
+                    flush(&mut self.appends, &mut tx).await?;
                     let mut savepoint = tx.begin().await?;
                     if self.run_work(&mut savepoint, work.as_mut()).await {
                         savepoint.commit().await?;
@@ -656,32 +619,27 @@ impl WriterState {
                 }
             }
         }
-        self.appends.flush(&mut tx).await?;
+        flush(&mut self.appends, &mut tx).await?;
         tx.commit().await?;
         // Our own commits do not change data_version for this connection.
         self.data_version = Some(version);
         Ok(())
     }
 
-    /// Runs one closure; `false` when it failed and its statements must be undone. One that
-    /// holds its appends sees them join the batch's (and dropped when it fails); any other may
+    /// Runs one closure; `false` when it failed and its statements must be undone. It may
     /// append through its own path, so no cached head outlives it.
     async fn run_work(&mut self, conn: &mut SqliteConnection, work: &mut dyn WorkJob) -> bool {
-        if work.holds_appends() {
-            let mark = self.appends.held();
-            let ok = HELD.scope(self.appends.clone(), work.run(conn)).await;
-            if !ok {
-                self.appends.discard_from(mark);
-            }
-            return ok;
-        }
         let ok = work.run(conn).await;
         self.appends.forget_heads();
         ok
     }
 
     /// Seals a queued append into the batch.
-    async fn seal(&self, conn: &mut SqliteConnection, request: &AppendRequest) -> Result<Appended> {
+    async fn seal(
+        &mut self,
+        conn: &mut SqliteConnection,
+        request: &AppendRequest,
+    ) -> Result<Appended> {
         let sealer = self
             .sealer
             .as_deref()
@@ -691,7 +649,7 @@ impl WriterState {
             actor,
             event,
         } = request;
-        self.appends.seal(conn, sealer, chain, actor, event).await
+        seal(&mut self.appends, conn, sealer, chain, actor, event).await
     }
 }
 
