@@ -181,6 +181,17 @@ where
     Ok(())
 }
 
+/// Marks step `$2` of analyst `$1` used if no later or equal step was, the analyst is active
+/// and not locked at `$3`: the single statement that makes a code good for one action only.
+pub const CONSUME_STEP: &str = "UPDATE analysts SET totp_last_step = $2, failed_otp = 0 \
+     WHERE id = $1 AND status = 'active' AND (totp_last_step IS NULL OR totp_last_step < $2) \
+     AND (locked_until IS NULL OR locked_until <= $3) RETURNING id";
+
+/// A TOTP step as stored.
+pub fn step_value(step: u64) -> i64 {
+    i64::try_from(step).unwrap_or(i64::MAX)
+}
+
 /// Marks `step` used if no later or equal step was, the analyst is active and not locked: the
 /// single statement that makes a code good for one action only.
 pub async fn consume_step<DB>(
@@ -197,16 +208,12 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'r> (String,): FromRow<'r, DB::Row>,
 {
-    let accepted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(
-        "UPDATE analysts SET totp_last_step = $2, failed_otp = 0 \
-         WHERE id = $1 AND status = 'active' AND (totp_last_step IS NULL OR totp_last_step < $2) \
-         AND (locked_until IS NULL OR locked_until <= $3) RETURNING id",
-    )
-    .bind(id.to_string())
-    .bind(i64::try_from(step).unwrap_or(i64::MAX))
-    .bind(now.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
+    let accepted: Option<(String,)> = sqlx::query_as::<DB, (String,)>(CONSUME_STEP)
+        .bind(id.to_string())
+        .bind(step_value(step))
+        .bind(now.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(accepted.is_some())
 }
 
@@ -411,10 +418,7 @@ where
     }
 
     async fn consume_otp_step(&self, id: uuid::Uuid, step: u64, now: Timestamp) -> Result<bool> {
-        self.write_statement(move |conn| {
-            Box::pin(async move { consume_step::<E::Db>(conn, id, step, now).await })
-        })
-        .await
+        Engine::consume_step(self, id, step, now).await
     }
 
     async fn record_otp_failure(&self, failure: &OtpFailureRecord) -> Result<OtpFailureCount> {

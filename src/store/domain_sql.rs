@@ -125,10 +125,7 @@ where
     }
 
     async fn customer(&self, slug: &CustomerSlug) -> Result<Option<Customer>> {
-        let row = sqlx::query_as::<E::Db, CustomerRecord>(SELECT_CUSTOMER)
-            .bind(slug.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = self.customer_row(slug.as_str()).await?;
         row.map(CustomerRecord::parse).transpose()
     }
 

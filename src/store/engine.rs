@@ -11,6 +11,8 @@ use futures::stream::BoxStream;
 use sqlx::{Database, Pool};
 
 use super::detection_rows::DetectionRow;
+use super::domain_sql::CustomerRecord;
+use super::onboarding_sql::CustomerSecretRow;
 use super::detections_sql::TargetUpdate;
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
@@ -19,6 +21,7 @@ use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::Result;
+use crate::time::Timestamp;
 
 /// Entries per run of export lines built from rows (about 1 MB of typical entries).
 const LINES_PER_RUN: usize = 1024;
@@ -98,9 +101,24 @@ pub trait Engine: Send + Sync + 'static {
     /// when it had one.
     fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<ActionRecord>>;
 
+    /// Marks an analyst's TOTP step used, at most once (see `analysts_sql::consume_step`).
+    fn consume_step(&self, analyst: uuid::Uuid, step: u64, now: Timestamp)
+    -> BoxFuture<'_, Result<bool>>;
+
     /// Stores the account a pending detection was matched to and why it waits, in one
     /// statement; the row as updated, if the detection was still pending.
     fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>>;
+
+    /// The customer `slug`, as stored ([`SELECT_CUSTOMER`](super::domain_sql::SELECT_CUSTOMER)).
+    fn customer_row<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<CustomerRecord>>>;
+
+    /// The customer with its webhook secrets valid at `now`
+    /// ([`CUSTOMER_WITH_SECRETS`](super::onboarding_sql::CUSTOMER_WITH_SECRETS)).
+    fn customer_secret_rows<'a>(
+        &'a self,
+        slug: &'a str,
+        now: String,
+    ) -> BoxFuture<'a, Result<Vec<CustomerSecretRow>>>;
 
     /// Stores a detection unless its composite id is known (then the stored one, `false`).
     fn record_detection<'a>(

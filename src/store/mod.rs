@@ -22,6 +22,7 @@ pub mod sqlite;
 mod sqlite_actions;
 mod sqlite_detections;
 mod sqlite_direct;
+mod sqlite_reads;
 mod sqlite_entries;
 mod sqlite_writer;
 

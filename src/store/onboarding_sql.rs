@@ -362,10 +362,8 @@ where
         customer: &CustomerSlug,
         now: Timestamp,
     ) -> Result<Option<(Customer, Vec<WebhookSecretRecord>)>> {
-        let rows = sqlx::query_as::<E::Db, CustomerSecretRow>(CUSTOMER_WITH_SECRETS)
-            .bind(customer.as_str())
-            .bind(now.to_string())
-            .fetch_all(self.pool())
+        let rows = self
+            .customer_secret_rows(customer.as_str(), now.to_string())
             .await?;
         Ok(customer_and_secrets(rows)?)
     }

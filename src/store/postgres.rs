@@ -12,7 +12,8 @@ use super::action_steps::OnSqlx;
 use super::audit_sql as sql;
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
-use super::domain_sql::{self, ChainTx};
+use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::onboarding_sql::{self, CustomerSecretRow};
 use super::postgres_appends::GroupCommit;
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};
@@ -22,6 +23,7 @@ use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
+use crate::time::Timestamp;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -222,6 +224,46 @@ impl super::Engine for PgStore {
                 })
             })
             .await
+        })
+    }
+
+    fn consume_step(
+        &self,
+        analyst: uuid::Uuid,
+        step: u64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool>> {
+        self.write_statement(move |conn| {
+            Box::pin(async move {
+                super::analysts_sql::consume_step::<Postgres>(conn, analyst, step, now).await
+            })
+        })
+    }
+
+    fn customer_row<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<CustomerRecord>>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as::<Postgres, CustomerRecord>(domain_sql::SELECT_CUSTOMER)
+                    .bind(slug)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    fn customer_secret_rows<'a>(
+        &'a self,
+        slug: &'a str,
+        now: String,
+    ) -> BoxFuture<'a, Result<Vec<CustomerSecretRow>>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_as::<Postgres, CustomerSecretRow>(onboarding_sql::CUSTOMER_WITH_SECRETS)
+                    .bind(slug)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
         })
     }
 

@@ -12,9 +12,12 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
-use super::domain_sql::{self, ChainTx};
+use super::domain_sql::{self, ChainTx, CustomerRecord};
+use super::onboarding_sql::CustomerSecretRow;
+use super::sqlite_reads;
 use super::sqlite_detections;
-use super::sqlite_direct::DirectOpener;
+use super::analysts_sql;
+use super::sqlite_direct::{DirectOpener, bind_numbered};
 use super::sqlite_entries::EntryReader;
 use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
@@ -25,6 +28,7 @@ use crate::domain::action::{ActionRecord, Admission, Finish, Guard, NewAction};
 use crate::domain::detection::DetectionRecord;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
+use crate::time::Timestamp;
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -249,6 +253,43 @@ impl super::Engine for SqliteStore {
                 .direct_steps(move |batch| block_on(domain_sql::finish(batch, &sealer, &finish)))
                 .await
         })
+    }
+
+    fn consume_step(
+        &self,
+        analyst: uuid::Uuid,
+        step: u64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool>> {
+        let (analyst, step, now) = (
+            analyst.to_string(),
+            analysts_sql::step_value(step),
+            now.to_string(),
+        );
+        Box::pin(self.writer.direct(move |conn| {
+            let mut statement = conn.prepare_cached(analysts_sql::CONSUME_STEP)?;
+            bind_numbered(&mut statement, &[&analyst, &step, &now])?;
+            let accepted = statement.raw_query().next()?.is_some();
+            Ok(Then::Done(accepted))
+        }))
+    }
+
+    fn customer_row<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<CustomerRecord>>> {
+        let read = self
+            .entries
+            .read_now(|conn| sqlite_reads::customer(conn, slug));
+        Box::pin(std::future::ready(read))
+    }
+
+    fn customer_secret_rows<'a>(
+        &'a self,
+        slug: &'a str,
+        now: String,
+    ) -> BoxFuture<'a, Result<Vec<CustomerSecretRow>>> {
+        let read = self
+            .entries
+            .read_now(|conn| sqlite_reads::customer_with_secrets(conn, slug, &now));
+        Box::pin(std::future::ready(read))
     }
 
     fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {

@@ -231,6 +231,19 @@ impl EntryReader {
         read
     }
 
+    /// Runs a point read (a row or a few, by key) on the calling thread: SQLite answers it in
+    /// microseconds, less than handing it to another thread and back would take, and in WAL
+    /// mode a reader never waits for the writer.
+    pub fn read_now<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let connection = self.connection()?;
+        let result = read(&connection)
+            .map_err(|e| Error::Internal(format!("cannot read from SQLite: {e}")));
+        if result.is_ok() {
+            self.put_back(connection);
+        }
+        result
+    }
+
     fn connection(&self) -> Result<Connection> {
         let idle = self.shared.idle.lock().ok().and_then(|mut idle| idle.pop());
         if let Some(connection) = idle {
