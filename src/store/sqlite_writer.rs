@@ -1,9 +1,9 @@
 //! The single SQLite writer, with group commit.
 //!
 //! SQLite allows one writer at a time, a durable commit (`synchronous=FULL`) costs an fsync, and
-//! every statement is a round trip to sqlx's worker thread. So writes are queued to one task that
-//! runs whatever is waiting in a single `BEGIN IMMEDIATE` transaction and commits once; a caller
-//! hears back only after that commit, so "returned Ok" always means "durably on disk".
+//! every statement is a round trip to sqlx's worker thread. So writes are queued to one thread
+//! that runs whatever is waiting in a single `BEGIN IMMEDIATE` transaction and commits once; a
+//! caller hears back only after that commit, so "returned Ok" always means "durably on disk".
 //!
 //! Plain audit appends are sealed in memory against a cache of chain heads and written with
 //! one multi-row statement per table. Other writes (domain rows together with their audit
@@ -295,13 +295,20 @@ impl Writer {
         let state = WriterState {
             conn: Some(conn),
             connect,
-            direct: std::sync::Mutex::new(None),
+            direct: None,
             open_direct: direct,
             sealer,
             appends: Appends::default(),
             data_version: None,
         };
-        tokio::spawn(state.run(queue));
+        let runtime = tokio::runtime::Handle::current();
+        let started = std::thread::Builder::new()
+            .name("sqlite-writer".to_owned())
+            .spawn(move || state.run(queue, runtime));
+        if let Err(e) = started {
+            // The queue's receiver went with the thread: every write says the writer stopped.
+            tracing::error!(error = %e, "the SQLite writer thread could not be started");
+        }
         Writer { jobs }
     }
 
@@ -413,9 +420,7 @@ struct WriterState {
     conn: Option<SqliteConnection>,
     connect: SqliteConnectOptions,
     /// The plain connection; `None` before the first direct batch and after a failed one.
-    /// Only ever taken through `&mut self`; the mutex makes the state `Sync`, as the writer's
-    /// future must be, since a SQLite connection is not.
-    direct: std::sync::Mutex<Option<DirectConn>>,
+    direct: Option<DirectConn>,
     open_direct: DirectOpener,
     sealer: Option<Arc<Sealer>>,
     /// The batch's sealed appends not yet written, and the chain heads as of them; the heads are
@@ -468,14 +473,17 @@ pub(crate) async fn append_now(
 }
 
 impl WriterState {
-    async fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+    /// The writer's loop, on a thread of its own: direct batches run here, statement after
+    /// statement with no hand-over; sqlx batches run here too, through the runtime, so the two
+    /// connections never hold transactions at once.
+    fn run(mut self, mut queue: mpsc::Receiver<Job>, runtime: tokio::runtime::Handle) {
         let mut batch: Vec<SqlxJob> = Vec::with_capacity(MAX_BATCH);
         let mut direct: Vec<Box<dyn DirectJob>> = Vec::with_capacity(MAX_BATCH);
         let mut held: Option<Job> = None;
         loop {
             let first = match held.take() {
                 Some(job) => job,
-                None => match queue.recv().await {
+                None => match queue.blocking_recv() {
                     Some(job) => job,
                     None => return,
                 },
@@ -499,34 +507,22 @@ impl WriterState {
                 }
             }
             if !direct.is_empty() {
-                self.run_direct(std::mem::take(&mut direct)).await;
+                self.run_direct(std::mem::take(&mut direct));
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let outcome = self.run_batch(&mut batch).await.map_err(|e| {
-                tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
-                self.appends.forget_all();
-                self.data_version = None;
-                BatchFailed(Arc::new(e))
-            });
-            for job in batch.drain(..) {
-                job.finish(outcome.clone());
+            if !batch.is_empty() {
+                runtime.block_on(self.run_sqlx(&mut batch));
             }
         }
     }
 
-    /// Runs the batch's direct jobs in one transaction on the plain connection, on a blocking
-    /// thread, and tells each how it ended.
-    async fn run_direct(&mut self, mut jobs: Vec<Box<dyn DirectJob>>) {
-        let idle = self.direct.get_mut();
-        let (conn, open, sealer) = (
-            idle.unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take(),
-            self.open_direct.clone(),
-            self.sealer.clone(),
-        );
-        let ran = tokio::task::spawn_blocking(move || {
+    /// Runs the batch's direct jobs in one transaction on the plain connection and tells each
+    /// how it ended.
+    fn run_direct(&mut self, mut jobs: Vec<Box<dyn DirectJob>>) {
+        let (conn, sealer) = (self.direct.take(), self.sealer.clone());
+        let open = &self.open_direct;
+        // A job that panics takes its batch's replies with it (its callers hear the write was
+        // dropped), not the writer.
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut conn = match conn {
                 Some(conn) => Ok(conn),
                 None => open.open(),
@@ -546,14 +542,21 @@ impl WriterState {
             // After a failure the connection's state is unknown (SQLite may have ended the
             // transaction itself): the next batch opens a fresh one.
             conn.ok().filter(|_| kept)
-        })
-        .await;
-        // A job that panicked took its batch's replies with it; its callers hear the write
-        // was dropped.
-        *self
-            .direct
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = ran.unwrap_or(None);
+        }));
+        self.direct = ran.unwrap_or(None);
+    }
+
+    /// Runs a batch on the sqlx connection and tells each job how it ended.
+    async fn run_sqlx(&mut self, batch: &mut Vec<SqlxJob>) {
+        let outcome = self.run_batch(batch).await.map_err(|e| {
+            tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
+            self.appends.forget_all();
+            self.data_version = None;
+            BatchFailed(Arc::new(e))
+        });
+        for job in batch.drain(..) {
+            job.finish(outcome.clone());
+        }
     }
 
     async fn run_batch(&mut self, batch: &mut [SqlxJob]) -> Result<()> {
