@@ -11,9 +11,9 @@ use futures::stream::BoxStream;
 use sqlx::{Database, Pool};
 
 use super::detection_rows::DetectionRow;
+use super::detections_sql::TargetUpdate;
 use super::domain_sql::CustomerRecord;
 use super::onboarding_sql::CustomerSecretRow;
-use super::detections_sql::TargetUpdate;
 use crate::audit::append::{Appended, Sealer};
 use crate::audit::records::{EntryLines, EntryRecord};
 use crate::domain::ChainId;
@@ -102,8 +102,12 @@ pub trait Engine: Send + Sync + 'static {
     fn finish(&self, finish: Finish) -> BoxFuture<'_, Result<ActionRecord>>;
 
     /// Marks an analyst's TOTP step used, at most once (see `analysts_sql::consume_step`).
-    fn consume_step(&self, analyst: uuid::Uuid, step: u64, now: Timestamp)
-    -> BoxFuture<'_, Result<bool>>;
+    fn consume_step(
+        &self,
+        analyst: uuid::Uuid,
+        step: u64,
+        now: Timestamp,
+    ) -> BoxFuture<'_, Result<bool>>;
 
     /// Stores the account a pending detection was matched to and why it waits, in one
     /// statement; the row as updated, if the detection was still pending.

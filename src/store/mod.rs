@@ -22,8 +22,8 @@ pub mod sqlite;
 mod sqlite_actions;
 mod sqlite_detections;
 mod sqlite_direct;
-mod sqlite_reads;
 mod sqlite_entries;
+mod sqlite_reads;
 mod sqlite_writer;
 
 use std::sync::Arc;

@@ -258,11 +258,13 @@ impl super::Engine for PgStore {
     ) -> BoxFuture<'a, Result<Vec<CustomerSecretRow>>> {
         Box::pin(async move {
             Ok(
-                sqlx::query_as::<Postgres, CustomerSecretRow>(onboarding_sql::CUSTOMER_WITH_SECRETS)
-                    .bind(slug)
-                    .bind(now)
-                    .fetch_all(&self.pool)
-                    .await?,
+                sqlx::query_as::<Postgres, CustomerSecretRow>(
+                    onboarding_sql::CUSTOMER_WITH_SECRETS,
+                )
+                .bind(slug)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?,
             )
         })
     }

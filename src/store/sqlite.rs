@@ -10,15 +10,15 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection as _, Sqlite, SqliteConnection};
 
+use super::analysts_sql;
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
 use super::domain_sql::{self, ChainTx, CustomerRecord};
 use super::onboarding_sql::CustomerSecretRow;
-use super::sqlite_reads;
 use super::sqlite_detections;
-use super::analysts_sql;
 use super::sqlite_direct::{DirectOpener, bind_numbered};
 use super::sqlite_entries::EntryReader;
+use super::sqlite_reads;
 use super::sqlite_writer::{AppendRequest, Then, Writer};
 use super::{Backend, Store, StoreOptions};
 use crate::audit::append::{Appended, Sealer};

@@ -236,8 +236,8 @@ impl EntryReader {
     /// mode a reader never waits for the writer.
     pub fn read_now<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let connection = self.connection()?;
-        let result = read(&connection)
-            .map_err(|e| Error::Internal(format!("cannot read from SQLite: {e}")));
+        let result =
+            read(&connection).map_err(|e| Error::Internal(format!("cannot read from SQLite: {e}")));
         if result.is_ok() {
             self.put_back(connection);
         }
