@@ -144,8 +144,6 @@ impl Router {
         })
     }
 
-    /// No channel is configured that could carry a message about this customer (or the SOC's
-    /// own events): nothing to render.
     /// The customer whose chain `chain` is (none for the system chain), read once a round.
     async fn customer_of(
         &self,
@@ -163,6 +161,8 @@ impl Router {
         Ok(customer)
     }
 
+    /// No channel is configured that could carry a message about this customer (or the SOC's
+    /// own events): nothing to render.
     fn nobody_listens(&self, customer: Option<&Customer>) -> bool {
         let soc = self.settings.soc_webhook.is_some()
             || (self.settings.email_ready() && !self.settings.soc_email.is_empty());

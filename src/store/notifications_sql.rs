@@ -329,9 +329,18 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'r> (String, i64): FromRow<'r, DB::Row>,
 {
+    // PostgreSQL locks the rows in key order first, as routing them one by one in that order
+    // did: two instances routing the same notices wait for each other instead of deadlocking.
+    // SQLite's one writer needs no row locks (and has no FOR UPDATE).
+    let locked = if DB::NAME == "PostgreSQL" {
+        " ORDER BY chain, seq FOR UPDATE"
+    } else {
+        ""
+    };
     let sql = format!(
-        "UPDATE notification_events SET routed_at = $1 WHERE routed_at IS NULL AND (chain, seq) IN \
-         (VALUES {}) RETURNING chain, seq",
+        "UPDATE notification_events SET routed_at = $1 WHERE (chain, seq) IN \
+         (SELECT chain, seq FROM notification_events WHERE routed_at IS NULL AND (chain, seq) IN \
+         (VALUES {}){locked}) RETURNING chain, seq",
         super::audit_sql::multi_row("", 2, notices.len(), 2, "")
     );
     let mut query =

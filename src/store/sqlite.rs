@@ -275,10 +275,11 @@ impl super::Engine for SqliteStore {
     }
 
     fn customer_row<'a>(&'a self, slug: &'a str) -> BoxFuture<'a, Result<Option<CustomerRecord>>> {
-        let read = self
-            .entries
-            .read_now(|conn| sqlite_reads::customer(conn, slug));
-        Box::pin(std::future::ready(read))
+        let slug = slug.to_owned();
+        Box::pin(
+            self.entries
+                .read_point(move |conn| sqlite_reads::customer(conn, &slug)),
+        )
     }
 
     fn customer_secret_rows<'a>(
@@ -286,10 +287,11 @@ impl super::Engine for SqliteStore {
         slug: &'a str,
         now: String,
     ) -> BoxFuture<'a, Result<Vec<CustomerSecretRow>>> {
-        let read = self
-            .entries
-            .read_now(|conn| sqlite_reads::customer_with_secrets(conn, slug, &now));
-        Box::pin(std::future::ready(read))
+        let slug = slug.to_owned();
+        Box::pin(
+            self.entries
+                .read_point(move |conn| sqlite_reads::customer_with_secrets(conn, &slug, &now)),
+        )
     }
 
     fn store_target(&self, update: TargetUpdate) -> BoxFuture<'_, Result<Option<DetectionRow>>> {

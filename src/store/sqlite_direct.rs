@@ -1,12 +1,12 @@
 //! The writer's plain SQLite connection, for the writes that arrive in floods: a Falcon
 //! detection stored as it arrives (with its `detection_received` entry) and the account it was
-//! matched to.
+//! matched to; an action's admission and outcome; a used TOTP step.
 //!
 //! sqlx hands every statement to the connection's worker thread and waits to be woken with the
 //! answer; under a storm of webhooks those hand-overs, not SQLite, were the writer's time (about
-//! 100 µs a write against a few µs of SQLite's own work). Here a whole batch goes to a blocking
-//! thread once and runs there statement after statement on a rusqlite connection to the same
-//! file, on the same SQLite library. The SQL is the text both backends share (`$n` placeholders,
+//! 100 µs a write against a few µs of SQLite's own work). Here the writer's own thread runs a
+//! whole batch statement after statement on a rusqlite connection to the same file, on the
+//! same SQLite library. The SQL is the text both backends share (`$n` placeholders,
 //! which SQLite takes as named parameters), so nothing is written twice.
 //!
 //! The writer runs this connection's batches and its sqlx connection's one after the other,

@@ -231,22 +231,50 @@ impl EntryReader {
         read
     }
 
-    /// Runs a point read (a row or a few, by key) on the calling thread: SQLite answers it in
-    /// microseconds, less than handing it to another thread and back would take, and in WAL
-    /// mode a reader never waits for the writer.
-    pub fn read_now<T>(&self, read: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
-        let connection = self.connection()?;
-        let result =
-            read(&connection).map_err(|e| Error::Internal(format!("cannot read from SQLite: {e}")));
-        if result.is_ok() {
-            self.put_back(connection);
+    /// Runs a point read (a row or a few, by key). On the calling thread when a connection is
+    /// idle and SQLite answers without waiting for a lock: a read by key takes microseconds,
+    /// less than handing it to another thread and back would. Otherwise (every connection in
+    /// use, or a lock held elsewhere, as while another process recovers the WAL) on a blocking
+    /// thread, where it may open a connection and wait for the lock like any other read.
+    pub async fn read_point<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        if let Some(connection) = self.idle_connection()
+            && connection.busy_timeout(Duration::ZERO).is_ok()
+        {
+            let answered = read(&connection);
+            let restored = connection.busy_timeout(self.shared.busy_timeout).is_ok();
+            let waits = matches!(&answered, Err(rusqlite::Error::SqliteFailure(failure, _))
+                if matches!(failure.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked));
+            if restored && (answered.is_ok() || waits) {
+                self.put_back(connection);
+            }
+            if !waits {
+                return answered.map_err(point_error);
+            }
         }
-        result
+        let _reading = self.permit().await?;
+        let reader = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let connection = reader.connection()?;
+            let answered = read(&connection).map_err(point_error);
+            if answered.is_ok() {
+                reader.put_back(connection);
+            }
+            answered
+        })
+        .await
+        .map_err(|e| point_error(format!("the reading stopped: {e}")))?
+    }
+
+    fn idle_connection(&self) -> Option<Connection> {
+        self.shared.idle.lock().ok().and_then(|mut idle| idle.pop())
     }
 
     fn connection(&self) -> Result<Connection> {
-        let idle = self.shared.idle.lock().ok().and_then(|mut idle| idle.pop());
-        if let Some(connection) = idle {
+        if let Some(connection) = self.idle_connection() {
             return Ok(connection);
         }
         let connection = Connection::open_with_flags(&self.shared.filename, self.shared.flags)
@@ -397,6 +425,10 @@ fn sqlite_error(e: rusqlite::Error) -> Error {
     unreadable(e.to_string())
 }
 
+fn point_error(why: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cannot read from SQLite: {why}"))
+}
+
 fn unreadable(why: impl std::fmt::Display) -> Error {
     Error::Internal(format!("cannot read audit entries from SQLite: {why}"))
 }
@@ -462,6 +494,34 @@ mod tests {
             .try_collect()
             .await
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_point_read_that_meets_a_lock_waits_for_it_instead_of_failing() {
+        let (_dir, path) = database(5);
+        let reader = reader(&format!("sqlite://{}", path.display()));
+        let count = |conn: &rusqlite::Connection| {
+            conn.query_row("SELECT COUNT(*) FROM audit_entries", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        };
+        // Another process holds the database exclusively (as while it recovers the WAL).
+        let holder = rusqlite::Connection::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        holder
+            .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; DELETE FROM audit_entries WHERE seq = 5; COMMIT;")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reading = tokio::spawn({
+            let reader = reader.clone();
+            async move { reader.read_point(count).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(holder);
+        let read = reading.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            read.ok(),
+            Some(7),
+            "the read waited for the lock and saw the commit"
+        );
     }
 
     #[tokio::test]

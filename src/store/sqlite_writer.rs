@@ -488,18 +488,28 @@ impl WriterState {
                     None => return,
                 },
             };
+            // A batch is a run of jobs of one connection, in queue order: a write queued after
+            // another commits after it (a wrong code that locks an analyst out before a right
+            // one that would reset the count, say).
             let mut work = 0;
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
-                    Job::Direct(job) => direct.push(job),
-                    Job::Sqlx(job @ SqlxJob::Work(_)) if work >= MAX_WORK_PER_BATCH => {
-                        held = Some(Job::Sqlx(job));
-                        break;
+                    Job::Direct(job) if batch.is_empty() => direct.push(job),
+                    Job::Sqlx(SqlxJob::Work(job))
+                        if direct.is_empty() && work < MAX_WORK_PER_BATCH =>
+                    {
+                        work += 1;
+                        batch.push(SqlxJob::Work(job));
                     }
-                    Job::Sqlx(job) => {
-                        work += usize::from(matches!(job, SqlxJob::Work(_)));
+                    Job::Sqlx(job @ (SqlxJob::Append(_) | SqlxJob::Single(_)))
+                        if direct.is_empty() =>
+                    {
                         batch.push(job);
+                    }
+                    other => {
+                        held = Some(other);
+                        break;
                     }
                 }
                 if direct.len() + batch.len() < MAX_BATCH {
@@ -510,7 +520,7 @@ impl WriterState {
                 self.run_direct(std::mem::take(&mut direct));
             }
             if !batch.is_empty() {
-                runtime.block_on(self.run_sqlx(&mut batch));
+                self.run_sqlx(&runtime, &mut batch);
             }
         }
     }
@@ -546,9 +556,21 @@ impl WriterState {
         self.direct = ran.unwrap_or(None);
     }
 
-    /// Runs a batch on the sqlx connection and tells each job how it ended.
-    async fn run_sqlx(&mut self, batch: &mut Vec<SqlxJob>) {
-        let outcome = self.run_batch(batch).await.map_err(|e| {
+    /// Runs a batch on the sqlx connection and tells each job how it ended. A job that panics
+    /// takes its batch's replies with it, and the connection (its transaction may be open), not
+    /// the writer.
+    fn run_sqlx(&mut self, runtime: &tokio::runtime::Handle, batch: &mut Vec<SqlxJob>) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(self.run_batch(batch))
+        }));
+        let outcome = match ran {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.conn = None;
+                Err(Error::Internal("a write job panicked".to_owned()))
+            }
+        };
+        let outcome = outcome.map_err(|e| {
             tracing::error!(error = %e, jobs = batch.len(), "SQLite write transaction failed");
             self.appends.forget_all();
             self.data_version = None;
@@ -697,6 +719,76 @@ mod tests {
         assert_eq!(synchronous, 2, "synchronous=FULL");
         assert_eq!(foreign_keys, 1);
         assert_eq!(journal, "wal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_commit_in_the_order_they_were_queued_whichever_connection_runs_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let writer = writer_on(dir.path()).await;
+        writer
+            .direct(|conn| {
+                conn.execute("CREATE TABLE t (x TEXT NOT NULL)", [])?;
+                Ok(Then::Done(()))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Hold the writer in a batch while two writes queue up behind it: one for the sqlx
+        // connection, then one for the plain connection that looks for the first.
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let holding = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .direct(move |_| {
+                        let _ = started.send(());
+                        let _ = released.recv();
+                        Ok(Then::Done(()))
+                    })
+                    .await
+            }
+        });
+        tokio::task::spawn_blocking(move || running.recv())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .run(|conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (x) VALUES ('first')")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let second = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .direct(|conn| {
+                        let seen: i64 =
+                            conn.query_row("SELECT COUNT(*) FROM t WHERE x = 'first'", [], |r| {
+                                r.get(0)
+                            })?;
+                        Ok(Then::Done(seen))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        release.send(()).unwrap_or_else(|e| panic!("{e}"));
+        let outcomes = (holding.await, first.await, second.await);
+        let (Ok(Ok(())), Ok(Ok(())), Ok(Ok(seen))) = outcomes else {
+            panic!("a write failed: {outcomes:?}");
+        };
+        assert_eq!(seen, 1, "the later write ran before the earlier one");
     }
 
     #[tokio::test]
