@@ -66,7 +66,12 @@ async fn app(
     let mut figment = Figment::from(Toml::string(DEFAULT_TOML))
         .merge(Serialized::default("data_dir", dir.display().to_string()))
         .merge(Serialized::default("server.listen", "127.0.0.1:0"))
-        .merge(Serialized::default("log.level", "warn"));
+        .merge(Serialized::default("log.level", "warn"))
+        // The bench's one client may hold more connections than it has requests in flight:
+        // reqwest opens a new one when none has come back to its pool yet, and keeps the idle
+        // ones. Past the service's limit per client address (64 by default, for clients on
+        // the internet) the next would be refused.
+        .merge(Serialized::default("server.max_connections_per_client", 1024));
     if let Some(fake) = entra {
         for (key, value) in [
             ("entra.authority_url", fake.base_url()),
@@ -132,7 +137,7 @@ async fn deliver(
     secret: &str,
     body: Vec<u8>,
 ) -> reqwest::StatusCode {
-    common::signed_webhook(
+    let response = common::signed_webhook(
         http,
         &format!("{base}/api/v1/webhooks/falcon/contoso"),
         secret,
@@ -140,8 +145,11 @@ async fn deliver(
     )
     .send()
     .await
-    .unwrap()
-    .status()
+    .unwrap();
+    let status = response.status();
+    // Read to the end, as a sender does, so the connection goes back to the pool.
+    response.bytes().await.unwrap();
+    status
 }
 
 async fn throughput(base: &str, secret: &str, total: u64) -> f64 {
