@@ -71,7 +71,10 @@ async fn app(
         // reqwest opens a new one when none has come back to its pool yet, and keeps the idle
         // ones. Past the service's limit per client address (64 by default, for clients on
         // the internet) the next would be refused.
-        .merge(Serialized::default("server.max_connections_per_client", 1024));
+        .merge(Serialized::default(
+            "server.max_connections_per_client",
+            1024,
+        ));
     if let Some(fake) = entra {
         for (key, value) in [
             ("entra.authority_url", fake.base_url()),

@@ -27,6 +27,11 @@ use crate::domain::ChainId;
 use crate::domain::event::{Actor, AuditEvent};
 use crate::error::{Error, Result};
 
+/// The writer's page cache: the indexes a write goes through (detections keyed by a random
+/// composite id, actions, audit entries) stay in memory at a million rows each. SQLite's
+/// default, 2 MB, held them up to about 100 k.
+const WRITER_CACHE_KIB: i64 = 64 * 1024;
+
 /// Statements kept prepared: the fixed ones and the multi-row appends of the usual batch sizes.
 const PREPARED_STATEMENTS: usize = 64;
 
@@ -66,6 +71,8 @@ impl DirectOpener {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(unavailable)?;
         conn.set_prepared_statement_cache_capacity(PREPARED_STATEMENTS);
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .map_err(unavailable)?;
         Ok(DirectConn {
             conn,
             appends: Appends::default(),
