@@ -60,13 +60,7 @@ trait WorkJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>);
 }
 
-struct TypedWork<T> {
-    work: Option<Work<T>>,
-    output: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send + 'static> WorkJob for TypedWork<T> {
+impl<T: Send + 'static> WorkJob for Typed<Work<T>, T> {
     fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let Some(work) = self.work.take() else {
@@ -80,7 +74,7 @@ impl<T: Send + 'static> WorkJob for TypedWork<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
-        deliver(self.reply, commit, self.output);
+        (*self).deliver(commit);
     }
 }
 
@@ -112,13 +106,7 @@ trait SingleJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>);
 }
 
-struct TypedSingle<T> {
-    work: Option<Single<T>>,
-    output: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send + 'static> SingleJob for TypedSingle<T> {
+impl<T: Send + 'static> SingleJob for Typed<Single<T>, T> {
     fn run<'c>(
         &'c mut self,
         conn: &'c mut SqliteConnection,
@@ -146,7 +134,7 @@ impl<T: Send + 'static> SingleJob for TypedSingle<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
-        deliver(self.reply, commit, self.output);
+        (*self).deliver(commit);
     }
 }
 
@@ -163,6 +151,28 @@ fn statement_undone(error: &Error) -> bool {
             | ErrorKind::NotNullViolation
             | ErrorKind::CheckViolation
     ))
+}
+
+/// A queued job: its closure (`W`, until it runs), its result once run, and where the result
+/// goes.
+struct Typed<W, T> {
+    work: Option<W>,
+    output: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<W, T> Typed<W, T> {
+    fn boxed(work: W, reply: oneshot::Sender<Result<T>>) -> Box<Self> {
+        Box::new(Typed {
+            work: Some(work),
+            output: None,
+            reply,
+        })
+    }
+
+    fn deliver(self, commit: Result<(), BatchFailed>) {
+        deliver(self.reply, commit, self.output);
+    }
 }
 
 /// Hands a job its result: its own error, its value once committed, or the commit's failure.
@@ -192,13 +202,7 @@ struct AppendJob {
 /// closure; it runs on a blocking thread.
 type Direct<T> = Box<dyn FnOnce(&rusqlite::Connection) -> rusqlite::Result<Then<T>> + Send>;
 
-struct TypedDirect<T> {
-    work: Option<Direct<T>>,
-    output: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send + 'static> DirectJob for TypedDirect<T> {
+impl<T: Send + 'static> DirectJob for Typed<Direct<T>, T> {
     fn run(&mut self, batch: &mut DirectBatch<'_>) -> Result<()> {
         let Some(work) = self.work.take() else {
             return Err(Error::Internal("write job was run twice".to_owned()));
@@ -219,7 +223,7 @@ impl<T: Send + 'static> DirectJob for TypedDirect<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
-        deliver(self.reply, commit, self.output);
+        (*self).deliver(commit);
     }
 }
 
@@ -227,15 +231,9 @@ impl<T: Send + 'static> DirectJob for TypedDirect<T> {
 /// connection; they run in a savepoint of their own.
 type Steps<T> = Box<dyn FnOnce(&mut DirectBatch<'_>) -> Result<T> + Send>;
 
-struct TypedSteps<T> {
-    steps: Option<Steps<T>>,
-    output: Option<Result<T>>,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-impl<T: Send + 'static> DirectJob for TypedSteps<T> {
+impl<T: Send + 'static> DirectJob for Typed<Steps<T>, T> {
     fn run(&mut self, batch: &mut DirectBatch<'_>) -> Result<()> {
-        let Some(steps) = self.steps.take() else {
+        let Some(steps) = self.work.take() else {
             return Err(Error::Internal("write job was run twice".to_owned()));
         };
         self.output = Some(batch.in_savepoint(steps)?);
@@ -243,7 +241,7 @@ impl<T: Send + 'static> DirectJob for TypedSteps<T> {
     }
 
     fn finish(self: Box<Self>, commit: Result<(), BatchFailed>) {
-        deliver(self.reply, commit, self.output);
+        (*self).deliver(commit);
     }
 }
 
@@ -319,18 +317,18 @@ impl Writer {
         actor: Actor,
         event: AuditEvent,
     ) -> Result<Appended> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Sqlx(SqlxJob::Append(Box::new(AppendJob {
-            request: AppendRequest {
-                chain,
-                actor,
-                event,
-            },
-            sealed: None,
-            reply,
-        }))))
-        .await?;
-        answer.await.map_err(|_| dropped())?
+        self.ask(|reply| {
+            Job::Sqlx(SqlxJob::Append(Box::new(AppendJob {
+                request: AppendRequest {
+                    chain,
+                    actor,
+                    event,
+                },
+                sealed: None,
+                reply,
+            })))
+        })
+        .await
     }
 
     /// Runs `work` inside the next write transaction and returns its result after the commit.
@@ -339,14 +337,13 @@ impl Writer {
         T: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Sqlx(SqlxJob::Work(Box::new(TypedWork {
-            work: Some(Box::new(work)),
-            output: None,
-            reply,
-        }))))
-        .await?;
-        answer.await.map_err(|_| dropped())?
+        self.ask(|reply| {
+            Job::Sqlx(SqlxJob::Work(Typed::<Work<T>, T>::boxed(
+                Box::new(work),
+                reply,
+            )))
+        })
+        .await
     }
 
     /// Runs `work`, one statement that writes (reads around it are fine) and touches no audit
@@ -358,14 +355,13 @@ impl Writer {
             + Send
             + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Sqlx(SqlxJob::Single(Box::new(TypedSingle {
-            work: Some(Box::new(work)),
-            output: None,
-            reply,
-        }))))
-        .await?;
-        answer.await.map_err(|_| dropped())?
+        self.ask(|reply| {
+            Job::Sqlx(SqlxJob::Single(Typed::<Single<T>, T>::boxed(
+                Box::new(work),
+                reply,
+            )))
+        })
+        .await
     }
 
     /// Runs `work`, one statement that writes (reads around it are fine) and touches no audit
@@ -376,14 +372,8 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<Then<T>> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Job::Direct(Box::new(TypedDirect {
-            work: Some(Box::new(work)),
-            output: None,
-            reply,
-        })))
-        .await?;
-        answer.await.map_err(|_| dropped())?
+        self.ask(|reply| Job::Direct(Typed::<Direct<T>, T>::boxed(Box::new(work), reply)))
+            .await
     }
 
     /// Runs `steps` on the writer's plain connection in the next batch, in a savepoint of their
@@ -393,13 +383,14 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&mut DirectBatch<'_>) -> Result<T> + Send + 'static,
     {
+        self.ask(|reply| Job::Direct(Typed::<Steps<T>, T>::boxed(Box::new(steps), reply)))
+            .await
+    }
+
+    /// Queues the job `make` builds around its reply, and waits for the reply.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Job::Direct(Box::new(TypedSteps {
-            steps: Some(Box::new(steps)),
-            output: None,
-            reply,
-        })))
-        .await?;
+        self.submit(make(reply)).await?;
         answer.await.map_err(|_| dropped())?
     }
 
