@@ -16,7 +16,7 @@ use super::detections_sql::{self, TargetUpdate};
 use super::domain_sql::{self, ChainTx, CustomerRecord};
 use super::onboarding_sql::CustomerSecretRow;
 use super::sqlite_detections;
-use super::sqlite_direct::{DirectOpener, bind_numbered};
+use super::sqlite_direct::{DirectOpener, query_first};
 use super::sqlite_entries::EntryReader;
 use super::sqlite_reads;
 use super::sqlite_writer::{AppendRequest, Then, Writer};
@@ -32,6 +32,7 @@ use crate::time::Timestamp;
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use rusqlite::types::ToSql;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -267,10 +268,9 @@ impl super::Engine for SqliteStore {
             now.to_string(),
         );
         Box::pin(self.writer.direct(move |conn| {
-            let mut statement = conn.prepare_cached(analysts_sql::CONSUME_STEP)?;
-            bind_numbered(&mut statement, &[&analyst, &step, &now])?;
-            let accepted = statement.raw_query().next()?.is_some();
-            Ok(Then::Done(accepted))
+            let values: [&dyn ToSql; 3] = [&analyst, &step, &now];
+            let accepted = query_first(conn, analysts_sql::CONSUME_STEP, &values, |_| Ok(()))?;
+            Ok(Then::Done(accepted.is_some()))
         }))
     }
 

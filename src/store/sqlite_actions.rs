@@ -2,12 +2,12 @@
 //! `action_steps` names, run by rusqlite in the direct batch, each one's SQL shared with sqlx.
 
 use async_trait::async_trait;
+use rusqlite::Row;
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, Row, Statement};
 
 use super::action_rows::ActionRow;
 use super::action_steps::{self, ActionStatements, DecisionUpdate, OutcomeUpdate};
-use super::sqlite_direct::{DirectBatch, bind_numbered, failed};
+use super::sqlite_direct::{DirectBatch, failed, prepared, query_first};
 use crate::audit::append::{Appended, Sealer};
 use crate::domain::ChainId;
 use crate::domain::event::{Actor, AuditEvent};
@@ -32,17 +32,15 @@ impl ActionStatements for DirectBatch<'_> {
 
     async fn action_by_key(&mut self, customer: &str, key: &str) -> Result<Option<ActionRow>> {
         let sql = action_steps::action_by_key_sql();
-        let mut statement = prepare(self.conn(), &sql, &[&customer, &key])?;
-        first_row(&mut statement, action_row)
+        query_first(self.conn(), &sql, &[&customer, &key], action_row).map_err(failed)
     }
 
     async fn recent_actions(&mut self, customer: &str, since: &str) -> Result<i64> {
-        let mut statement = prepare(
-            self.conn(),
-            action_steps::RECENT_ACTIONS,
-            &[&customer, &since],
-        )?;
-        Ok(first_row(&mut statement, |row| row.get(0))?.unwrap_or(0))
+        let values: [&dyn ToSql; 2] = [&customer, &since];
+        let recent = query_first(self.conn(), action_steps::RECENT_ACTIONS, &values, |row| {
+            row.get(0)
+        });
+        Ok(recent.map_err(failed)?.unwrap_or(0))
     }
 
     async fn insert_action(&mut self, r: &ActionRow, owner_run: Option<String>) -> Result<()> {
@@ -74,7 +72,7 @@ impl ActionStatements for DirectBatch<'_> {
             &r.denial,
             &owner_run,
         ];
-        let mut statement = prepare(self.conn(), &sql, &values)?;
+        let mut statement = prepared(self.conn(), &sql, &values).map_err(failed)?;
         match statement.raw_execute() {
             Err(e) if unique_violation(&e) => Err(action_steps::key_taken()),
             other => other.map(|_| ()).map_err(failed),
@@ -97,13 +95,13 @@ impl ActionStatements for DirectBatch<'_> {
             &o.outcome_seq,
             &o.denial,
         ];
-        let mut statement = prepare(self.conn(), &sql, &values)?;
-        first_row(&mut statement, action_row)
+        query_first(self.conn(), &sql, &values, action_row).map_err(failed)
     }
 
     async fn set_target(&mut self, detection: &str, target_id: &str, upn: &str) -> Result<()> {
         let values: [&dyn ToSql; 4] = [&detection, &target_id, &upn, &None::<&str>];
-        let mut statement = prepare(self.conn(), action_steps::SET_TARGET, &values)?;
+        let mut statement =
+            prepared(self.conn(), action_steps::SET_TARGET, &values).map_err(failed)?;
         statement.raw_execute().map_err(failed)?;
         Ok(())
     }
@@ -118,38 +116,19 @@ impl ActionStatements for DirectBatch<'_> {
             &d.reason,
             &d.customer,
         ];
-        let mut statement = prepare(self.conn(), action_steps::DECIDE_DETECTION, &values)?;
-        Ok(first_row(&mut statement, |_| Ok(()))?.is_some())
+        let decided = query_first(self.conn(), action_steps::DECIDE_DETECTION, &values, |_| {
+            Ok(())
+        });
+        Ok(decided.map_err(failed)?.is_some())
     }
 
     async fn detection_state(&mut self, id: &str) -> Result<String> {
-        let mut statement = prepare(self.conn(), action_steps::DETECTION_STATE, &[&id])?;
-        first_row(&mut statement, |row| row.get(0))?
-            .ok_or_else(|| failed(rusqlite::Error::QueryReturnedNoRows))
+        query_first(self.conn(), action_steps::DETECTION_STATE, &[&id], |row| {
+            row.get(0)
+        })
+        .map_err(failed)?
+        .ok_or_else(|| failed(rusqlite::Error::QueryReturnedNoRows))
     }
-}
-
-/// The statement for `sql`, prepared once per connection, with `values` bound to `$1`, `$2`, ….
-fn prepare<'c>(
-    conn: &'c Connection,
-    sql: &str,
-    values: &[&dyn ToSql],
-) -> Result<rusqlite::CachedStatement<'c>> {
-    let mut statement = conn.prepare_cached(sql).map_err(failed)?;
-    bind_numbered(&mut statement, values).map_err(failed)?;
-    Ok(statement)
-}
-
-/// The first row the statement returns, read by `read`.
-fn first_row<T>(
-    statement: &mut Statement<'_>,
-    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Option<T>> {
-    let mut rows = statement.raw_query();
-    let Some(row) = rows.next().map_err(failed)? else {
-        return Ok(None);
-    };
-    read(row).map(Some).map_err(failed)
 }
 
 fn unique_violation(error: &rusqlite::Error) -> bool {

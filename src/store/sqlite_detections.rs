@@ -6,26 +6,22 @@ use rusqlite::{Connection, Row};
 
 use super::detection_rows::DetectionRow;
 use super::detections_sql::{self, TargetUpdate};
-use super::sqlite_direct::bind_numbered;
+use super::sqlite_direct::query_first;
 
 /// Inserts the detection unless its `composite_id` is known for the customer; `true` when it
 /// was inserted.
 pub(super) fn insert_new(conn: &Connection, d: &DetectionRow) -> rusqlite::Result<bool> {
-    let mut statement = conn.prepare_cached(&detections_sql::insert_new_sql())?;
-    bind_numbered(&mut statement, &columns(d))?;
-    let mut rows = statement.raw_query();
-    Ok(rows.next()?.is_some())
+    let inserted = query_first(conn, &detections_sql::insert_new_sql(), &columns(d), |_| {
+        Ok(())
+    })?;
+    Ok(inserted.is_some())
 }
 
 /// The stored detection with the same customer and `composite_id` as `d`.
 pub(super) fn existing(conn: &Connection, d: &DetectionRow) -> rusqlite::Result<DetectionRow> {
-    let mut statement = conn.prepare_cached(&detections_sql::existing_sql())?;
-    bind_numbered(&mut statement, &[&d.customer, &d.composite_id])?;
-    let mut rows = statement.raw_query();
-    match rows.next()? {
-        Some(row) => detection_row(row),
-        None => Err(rusqlite::Error::QueryReturnedNoRows),
-    }
+    let sql = detections_sql::existing_sql();
+    query_first(conn, &sql, &[&d.customer, &d.composite_id], detection_row)?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 /// Stores the account a pending detection was matched to; the row as updated, if still pending.
@@ -33,18 +29,18 @@ pub(super) fn set_target(
     conn: &Connection,
     update: &TargetUpdate,
 ) -> rusqlite::Result<Option<DetectionRow>> {
-    let mut statement = conn.prepare_cached(&detections_sql::set_target_sql())?;
-    bind_numbered(
-        &mut statement,
-        &[
-            &update.id,
-            &update.target_id,
-            &update.target_upn,
-            &update.pending_reason,
-        ],
-    )?;
-    let mut rows = statement.raw_query();
-    rows.next()?.map(detection_row).transpose()
+    let values: [&dyn ToSql; 4] = [
+        &update.id,
+        &update.target_id,
+        &update.target_upn,
+        &update.pending_reason,
+    ];
+    query_first(
+        conn,
+        &detections_sql::set_target_sql(),
+        &values,
+        detection_row,
+    )
 }
 
 /// A row's values in `DETECTION_COLUMNS` order.

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OpenFlags, Statement};
+use rusqlite::{CachedStatement, Connection, OpenFlags, Row, Statement};
 
 use super::audit_sql::{self, ROWS_PER_STATEMENT};
 use super::sqlite_writer::{AppendRequest, BatchFailed};
@@ -131,8 +131,9 @@ impl DirectBatch<'_> {
             Some(head) => Some(head),
             None => select_head(self.conn, chain.as_str())?,
         };
-        self.appends
-            .push(sealer.plan(chain, head.as_ref(), actor, event)?)
+        Ok(self
+            .appends
+            .push(sealer.plan(chain, head.as_ref(), actor, event)?))
     }
 
     /// Runs `steps` in a savepoint: on `Err` its statements and its appends are undone and the
@@ -163,12 +164,12 @@ impl Appends {
     }
 
     /// Adds a sealed append; its head becomes the chain's.
-    pub(super) fn push(&mut self, plan: AppendPlan) -> Result<Appended> {
+    pub(super) fn push(&mut self, plan: AppendPlan) -> Appended {
         let appended = plan.appended.clone();
         self.heads
             .insert(plan.head.chain.clone(), plan.head.clone());
         self.plans.push(plan);
-        Ok(appended)
+        appended
     }
 
     /// The appends to write now, in the order they were sealed.
@@ -239,19 +240,37 @@ impl DirectConn {
 }
 
 fn select_head(conn: &Connection, chain: &str) -> Result<Option<HeadRecord>> {
-    let mut statement = conn
-        .prepare_cached(audit_sql::SELECT_HEAD)
-        .map_err(failed)?;
-    bind_numbered(&mut statement, &[&chain]).map_err(failed)?;
+    query_first(conn, audit_sql::SELECT_HEAD, &[&chain], |row| {
+        Ok(HeadRecord {
+            chain: row.get(0)?,
+            seq: row.get(1)?,
+            hash: row.get(2)?,
+        })
+    })
+    .map_err(failed)
+}
+
+/// The statement for `sql`, prepared once per connection, with `values` bound to `$1`, `$2`, ….
+pub(super) fn prepared<'c>(
+    conn: &'c Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<CachedStatement<'c>> {
+    let mut statement = conn.prepare_cached(sql)?;
+    bind_numbered(&mut statement, values)?;
+    Ok(statement)
+}
+
+/// The first row `sql` returns with `values` bound, read by `read`.
+pub(super) fn query_first<T>(
+    conn: &Connection,
+    sql: &str,
+    values: &[&dyn ToSql],
+    read: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut statement = prepared(conn, sql, values)?;
     let mut rows = statement.raw_query();
-    let Some(row) = rows.next().map_err(failed)? else {
-        return Ok(None);
-    };
-    Ok(Some(HeadRecord {
-        chain: row.get(0).map_err(failed)?,
-        seq: row.get(1).map_err(failed)?,
-        hash: row.get(2).map_err(failed)?,
-    }))
+    rows.next()?.map(read).transpose()
 }
 
 /// Writes the batch's appends: entries, heads and notices a multi-row INSERT per table (up to
@@ -341,21 +360,15 @@ fn insert_rows(
 }
 
 fn write_checkpoint(conn: &Connection, cp: &CheckpointRecord) -> Result<()> {
-    let mut statement = conn
-        .prepare_cached(audit_sql::INSERT_CHECKPOINT)
-        .map_err(failed)?;
-    bind_numbered(
-        &mut statement,
-        &[
-            &cp.chain,
-            &cp.seq,
-            &cp.hash,
-            &cp.time,
-            &cp.key_id,
-            &cp.signature,
-        ],
-    )
-    .map_err(failed)?;
+    let values: [&dyn ToSql; 6] = [
+        &cp.chain,
+        &cp.seq,
+        &cp.hash,
+        &cp.time,
+        &cp.key_id,
+        &cp.signature,
+    ];
+    let mut statement = prepared(conn, audit_sql::INSERT_CHECKPOINT, &values).map_err(failed)?;
     statement.raw_execute().map_err(failed)?;
     Ok(())
 }

@@ -1,19 +1,15 @@
 //! The point reads on the hot paths (a customer as an action or a webhook finds it), read
 //! straight from SQLite on the caller's thread; the SQL is the text sqlx runs on PostgreSQL.
 
-use rusqlite::types::ToSql;
 use rusqlite::{Connection, Row};
 
 use super::domain_sql::{CustomerRecord, SELECT_CUSTOMER};
 use super::onboarding_sql::{CUSTOMER_WITH_SECRETS, CustomerSecretRow};
-use super::sqlite_direct::bind_numbered;
+use super::sqlite_direct::{prepared, query_first};
 
 /// The customer `slug`, as stored.
 pub(super) fn customer(conn: &Connection, slug: &str) -> rusqlite::Result<Option<CustomerRecord>> {
-    let mut statement = conn.prepare_cached(SELECT_CUSTOMER)?;
-    bind_numbered(&mut statement, &[&slug as &dyn ToSql])?;
-    let mut rows = statement.raw_query();
-    rows.next()?.map(customer_record).transpose()
+    query_first(conn, SELECT_CUSTOMER, &[&slug], customer_record)
 }
 
 /// The customer `slug` with each of its webhook secrets valid at `now`, newest first (one row
@@ -23,8 +19,7 @@ pub(super) fn customer_with_secrets(
     slug: &str,
     now: &str,
 ) -> rusqlite::Result<Vec<CustomerSecretRow>> {
-    let mut statement = conn.prepare_cached(CUSTOMER_WITH_SECRETS)?;
-    bind_numbered(&mut statement, &[&slug as &dyn ToSql, &now])?;
+    let mut statement = prepared(conn, CUSTOMER_WITH_SECRETS, &[&slug, &now])?;
     let mut rows = statement.raw_query();
     let mut found = Vec::new();
     while let Some(row) = rows.next()? {

@@ -440,7 +440,7 @@ async fn seal(
                 .await?
         }
     };
-    appends.push(sealer.plan(chain, head.as_ref(), actor, event)?)
+    Ok(appends.push(sealer.plan(chain, head.as_ref(), actor, event)?))
 }
 
 /// Writes the waiting appends in as few statements as the batch allows.
